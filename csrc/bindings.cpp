@@ -1,0 +1,28 @@
+// metaphys._C: every physics op is declared once here (schema) and implemented per device
+// in csrc/<op>/<op>_cpu.cpp (TORCH_LIBRARY_IMPL CPU) and csrc/<op>/<op>_cuda*.{cu,cpp} (CUDA).
+// Each op returns (loss [N] float64, grad like the unknown): the per-sample mean squared
+// residual over free cells and the gradient that drives the optimizer, in one pass.
+// int stencil: 9 (isotropic 9-point Laplacian, default) or 5. bool true_grad: exact gradient
+// instead of the Appendix-D detached-neighbour pseudo-gradient.
+#include <torch/extension.h>
+
+TORCH_LIBRARY(metaphys, m) {
+  m.def("laplace_loss_grad(Tensor u, Tensor mask, Tensor bc, Tensor f, int stencil, bool true_grad) -> (Tensor, Tensor)");
+  m.def("diffusion_loss_grad(Tensor c, Tensor c_old, Tensor mask, Tensor bc, Tensor vel, Tensor source, Tensor D, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
+  m.def("wave_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor mask, Tensor bc, Tensor c, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
+  m.def("burgers_loss_grad(Tensor v, Tensor v_old, Tensor mask, Tensor bc, Tensor mu, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
+  // fluid_loss_grad and cloth_loss_grad: declared below by the Navier-Stokes / cloth ops.
+}
+
+static bool with_cuda() {
+#ifdef METAPHYS_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "metaphys compiled physics kernels (float64); ops live in torch.ops.metaphys";
+  m.def("with_cuda", &with_cuda, "True when the CUDA kernels were compiled in");
+}

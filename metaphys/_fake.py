@@ -1,0 +1,32 @@
+"""torch.library registrations that make the compiled ops first-class: fake (meta) kernels for
+tracing/torch.compile and an autograd formula (d loss / d unknown = the op's gradient output).
+Imported by metaphys._ops once metaphys._C has loaded."""
+from __future__ import annotations
+
+import torch
+
+# op name -> position of the unknown among the arguments (always 0)
+_OPS = ("laplace_loss_grad", "diffusion_loss_grad", "wave_loss_grad", "burgers_loss_grad",
+        "fluid_loss_grad", "cloth_loss_grad")
+
+
+def _fake(u, *args):
+    return u.new_empty((u.shape[0],)), torch.empty_like(u)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+    ctx.n_inputs = len(inputs)
+
+
+def _backward(ctx, grad_loss, grad_grad):
+    (grad,) = ctx.saved_tensors
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    return (grad_loss.reshape(shape) * grad,) + (None,) * (ctx.n_inputs - 1)
+
+
+for _name in _OPS:
+    if hasattr(torch.ops.metaphys, _name):
+        qual = f"metaphys::{_name}"
+        torch.library.register_fake(qual)(_fake)
+        torch.library.register_autograd(qual, _backward, setup_context=_setup_context)
