@@ -18,7 +18,8 @@ venv: .venv/.installed
 
 # Compiled kernels land in metaphys/_C*.so (in-place build, editable package).
 build: .venv/.installed
-	$(PY) setup.py -q build_ext --inplace 2>&1 | grep -v "^\(running\|copying\)" || true
+	@mkdir -p build
+	flock build/.build.lock $(PY) setup.py -q build_ext --inplace 2>&1 | grep -v "^\(running\|copying\)" || true
 	$(PY) -c "import torch, metaphys._C" || (echo "build of metaphys._C failed" && exit 1)
 
 demo: build
