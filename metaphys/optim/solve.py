@@ -1,0 +1,181 @@
+"""solve / TimeStepper: drive any optimizer (Metamizer or baseline) on any Problem.
+
+Stopping: a fixed number of ``iterations``, or a residual ``tol`` with an iteration cap
+(``max_iterations``) -- per sample: a sample whose residual is <= tol stops moving while the
+others continue. The residual of every iteration is recorded.
+
+Step guard (production safety, beyond the paper; on by default in simulations, off in the
+paper-faithful mode): a proposed step that makes the loss non-finite or grows it by more than
+``guard_growth * |loss|`` is rejected for that sample and retried with the step and the scale
+shrunk by ``guard_shrink`` (up to ``guard_retries`` times, then the sample stays put for this
+iteration). Rejections are counted and reported. Without the guard, divergence (non-finite loss,
+or loss > 1e10 x the starting loss) raises ``DivergenceError``; NaN is never returned.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+
+DIVERGENCE_FACTOR = 1e10
+
+
+class DivergenceError(RuntimeError):
+    """The optimizer diverged; the message names the iteration and the residual."""
+
+
+@dataclass
+class SolveResult:
+    u: torch.Tensor
+    residuals: List[torch.Tensor] = field(default_factory=list)   # per iteration, [N]
+    iterations: int = 0
+    guard_rejections: int = 0
+    hit_cap: bool = False
+    state: object = None
+
+    @property
+    def residual(self) -> torch.Tensor:
+        return self.residuals[-1]
+
+    def history(self) -> torch.Tensor:
+        """[iterations+1, N] residual history (row 0 = before the first step)."""
+        return torch.stack(self.residuals)
+
+
+def _check_stopping(iterations, tol, max_iterations):
+    if iterations is None and tol is None:
+        raise ValueError("give iterations=K or tol=... (with max_iterations)")
+    if iterations is not None and (not isinstance(iterations, int) or iterations < 0):
+        raise ValueError(f"iterations must be a non-negative int, got {iterations!r}")
+    if tol is not None and not (tol > 0):
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    if max_iterations < 1:
+        raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
+
+
+def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[int] = None,
+            tol: Optional[float] = None, max_iterations: int = 1000, guard: bool = False,
+            guard_growth: float = 1.0, guard_shrink: float = 0.25, guard_retries: int = 3,
+            callback: Optional[Callable] = None) -> SolveResult:
+    """Run the optimizer loop from ``u`` with optimizer ``state``; returns a SolveResult."""
+    _check_stopping(iterations, tol, max_iterations)
+    limit = iterations if iterations is not None else max_iterations
+    loss, grad = problem.loss_and_grad(u)
+    if not bool(torch.isfinite(loss).all()):
+        raise DivergenceError("the starting point already has a non-finite residual")
+    start = loss.abs().clamp_min(1e-300)
+    result = SolveResult(u=u, state=state)
+    residual = problem.residual_from(loss, grad) if hasattr(problem, "residual_from") else loss
+    result.residuals.append(residual)
+    n = u.shape[0]
+    shape = (-1,) + (1,) * (u.dim() - 1)
+    for it in range(limit):
+        active = torch.ones(n, dtype=torch.bool, device=u.device)
+        if tol is not None:
+            active = residual > tol
+            if not bool(active.any()):
+                break
+        step, new_state = optimizer.step(grad, state)
+        step = step * active.view(shape).to(step.dtype)
+        u_new = problem.apply(u, step)
+        loss_new, grad_new = problem.loss_and_grad(u_new)
+        if guard:
+            for _ in range(guard_retries + 1):
+                bad = active & (~torch.isfinite(loss_new) | (loss_new > loss + guard_growth * loss.abs()))
+                if not bool(bad.any()):
+                    break
+                result.guard_rejections += int(bad.sum())
+                shrink = torch.where(bad, guard_shrink, 1.0).to(step.dtype)
+                step = step * shrink.view(shape)
+                optimizer.shrink(new_state, shrink)
+                u_new = problem.apply(u, step)
+                loss_new, grad_new = problem.loss_and_grad(u_new)
+            still = active & (~torch.isfinite(loss_new) | (loss_new > loss + guard_growth * loss.abs()))
+            if bool(still.any()):  # give up on this iteration for those samples: stay put
+                keep = still.view(shape)
+                u_new = torch.where(keep, u, u_new)
+                loss_new = torch.where(still, loss, loss_new)
+                grad_new = torch.where(keep, grad, grad_new)
+        else:
+            if not bool(torch.isfinite(loss_new).all()) or bool((loss_new > DIVERGENCE_FACTOR * start).any()):
+                worst = int(torch.argmax(torch.nan_to_num(loss_new, nan=float("inf"))))
+                raise DivergenceError(
+                    f"optimizer diverged at iteration {it + 1}: sample {worst} has residual "
+                    f"{float(loss_new[worst]):.3e} (started at {float(start[worst]):.3e}); "
+                    "enable the step guard (guard=True) or use more iterations per time step")
+        u, loss, grad, state = u_new, loss_new, grad_new, new_state
+        residual = problem.residual_from(loss, grad) if hasattr(problem, "residual_from") else loss
+        result.residuals.append(residual)
+        result.iterations = it + 1
+        if callback is not None:
+            callback(it + 1, u, residual)
+    else:
+        result.hit_cap = tol is not None and bool((residual > tol).any())
+    result.u, result.state = u, state
+    return result
+
+
+def solve(problem, optimizer=None, *, iterations: Optional[int] = None, tol: Optional[float] = None,
+          max_iterations: int = 1000, u0: Optional[torch.Tensor] = None, guard: bool = False,
+          **guard_options) -> SolveResult:
+    """Solve a stationary problem (or one time step) from ``u0`` (default: problem.initial_guess())."""
+    if optimizer is None:
+        from metaphys.optim.metamizer import Metamizer
+        optimizer = Metamizer(device=problem.device)
+    u = problem.initial_guess() if u0 is None else problem.check_unknown(u0)
+    state = optimizer.init_state(tuple(u.shape), device=u.device)
+    return iterate(problem, optimizer, u, state, iterations=iterations, tol=tol,
+                   max_iterations=max_iterations, guard=guard, **guard_options)
+
+
+@dataclass
+class StepReport:
+    iterations: int
+    residual_start: torch.Tensor
+    residual_end: torch.Tensor
+    guard_rejections: int
+    hit_cap: bool
+
+
+class TimeStepper:
+    """Advance a time-dependent problem: per step, iterate the optimizer, then ``problem.advance``.
+
+    The optimizer state carries across time steps as in the paper. ``rescale_on_step`` (the
+    paper's Appendix C suggestion) multiplies every sample's scale by this factor at the start of
+    a step, so the scale need not climb back up over many iterations.
+    """
+
+    def __init__(self, problem, optimizer=None, *, iterations_per_step: Optional[int] = None,
+                 tol: Optional[float] = None, max_iterations: int = 200, guard: bool = True,
+                 rescale_on_step: Optional[float] = None, **guard_options):
+        _check_stopping(iterations_per_step, tol, max_iterations)
+        if optimizer is None:
+            from metaphys.optim.metamizer import Metamizer
+            optimizer = Metamizer(device=problem.device)
+        self.problem = problem
+        self.optimizer = optimizer
+        self.iterations_per_step = iterations_per_step
+        self.tol = tol
+        self.max_iterations = max_iterations
+        self.guard = guard
+        self.guard_options = guard_options
+        self.rescale_on_step = rescale_on_step
+        self.u = problem.initial_guess()
+        self.state = optimizer.init_state(tuple(self.u.shape), device=self.u.device)
+        self.reports: List[StepReport] = []
+
+    def step(self) -> StepReport:
+        if self.rescale_on_step is not None:
+            self.optimizer.shrink(self.state, torch.full_like(self.state_scale_per_sample(), self.rescale_on_step))
+        res = iterate(self.problem, self.optimizer, self.u, self.state, iterations=self.iterations_per_step,
+                      tol=self.tol, max_iterations=self.max_iterations, guard=self.guard, **self.guard_options)
+        self.state = res.state
+        report = StepReport(res.iterations, res.residuals[0], res.residuals[-1], res.guard_rejections, res.hit_cap)
+        self.solution = res.u
+        self.u = self.problem.advance(res.u)
+        self.reports.append(report)
+        return report
+
+    def state_scale_per_sample(self) -> torch.Tensor:
+        return torch.ones(self.u.shape[0], dtype=torch.float64, device=self.u.device)

@@ -1,0 +1,144 @@
+"""The weights contract: TorchScript export, checksummed loading, checkpoint conversions.
+
+``weights/metamizer.pt`` is a TorchScript MetamizerNet (eval mode, BatchNorm folded) with
+forward(grad, prev_grad, prev_step, scale) -> (step, new_scale); ``weights/metamizer.json``
+beside it records architecture, padding mode, training summary and the .pt's sha256, which is
+verified at load.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import warnings
+from typing import Optional
+
+import torch
+
+from metaphys.optim.metamizer import MetamizerNet
+from metaphys.optim.unet import fold_batchnorm
+
+DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "weights", "metamizer.pt")
+
+
+class WeightsError(RuntimeError):
+    """Missing, corrupted or mismatching weights; the message names the file."""
+
+
+def default_weights_path() -> str:
+    return os.environ.get("METAPHYS_WEIGHTS", DEFAULT_WEIGHTS)
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def metadata_path(pt_path: str) -> str:
+    return os.path.splitext(pt_path)[0] + ".json"
+
+
+def _quiet_torchscript():
+    """TorchScript is deprecated upstream and warns on use; hide only those warnings."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=UserWarning)
+    return ctx
+
+
+def script_model(model: MetamizerNet) -> torch.jit.ScriptModule:
+    m = copy.deepcopy(model).cpu().eval()
+    m.normalize_head_gradients = False
+    fold_batchnorm(m.unet)
+    ctx = _quiet_torchscript()
+    try:
+        return torch.jit.script(m)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] = None) -> dict:
+    """Script (eval, BatchNorm folded), save atomically, write the metadata JSON with the sha256."""
+    scripted = script_model(model)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    ctx = _quiet_torchscript()
+    try:
+        scripted.save(tmp)
+    finally:
+        ctx.__exit__(None, None, None)
+    os.replace(tmp, path)
+    meta = {"format": "metaphys-metamizer-torchscript/1",
+            "contract": "forward(grad f64 [N,1,H,W], prev_grad f64 [N,1,H,W], prev_step f64 [N,1,H,W], "
+                        "scale f64 [N]) -> (step f64 [N,1,H,W], new_scale f64 [N]); u <- u + step; "
+                        "fresh problem: prev_grad = prev_step = 0, scale = 0.05; H, W >= 16",
+            "architecture": "unet4-bilinear", "hidden": model.hidden, "padding_mode": model.padding_mode,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "initial_scale": 0.05}
+    meta.update(metadata or {})
+    meta["sha256"] = sha256_of(path)
+    mtmp = metadata_path(path) + ".tmp"
+    with open(mtmp, "w") as fh:
+        json.dump(meta, fh, indent=2, sort_keys=True)
+    os.replace(mtmp, metadata_path(path))
+    return meta
+
+
+def load_torchscript(path: Optional[str] = None, verify: bool = True, map_location="cpu"):
+    """Load shipped weights; verify the sha256 recorded in the JSON beside them."""
+    path = path or default_weights_path()
+    if not os.path.exists(path):
+        raise WeightsError(f"Metamizer weights not found: {path}. Train them (`metaphys train`) or set "
+                           "METAPHYS_WEIGHTS to a metamizer.pt")
+    if verify:
+        mpath = metadata_path(path)
+        if not os.path.exists(mpath):
+            raise WeightsError(f"metadata file {mpath} (with the sha256 of {path}) is missing")
+        with open(mpath) as fh:
+            expected = json.load(fh).get("sha256")
+        actual = sha256_of(path)
+        if expected != actual:
+            raise WeightsError(f"checksum mismatch for {path}: metadata {mpath} records {expected}, "
+                               f"file has {actual}; the weights file is corrupted or was replaced")
+    ctx = _quiet_torchscript()
+    try:
+        return torch.jit.load(path, map_location=map_location)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def load_metadata(path: Optional[str] = None) -> dict:
+    with open(metadata_path(path or default_weights_path())) as fh:
+        return json.load(fh)
+
+
+def load_default_model(device=None):
+    return load_torchscript(map_location=device or "cpu")
+
+
+def load_state_dict_any(path: str) -> dict:
+    """Network weights from a training checkpoint (EMA), an EMA snapshot, or a raw state dict."""
+    sd = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(sd, dict) and "ema" in sd:
+        return sd["ema"]
+    if isinstance(sd, dict) and "model" in sd:
+        return sd["model"]
+    return sd
+
+
+def model_from_snapshot(path: str) -> MetamizerNet:
+    sd = torch.load(path, map_location="cpu", weights_only=False)
+    hidden = sd.get("hidden") or sd.get("config", {}).get("hidden", 20)
+    pad = sd.get("padding_mode") or sd.get("config", {}).get("padding_mode", "zeros")
+    model = MetamizerNet(hidden=hidden, padding_mode=pad)
+    model.load_state_dict(load_state_dict_any(path))
+    return model.eval()

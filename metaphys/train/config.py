@@ -1,0 +1,51 @@
+"""Training recipe: a YAML file per recipe (configs/cpu.yaml, configs/gpu.yaml, configs/tiny.yaml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import List
+
+import yaml
+
+from metaphys.train.pools import PoolSpec
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    hidden: int = 12
+    padding_mode: str = "zeros"
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_final_fraction: float = 0.1   # cosine decay to lr*fraction over decay_steps, then flat
+    decay_steps: int = 40000
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    clip_value: float = 10.0
+    max_steps: int = 10**9
+    max_minutes: float = 150.0
+    checkpoint_minutes: float = 3.0
+    snapshot_minutes: float = 10.0
+    eval_iterations: int = 100
+    eval_sizes: List[int] = field(default_factory=lambda: [32, 64, 100])
+    log_every: int = 50
+    pools: List[PoolSpec] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training config keys: {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        d["pools"] = [PoolSpec(**p) for p in d.get("pools", [])]
+        if not d["pools"]:
+            raise ValueError("training config needs at least one entry under 'pools'")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str) -> "TrainConfig":
+        with open(path) as fh:
+            return cls.from_dict(yaml.safe_load(fh) or {})

@@ -1,0 +1,39 @@
+"""Checkpoint selection during training: score every EMA snapshot on held-out problems and keep
+the best as OUT/best.pt (never "the last one"). Scores go to OUT/snapshots.jsonl."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from metaphys.eval.quick import evaluate_snapshot
+from metaphys.optim.weights import model_from_snapshot
+
+
+class SnapshotJudge:
+    def __init__(self, cfg, out_dir: str):
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.best_path = os.path.join(out_dir, "best.pt")
+        self.best_score = float("inf")
+        log = os.path.join(out_dir, "snapshots.jsonl")
+        if os.path.exists(log):
+            with open(log) as fh:
+                for line in fh:
+                    rec = json.loads(line)
+                    self.best_score = min(self.best_score, rec.get("score", float("inf")))
+
+    def __call__(self, snapshot_path: str, trainer) -> dict:
+        result = evaluate_snapshot(model_from_snapshot(snapshot_path), sizes=tuple(self.cfg.eval_sizes),
+                                   iterations=self.cfg.eval_iterations)
+        result.update(snapshot=os.path.basename(snapshot_path), step=trainer.step, elapsed=trainer.elapsed)
+        if result["score"] < self.best_score:
+            self.best_score = result["score"]
+            shutil.copyfile(snapshot_path, self.best_path + ".tmp")
+            os.replace(self.best_path + ".tmp", self.best_path)
+            result["best"] = True
+        with open(os.path.join(self.out_dir, "snapshots.jsonl"), "a") as fh:
+            fh.write(json.dumps(result) + "\n")
+        print(f"snapshot {result['snapshot']}: score {result['score']:.2f}"
+              + (" (best)" if result.get("best") else ""), flush=True)
+        return result
