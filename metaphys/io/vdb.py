@@ -1,0 +1,291 @@
+"""OpenVDB ``.vdb`` volumes (a float grid named ``density``) for Blender's Volume objects.
+
+Finding an ``openvdb`` module
+-----------------------------
+OpenVDB's Python binding is not on PyPI for our Python, but Blender's pip module (``bpy``)
+bundles one, built for the same CPython 3.11 ABI, at::
+
+    site-packages/bpy/<blender version>/python/lib/python3.11/site-packages/openvdb.cpython-311-*.so
+
+with a RUNPATH to ``bpy/lib`` (``libopenvdb.so``, ``libtbb.so``). It loads into a plain venv
+Python without importing bpy. The lookup (first hit wins, done lazily on first use, never at
+import time):
+
+1. ``$METAPHYS_OPENVDB``: an ``openvdb*.so``/``.pyd`` file or a directory holding one;
+2. an ``openvdb`` module already imported or importable the normal way;
+3. the module bundled in bpy, found with ``importlib.util.find_spec('bpy')`` (which locates
+   bpy without importing it) and a glob under its folder.
+
+Only the single extension file is loaded (``spec_from_file_location``), so bpy's other bundled
+packages (pxr, MaterialX, OpenImageIO...) are not put on ``sys.path``.
+
+Index convention
+----------------
+``density`` is ``[D, H, W]`` (or ``[H, W]``, which becomes one voxel thick, D = 1): a stack of D
+images, each indexed like the PNGs of ``metaphys.io.images`` (row 0 at the top, ``row0='top'``).
+In Blender's world (+Z up) column j goes to +X, slice k to +Y (away from a front view), and row
+i to Z, row 0 highest; so a 2-D frame shows in Blender's front view (-Y looking +Y) as it does in
+its PNG. With ``row0='bottom'`` row 0 is the lowest Z. VDB voxel ``(x, y, z) = (j, k, H-1-i)``
+(``row0='top'``) or ``(j, k, i)`` (``row0='bottom'``).
+
+``origin`` is the world position of the domain's min corner (the outer corner of voxel
+(0, 0, 0)); the domain spans ``origin + voxel_size * (W, D, H)``. OpenVDB places voxel centers
+at its index coordinates, so the grid transform translates by ``origin + voxel_size / 2``.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+from .atomic import PathLike, atomic_path
+
+__all__ = ["vdb_available", "openvdb_location", "load_openvdb", "write_density_vdb", "read_vdb_grid",
+           "OPENVDB_ENV"]
+
+OPENVDB_ENV = "METAPHYS_OPENVDB"
+
+_cache: dict = {}  # lazily filled by load_openvdb(): {"module": module-or-None, "tried": [...]}
+
+
+def _ext_files(directory: str) -> list[str]:
+    out = []
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        out += glob.glob(os.path.join(directory, "openvdb" + suffix))
+    return sorted(set(out))
+
+
+def _bpy_candidates() -> list[str]:
+    try:
+        spec = importlib.util.find_spec("bpy")  # locates, does not import
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    roots = list(spec.submodule_search_locations or [])
+    if not roots and spec.origin:
+        roots = [os.path.dirname(spec.origin)]
+    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    out = []
+    for root in roots:
+        for pattern in (os.path.join(root, "*", "python", "lib", pyver, "site-packages"),  # Linux, macOS
+                        os.path.join(root, "*", "python", "lib", "site-packages")):      # Windows
+            for d in sorted(glob.glob(pattern), reverse=True):  # newest Blender version first
+                out += _ext_files(d)
+    return out
+
+
+def _load_file(path: str):
+    if "openvdb" in sys.modules:  # never load a second copy of the extension
+        return sys.modules["openvdb"]
+    spec = importlib.util.spec_from_file_location("openvdb", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot make an import spec for {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["openvdb"] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules["openvdb"]
+        raise
+    return mod
+
+
+def load_openvdb(refresh: bool = False):
+    """Return the ``openvdb`` module, or None if none can be loaded (see module docstring for the lookup)."""
+    if _cache and not refresh:
+        return _cache["module"]
+    tried: list[str] = []
+    mod = None
+    env = os.environ.get(OPENVDB_ENV)
+    if env:
+        files = _ext_files(env) if os.path.isdir(env) else [env]
+        for f in files:
+            try:
+                mod = _load_file(f)
+                break
+            except Exception as e:  # noqa: BLE001 - report every failed candidate
+                tried.append(f"${OPENVDB_ENV}={f}: {type(e).__name__}: {e}")
+        if not files:
+            tried.append(f"${OPENVDB_ENV}={env}: no openvdb extension module there")
+    if mod is None:
+        try:
+            mod = importlib.import_module("openvdb")
+        except Exception as e:  # noqa: BLE001
+            tried.append(f"import openvdb: {type(e).__name__}: {e}")
+    if mod is None:
+        cands = _bpy_candidates()
+        if not cands:
+            tried.append("bpy's bundled openvdb: bpy is not installed (or has no openvdb module)")
+        for f in cands:
+            try:
+                mod = _load_file(f)
+                break
+            except Exception as e:  # noqa: BLE001
+                tried.append(f"{f}: {type(e).__name__}: {e}")
+    if mod is not None and not hasattr(mod, "FloatGrid"):
+        tried.append(f"{getattr(mod, '__file__', mod)!r} has no FloatGrid: not the OpenVDB binding")
+        mod = None
+    _cache.clear()
+    _cache.update(module=mod, tried=tried)
+    return mod
+
+
+def vdb_available() -> bool:
+    """True if an OpenVDB Python module can be loaded (see the module docstring)."""
+    return load_openvdb() is not None
+
+
+def openvdb_location() -> str | None:
+    """File the loaded openvdb module came from, or None."""
+    mod = load_openvdb()
+    return getattr(mod, "__file__", None) if mod is not None else None
+
+
+def _require():
+    mod = load_openvdb()
+    if mod is None:
+        tried = "\n  ".join(_cache.get("tried", []))
+        raise RuntimeError(
+            "writing .vdb needs an OpenVDB Python module, and none was found. Install Blender's "
+            "Python module into this environment (`pip install bpy==5.0.1`): metaphys loads the "
+            "openvdb module bundled inside it, without importing bpy. Or set "
+            f"${OPENVDB_ENV} to an openvdb extension module (or its folder) built for Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}. Tried:\n  {tried}")
+    return mod
+
+
+def _as_volume(density) -> np.ndarray:
+    a = np.asarray(density)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or 0 in a.shape:
+        raise ValueError(f"density must be a non-empty [D, H, W] or [H, W] array, got shape {np.shape(density)}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"density must be real numeric, got dtype {a.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        idx = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(f"density has a non-finite value (after casting to float32) at [D, H, W] index {idx}")
+    return a
+
+
+def _vec3(x, name: str) -> np.ndarray:
+    v = np.asarray(x, dtype=np.float64).reshape(-1)
+    if v.size == 1:
+        v = np.repeat(v, 3)
+    if v.size != 3 or not np.isfinite(v).all():
+        raise ValueError(f"{name} must be a finite scalar or 3 numbers (x, y, z), got {x!r}")
+    return v
+
+
+def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "density", origin=(0.0, 0.0, 0.0),
+                      transform=None, row0: str = "top", clamp_negative: bool = True, tolerance: float = 0.0,
+                      metadata: dict | None = None) -> None:
+    """Write ``density`` as a float fog-volume grid in a ``.vdb`` file, atomically.
+
+    ``density``: ``[D, H, W]`` or ``[H, W]`` (one voxel thick), indexed as in the module
+    docstring. ``voxel_size``: scalar or (sx, sy, sz) in world units. ``origin``: world position
+    of the domain's min corner. ``transform``: optional 4x4 index-to-world matrix in OpenVDB's
+    row-vector form (translation in the last row) that replaces voxel_size/origin.
+    ``clamp_negative``: clamp solver undershoot to 0 (Blender renders negative density badly).
+    ``tolerance``: voxels within it of 0 are stored inactive (sparser file); 0 keeps every
+    nonzero voxel exact. ``metadata``: extra grid metadata (str/int/float/bool values).
+    Raises RuntimeError (with how to get one) when no openvdb module is available.
+    """
+    if row0 not in ("top", "bottom"):
+        raise ValueError(f"row0 must be 'top' or 'bottom', got {row0!r}")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    a = _as_volume(density)
+    if clamp_negative:
+        a = np.maximum(a, 0.0)
+    D, H, W = a.shape
+    if transform is not None:
+        m = np.asarray(transform, dtype=np.float64)
+        if m.shape != (4, 4) or not np.isfinite(m).all():
+            raise ValueError(f"transform must be a finite 4x4 matrix, got shape {m.shape}")
+    else:
+        vs = _vec3(voxel_size, "voxel_size")
+        if (vs <= 0).any():
+            raise ValueError(f"voxel_size must be > 0, got {voxel_size!r}")
+        o = _vec3(origin, "origin")
+        m = np.diag([vs[0], vs[1], vs[2], 1.0])
+        m[3, :3] = o + 0.5 * vs
+    # [D, H, W] -> VDB [x=W, y=D, z=H]
+    vol = a.transpose(2, 0, 1)
+    if row0 == "top":
+        vol = vol[:, :, ::-1]
+    vol = np.ascontiguousarray(vol, dtype=np.float32)
+
+    vdb = _require()
+    grid = vdb.FloatGrid()
+    grid.copyFromArray(vol, tolerance=float(tolerance))
+    grid.name = name
+    grid.gridClass = vdb.GridClass.FOG_VOLUME
+    grid.transform = vdb.createLinearTransform(m.tolist())
+    meta = {"metaphys_shape_dhw": f"{D} {H} {W}", "metaphys_row0": row0}
+    for k, v in (metadata or {}).items():
+        if not isinstance(v, (str, int, float, bool)):
+            raise ValueError(f"metadata[{k!r}] must be str, int, float or bool, got {type(v).__name__}")
+        meta[str(k)] = v
+    for k, v in meta.items():
+        grid[k] = v
+    try:
+        from ..version import __version__ as ver
+    except Exception:  # pragma: no cover
+        ver = "unknown"
+    with atomic_path(path) as tmp:
+        vdb.write(tmp, grids=[grid], metadata={"creator": f"metaphys {ver}"})
+    del grid
+
+
+def read_vdb_grid(path: PathLike, name: str = "density", row0: str | None = None) -> tuple[np.ndarray, dict]:
+    """Read float grid ``name`` back to ``[D, H, W]`` float32 (inverse of ``write_density_vdb``) and info.
+
+    For files written by ``write_density_vdb`` the full written shape is restored (inactive
+    zero voxels included) and ``row0`` defaults to the one used for writing. For other files
+    the active bounding box is read (info ``index_min``/``index_max``), with ``row0='top'``.
+    info: ``voxel_size`` (x, y, z), ``origin`` (domain min corner, world), ``grid_class``,
+    ``metadata`` (grid metadata dict), ``index_min``, ``index_max``.
+    """
+    vdb = _require()
+    try:
+        grid = vdb.read(os.fspath(path), name)
+    except Exception as e:
+        raise ValueError(f"cannot read grid {name!r} from {str(path)!r}: {e}") from e
+    meta = dict(grid.metadata)
+    lo, hi = grid.evalActiveVoxelBoundingBox()
+    shape_s = meta.get("metaphys_shape_dhw")
+    if shape_s:
+        D, H, W = (int(s) for s in str(shape_s).split())
+        lo = (0, 0, 0)
+        hi = (W - 1, D - 1, H - 1)
+        if row0 is None:
+            row0 = str(meta.get("metaphys_row0", "top"))
+    else:
+        if row0 is None:
+            row0 = "top"
+    if row0 not in ("top", "bottom"):
+        raise ValueError(f"row0 must be 'top' or 'bottom', got {row0!r}")
+    dims = tuple(max(int(h) - int(l) + 1, 0) for l, h in zip(lo, hi))
+    vol = np.zeros(dims, dtype=np.float32)
+    if vol.size:
+        grid.copyToArray(vol, ijk=tuple(int(v) for v in lo))
+    if row0 == "top":
+        vol = vol[:, :, ::-1]
+    out = np.ascontiguousarray(vol.transpose(1, 2, 0))  # [x, y, z] -> [D, H, W]
+    t = grid.transform
+    vs = np.asarray(t.voxelSize(), dtype=np.float64)
+    c0 = np.asarray(t.indexToWorld(tuple(float(v) for v in lo)), dtype=np.float64)
+    info = {"voxel_size": tuple(vs.tolist()), "origin": tuple((c0 - 0.5 * vs).tolist()),
+            "grid_class": str(grid.gridClass), "metadata": meta,
+            "index_min": tuple(int(v) for v in lo), "index_max": tuple(int(v) for v in hi)}
+    del t, grid
+    return out, info
