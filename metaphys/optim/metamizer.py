@@ -12,8 +12,8 @@ scale and equivariant to the units of the unknown.
 ``Metamizer`` is the optimizer object used by solvers and simulations: it splits C channels into
 C single-channel samples, holds the state as tensors (``MetamizerState``) and calls the network.
 """
-from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -30,12 +30,13 @@ MIN_SIZE = 16
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    n = x.shape[-1] * x.shape[-2]
-    return x.flatten(1).norm(dim=1).clamp_min(RMS_FLOOR) / (n ** 0.5)
+    # literals, not the module constants: TorchScript cannot close over Python globals
+    n = float(x.shape[-1] * x.shape[-2])
+    return torch.linalg.vector_norm(x.flatten(1), 2.0, dim=1).clamp_min(1e-40) / math.sqrt(n)
 
 
 def _soft(x: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
-    return SOFT_CLAMP * torch.tanh(x / (SOFT_CLAMP * rms.view(-1, 1, 1, 1)))
+    return 10.0 * torch.tanh(x / (10.0 * rms.view(-1, 1, 1, 1)))
 
 
 class MetamizerNet(nn.Module):

@@ -7,7 +7,6 @@ from the global spatial max of the bottleneck through a Linear layer. ``padding_
 "zeros" (default, the paper's evaluated model) or "circular", the same in training and inference.
 Works for any H, W >= 16.
 """
-from __future__ import annotations
 
 from typing import Tuple
 

@@ -1,0 +1,99 @@
+"""The TorchScript weights contract: round trip, plain-torch loading, checksums."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from metaphys.optim.metamizer import MetamizerNet
+from metaphys.optim.weights import WeightsError, export_torchscript, load_torchscript
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    net = MetamizerNet(hidden=6)
+    # train-mode forward passes give BatchNorm non-trivial running statistics to fold
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            g = torch.randn(4, 1, 20, 20, dtype=torch.float64)
+            net(g, g, g, torch.full((4,), 0.05, dtype=torch.float64))
+    net.eval()
+    path = str(tmp_path_factory.mktemp("w") / "metamizer.pt")
+    meta = export_torchscript(net, path, {"training": {"steps": 0}})
+    return net, path, meta
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 16, 16), (2, 1, 17, 23), (1, 1, 40, 33)])
+def test_scripted_equals_eager(exported, shape):
+    net, path, _ = exported
+    scripted = load_torchscript(path)
+    g = torch.randn(shape, dtype=torch.float64)
+    pg = torch.randn(shape, dtype=torch.float64)
+    ps = torch.randn(shape, dtype=torch.float64)
+    sc = torch.rand(shape[0], dtype=torch.float64) + 0.01
+    with torch.no_grad():
+        a_step, a_scale = net(g, pg, ps, sc)
+        b_step, b_scale = scripted(g, pg, ps, sc)
+    assert b_step.dtype == torch.float64 and b_scale.dtype == torch.float64
+    assert b_step.shape == shape and b_scale.shape == (shape[0],)
+    assert torch.allclose(a_step, b_step, rtol=1e-6, atol=1e-6 * float(a_step.abs().max()))
+    assert torch.allclose(a_scale, b_scale, rtol=1e-6)
+
+
+def test_loads_with_plain_torch_without_metaphys(exported, tmp_path):
+    _, path, _ = exported
+    code = (
+        "import sys, torch\n"
+        f"m = torch.jit.load({path!r})\n"
+        "z = torch.zeros(2, 1, 18, 18, dtype=torch.float64)\n"
+        "g = torch.randn(2, 1, 18, 18, dtype=torch.float64)\n"
+        "step, s = m(g, z, z, torch.full((2,), 0.05, dtype=torch.float64))\n"
+        "assert step.shape == (2, 1, 18, 18) and s.shape == (2,)\n"
+        "assert 'metaphys' not in sys.modules\n"
+        "print('ok')\n")
+    env = dict(os.environ, PYTHONPATH="")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path), env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_metadata_records_architecture_and_checksum(exported):
+    _, path, meta = exported
+    with open(os.path.splitext(path)[0] + ".json") as fh:
+        on_disk = json.load(fh)
+    assert on_disk == meta
+    assert on_disk["hidden"] == 6 and on_disk["padding_mode"] == "zeros" and len(on_disk["sha256"]) == 64
+
+
+def test_checksum_mismatch_names_the_file(exported, tmp_path):
+    _, path, _ = exported
+    bad = tmp_path / "metamizer.pt"
+    data = bytearray(open(path, "rb").read())
+    data[-10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    (tmp_path / "metamizer.json").write_text(open(os.path.splitext(path)[0] + ".json").read())
+    with pytest.raises(WeightsError, match="checksum mismatch for .*metamizer.pt"):
+        load_torchscript(str(bad))
+
+
+def test_missing_weights_name_the_file(tmp_path):
+    with pytest.raises(WeightsError, match="not found: .*nothing.pt"):
+        load_torchscript(str(tmp_path / "nothing.pt"))
+
+
+def test_missing_metadata_is_an_error(exported, tmp_path):
+    _, path, _ = exported
+    lonely = tmp_path / "lonely.pt"
+    lonely.write_bytes(open(path, "rb").read())
+    with pytest.raises(WeightsError, match="lonely.json"):
+        load_torchscript(str(lonely))
+
+
+def test_no_torchscript_deprecation_warning_reaches_the_user(exported, recwarn):
+    _, path, _ = exported
+    load_torchscript(path)
+    assert not [w for w in recwarn if "TorchScript" in str(w.message) or "torch.jit" in str(w.message)]
