@@ -77,3 +77,13 @@ def test_remove_stale_temps(tmp_path):
     (tmp_path / f".keep.abc{TEMP_MARKER}.obj").write_text("torn")
     assert remove_stale_temps(tmp_path) == [f".keep.abc{TEMP_MARKER}.obj"]
     assert _listing(tmp_path) == ["keep.obj"]
+
+
+def test_package_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, metaphys.io; "
+            "print(sorted(m for m in ('bpy', 'openvdb', 'trimesh', 'matplotlib', 'PIL', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -22,7 +22,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import time
 from pathlib import Path, PurePath
 from typing import Any

@@ -10,8 +10,15 @@ Layout (little endian), as Blender's ``MOD_meshcache_pc2`` reads it::
     int32   numSamples    F
     float32 xyz[F][V][3]  positions, sample-major
 
-so a cache is exactly ``32 + F*V*12`` bytes. In Blender's default FRAME time mode the modifier
-uses the sample index (plus its own frame offset) and ignores start/rate.
+so a cache is exactly ``32 + F*V*12`` bytes. ``start``/``sample_rate`` default to 1.0/1.0, what
+Blender's own PC2 exporter writes for a bake starting at frame 1 (start = first frame, rate =
+frame step).
+
+Checked with bpy 5.0.1: in the Mesh Cache modifier's default FRAME time mode, scene frame f
+shows sample ``f - modifier.frame_start`` (the header's start/rate are ignored), so set
+``frame_start`` to the bake's first frame (e.g. 1.0; the modifier's default 0.0 shows sample 1
+at frame 1). The vertex order must be the mesh's: ``meshseq.write_rest_obj`` writes the
+matching rest mesh (import it with ``up_axis='Z', forward_axis='Y'``).
 
 Writers:
 
@@ -194,7 +201,8 @@ class PC2Writer:
             self.start, self.sample_rate, self.num_samples = h.start, h.sample_rate, n
         else:
             if keep not in (None, 0):
-                raise ValueError("keep is only meaningful with resume=True and an existing cache")
+                raise ValueError(f"cannot keep {keep} samples of {str(self.path)!r}: "
+                                 + ("it does not exist" if resume else "keep needs resume=True"))
             with atomic_open(self.path, "wb") as fh:
                 fh.write(_header_bytes(self.num_points, start, sample_rate, 0))
             self.start, self.sample_rate, self.num_samples = float(start), float(sample_rate), 0
