@@ -1,0 +1,177 @@
+"""Shared helpers for the grid-op tests (laplace, diffusion, wave, burgers).
+
+Random problem generators (masks with a Dirichlet frame plus random interior Dirichlet cells,
+random boundary values, fields and per-sample parameters), the argument tuples of the four
+``torch.ops.metaphys.*_loss_grad`` ops, and the comparison used for kernel == twin.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaphys import _ops
+from metaphys.physics.burgers import burgers_twin
+from metaphys.physics.diffusion import diffusion_twin
+from metaphys.physics.laplace import laplace_twin
+from metaphys.physics.wave import wave_twin
+
+F64 = torch.float64
+
+# Odd and non-square sizes on purpose; [N, 1, H, W].
+SIZES = [(1, 1, 7, 9), (3, 1, 16, 23), (2, 1, 31, 17)]
+STENCILS = [9, 5]
+GRAD_MODES = [False, True]
+
+requires_kernels = pytest.mark.skipif(not _ops.kernels_available(),
+                                      reason="metaphys._C is not built (run `make build`)")
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def random_mask(g: torch.Generator, n: int, h: int, w: int, frame: int = 1, p_interior: float = 0.15,
+                device="cpu") -> torch.Tensor:
+    """[n,1,h,w] float64 mask: a ``frame``-cell Dirichlet ring plus random interior Dirichlet cells."""
+    m = (torch.rand(n, 1, h, w, generator=g, dtype=F64) < p_interior).to(F64)
+    if frame > 0:
+        m[..., :frame, :] = 1
+        m[..., -frame:, :] = 1
+        m[..., :, :frame] = 1
+        m[..., :, -frame:] = 1
+    return m.to(device)
+
+
+def field(g: torch.Generator, n: int, c: int, h: int, w: int, scale: float = 1.0, device="cpu") -> torch.Tensor:
+    return (scale * torch.randn(n, c, h, w, generator=g, dtype=F64)).to(device)
+
+
+def param(g: torch.Generator, n: int, lo: float, hi: float, device="cpu") -> torch.Tensor:
+    """Per-sample parameter, log-uniform in [lo, hi]."""
+    t = torch.rand(n, generator=g, dtype=F64)
+    return torch.exp(torch.log(torch.tensor(lo, dtype=F64)) * (1 - t) + torch.log(torch.tensor(hi, dtype=F64)) * t).to(device)
+
+
+# --- op argument tuples (everything except stencil and true_grad) ------------------------------
+
+def laplace_args(g, size, device="cpu", frame=1):
+    n, _, h, w = size
+    m = random_mask(g, n, h, w, frame, device=device)
+    return (field(g, n, 1, h, w, device=device), m, field(g, n, 1, h, w, device=device),
+            field(g, n, 1, h, w, 0.5, device=device))
+
+
+def diffusion_args(g, size, device="cpu", frame=1):
+    n, _, h, w = size
+    m = random_mask(g, n, h, w, frame, device=device)
+    return (field(g, n, 1, h, w, device=device), field(g, n, 1, h, w, device=device), m,
+            field(g, n, 1, h, w, device=device), field(g, n, 2, h, w, 2.0, device=device),
+            field(g, n, 1, h, w, 0.3, device=device), param(g, n, 0.1, 10.0, device=device),
+            param(g, n, 0.2, 2.0, device=device))
+
+
+def wave_args(g, size, device="cpu", frame=1):
+    n, _, h, w = size
+    m = random_mask(g, n, h, w, frame, device=device)
+    return (field(g, n, 1, h, w, device=device), field(g, n, 1, h, w, device=device),
+            field(g, n, 1, h, w, device=device), m, field(g, n, 1, h, w, device=device),
+            param(g, n, 0.1, 10.0, device=device), param(g, n, 0.2, 2.0, device=device))
+
+
+def burgers_args(g, size, device="cpu", frame=1):
+    n, _, h, w = size
+    m = random_mask(g, n, h, w, frame, device=device)
+    return (field(g, n, 2, h, w, device=device), field(g, n, 2, h, w, device=device), m,
+            field(g, n, 2, h, w, device=device), param(g, n, 0.01, 10.0, device=device),
+            param(g, n, 0.2, 2.0, device=device))
+
+
+# op name -> (twin, argument generator)
+OPS = {
+    "laplace_loss_grad": (laplace_twin, laplace_args),
+    "diffusion_loss_grad": (diffusion_twin, diffusion_args),
+    "wave_loss_grad": (wave_twin, wave_args),
+    "burgers_loss_grad": (burgers_twin, burgers_args),
+}
+
+
+def kernel(name: str):
+    return getattr(torch.ops.metaphys, name)
+
+
+def assert_close_rel(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-12, what: str = ""):
+    """|got - want| <= rel * (|want| + max|want|): relative per element, with the field's scale as
+    the floor for entries that cancel to ~0."""
+    assert got.shape == want.shape and got.dtype == want.dtype, (what, got.shape, want.shape, got.dtype)
+    assert bool(torch.isfinite(got).all()), f"{what}: non-finite values in the result"
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    err = (got - want).abs()
+    bound = rel * (want.abs() + scale)
+    worst = float((err - bound).max()) if want.numel() else 0.0
+    assert worst <= 0.0, f"{what}: max |diff| {float(err.max()):.3e} exceeds {rel:g} relative (scale {scale:.3e})"
+
+
+def check_kernel_matches_twin(name: str, size, stencil: int, true_grad: bool, seed: int = 0, rel: float = 1e-12):
+    twin, make = OPS[name]
+    args = make(gen(seed), size) + (stencil, true_grad)
+    lk, gk = kernel(name)(*args)
+    lt, gt = twin(*args)
+    assert_close_rel(lk, lt, rel, f"{name} loss")
+    assert_close_rel(gk, gt, rel, f"{name} grad")
+    # the gradient vanishes on Dirichlet cells in both modes
+    mask = args[2] if name in ("diffusion_loss_grad", "burgers_loss_grad") else args[1]
+    if name == "wave_loss_grad":
+        mask = args[3]
+    assert float((gk * mask).abs().max()) == 0.0
+
+
+def check_opcheck(name: str, size=(2, 1, 6, 7), seed: int = 3):
+    """torch.library.opcheck on one op with both gradient modes."""
+    _, make = OPS[name]
+    for true_grad in (False, True):
+        args = make(gen(seed), size)
+        u = args[0].clone().requires_grad_(True)
+        torch.library.opcheck(kernel(name), (u,) + args[1:] + (9, true_grad),
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                          "test_aot_dispatch_dynamic"))
+
+
+def bad_input_cases(name: str, size=(2, 1, 6, 7)):
+    """(label, args, expected message regex) for the kernel-side TORCH_CHECKs of one op."""
+    _, make = OPS[name]
+    args = list(make(gen(11), size)) + [9, False]
+    # index of mask and of the parameters in each op's argument list
+    mask_at = {"laplace_loss_grad": 1, "diffusion_loss_grad": 2, "wave_loss_grad": 3, "burgers_loss_grad": 2}[name]
+    dt_at = {"diffusion_loss_grad": 7, "wave_loss_grad": 6, "burgers_loss_grad": 5}.get(name)
+    p_at = {"diffusion_loss_grad": (6, "D"), "wave_loss_grad": (5, "c"), "burgers_loss_grad": (4, "mu")}.get(name)
+    stencil_at = len(args) - 2
+    cases = []
+
+    def with_(k, v):
+        a = list(args)
+        a[k] = v
+        return tuple(a)
+
+    cases.append(("float32 unknown", with_(0, args[0].float()), "must be float64"))
+    cases.append(("float32 mask", with_(mask_at, args[mask_at].float()), "mask must be float64"))
+    u = args[0]
+    cases.append(("3-d unknown", with_(0, u[:, 0]), "must have 4 dimensions"))
+    cases.append(("mask shape", with_(mask_at, args[mask_at][:, :, :-1].contiguous()), r"mask must have shape \["))
+    wrong_c = torch.zeros(u.shape[0], 3, u.shape[2], u.shape[3], dtype=F64)
+    cases.append(("channels", with_(0, wrong_c), "channel"))
+    m = args[mask_at].clone()
+    m[0, 0, 2, 2] = 0.5
+    cases.append(("mask 0.5", with_(mask_at, m), "mask must contain only 0"))
+    nc = torch.zeros(u.shape[0], u.shape[1], u.shape[3], u.shape[2], dtype=F64).transpose(2, 3)
+    cases.append(("non-contiguous", with_(0, nc), "must be contiguous"))
+    cases.append(("stencil 7", with_(stencil_at, 7), "stencil must be 9 .* or 5, got 7"))
+    if dt_at is not None:
+        dt = args[dt_at].clone()
+        dt[0] = -1.0
+        cases.append(("negative dt", with_(dt_at, dt), "dt must be > 0"))
+        cases.append(("dt shape", with_(dt_at, args[dt_at][:1].expand(3).contiguous()), r"dt must have shape \["))
+        k, pname = p_at
+        p = args[k].clone()
+        p[-1] = float("nan")
+        cases.append((f"NaN {pname}", with_(k, p), f"{pname} must be finite"))
+    return cases
