@@ -11,7 +11,12 @@ TORCH_LIBRARY(metaphys, m) {
   m.def("diffusion_loss_grad(Tensor c, Tensor c_old, Tensor mask, Tensor bc, Tensor vel, Tensor source, Tensor D, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
   m.def("wave_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor mask, Tensor bc, Tensor c, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
   m.def("burgers_loss_grad(Tensor v, Tensor v_old, Tensor mask, Tensor bc, Tensor mu, Tensor dt, int stencil, bool true_grad) -> (Tensor, Tensor)");
-  // fluid_loss_grad and cloth_loss_grad: declared below by the Navier-Stokes / cloth ops.
+  // Navier-Stokes on a MAC grid (metaphys/physics/fluid.py). u [N,2,H,W] = (vector potential a,
+  // pressure p); a_old [N,1,H,W]; mask [N,1,H,W] and bc [N,2,H,W] on the corner grid, bc and force
+  // channels (v_y, v_x); force [N,2,H,W] = force density on the (v_y, v_x) faces; rho, mu, dt [N].
+  // Returns (loss [N], TRUE gradient d loss / d u [N,2,H,W]).
+  m.def("fluid_loss_grad(Tensor u, Tensor a_old, Tensor mask, Tensor bc, Tensor force, Tensor rho, Tensor mu, Tensor dt, float w_nav, float w_bound, float w_a, float w_p) -> (Tensor, Tensor)");
+  // cloth_loss_grad: declared below by the cloth op.
 }
 
 static bool with_cuda() {
