@@ -175,3 +175,33 @@ def bad_input_cases(name: str, size=(2, 1, 6, 7)):
         p[-1] = float("nan")
         cases.append((f"NaN {pname}", with_(k, p), f"{pname} must be finite"))
     return cases
+
+
+# --- problems (the public API) for gradcheck ----------------------------------------------------
+
+def make_problem(name: str, seed: int, size=(2, 1, 6, 7), stencil: int = 9, true_grad: bool = True):
+    """(problem, unknown) built through the Problem constructors from the op's random arguments."""
+    from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem
+    _, make = OPS[name]
+    a = make(gen(seed), size)
+    kw = dict(stencil=stencil, true_grad=true_grad)
+    if name == "laplace_loss_grad":
+        return LaplaceProblem(a[1], a[2], a[3], **kw), a[0]
+    if name == "diffusion_loss_grad":
+        return DiffusionProblem(a[2], a[3], c_old=a[1], velocity=a[4], source=a[5], D=a[6], dt=a[7], **kw), a[0]
+    if name == "wave_loss_grad":
+        return WaveProblem(a[3], a[4], x_old=a[1], v_old=a[2], c=a[5], dt=a[6], **kw), a[0]
+    return BurgersProblem(a[2], a[3], v_old=a[1], mu=a[4], dt=a[5], **kw), a[0]
+
+
+def check_gradcheck(name: str, which: str, stencil: int, true_grad: bool = True, seed: int = 1):
+    """gradcheck of Problem.loss (autograd through the op's gradient output) under one backend."""
+    if which == "kernel" and not _ops.kernels_available():
+        pytest.skip("metaphys._C is not built")
+    old = _ops.backend()
+    _ops.set_backend(which)
+    try:
+        prob, u = make_problem(name, seed, stencil=stencil, true_grad=true_grad)
+        return torch.autograd.gradcheck(prob.loss, (u.requires_grad_(True),), eps=1e-6, atol=1e-8, rtol=1e-6)
+    finally:
+        _ops.set_backend(old)
