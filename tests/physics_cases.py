@@ -202,6 +202,7 @@ def check_gradcheck(name: str, which: str, stencil: int, true_grad: bool = True,
     _ops.set_backend(which)
     try:
         prob, u = make_problem(name, seed, stencil=stencil, true_grad=true_grad)
-        return torch.autograd.gradcheck(prob.loss, (u.requires_grad_(True),), eps=1e-6, atol=1e-8, rtol=1e-6)
+        # losses reach ~1e3 (c^2 dt^2 terms), so central differences carry ~1e-16 * 1e3 / eps of noise
+        return torch.autograd.gradcheck(prob.loss, (u.requires_grad_(True),), eps=1e-6, atol=1e-6, rtol=1e-5)
     finally:
         _ops.set_backend(old)
