@@ -111,9 +111,10 @@ def assert_close_rel(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-12, 
     assert worst <= 0.0, f"{what}: max |diff| {float(err.max()):.3e} exceeds {rel:g} relative (scale {scale:.3e})"
 
 
-def check_kernel_matches_twin(name: str, size, stencil: int, true_grad: bool, seed: int = 0, rel: float = 1e-12):
+def check_kernel_matches_twin(name: str, size, stencil: int, true_grad: bool, seed: int = 0, rel: float = 1e-12,
+                              frame: int = 1):
     twin, make = OPS[name]
-    args = make(gen(seed), size) + (stencil, true_grad)
+    args = make(gen(seed), size, frame=frame) + (stencil, true_grad)
     lk, gk = kernel(name)(*args)
     lt, gt = twin(*args)
     assert_close_rel(lk, lt, rel, f"{name} loss")
