@@ -223,5 +223,15 @@ inline void check_cpu(const at::Tensor& u, const char* op) {
   TORCH_CHECK(u.device().is_cpu(), op, ": the CPU kernel got tensors on ", u.device());
 }
 
+// The CUDA launch covers one sample per gridDim.z slice and 8 rows per block in gridDim.y. The CUDA
+// bindings do not check mask/parameter values (that would need a device->host sync per call);
+// the Problem constructors validate them on the Python side.
+inline void check_cuda_launchable(const at::Tensor& u, const char* op) {
+  TORCH_CHECK(u.device().is_cuda(), op, ": the CUDA kernel got tensors on ", u.device());
+  TORCH_CHECK(u.size(0) <= 65535, op, ": the CUDA kernel takes at most 65535 samples per call, got ", u.size(0));
+  TORCH_CHECK(u.size(2) <= 65535 * 8 && u.size(3) <= (int64_t{1} << 30), op,
+              ": grid too large for the CUDA kernel: ", u.size(2), " x ", u.size(3));
+}
+
 }  // namespace stencil
 }  // namespace metaphys
