@@ -1,0 +1,378 @@
+"""Scene -> cloth spec (docs/bake-spec.md, "Cloth spec"). No physics here.
+
+``detect_grid`` is pure numpy: it finds the rows x cols structure of a quad-grid mesh from its
+topology alone (vertex positions are never looked at), so any grid works: Add > Mesh > Grid, a
+subdivided plane, a grid bent into a tube shape, with any vertex order.
+
+``cloth_spec(context, obj)`` evaluates the scene frame by frame (object transform and the
+modifiers *before* the metaphys Mesh Cache modifier) for the rest shape, the animated pin
+targets and the colliders, and returns ``(spec, info)``; it raises ``ExtractError`` with a
+message meant for the user.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ExtractError", "detect_grid", "mesh_topology", "cloth_spec", "collider_shape", "CACHE_MODIFIER",
+           "cache_modifier_index"]
+
+CACHE_MODIFIER = "metaphys cloth"
+
+# Modifiers that move vertices but keep the topology: they may sit before the cache modifier.
+DEFORM_TYPES = {
+    "ARMATURE", "CAST", "CURVE", "DISPLACE", "HOOK", "LAPLACIANDEFORM", "LATTICE", "MESH_DEFORM",
+    "SHRINKWRAP", "SIMPLE_DEFORM", "SMOOTH", "CORRECTIVE_SMOOTH", "LAPLACIANSMOOTH", "SURFACE_DEFORM",
+    "WARP", "WAVE", "VOLUME_DISPLACE", "GREASE_PENCIL_NOISE", "MESH_SEQUENCE_CACHE", "NORMAL_EDIT",
+    "WEIGHTED_NORMAL", "UV_PROJECT", "UV_WARP", "VERTEX_WEIGHT_EDIT", "VERTEX_WEIGHT_MIX",
+    "VERTEX_WEIGHT_PROXIMITY", "DATA_TRANSFER",
+}
+
+
+class ExtractError(ValueError):
+    """A problem with the scene the user can fix; the message is shown as a Blender report."""
+
+
+# -- grid detection (pure) ---------------------------------------------------------------------
+def detect_grid(num_verts: int, edges, face_sizes, face_verts, name: str = "mesh"):
+    """Find the regular grid of a quad mesh.
+
+    ``edges`` [E, 2], ``face_sizes`` [F], ``face_verts`` (concatenated face vertex indices).
+    Returns ``(rows, cols, vertex_index)`` where ``vertex_index[i*cols + j]`` is the mesh vertex at
+    grid row i, column j (row-major). Raises ExtractError saying why the mesh is not a grid.
+    """
+    hint = " Use a regular grid (Add > Mesh > Grid, or a subdivided plane) for metaphys cloth."
+    pre = f"Mesh '{name}' is not a regular grid:"
+    V = int(num_verts)
+    edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    face_sizes = np.asarray(face_sizes, dtype=np.int64).reshape(-1)
+    face_verts = np.asarray(face_verts, dtype=np.int64).reshape(-1)
+    if V < 4 or face_sizes.size == 0:
+        raise ExtractError(f"{pre} it has {V} vertices and {face_sizes.size} faces.{hint}")
+    bad = int((face_sizes != 4).sum())
+    if bad:
+        tri = int((face_sizes == 3).sum())
+        raise ExtractError(f"{pre} {bad} of its {face_sizes.size} faces are not quads "
+                           f"({tri} triangles, {bad - tri} n-gons).{hint}")
+    quads = face_verts.reshape(-1, 4)
+    # neighbours from edges
+    nbrs = [[] for _ in range(V)]
+    for a, b in edges.tolist():
+        if a == b:
+            raise ExtractError(f"{pre} edge ({a}, {b}) is degenerate.{hint}")
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    deg = np.array([len(n) for n in nbrs])
+    if (deg == 0).any():
+        raise ExtractError(f"{pre} {int((deg == 0).sum())} loose vertices (vertex {int(np.argmax(deg == 0))}).{hint}")
+    if (deg > 4).any():
+        v = int(np.argmax(deg > 4))
+        raise ExtractError(f"{pre} vertex {v} has {int(deg[v])} edges; every grid vertex has 2 (corner), "
+                           f"3 (border) or 4 (inside).{hint}")
+    corners = np.flatnonzero(deg == 2)
+    if corners.size != 4:
+        raise ExtractError(f"{pre} a grid has exactly 4 corner vertices (2 edges each), this mesh has "
+                           f"{corners.size}.{hint}")
+    if (deg == 1).any():
+        raise ExtractError(f"{pre} it has dangling edges (vertex {int(np.argmax(deg == 1))}).{hint}")
+
+    c0 = int(corners.min())
+    a, b = sorted(nbrs[c0])
+    # first row: walk from c0 through a along the border to the next corner
+    row = [c0, a]
+    prev, cur = c0, a
+    while deg[cur] != 2:
+        nxt = [n for n in nbrs[cur] if n != prev and deg[n] <= 3]
+        # on the border the next border vertex is the one neighbour (besides prev) with degree <= 3
+        if len(nxt) != 1:
+            raise ExtractError(f"{pre} its border is not a simple loop of 4 sides (at vertex {cur}).{hint}")
+        prev, cur = cur, nxt[0]
+        row.append(cur)
+        if len(row) > V:
+            raise ExtractError(f"{pre} its border does not close.{hint}")
+    cols = len(row)
+    if V % cols:
+        raise ExtractError(f"{pre} {V} vertices is not a multiple of the border length {cols}.{hint}")
+    rows = V // cols
+    grid = np.full((rows, cols), -1, dtype=np.int64)
+    grid[0] = row
+    used = np.zeros(V, dtype=bool)
+    used[row] = True
+    for i in range(1, rows):
+        for j in range(cols):
+            v = int(grid[i - 1, j])
+            excl = {int(grid[i - 1, jj]) for jj in (j - 1, j + 1) if 0 <= jj < cols}
+            if i >= 2:
+                excl.add(int(grid[i - 2, j]))
+            cand = [n for n in nbrs[v] if n not in excl]
+            if len(cand) != 1 or used[cand[0]]:
+                raise ExtractError(f"{pre} the vertex below grid position ({i - 1}, {j}) (vertex {v}) is "
+                                   f"ambiguous.{hint}")
+            grid[i, j] = cand[0]
+            used[cand[0]] = True
+    if not used.all():
+        raise ExtractError(f"{pre} {int((~used).sum())} vertices are not part of the grid "
+                           f"(several pieces?).{hint}")
+    # verify: every edge joins grid neighbours and every face is a grid cell
+    pos = np.empty((V, 2), dtype=np.int64)
+    pos[grid.reshape(-1), 0] = np.repeat(np.arange(rows), cols)
+    pos[grid.reshape(-1), 1] = np.tile(np.arange(cols), rows)
+    n_edges = rows * (cols - 1) + cols * (rows - 1)
+    d = np.abs(pos[edges[:, 0]] - pos[edges[:, 1]]).sum(axis=1)
+    if edges.shape[0] != n_edges or (d != 1).any():
+        raise ExtractError(f"{pre} its edges do not form a {rows} x {cols} grid.{hint}")
+    if quads.shape[0] != (rows - 1) * (cols - 1):
+        raise ExtractError(f"{pre} a {rows} x {cols} grid has {(rows - 1) * (cols - 1)} faces, this mesh has "
+                           f"{quads.shape[0]}.{hint}")
+    qp = pos[quads]  # [F, 4, 2]
+    span = qp.max(axis=1) - qp.min(axis=1)
+    if (span != 1).any():
+        raise ExtractError(f"{pre} some faces are not grid cells.{hint}")
+    cell = qp.min(axis=1)
+    key = cell[:, 0] * cols + cell[:, 1]
+    if np.unique(key).size != key.size:
+        raise ExtractError(f"{pre} it has overlapping faces.{hint}")
+    return rows, cols, grid.reshape(-1)
+
+
+def mesh_topology(mesh):
+    """(num_verts, edges [E,2], face_sizes [F], face_verts) of a bpy Mesh."""
+    V = len(mesh.vertices)
+    E = len(mesh.edges)
+    F = len(mesh.polygons)
+    edges = np.empty(E * 2, dtype=np.int32)
+    mesh.edges.foreach_get("vertices", edges)
+    sizes = np.empty(F, dtype=np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    lv = np.empty(len(mesh.loops), dtype=np.int32)
+    mesh.loops.foreach_get("vertex_index", lv)
+    starts = np.empty(F, dtype=np.int32)
+    mesh.polygons.foreach_get("loop_start", starts)
+    if F and not (np.diff(starts) == sizes[:-1]).all():  # loops are contiguous per polygon in practice
+        order = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, sizes)])
+        lv = lv[order]
+    return V, edges.reshape(-1, 2), sizes, lv
+
+
+# -- bpy side ----------------------------------------------------------------------------------
+def _np_matrix(m) -> np.ndarray:
+    return np.array([list(r) for r in m], dtype=np.float64)
+
+
+def cache_modifier_index(obj) -> int:
+    """Where the cache modifier sits (or will be inserted): after the leading deform modifiers."""
+    mods = list(obj.modifiers)
+    for k, md in enumerate(mods):
+        if md.type == "MESH_CACHE" and md.name == CACHE_MODIFIER:
+            return k
+    for k, md in enumerate(mods):
+        if md.type not in DEFORM_TYPES:
+            return k
+    return len(mods)
+
+
+class _PreCacheEval:
+    """Context manager: hide the cache modifier and everything after it in the viewport."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.saved = []
+
+    def __enter__(self):
+        k = cache_modifier_index(self.obj)
+        for md in list(self.obj.modifiers)[k:]:
+            self.saved.append((md, md.show_viewport))
+            md.show_viewport = False
+        return self
+
+    def __exit__(self, *exc):
+        for md, flag in self.saved:
+            md.show_viewport = flag
+
+
+def _world_positions(obj_eval, V: int, name: str, frame: int) -> np.ndarray:
+    me = obj_eval.data
+    if len(me.vertices) != V:
+        raise ExtractError(f"'{name}': the modifiers before the metaphys cache change the vertex count at frame "
+                           f"{frame} ({V} -> {len(me.vertices)}); only deforming modifiers may come before it")
+    co = np.empty(V * 3, dtype=np.float32)
+    me.vertices.foreach_get("co", co)
+    co = co.reshape(V, 3).astype(np.float64)
+    m = _np_matrix(obj_eval.matrix_world)
+    return co @ m[:3, :3].T + m[:3, 3]
+
+
+def collider_shape(obj) -> str:
+    """'SPHERE' or 'BOX' for a collider object (AUTO: a mesh whose vertices are equidistant is a sphere)."""
+    shape = obj.metaphys_collider.shape
+    if shape != "AUTO":
+        return shape
+    if obj.type == "MESH" and len(obj.data.vertices) >= 8:
+        co = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
+        obj.data.vertices.foreach_get("co", co)
+        co = co.reshape(-1, 3)
+        c = 0.5 * (co.min(axis=0) + co.max(axis=0))
+        dims = co.max(axis=0) - co.min(axis=0)
+        r = np.linalg.norm(co - c, axis=1)
+        if dims.min() > 0 and dims.max() / dims.min() < 1.02 and r.std() < 0.02 * r.mean():
+            return "SPHERE"
+    return "BOX"
+
+
+def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray]:
+    """World AABB (center, half extents) of the evaluated object's bounding box, and the local dims."""
+    m = _np_matrix(obj_eval.matrix_world)
+    bb = np.array([list(c) for c in obj_eval.bound_box], dtype=np.float64)
+    w = bb @ m[:3, :3].T + m[:3, 3]
+    lo, hi = w.min(axis=0), w.max(axis=0)
+    return 0.5 * (lo + hi), 0.5 * (hi - lo)
+
+
+def frame_range(scene, settings) -> tuple[int, int]:
+    if settings.use_scene_range:
+        return int(scene.frame_start), int(scene.frame_end)
+    return int(settings.frame_start), int(settings.frame_end)
+
+
+def scene_fps(scene) -> float:
+    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
+
+
+def colliders_in(context, exclude=None) -> list:
+    out = []
+    for ob in context.view_layer.objects:
+        if ob is exclude or not getattr(ob, "metaphys_collider", None) or not ob.metaphys_collider.enabled:
+            continue
+        if not ob.visible_get(view_layer=context.view_layer) and ob.hide_viewport:
+            continue
+        out.append(ob)
+    return sorted(out, key=lambda o: o.name)
+
+
+def cloth_spec(context, obj, frames_override: int | None = None):
+    """Build the cloth spec for ``obj``. Returns (spec dict, info dict). Raises ExtractError."""
+    if obj is None or obj.type != "MESH":
+        raise ExtractError("metaphys cloth needs a mesh object (Add > Mesh > Grid)")
+    s = obj.metaphys_cloth
+    scene = context.scene
+    name = obj.name
+    mesh = obj.data
+    V, edges, sizes, fverts = mesh_topology(mesh)
+    rows, cols, vidx = detect_grid(V, edges, sizes, fverts, name)
+
+    f0, f1 = frame_range(scene, s)
+    frames = f1 - f0 + 1 if frames_override is None else int(frames_override)
+    if frames < 1:
+        raise ExtractError(f"'{name}': the frame range {f0}-{f1} is empty")
+
+    weights = np.zeros(V, dtype=np.float64)
+    if s.pin_group:
+        vg = obj.vertex_groups.get(s.pin_group)
+        if vg is None:
+            raise ExtractError(f"'{name}': the pin vertex group '{s.pin_group}' does not exist")
+        gi = vg.index
+        for v in mesh.vertices:
+            for g in v.groups:
+                if g.group == gi:
+                    weights[v.index] = min(max(g.weight, 0.0), 1.0)
+                    break
+    pinned = weights > 0
+
+    colliders = colliders_in(context, exclude=obj)
+    shapes = [collider_shape(c) for c in colliders]
+
+    frame_cur, subframe_cur = scene.frame_current, scene.frame_subframe
+    positions, matrices = [], []
+    col_c = [[] for _ in colliders]
+    col_h = [[] for _ in colliders]
+    try:
+        with _PreCacheEval(obj):
+            for k in range(frames):
+                scene.frame_set(f0 + k)
+                dg = context.evaluated_depsgraph_get()
+                oe = obj.evaluated_get(dg)
+                positions.append(_world_positions(oe, V, name, f0 + k))
+                matrices.append(_np_matrix(oe.matrix_world))
+                for ci, c in enumerate(colliders):
+                    ce = c.evaluated_get(dg)
+                    cen, half = _collider_state(ce)
+                    col_c[ci].append(cen)
+                    col_h[ci].append(half)
+                if k == 0 and frames > 1 and not _maybe_animated(obj, colliders):
+                    break  # nothing moves: the first frame says everything
+    finally:
+        scene.frame_set(frame_cur, subframe=subframe_cur)
+
+    P = np.stack(positions)  # [n, V, 3] (n = 1 when nothing is animated)
+    rest = P[0]
+    spec = {
+        "rows": int(rows), "cols": int(cols),
+        "rest_positions": rest[vidx].tolist(),
+        "vertex_index": vidx.tolist(),
+        "frames": int(frames), "fps": scene_fps(scene), "start_frame": int(f0),
+        "substeps": int(s.substeps),
+        "gravity": list(map(float, scene.gravity)) if scene.use_gravity else [0.0, 0.0, 0.0],
+        "mass_per_area": float(s.mass_per_area),
+        "stretch": float(s.stretch), "shear": float(s.shear), "bend": float(s.bend),
+        "damping": float(s.damping),
+        "wind": list(map(float, s.wind)),
+        "pin_weights": weights[vidx].tolist(),
+    }
+    if s.solver_mode == "TOLERANCE":
+        spec["tol"] = float(s.tolerance)
+        spec["max_iterations"] = int(s.max_iterations)
+    else:
+        spec["iterations_per_step"] = int(s.iterations)
+
+    moving = len(P) > 1 and float(np.abs(P[:, pinned] - rest[pinned]).max(initial=0.0)) > 1e-7
+    if moving:
+        spec["pin_targets"] = P[:, vidx].tolist()
+
+    mats = np.stack(matrices)
+    animated_matrix = len(mats) > 1 and float(np.abs(mats - mats[0]).max()) > 1e-7
+    info = {"rows": rows, "cols": cols, "vertex_index": vidx, "frames": frames, "start_frame": f0,
+            "animated_matrix": animated_matrix, "warnings": []}
+    if animated_matrix:
+        # One output_matrix cannot follow an animated object; the add-on maps each frame itself.
+        spec["output_matrix"] = np.eye(4).tolist()
+        info["world_to_local"] = [np.linalg.inv(m) for m in mats]
+    else:
+        spec["output_matrix"] = np.linalg.inv(mats[0]).tolist()
+
+    cl = []
+    for c, shape, cs, hs in zip(colliders, shapes, col_c, col_h):
+        C, H = np.stack(cs), np.stack(hs)
+        center = C[0].tolist() if float(np.abs(C - C[0]).max()) <= 1e-7 else C.tolist()
+        if float(np.abs(H - H[0]).max()) > 1e-6:
+            info["warnings"].append(f"collider '{c.name}' changes size or rotates; the bake uses its size at "
+                                    f"frame {f0} (the spec has no per-frame size)")
+        if shape == "SPHERE":
+            radius = 0.5 * float(max(c.dimensions))
+            cl.append({"type": "sphere", "center": center, "radius": radius})
+        else:
+            cl.append({"type": "box", "center": center, "half_extents": H[0].tolist()})
+    if cl:
+        spec["colliders"] = cl
+    return spec, info
+
+
+def _maybe_animated(obj, colliders) -> bool:
+    """Cheap conservative test: could anything the cloth bake samples per frame change over time?"""
+    import bpy  # noqa: F401  (only called inside Blender)
+
+    def anim(ob, depth=0):
+        if ob is None or depth > 16:
+            return False
+        if ob.animation_data is not None or ob.parent is not None and anim(ob.parent, depth + 1):
+            return True
+        if ob.type == "MESH" and ob.data.shape_keys is not None:
+            return True
+        if getattr(ob.data, "animation_data", None) is not None:
+            return True
+        if ob.constraints or getattr(ob, "rigid_body", None) is not None:
+            return True
+        for md in ob.modifiers:
+            if md.type == "MESH_CACHE" and md.name == CACHE_MODIFIER:
+                break
+            return True  # any modifier before the cache may depend on other objects or time
+        return False
+    return anim(obj) or any(anim(c) for c in colliders)

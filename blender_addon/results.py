@@ -1,0 +1,229 @@
+"""Bring bake results into the scene: Mesh Cache modifier (cloth), Volume object (smoke).
+
+Also the one numpy pass the add-on does on a result: ``pc2_apply_matrices`` maps a world-space
+PC2 to object-local space frame by frame when the object's transform is animated (the contract
+has a single ``output_matrix``).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import struct
+
+import numpy as np
+
+from .extract_cloth import CACHE_MODIFIER, cache_modifier_index
+
+__all__ = ["apply_cloth_cache", "remove_cloth_cache", "pc2_apply_matrices", "import_smoke_volume",
+           "remove_smoke_volume", "vdb_files", "VOLUME_SUFFIX", "blend_path"]
+
+VOLUME_SUFFIX = " metaphys smoke"
+_PC2_HEADER = struct.Struct("<12siiffi")
+
+
+def blend_path(path: str) -> str:
+    """Path as stored in Blender data: relative ('//...') when the .blend is saved, else absolute."""
+    import bpy
+    if bpy.data.filepath:
+        try:
+            return bpy.path.relpath(path)
+        except ValueError:  # other drive (Windows)
+            return path
+    return path
+
+
+def pc2_apply_matrices(path: str, matrices) -> None:
+    """Transform the positions of PC2 sample k by ``matrices[k]`` (4x4), in place (staging copy only)."""
+    with open(path, "r+b") as fh:
+        head = fh.read(_PC2_HEADER.size)
+        magic, _ver, V, _start, _rate, F = _PC2_HEADER.unpack(head)
+        if magic != b"POINTCACHE2\0":
+            raise RuntimeError(f"{path!r} is not a PC2 file")
+        data = np.fromfile(fh, dtype="<f4", count=F * V * 3).reshape(F, V, 3).astype(np.float64)
+        if F > len(matrices):
+            raise RuntimeError(f"{path!r} holds {F} frames, only {len(matrices)} transforms were given")
+        for k in range(F):
+            m = np.asarray(matrices[k], dtype=np.float64)
+            data[k] = data[k] @ m[:3, :3].T + m[:3, 3]
+        fh.seek(_PC2_HEADER.size)
+        fh.write(data.astype("<f4").tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def apply_cloth_cache(obj, pc2_path: str, start_frame: int):
+    """Add (or update) the metaphys Mesh Cache modifier on ``obj`` reading ``pc2_path``."""
+    md = obj.modifiers.get(CACHE_MODIFIER)
+    if md is None or md.type != "MESH_CACHE":
+        k = cache_modifier_index(obj)
+        md = obj.modifiers.new(CACHE_MODIFIER, "MESH_CACHE")
+        cur = len(obj.modifiers) - 1
+        if k < cur:
+            _move_modifier(obj, md, k)
+    md.cache_format = "PC2"
+    md.filepath = blend_path(pc2_path)
+    md.time_mode = "FRAME"
+    md.play_mode = "SCENE"
+    md.deform_mode = "OVERWRITE"
+    md.interpolation = "LINEAR"
+    md.forward_axis = "POS_Y"
+    md.up_axis = "POS_Z"
+    md.factor = 1.0
+    # Scene frame f shows sample f - frame_start (checked in bpy 5.0.1, see metaphys/io/pc2.py).
+    md.frame_start = float(start_frame)
+    md.frame_scale = 1.0
+    obj.update_tag()
+    return md
+
+
+def _move_modifier(obj, md, index: int) -> None:
+    try:
+        obj.modifiers.move(len(obj.modifiers) - 1, index)
+    except (AttributeError, RuntimeError, TypeError):
+        import bpy
+        with bpy.context.temp_override(object=obj, active_object=obj):
+            bpy.ops.object.modifier_move_to_index(modifier=md.name, index=index)
+
+
+def remove_cloth_cache(obj) -> bool:
+    md = obj.modifiers.get(CACHE_MODIFIER)
+    if md is None:
+        return False
+    obj.modifiers.remove(md)
+    obj.update_tag()
+    return True
+
+
+# -- smoke -------------------------------------------------------------------------------------
+_NUM = re.compile(r"(\d+)(?=\.vdb$)")
+
+
+def vdb_files(out_dir: str) -> list[str]:
+    files = glob.glob(os.path.join(out_dir, "density", "*.vdb"))
+    return sorted(files, key=lambda p: int(_NUM.search(os.path.basename(p)).group(1))
+                  if _NUM.search(os.path.basename(p)) else 0)
+
+
+def _volume_name(domain) -> str:
+    return domain.name + VOLUME_SUFFIX
+
+
+def _index_to_plane_local(g: dict) -> np.ndarray:
+    """Voxel index (x=j, y=slice, z=H-1-i; metaphys.io.vdb convention) -> domain-local position.
+
+    Voxel centres land on the cell centres; the one-voxel slab is centred on the plane.
+    """
+    cx, cy = g["cell_x"], g["cell_y"]
+    cz = 0.5 * (cx + cy)
+    A = np.eye(4)
+    A[:3, :3] = [[cx, 0.0, 0.0], [0.0, 0.0, cy], [0.0, -cz, 0.0]]
+    A[:3, 3] = [g["x0"] + 0.5 * cx, g["y0"] + 0.5 * cy, g["z"]]
+    return A
+
+
+def _assumed_index_to_object(spec: dict) -> np.ndarray:
+    """The engine's VDB transform if a grid cannot be read: voxel size = cell_size, origin 0."""
+    c = float(spec.get("cell_size", 1.0))
+    m = np.diag([c, c, c, 1.0])
+    m[:3, 3] = 0.5 * c
+    return m
+
+
+def import_smoke_volume(context, domain, out_dir: str, spec: dict, geometry: dict, density_scale: float = 10.0):
+    """Create/update the Volume object of ``domain`` reading the baked VDB sequence. Returns it or None."""
+    import bpy
+    from mathutils import Matrix
+
+    files = vdb_files(out_dir)
+    if not files:
+        return None
+    first = files[0]
+    m = _NUM.search(os.path.basename(first))
+    first_num = int(m.group(1)) if m else 1
+    start = int(spec.get("start_frame", 1))
+    name = _volume_name(domain)
+    ob = bpy.data.objects.get(name)
+    if ob is not None and ob.type == "VOLUME":
+        vol = ob.data
+    else:
+        vol = bpy.data.volumes.new(name)
+        ob = bpy.data.objects.new(name, vol)
+        coll = domain.users_collection[0] if domain.users_collection else context.scene.collection
+        coll.objects.link(ob)
+    vol.filepath = blend_path(first)
+    vol.is_sequence = len(files) > 1
+    vol.frame_start = start
+    vol.frame_duration = len(files)
+    # Blender loads file number (scene frame - frame_start + 1 + frame_offset).
+    vol.frame_offset = first_num - 1
+    vol.sequence_mode = "CLIP"
+    vol.grids.unload()
+    ok = vol.grids.load()
+    M_g = None
+    if ok and "density" in vol.grids:
+        M_g = np.array([list(r) for r in vol.grids["density"].matrix_object], dtype=np.float64)
+    if M_g is None or abs(np.linalg.det(M_g[:3, :3])) < 1e-30:
+        M_g = _assumed_index_to_object(spec)
+    A = _index_to_plane_local(geometry)
+    D = np.array([list(r) for r in domain.matrix_world], dtype=np.float64)
+    M = D @ A @ np.linalg.inv(M_g)
+    ob.matrix_world = Matrix(M.tolist())
+    ob.metaphys_smoke.role = "NONE"
+    _smoke_material(vol, density_scale)
+    vol.display.density = 1.0
+    ob["metaphys_domain"] = domain.name
+    return ob
+
+
+def _smoke_material(vol, density_scale: float):
+    import bpy
+    name = "metaphys smoke"
+    mat = bpy.data.materials.get(name)
+    if mat is None:
+        mat = bpy.data.materials.new(name)
+        if hasattr(mat, "use_nodes") and not mat.node_tree:
+            mat.use_nodes = True
+        nt = mat.node_tree
+        for n in list(nt.nodes):
+            nt.nodes.remove(n)
+        out = nt.nodes.new("ShaderNodeOutputMaterial")
+        pv = nt.nodes.new("ShaderNodeVolumePrincipled")
+        pv.location = (-300, 0)
+        nt.links.new(pv.outputs[0], out.inputs["Volume"])
+    nt = mat.node_tree
+    pv = next((n for n in nt.nodes if n.bl_idname == "ShaderNodeVolumePrincipled"), None)
+    if pv is not None:
+        pv.inputs["Density"].default_value = float(density_scale)
+        if "Density Attribute" in pv.inputs:
+            pv.inputs["Density Attribute"].default_value = "density"
+        else:  # pragma: no cover - older Blender: a node property
+            pv.density_attribute = "density"
+        pv.inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
+    if len(vol.materials) == 0:
+        vol.materials.append(mat)
+    else:
+        vol.materials[0] = mat
+    return mat
+
+
+def remove_smoke_volume(domain) -> bool:
+    import bpy
+    ob = bpy.data.objects.get(_volume_name(domain))
+    if ob is None or ob.type != "VOLUME":
+        return False
+    vol = ob.data
+    bpy.data.objects.remove(ob)
+    if vol.users == 0:
+        bpy.data.volumes.remove(vol)
+    return True
+
+
+def reload_volume(ob) -> None:
+    """Make Blender re-read the VDB files after the cache folder was swapped."""
+    vol = ob.data
+    vol.grids.unload()
+    path = vol.filepath
+    vol.filepath = path
+    vol.grids.load()
+    ob.update_tag()

@@ -1,0 +1,159 @@
+"""Panels in Properties > Physics: metaphys Cloth, metaphys Collider, metaphys Smoke."""
+from __future__ import annotations
+
+import bpy
+
+from . import operators
+
+
+class _PhysicsPanel:
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "physics"
+
+
+def _bake_box(layout, obj, group, kind):
+    job = operators.JOBS.get(obj.name)
+    col = layout.column()
+    if job is not None:
+        col.label(text=job.progress_text(), icon="TIME")
+        col.label(text="Press Esc in the 3D viewport to cancel", icon="CANCEL")
+        return
+    row = col.row(align=True)
+    row.scale_y = 1.3
+    row.operator(f"metaphys.bake_{kind}", icon="PHYSICS").object_name = obj.name
+    sub = row.row(align=True)
+    sub.enabled = bool(group.baked_dir)
+    sub.operator(f"metaphys.free_{kind}", icon="TRASH").object_name = obj.name
+    if group.baked_dir:
+        col.label(text=f"Baked: {group.bake_info}", icon="CHECKMARK")
+        col.label(text=group.baked_dir, icon="FILE_FOLDER")
+
+
+def _solver(layout, group):
+    col = layout.column(align=True)
+    col.prop(group, "solver_mode", expand=True)
+    if group.solver_mode == "TOLERANCE":
+        col.prop(group, "tolerance")
+        col.prop(group, "max_iterations")
+    else:
+        col.prop(group, "iterations")
+
+
+def _range(layout, group):
+    col = layout.column(align=True)
+    col.prop(group, "use_scene_range")
+    if not group.use_scene_range:
+        col.prop(group, "frame_start")
+        col.prop(group, "frame_end")
+    layout.prop(group, "cache_dir")
+
+
+class METAPHYS_PT_cloth(_PhysicsPanel, bpy.types.Panel):
+    bl_label = "metaphys Cloth"
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.object
+        return ob is not None and ob.type == "MESH" and ob.metaphys_smoke.role == "NONE"
+
+    def draw_header(self, context):
+        self.layout.prop(context.object.metaphys_cloth, "enabled", text="")
+
+    def draw(self, context):
+        ob = context.object
+        s = ob.metaphys_cloth
+        layout = self.layout
+        layout.use_property_split = True
+        layout.active = s.enabled
+        if not s.enabled:
+            layout.label(text="Enable to simulate this grid mesh (Add > Mesh > Grid)", icon="INFO")
+            return
+        layout.prop_search(s, "pin_group", ob, "vertex_groups", text="Pin Group")
+        col = layout.column(align=True)
+        col.prop(s, "stretch")
+        col.prop(s, "shear")
+        col.prop(s, "bend")
+        col = layout.column(align=True)
+        col.prop(s, "mass_per_area")
+        col.prop(s, "damping")
+        layout.prop(s, "wind")
+        layout.prop(s, "substeps")
+        _solver(layout, s)
+        _range(layout, s)
+        scene = context.scene
+        g = scene.gravity if scene.use_gravity else (0.0, 0.0, 0.0)
+        layout.label(text="Gravity (Scene): ({:.2f}, {:.2f}, {:.2f})".format(*g), icon="FORCE_FORCE")
+        _bake_box(layout, ob, s, "cloth")
+
+
+class METAPHYS_PT_collider(_PhysicsPanel, bpy.types.Panel):
+    bl_label = "metaphys Collider"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.object
+        return ob is not None and ob.type in {"MESH", "EMPTY", "CURVE", "SURFACE", "META", "FONT"} \
+            and not ob.metaphys_cloth.enabled
+
+    def draw_header(self, context):
+        self.layout.prop(context.object.metaphys_collider, "enabled", text="")
+
+    def draw(self, context):
+        c = context.object.metaphys_collider
+        layout = self.layout
+        layout.use_property_split = True
+        layout.active = c.enabled
+        layout.prop(c, "shape")
+        layout.label(text="Size and motion come from the object's bounding box", icon="INFO")
+
+
+class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):
+    bl_label = "metaphys Smoke"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        ob = context.object
+        return ob is not None and ob.type in {"MESH", "CURVE", "SURFACE", "META", "FONT"} \
+            and not ob.metaphys_cloth.enabled
+
+    def draw(self, context):
+        ob = context.object
+        s = ob.metaphys_smoke
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(s, "role")
+        if s.role == "DOMAIN":
+            layout.prop(s, "resolution")
+            col = layout.column(align=True)
+            col.prop(s, "emitter_density")
+            col.prop(s, "emitter_velocity")
+            col = layout.column(align=True)
+            col.prop(s, "buoyancy")
+            col.prop(s, "viscosity")
+            col.prop(s, "density_diffusion")
+            layout.prop(s, "wind")
+            _solver(layout, s)
+            _range(layout, s)
+            layout.prop(s, "density_scale")
+            _bake_box(layout, ob, s, "smoke")
+        elif s.role == "EMITTER":
+            layout.prop(s, "strength")
+            layout.label(text="Emits where it crosses the domain plane", icon="INFO")
+        elif s.role == "OBSTACLE":
+            layout.label(text="Solid where it crosses the domain plane", icon="INFO")
+
+
+classes = (METAPHYS_PT_cloth, METAPHYS_PT_collider, METAPHYS_PT_smoke)
+
+
+def register():
+    for c in classes:
+        bpy.utils.register_class(c)
+
+
+def unregister():
+    for c in reversed(classes):
+        bpy.utils.unregister_class(c)

@@ -1,0 +1,95 @@
+"""Headless Blender (bpy as a module) with the metaphys add-on installed from the source folder.
+
+The add-on is linked into a throw-away user extension repository (BLENDER_USER_RESOURCES points
+at a temp dir, so the real ~/.config/blender is never touched) and enabled the way Blender
+enables an installed extension: ``bl_ext.user_default.metaphys``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ADDON_SRC = os.path.join(REPO, "blender_addon")
+ADDON_MODULE = "bl_ext.user_default.metaphys"
+
+_USER = tempfile.mkdtemp(prefix="metaphys-blender-user-")
+os.environ["BLENDER_USER_RESOURCES"] = _USER
+
+bpy = pytest.importorskip("bpy", reason="bpy not installed: pip install -r requirements-blender.txt")
+import addon_utils  # noqa: E402  (needs bpy)
+
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)  # metaphys for the reference simulations
+
+
+def _link_addon() -> None:
+    repo_dir = bpy.utils.user_resource("EXTENSIONS", path="user_default", create=True)
+    link = os.path.join(repo_dir, "metaphys")
+    if not os.path.lexists(link):
+        os.symlink(ADDON_SRC, link)
+
+
+def enable_addon():
+    mod = addon_utils.enable(ADDON_MODULE, default_set=True, handle_error=_raise)
+    assert mod is not None, "the metaphys add-on failed to enable"
+    return mod
+
+
+def disable_addon():
+    addon_utils.disable(ADDON_MODULE, default_set=True, handle_error=_raise)
+
+
+def _raise(ex):
+    raise ex
+
+
+def addon_prefs():
+    return bpy.context.preferences.addons[ADDON_MODULE].preferences
+
+
+_link_addon()
+addon_utils.extensions_refresh(ensure_wheels=False) if hasattr(addon_utils, "extensions_refresh") else None
+enable_addon()
+# the worker runs with this venv's Python and the repository on PYTHONPATH
+addon_prefs().python_path = sys.executable
+addon_prefs().metaphys_folder = REPO
+
+
+def engine_available() -> bool:
+    import importlib.util
+    return (importlib.util.find_spec("metaphys.__main__") is not None
+            and importlib.util.find_spec("metaphys.sims") is not None
+            and os.path.exists(os.path.join(REPO, "metaphys", "sims", "__init__.py")))
+
+
+needs_engine = pytest.mark.skipif(not engine_available(),
+                                  reason="the metaphys bake CLI (python -m metaphys bake) is not there yet")
+
+
+def new_scene(blend_dir: str | None = None):
+    """Empty scene; saved as <blend_dir>/scene.blend when given (so caches go to //metaphys_cache)."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 10
+    scene.frame_set(1)
+    if blend_dir:
+        bpy.ops.wm.save_as_mainfile(filepath=os.path.join(blend_dir, "scene.blend"))
+    return scene
+
+
+@pytest.fixture
+def blend_dir(tmp_path):
+    return str(tmp_path)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    try:
+        disable_addon()
+    except Exception:
+        pass
+    shutil.rmtree(_USER, ignore_errors=True)
