@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 import torch
@@ -24,6 +25,10 @@ def build_parser(p=None):
     return p
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args) -> int:
     from metaphys.train.config import TrainConfig
     from metaphys.train.loop import Trainer
@@ -39,8 +44,16 @@ def run(args) -> int:
     elif args.resume and args.init is None:
         print("no checkpoint to resume from; starting fresh", file=sys.stderr)
     judge = SnapshotJudge(cfg, args.out)
-    trainer.run(max_steps=args.max_steps, max_minutes=args.max_minutes, progress=not args.quiet,
-                evaluate=judge)
+    # SIGTERM (and SIGINT, which background jobs ignore by default) -> save a checkpoint and exit
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        trainer.run(max_steps=args.max_steps, max_minutes=args.max_minutes, progress=not args.quiet,
+                    evaluate=judge)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {trainer.step}; checkpoint saved to {trainer.checkpoint_path()}",
+              file=sys.stderr)
+        return 130
     return 0
 
 
