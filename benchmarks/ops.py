@@ -128,6 +128,8 @@ def machine_line(device: str) -> str:
         pass
     parts = [f"CPU: {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
              f"({torch.get_num_threads()} intra-op threads)", f"Python {platform.python_version()}"]
+    if hasattr(os, "getloadavg"):
+        parts.append("load average %.1f at start (other jobs on the machine inflate the times)" % os.getloadavg()[0])
     if device.startswith("cuda"):
         parts.append(f"GPU: {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
     return "; ".join(parts)
@@ -206,12 +208,15 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--ops", default="", help="comma-separated subset of op names (default: all)")
     ap.add_argument("--min-reps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds of timing per entry (at least)")
     ap.add_argument("--out", default=None, help="markdown results file (default: benchmarks/results/ops.md on CPU, "
                                                 "benchmarks/results/gpu_check.md on CUDA; none with --quick)")
     args = ap.parse_args(argv)
     if args.quick:
         args.min_reps, args.min_time = 2, 0.0
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     only = set(filter(None, args.ops.split(",")))
     gpu = args.device.startswith("cuda")
     print(machine_line(args.device))
