@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -313,8 +314,9 @@ def probe_interpreter(python: str, pythonpath: str = "", timeout: float = 60.0) 
     if not (os.path.isfile(python) or shutil.which(python)):
         return False, f"Python interpreter {python!r} does not exist", {}
     try:
+        # cwd: a neutral folder, so a metaphys/ folder in Blender's working directory is not picked up
         r = subprocess.run([python, "-c", _PROBE], capture_output=True, timeout=timeout,
-                           env=worker_env(pythonpath), stdin=subprocess.DEVNULL)
+                           env=worker_env(pythonpath), stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     except (OSError, subprocess.SubprocessError) as e:
         return False, f"cannot run {python!r}: {e}", {}
     info = {}

@@ -93,3 +93,56 @@ def pytest_sessionfinish(session, exitstatus):
     except Exception:
         pass
     shutil.rmtree(_USER, ignore_errors=True)
+
+
+STUB_ENGINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stub_engine")
+
+
+def addon_module(name: str):
+    """A submodule of the enabled add-on, e.g. addon_module('operators')."""
+    import importlib
+    return importlib.import_module(f"{ADDON_MODULE}.{name}")
+
+
+@pytest.fixture
+def stub_engine(monkeypatch):
+    """Point the worker at the protocol stub (tests/blender/stub_engine) instead of the real engine."""
+    p = addon_prefs()
+    old = p.metaphys_folder
+    p.metaphys_folder = STUB_ENGINE
+    monkeypatch.delenv("METAPHYS_STUB_DELAY", raising=False)
+    monkeypatch.delenv("METAPHYS_STUB_FAIL_AT", raising=False)
+    yield
+    p.metaphys_folder = old
+
+
+def add_grid(rows: int = 16, cols: int = 16, size: float = 1.0, location=(0.0, 0.0, 1.0), pins=True):
+    """A rows x cols vertex grid (Add > Mesh > Grid) with the two corners of its last row pinned."""
+    bpy.ops.mesh.primitive_grid_add(x_subdivisions=cols - 1, y_subdivisions=rows - 1, size=size, location=location)
+    ob = bpy.context.object
+    assert len(ob.data.vertices) == rows * cols
+    if pins:
+        co = [v.co.copy() for v in ob.data.vertices]
+        ymax = max(c.y for c in co)
+        top = [i for i, c in enumerate(co) if abs(c.y - ymax) < 1e-6]
+        left = min(top, key=lambda i: co[i].x)
+        right = max(top, key=lambda i: co[i].x)
+        vg = ob.vertex_groups.new(name="pin")
+        vg.add([left, right], 1.0, "REPLACE")
+        ob.metaphys_cloth.pin_group = "pin"
+    ob.metaphys_cloth.enabled = True
+    return ob
+
+
+def evaluated_world(ob, frame: int):
+    """World-space vertex positions [V, 3] of the evaluated mesh at ``frame``."""
+    import numpy as np
+    bpy.context.scene.frame_set(frame)
+    dg = bpy.context.evaluated_depsgraph_get()
+    oe = ob.evaluated_get(dg)
+    me = oe.data
+    co = np.empty(len(me.vertices) * 3, dtype=np.float32)
+    me.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3).astype(np.float64)
+    m = np.array([list(r) for r in oe.matrix_world], dtype=np.float64)
+    return co @ m[:3, :3].T + m[:3, 3]

@@ -1,0 +1,156 @@
+"""Add-on <-> worker plumbing against the protocol stub (tests/blender/stub_engine): spec extraction,
+error reports, failed and cancelled bakes keep the previous cache, animated transforms and pins.
+Runs without the real engine."""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import add_grid, addon_module, bpy, evaluated_world, new_scene
+
+
+def _cache(blend_dir, name="Grid"):
+    return os.path.join(blend_dir, "metaphys_cache", name)
+
+
+def _stub_frame(spec, k):
+    """World positions (grid order) the stub writes for sample k."""
+    rest = np.array(spec["rest_positions"])
+    w = np.array(spec["pin_weights"])[:, None]
+    t = (k + 1) / spec["fps"]
+    return rest + (1 - w) * 0.5 * np.array(spec["gravity"]) * t * t
+
+
+def test_spec_from_scene(blend_dir, stub_engine):
+    scene = new_scene(blend_dir)
+    scene.gravity = (0.0, 0.0, -5.0)
+    scene.render.fps = 30
+    ob = add_grid(8, 8)
+    s = ob.metaphys_cloth
+    s.stretch, s.shear, s.bend, s.damping, s.wind = 500.0, 20.0, 0.5, 0.3, (1.0, 0.0, 0.0)
+    s.solver_mode, s.tolerance, s.max_iterations = "TOLERANCE", 1e-5, 77
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.25, location=(0.1, 0.0, 0.2))
+    sph = bpy.context.object
+    sph.metaphys_collider.enabled = True
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.5, -1.0), scale=(1.0, 0.5, 0.25))
+    box = bpy.context.object
+    box.metaphys_collider.enabled = True
+    box.location.x = 0.0
+    box.keyframe_insert("location", frame=1)
+    box.location.x = 1.0
+    box.keyframe_insert("location", frame=10)
+    spec, info = addon_module("extract_cloth").cloth_spec(bpy.context, ob)
+    assert spec["gravity"] == [0.0, 0.0, -5.0] and spec["fps"] == 30.0
+    assert spec["frames"] == 10 and spec["start_frame"] == 1
+    assert (spec["rows"], spec["cols"]) == (8, 8) and len(spec["rest_positions"]) == 64
+    assert spec["tol"] == pytest.approx(1e-5) and spec["max_iterations"] == 77 and "iterations_per_step" not in spec
+    assert spec["wind"] == [1.0, 0.0, 0.0] and spec["stretch"] == 500.0
+    assert sum(spec["pin_weights"]) == 2.0 and "pin_targets" not in spec
+    M = np.array(spec["output_matrix"])
+    assert np.allclose(M[:3, 3], [0, 0, -1])  # inverse of the object's world matrix
+    cube, sphere = spec["colliders"]  # sorted by object name: Cube, Sphere
+    assert sphere == {"type": "sphere", "center": pytest.approx([0.1, 0.0, 0.2], abs=1e-6),
+                      "radius": pytest.approx(0.25, rel=1e-3)}
+    assert cube["type"] == "box" and np.allclose(cube["half_extents"], [0.5, 0.25, 0.125])
+    c = np.array(cube["center"])
+    assert c.shape == (10, 3) and np.allclose(c[0], [0, 0.5, -1]) and np.allclose(c[-1], [1, 0.5, -1])
+    # world-space rest positions, 1 m grid at z = 1
+    rest = np.array(spec["rest_positions"])
+    assert np.allclose(rest[:, 2], 1.0) and np.allclose(rest[:, :2].max(0) - rest[:, :2].min(0), 1.0)
+
+
+def test_animated_object_and_pins(blend_dir, stub_engine):
+    """Pins follow an animated object; the cache is object-local frame by frame."""
+    new_scene(blend_dir)
+    ob = add_grid(6, 6)
+    ob.location = (0, 0, 1)
+    ob.keyframe_insert("location", frame=1)
+    ob.location = (2, 0, 1)
+    ob.rotation_euler = (0, 0, 0.5)
+    ob.keyframe_insert("location", frame=10)
+    ob.keyframe_insert("rotation_euler", frame=10)
+    bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+    spec = json.load(open(os.path.join(_cache(blend_dir), "bake_spec.json")))
+    pt = np.array(spec["pin_targets"])
+    assert pt.shape == (10, 36, 3)
+    assert np.allclose(pt[0], spec["rest_positions"]) and not np.allclose(pt[-1], pt[0])
+    assert np.allclose(spec["output_matrix"], np.eye(4))
+    for frame in (1, 6, 10):
+        got = evaluated_world(ob, frame)[np.array(spec["vertex_index"])]
+        assert np.abs(got - _stub_frame(spec, frame - 1)).max() < 1e-5
+
+
+def test_worker_error_event_becomes_report(blend_dir, stub_engine):
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    os.environ["METAPHYS_STUB_FAIL_AT"] = "3"
+    try:
+        with pytest.raises(RuntimeError) as ei:
+            bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+    finally:
+        del os.environ["METAPHYS_STUB_FAIL_AT"]
+    msg = str(ei.value)
+    assert "failed: stub failure at frame 3" in msg and "Traceback" not in msg
+    assert not os.path.exists(_cache(blend_dir))
+    assert not ob.modifiers
+    assert not [p for p in os.listdir(os.path.join(blend_dir, "metaphys_cache")) if p.startswith(".")]
+
+
+def test_bad_interpreter_message(blend_dir, stub_engine):
+    from conftest import addon_prefs
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    p = addon_prefs()
+    old = p.python_path, p.metaphys_folder
+    p.python_path, p.metaphys_folder = "/usr/bin/env", ""
+    try:
+        with pytest.raises(RuntimeError, match="not a working Python 3 interpreter"):
+            bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+        ok, msg, _ = addon_module("worker").probe_interpreter(sys.executable, "/nonexistent")
+        assert not ok and "cannot import metaphys" in msg and "pip install -e" in msg
+    finally:
+        p.python_path, p.metaphys_folder = old
+    assert not os.path.exists(os.path.join(blend_dir, "metaphys_cache"))
+
+
+def test_failed_and_cancelled_bakes_keep_previous_cache(blend_dir, stub_engine):
+    cache = addon_module("cache")
+    ops = addon_module("operators")
+    new_scene(blend_dir)
+    ob = add_grid(6, 6)
+    bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+    d = _cache(blend_dir)
+    before = cache.cache_files_hash(d)
+    assert "cloth.pc2" in before
+    # a failing bake
+    os.environ["METAPHYS_STUB_FAIL_AT"] = "2"
+    ob.metaphys_cloth.stretch = 300.0
+    try:
+        with pytest.raises(RuntimeError, match="stub failure"):
+            bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+    finally:
+        del os.environ["METAPHYS_STUB_FAIL_AT"]
+    assert cache.cache_files_hash(d) == before
+    # a cancelled one (what Esc does in the modal operator)
+    os.environ["METAPHYS_STUB_DELAY"] = "0.3"
+    try:
+        job = ops.BakeJob(bpy.context, ob, "cloth", frames=50)
+        job.prepare(bpy.context)
+        job.start()
+        t0 = time.monotonic()
+        while job.frames_done < 2 and time.monotonic() - t0 < 30:
+            job.poll()
+            time.sleep(0.02)
+        assert job.frames_done >= 2 and not job.finished()
+        job.cancel()
+    finally:
+        del os.environ["METAPHYS_STUB_DELAY"]
+    assert job.outcome.status == "cancelled"
+    assert cache.cache_files_hash(d) == before
+    assert not [p for p in os.listdir(os.path.dirname(d)) if p.startswith(".")]
+    assert ob.modifiers["metaphys cloth"].filepath == "//metaphys_cache/Grid/cloth.pc2"
+    bpy.ops.metaphys.free_cloth(object_name=ob.name)
+    assert not os.path.exists(d) and not ob.modifiers
