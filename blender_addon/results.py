@@ -182,7 +182,7 @@ def _smoke_material(vol, density_scale: float):
     mat = bpy.data.materials.get(name)
     if mat is None:
         mat = bpy.data.materials.new(name)
-        if hasattr(mat, "use_nodes") and not mat.node_tree:
+        if mat.node_tree is None:  # Blender < 5: materials start without nodes
             mat.use_nodes = True
         nt = mat.node_tree
         for n in list(nt.nodes):
