@@ -75,14 +75,25 @@ def detect_grid(num_verts: int, edges, face_sizes, face_verts, name: str = "mesh
     if (deg == 1).any():
         raise ExtractError(f"{pre} it has dangling edges (vertex {int(np.argmax(deg == 1))}).{hint}")
 
+    # boundary edges belong to exactly one face; the border walk follows them
+    fe = np.sort(np.stack([quads, np.roll(quads, -1, axis=1)], axis=-1).reshape(-1, 2), axis=1)
+    keys, counts = np.unique(fe[:, 0] * V + fe[:, 1], return_counts=True)
+    if (counts > 2).any():
+        raise ExtractError(f"{pre} some edges are shared by more than two faces.{hint}")
+    boundary = set(keys[counts == 1].tolist())
+
+    def on_border(u, w):
+        return (min(u, w) * V + max(u, w)) in boundary
+
     c0 = int(corners.min())
-    a, b = sorted(nbrs[c0])
-    # first row: walk from c0 through a along the border to the next corner
-    row = [c0, a]
-    prev, cur = c0, a
+    start = sorted(n for n in nbrs[c0] if on_border(c0, n))
+    if len(start) != 2:
+        raise ExtractError(f"{pre} corner vertex {c0} is not on the border.{hint}")
+    # first row: walk from c0 along the border to the next corner
+    row = [c0, start[0]]
+    prev, cur = c0, start[0]
     while deg[cur] != 2:
-        nxt = [n for n in nbrs[cur] if n != prev and deg[n] <= 3]
-        # on the border the next border vertex is the one neighbour (besides prev) with degree <= 3
+        nxt = [n for n in nbrs[cur] if n != prev and on_border(cur, n)]
         if len(nxt) != 1:
             raise ExtractError(f"{pre} its border is not a simple loop of 4 sides (at vertex {cur}).{hint}")
         prev, cur = cur, nxt[0]

@@ -372,7 +372,14 @@ def cancel_all() -> None:
     JOBS.clear()
 
 
+_atexit_done = []
+
+
 def register():
+    if not _atexit_done:  # a Blender quitting mid-bake must not leave the worker running
+        import atexit
+        atexit.register(cancel_all)
+        _atexit_done.append(True)
     for c in classes:
         bpy.utils.register_class(c)
 

@@ -152,17 +152,19 @@ def import_smoke_volume(context, domain, out_dir: str, spec: dict, geometry: dic
         coll = domain.users_collection[0] if domain.users_collection else context.scene.collection
         coll.objects.link(ob)
     vol.filepath = blend_path(first)
+    # read the grid transform from the first file (as a single file, whatever the current frame)
+    vol.is_sequence = False
+    vol.grids.unload()
+    M_g = None
+    if vol.grids.load() and "density" in vol.grids:
+        M_g = np.array([list(r) for r in vol.grids["density"].matrix_object], dtype=np.float64)
+    vol.grids.unload()
     vol.is_sequence = len(files) > 1
     vol.frame_start = start
     vol.frame_duration = len(files)
     # Blender loads file number (scene frame - frame_start + 1 + frame_offset).
     vol.frame_offset = first_num - 1
     vol.sequence_mode = "CLIP"
-    vol.grids.unload()
-    ok = vol.grids.load()
-    M_g = None
-    if ok and "density" in vol.grids:
-        M_g = np.array([list(r) for r in vol.grids["density"].matrix_object], dtype=np.float64)
     if M_g is None or abs(np.linalg.det(M_g[:3, :3])) < 1e-30:
         M_g = _assumed_index_to_object(spec)
     A = _index_to_plane_local(geometry)

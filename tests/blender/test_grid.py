@@ -82,3 +82,12 @@ def test_uv_sphere_bake_reports_clear_error_and_writes_nothing(blend_dir):
     assert "Traceback" not in msg
     assert sorted(os.listdir(blend_dir)) == before  # no metaphys_cache folder
     assert not ob.modifiers
+
+
+def test_thin_grids():
+    new_scene()
+    for rows, cols in ((2, 2), (2, 7), (7, 2), (3, 3)):
+        ob = add_grid(rows, cols, pins=False)
+        r, c, vidx = _detect(ob)
+        assert {r, c} == {rows, cols}
+        _check_grid(ob, r, c, vidx)
