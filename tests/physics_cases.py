@@ -6,8 +6,12 @@ random boundary values, fields and per-sample parameters), the argument tuples o
 """
 from __future__ import annotations
 
-import pytest
 import torch
+
+try:
+    import pytest
+except ImportError:  # benchmarks/gpu_check.sh may run tests/test_cuda_ops.py as a script without pytest
+    pytest = None
 
 from metaphys import _ops
 from metaphys.physics.burgers import burgers_twin
@@ -22,8 +26,8 @@ SIZES = [(1, 1, 7, 9), (3, 1, 16, 23), (2, 1, 31, 17)]
 STENCILS = [9, 5]
 GRAD_MODES = [False, True]
 
-requires_kernels = pytest.mark.skipif(not _ops.kernels_available(),
-                                      reason="metaphys._C is not built (run `make build`)")
+requires_kernels = (pytest.mark.skipif(not _ops.kernels_available(), reason="metaphys._C is not built (run `make build`)")
+                    if pytest is not None else (lambda f: f))
 
 
 def gen(seed: int) -> torch.Generator:
