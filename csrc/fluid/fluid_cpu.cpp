@@ -33,10 +33,8 @@ std::tuple<at::Tensor, at::Tensor> fluid_loss_grad_cpu(const at::Tensor& u, cons
   at::Tensor loss = at::empty({N}, opts);
   at::Tensor grad = at::empty_like(u);
   if (N == 0) return {loss, grad};
-  at::Tensor work = at::empty({11, N, H, W}, opts);
-  double* wp = work.data_ptr<double>();
-  const int64_t sz = N * plane;
-
+  // padded work planes, zero-filled (the halo must read 0)
+  at::Tensor work = at::zeros({fluid::kWorkPlanes, N, H + 2, W + 2}, opts);
   // pass 0: per-sample means of a and p (row sums, then a fixed-order sum per sample)
   std::vector<double> rows_a(N * H), rows_p(N * H);
   const double* up = u.data_ptr<double>();
@@ -79,17 +77,7 @@ std::tuple<at::Tensor, at::Tensor> fluid_loss_grad_cpu(const at::Tensor& u, cons
   g.N = N;
   g.H = H;
   g.W = W;
-  g.vxn = wp + 0 * sz;
-  g.vyn = wp + 1 * sz;
-  g.vxo = wp + 2 * sz;
-  g.vyo = wp + 3 * sz;
-  g.vxb = wp + 4 * sz;
-  g.vyb = wp + 5 * sz;
-  g.gx = wp + 6 * sz;
-  g.gy = wp + 7 * sz;
-  g.gvxn = wp + 8 * sz;
-  g.gvyn = wp + 9 * sz;
-  g.cell_loss = wp + 10 * sz;
+  fluid::assign_work(g, work.data_ptr<double>());
   g.mean_a = mean_a.data();
   g.mean_p = mean_p.data();
   g.grad = grad.data_ptr<double>();
@@ -102,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor> fluid_loss_grad_cpu(const at::Tensor& u, cons
     double s = 0.0;
     for (int64_t j = 0; j < W; ++j) {
       fluid::fluid_residual_at(g, r / H, r % H, j);
-      s += g.cell_loss[r * W + j];
+      s += g.cell_loss[fluid::pidx(g, r / H, r % H, j)];
     }
     rows_loss[r] = s;
   });
