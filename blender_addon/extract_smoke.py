@@ -43,11 +43,11 @@ def domain_geometry(obj, resolution: int, scale_xy=(1.0, 1.0)) -> dict:
     if wx >= wy:
         cols = res
         cell = wx / cols
-        rows = max(2, int(round(wy / cell)))
+        rows = max(16, int(round(wy / cell)))
     else:
         rows = res
         cell = wy / rows
-        cols = max(2, int(round(wx / cell)))
+        cols = max(16, int(round(wx / cell)))
     cx_, cy_ = cell / sx, cell / sy
     cx, cy = 0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1])
     z = 0.5 * (lo[2] + hi[2])

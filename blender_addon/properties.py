@@ -68,7 +68,7 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
     ])
     # domain
     resolution: IntProperty(name="Resolution", description="Cells along the longer side of the domain",
-                            default=64, min=8, max=1024)
+                            default=64, min=16, max=1024)
     emitter_density: FloatProperty(name="Emission", description="Density added per second inside emitters",
                                    default=1.0, min=0.0, soft_max=100.0)
     emitter_velocity: FloatVectorProperty(name="Emitter Velocity",
