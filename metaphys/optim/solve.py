@@ -71,11 +71,12 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
     n = u.shape[0]
     shape = (-1,) + (1,) * (u.dim() - 1)
     for it in range(limit):
-        active = torch.ones(n, dtype=torch.bool, device=u.device)
+        # a sample whose gradient is exactly zero is at a stationary point: it does not move
+        active = grad.flatten(1).abs().amax(1) > 0
         if tol is not None:
-            active = residual > tol
-            if not bool(active.any()):
-                break
+            active = active & (residual > tol)
+        if not bool(active.any()):
+            break
         step, new_state = optimizer.step(grad, state)
         step = step * active.view(shape).to(step.dtype)
         u_new = problem.apply(u, step)

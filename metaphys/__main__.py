@@ -1,0 +1,5 @@
+import sys
+
+from metaphys.cli import main
+
+sys.exit(main())

@@ -1,0 +1,202 @@
+"""`metaphys` command line: bake, demo, train, eval, export-weights, export-onnx (`--help` everywhere)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _load_optimizer(weights, device):
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.weights import load_torchscript, sha256_of, default_weights_path
+    path = weights or default_weights_path()
+    model = load_torchscript(path, map_location=device)
+    return Metamizer(model, device=device), sha256_of(path)
+
+
+def _read_spec(path):
+    if path is None:
+        return {}
+    try:
+        with open(path) as fh:
+            spec = json.load(fh)
+    except OSError as exc:
+        raise ValueError(f"cannot read spec file {path!r}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"spec file {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"spec file {path!r} must hold a JSON object, got {type(spec).__name__}")
+    base = os.path.dirname(os.path.abspath(path))
+    for key in ("emitters", "obstacles"):  # relative .npy paths are relative to the spec file
+        if isinstance(spec.get(key), str) and not os.path.isabs(spec[key]):
+            spec[key] = os.path.join(base, spec[key])
+    return spec
+
+
+def _overrides(args, spec):
+    spec = dict(spec)
+    if args.frames is not None:
+        spec["frames"] = args.frames
+    if args.iterations is not None:
+        spec["iterations_per_step"], spec["tol"] = args.iterations, None
+    if args.tol is not None:
+        spec["tol"] = args.tol
+    if args.max_iterations is not None:
+        spec["max_iterations"] = args.max_iterations
+    return spec
+
+
+def cmd_bake(args) -> int:
+    from metaphys.bake.driver import BakeError, run_bake
+    from metaphys.optim.weights import WeightsError
+
+    def fail(msg, code):
+        if args.progress == "json":
+            print(json.dumps({"event": "error", "message": msg}), flush=True)
+        print(f"metaphys bake: error: {msg}", file=sys.stderr)
+        return code
+
+    try:
+        spec = _overrides(args, _read_spec(args.spec))
+        if args.frames is not None and args.frames < 1:
+            raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        if args.size is not None and args.size < 4:
+            raise ValueError(f"--size must be >= 4, got {args.size}")
+        optimizer, sha = _load_optimizer(args.weights, args.device)
+        if args.kind == "smoke":
+            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim, smoke_parameters
+            params = smoke_parameters(spec, size=args.size or 128)
+            sim = make_smoke_sim(params, optimizer, device=args.device)
+            writer = SmokeWriter(args.out, params)
+        else:
+            from metaphys.bake.cloth import ClothWriter, cloth_parameters, make_cloth_sim
+            params = cloth_parameters(spec, size=args.size or 32)
+            sim = make_cloth_sim(params, optimizer, device=args.device)
+            writer = ClothWriter(args.out, params, fmt=args.format)
+    except (BakeError, ValueError, TypeError, WeightsError) as exc:
+        return fail(str(exc), 2)
+    frames = int(params["frames"])
+    t = time.time()
+    try:
+        manifest_params = {k: v for k, v in params.items() if k not in ("pin_targets",)}
+        run_bake(args.kind, sim, writer, args.out, frames, parameters=manifest_params, model_sha256=sha,
+                 progress=args.progress, resume=args.resume, start_frame=int(params.get("start_frame", 1)))
+    except KeyboardInterrupt:
+        print(f"metaphys bake: cancelled; finished frames are kept in {args.out} (continue with --resume)",
+              file=sys.stderr)
+        return 130
+    except BakeError as exc:
+        return fail(str(exc), 2 if "cannot resume" in str(exc) or "not writable" in str(exc) else 1)
+    except ValueError as exc:
+        return fail(str(exc), 2)
+    if args.progress != "json":
+        print(f"{args.kind} bake: {frames} frames in {time.time() - t:.1f} s -> {os.path.abspath(args.out)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Cloth and smoke bakes with defaults into ./out (shipped weights, CPU)."""
+    out = args.out
+    rc = 0
+    for kind, extra in (("cloth", []), ("smoke", [])):
+        a = build_parser().parse_args(["bake", kind, "--out", os.path.join(out, kind), "--progress",
+                                       "bar" if sys.stderr.isatty() else "none"] + extra)
+        rc = cmd_bake(a) or rc
+        if rc:
+            return rc
+    print(f"demo done: cloth in {os.path.join(out, 'cloth')} (cloth.pc2, rest.obj, frames/, preview.gif), "
+          f"smoke in {os.path.join(out, 'smoke')} (density/, flipbook.png, preview.gif)")
+    return rc
+
+
+def cmd_train(args) -> int:
+    from metaphys.train.__main__ import run
+    return run(args)
+
+
+def cmd_export_weights(args) -> int:
+    from metaphys.optim.weights import export_torchscript, model_from_snapshot
+    import torch
+    model = model_from_snapshot(args.source)
+    sd = torch.load(args.source, map_location="cpu", weights_only=False)
+    meta = {"training": {"source": os.path.basename(args.source), "step": sd.get("step"),
+                         "elapsed_s": sd.get("elapsed")}}
+    if args.metadata:
+        with open(args.metadata) as fh:
+            meta.update(json.load(fh))
+    meta = export_torchscript(model, args.out, meta)
+    print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}...) and its metadata JSON")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from metaphys.optim.onnx_export import export_onnx
+    export_onnx(args.weights, args.out, opset=args.opset)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from metaphys.eval.harness import main as eval_main
+    return eval_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="metaphys", description="Physics simulation with a learned neural optimizer")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bake", help="bake a cloth or smoke simulation to files (docs/bake-spec.md)")
+    b.add_argument("kind", choices=["cloth", "smoke"])
+    b.add_argument("--out", required=True, help="output folder")
+    b.add_argument("--spec", help="JSON spec file (docs/bake-spec.md); options below override it")
+    b.add_argument("--frames", type=int, help="number of frames")
+    b.add_argument("--size", type=int, help="grid size (cloth vertices per side / smoke cells per side)")
+    b.add_argument("--format", default="obj", choices=["obj", "ply", "glb", "none"], help="cloth mesh format per frame")
+    b.add_argument("--iterations", type=int, help="optimizer iterations per time step")
+    b.add_argument("--tol", type=float, help="stop each step when the residual is below TOL")
+    b.add_argument("--max-iterations", type=int, help="iteration cap per step with --tol")
+    b.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    b.add_argument("--resume", action="store_true", help="continue an interrupted bake in OUT")
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--weights", help="Metamizer TorchScript weights (default weights/metamizer.pt)")
+    b.set_defaults(func=cmd_bake)
+
+    d = sub.add_parser("demo", help="bake the default cloth and smoke scenes into ./out")
+    d.add_argument("--out", default="out")
+    d.set_defaults(func=cmd_demo)
+
+    from metaphys.train.__main__ import build_parser as train_parser
+    t = sub.add_parser("train", help="train the Metamizer (resumable)")
+    train_parser(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate weights on held-out problems (writes benchmarks/results/eval.md)")
+    e.add_argument("--weights", help="TorchScript weights or a training snapshot (default weights/metamizer.pt)")
+    e.add_argument("--out", default=os.path.join("benchmarks", "results", "eval.md"))
+    e.add_argument("--quick", action="store_true", help="small sizes and few iterations (CI)")
+    e.add_argument("--only", help="comma-separated subset of cases")
+    e.set_defaults(func=cmd_eval)
+
+    w = sub.add_parser("export-weights", help="export a training snapshot as the TorchScript weights contract")
+    w.add_argument("source", help="EMA snapshot or checkpoint (runs/*/best.pt)")
+    w.add_argument("--out", default=os.path.join("weights", "metamizer.pt"))
+    w.add_argument("--metadata", help="JSON file with extra model-card fields")
+    w.set_defaults(func=cmd_export_weights)
+
+    o = sub.add_parser("export-onnx", help="export the weights to ONNX for game engines (needs `onnx`)")
+    o.add_argument("--weights", help="TorchScript weights (default weights/metamizer.pt)")
+    o.add_argument("--out", default="metamizer.onnx")
+    o.add_argument("--opset", type=int, default=17)
+    o.set_defaults(func=cmd_export_onnx)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""Simulations for animation pipelines and game tooling (thin layers over physics + optimizer)."""
+from metaphys.sims.smoke import SmokeSim
+
+__all__ = ["SmokeSim"]

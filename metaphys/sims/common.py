@@ -1,0 +1,71 @@
+"""Shared pieces of the simulations: the speed/accuracy dial and per-step records."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, asdict
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class SolverSettings:
+    """Iterations per time step, or a residual tolerance with an iteration cap."""
+
+    iterations_per_step: Optional[int] = 30
+    tol: Optional[float] = None
+    max_iterations: int = 200
+    guard: bool = True
+
+    def __post_init__(self):
+        if self.tol is not None:
+            if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
+                raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+            self.iterations_per_step = None
+        elif self.iterations_per_step is None or int(self.iterations_per_step) < 1:
+            raise ValueError(f"iterations_per_step must be >= 1 (or give tol), got {self.iterations_per_step!r}")
+        if int(self.max_iterations) < 1:
+            raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations!r}")
+
+    def solve_kwargs(self) -> dict:
+        if self.tol is not None:
+            return {"tol": self.tol, "max_iterations": int(self.max_iterations)}
+        return {"iterations": int(self.iterations_per_step)}
+
+
+@dataclass
+class StepRecord:
+    frame: int
+    iterations: int
+    residual: float            # worst sample's residual at the end of the step
+    residual_start: float
+    guard_rejections: int
+    hit_cap: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+    return v
+
+
+def check_vector(name: str, value, n: int):
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.shape != (n,):
+        raise ValueError(f"{name} must have {n} components, got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got {t.tolist()}")
+    return t
+
+
+def default_optimizer(device):
+    """The shipped Metamizer; a clear error if the weights are missing."""
+    from metaphys.optim.metamizer import Metamizer
+    return Metamizer(device=device)

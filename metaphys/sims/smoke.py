@@ -1,0 +1,226 @@
+"""2D smoke: incompressible Navier-Stokes (MAC grid, vector potential) + passive density.
+
+Units are grid units: lengths in cells, time in simulation steps (one step per frame by
+default), so `buoyancy` is cells/step^2 per unit density. The domain is a closed box with
+no-slip walls (`wall` cells thick); obstacles are masks (fixed or per frame) or moving shapes.
+Each step: (1) buoyancy + wind + emitter forces are set on the velocity faces, (2) the fluid
+step is solved for (a, p) by the optimizer, (3) the density is advected by the solved velocity
+(trapezoidal mean) with emitter sources, solved to `density_tol` (a converged density step
+conserves mass to round-off: the transport is in flux form). Row 0 is the TOP of the domain.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from metaphys.optim.solve import iterate
+from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
+from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
+
+F64 = torch.float64
+
+
+def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
+    """None, [H,W] or [F,H,W] array-like in [0,1] (or a .npy path) -> float64 array."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = np.load(value)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[-2:] != (h, w):
+        raise ValueError(f"{name} must have shape ({h}, {w}) or (frames, {h}, {w}), got {arr.shape}")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{name} values must be finite and in [0, 1]")
+    return arr
+
+
+class SmokeSim:
+    """Batched 2D smoke simulation (``batch`` independent sims of the same size)."""
+
+    def __init__(self, resolution: Sequence[int] = (64, 64), *, emitters=None, obstacles=None,
+                 obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 0.1,
+                 emitter_velocity: Sequence[float] = (0.0, 0.0), buoyancy: float = 0.02,
+                 viscosity: float = 0.01, fluid_density: float = 1.0, density_diffusion: float = 0.0,
+                 wind: Sequence[float] = (0.0, 0.0), wall: int = 2, dt: float = 1.0,
+                 iterations_per_step: Optional[int] = 20, tol: Optional[float] = None,
+                 max_iterations: int = 200, density_tol: float = 1e-20, density_max_iterations: int = 300,
+                 guard: bool = True, batch: int = 1, device="cpu", optimizer=None):
+        if len(resolution) != 2 or min(int(r) for r in resolution) < 16:
+            raise ValueError(f"resolution must be (rows, cols) with both >= 16, got {tuple(resolution)}")
+        self.h, self.w = int(resolution[0]), int(resolution[1])
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        self.n = batch
+        self.device = torch.device(device)
+        self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard)
+        self.density_tol = check_positive("density_tol", density_tol)
+        self.density_max_iterations = int(density_max_iterations)
+        self.buoyancy = check_positive("buoyancy", buoyancy, allow_zero=True) if buoyancy >= 0 else float(buoyancy)
+        self.viscosity = check_positive("viscosity", viscosity, allow_zero=True)
+        self.fluid_density = check_positive("fluid_density", fluid_density)
+        self.density_diffusion = check_positive("density_diffusion", density_diffusion, allow_zero=True)
+        self.emitter_density = check_positive("emitter_density", emitter_density, allow_zero=True)
+        self.emitter_velocity = check_vector("emitter_velocity", emitter_velocity, 2)
+        self.wind = check_vector("wind", wind, 2)
+        self.dt = check_positive("dt", dt)
+        if not isinstance(wall, int) or wall < 1 or 2 * wall + 3 > min(self.h, self.w):
+            raise ValueError(f"wall must be an int >= 1 that leaves room for fluid, got {wall!r}")
+        self.wall = wall
+        self.emitters = _frames_array("emitters", emitters, self.h, self.w)
+        if self.emitters is None:
+            self.emitters = self.default_emitter(self.h, self.w)
+        self.obstacles = _frames_array("obstacles", obstacles, self.h, self.w)
+        self.obstacle_shapes = list(obstacle_shapes or [])
+        for k, s in enumerate(self.obstacle_shapes):
+            if s.get("type") not in ("circle", "box"):
+                raise ValueError(f"obstacle_shapes[{k}].type must be 'circle' or 'box', got {s.get('type')!r}")
+        self.optimizer = optimizer if optimizer is not None else default_optimizer(self.device)
+        self.frame = 0
+        mask, bc = self._geometry(0)
+        self.fluid = FluidProblem(mask, bc, rho=self.fluid_density, mu=self.viscosity, dt=self.dt)
+        self.u = self.fluid.initial_guess()
+        self.fluid_state = self.optimizer.init_state(tuple(self.u.shape), device=self.device)
+        self.density_field = torch.zeros(self.n, 1, self.h, self.w, dtype=F64, device=self.device)
+        self.density_state = self.optimizer.init_state((self.n, 1, self.h, self.w), device=self.device)
+        self.records: List[StepRecord] = []
+        self.density_records: List[StepRecord] = []
+        self.injected = torch.zeros(self.n, dtype=F64, device=self.device)
+
+    @staticmethod
+    def default_emitter(h: int, w: int) -> np.ndarray:
+        """A disc at the bottom centre, radius h/10."""
+        ii, jj = np.mgrid[0:h, 0:w]
+        r = max(2.0, h / 10)
+        return (((ii - (h - 4 - r)) ** 2 + (jj - w / 2) ** 2) < r * r).astype(np.float64)
+
+    # --- geometry per frame -------------------------------------------------------------------
+    def _pick(self, arr: Optional[np.ndarray], frame: int) -> Optional[np.ndarray]:
+        if arr is None:
+            return None
+        return arr if arr.ndim == 2 else arr[min(frame, arr.shape[0] - 1)]
+
+    def _shape_center(self, shape: dict, frame: int):
+        c = np.asarray(shape["center"], dtype=np.float64)
+        if c.ndim == 2:
+            return c[min(frame, len(c) - 1)], (c[min(frame, len(c) - 1)] - c[max(0, min(frame, len(c) - 1) - 1)])
+        return c, np.zeros(2)
+
+    def _geometry(self, frame: int):
+        mask, bc = fluid_geometry(self.n, self.h, self.w, kind="box", wall_rows=self.wall, wall_cols=self.wall,
+                                  device=self.device)
+        obst = self._pick(self.obstacles, frame)
+        if obst is not None:
+            m = torch.as_tensor(obst >= 0.5, dtype=F64, device=self.device)
+            mask = torch.maximum(mask, m.expand_as(mask)).contiguous()
+        for s in self.obstacle_shapes:
+            center, vel = self._shape_center(s, frame)
+            per_step = vel / self.dt  # cells per step -> wall velocity (v_y, v_x) in rows/cols
+            if s["type"] == "circle":
+                mask, bc = add_obstacle(mask, bc, "circle", center=tuple(center), radius=float(s["radius"]),
+                                        velocity=tuple(per_step))
+            else:
+                mask, bc = add_obstacle(mask, bc, "box", center=tuple(center), half=tuple(s["half"]),
+                                        velocity=tuple(per_step))
+        return mask, bc
+
+    def _forces(self, emitter: torch.Tensor) -> torch.Tensor:
+        """Force density on the (v_y, v_x) faces: buoyancy and wind (+y is up = -rows), emitter push."""
+        rho = self.fluid_density
+        c = self.density_field
+        c_right = torch.nn.functional.pad(c, (0, 1))[..., 1:]     # v_y faces sit at (i, j+1/2)
+        wind_x, wind_y = float(self.wind[0]), float(self.wind[1])
+        push_x, push_y = float(self.emitter_velocity[0]), float(self.emitter_velocity[1])
+        f_y = -self.buoyancy * rho * 0.5 * (c + c_right) - rho * wind_y - rho * push_y * emitter
+        f_x = rho * wind_x + rho * push_x * emitter
+        return torch.cat([f_y, f_x.expand_as(f_y)], dim=1).contiguous()
+
+    # --- stepping -----------------------------------------------------------------------------
+    def step(self) -> StepRecord:
+        frame = self.frame
+        mask, bc = self._geometry(frame)
+        em_np = self._pick(self.emitters, frame)
+        emitter = torch.as_tensor(em_np, dtype=F64, device=self.device).expand(self.n, 1, self.h, self.w)
+        emitter = emitter * (1 - mask)
+        self.fluid.set_boundary(mask=mask, bc=bc, force=self._forces(emitter))
+        res = iterate(self.fluid, self.optimizer, self.u, self.fluid_state, guard=self.settings.guard,
+                      **self.settings.solve_kwargs())
+        self.fluid_state = res.state
+        u_new = res.u
+        if not bool(torch.isfinite(u_new).all()):
+            raise FloatingPointError(f"smoke: fluid solve produced non-finite values at frame {frame + 1}")
+        source = self.emitter_density * emitter
+        dens = density_problem(self.fluid, u_new, self.density_field * (1 - mask), D=self.density_diffusion,
+                               source=source)
+        dres = iterate(dens, self.optimizer, dens.initial_guess(), self.density_state, tol=self.density_tol,
+                       max_iterations=self.density_max_iterations, guard=True)
+        self.density_state = dres.state
+        self.density_field = dens.impose(dres.u)
+        self.injected += (source * self.dt).flatten(1).sum(1)
+        self.u = self.fluid.advance(u_new)
+        rec = StepRecord(frame + 1, res.iterations, float(res.residual.max()), float(res.residuals[0].max()),
+                         res.guard_rejections, res.hit_cap)
+        self.records.append(rec)
+        self.density_records.append(StepRecord(frame + 1, dres.iterations, float(dres.residual.max()),
+                                               float(dres.residuals[0].max()), dres.guard_rejections, dres.hit_cap))
+        self.last_metrics = fluid_metrics(self.fluid, u_new)
+        self.frame += 1
+        return rec
+
+    def run(self, frames: int, callback=None):
+        out = []
+        for _ in range(int(frames)):
+            self.step()
+            out.append(self.density.copy())
+            if callback is not None:
+                callback(self)
+        return np.stack(out)
+
+    # --- results ------------------------------------------------------------------------------
+    @property
+    def density(self) -> np.ndarray:
+        """[H, W] (batch 1) or [N, H, W] density on the grid corners, row 0 = top."""
+        d = self.density_field[:, 0].cpu().numpy()
+        return d[0] if self.n == 1 else d
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Cell-centred velocity (vx, vy) with vy pointing UP: [H, W, 2] (or [N, H, W, 2])."""
+        from metaphys.physics.fluid import corner_velocity
+        v = corner_velocity(self.fluid, self.u, which="new").cpu().numpy()
+        out = np.stack([v[:, 1], -v[:, 0]], axis=-1)
+        return out[0] if self.n == 1 else out
+
+    @property
+    def pressure(self) -> np.ndarray:
+        p = self.u[:, 1].cpu().numpy()
+        return p[0] if self.n == 1 else p
+
+    def total_density(self) -> torch.Tensor:
+        return self.density_field.flatten(1).sum(1)
+
+    # --- resumable state ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-identically (used by resumable bakes)."""
+        return {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
+                "fluid_state": vars(self.fluid_state).copy(), "density_field": self.density_field.clone(),
+                "density_state": vars(self.density_state).copy(), "injected": self.injected.clone(),
+                "frame": self.frame, "records": [r.as_dict() for r in self.records],
+                "density_records": [r.as_dict() for r in self.density_records]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        from metaphys.optim.metamizer import MetamizerState
+        self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
+        self.u = sd["u"].to(self.device)
+        self.fluid_state = MetamizerState(**{k: v.to(self.device) for k, v in sd["fluid_state"].items()})
+        self.density_field = sd["density_field"].to(self.device)
+        self.density_state = MetamizerState(**{k: v.to(self.device) for k, v in sd["density_state"].items()})
+        self.injected = sd["injected"].to(self.device)
+        self.frame = int(sd["frame"])
+        self.records = [StepRecord(**r) for r in sd["records"]]
+        self.density_records = [StepRecord(**r) for r in sd["density_records"]]
+
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.density_field).all())
