@@ -211,3 +211,23 @@ def check_gradcheck(name: str, which: str, stencil: int, true_grad: bool = True,
         return torch.autograd.gradcheck(prob.loss, (u.requires_grad_(True),), eps=1e-6, atol=1e-6, rtol=1e-5)
     finally:
         _ops.set_backend(old)
+
+
+def check_row_chunks(name: str, true_grad: bool, size=(3, 1, 301, 150), seed: int = 17):
+    """Several threads split the rows mid-sample (chunks recompute their halo rows): the result must
+    match the twin and be bitwise identical to the single-thread result (deterministic reduction)."""
+    twin, make = OPS[name]
+    args = make(gen(seed), size, frame=0 if name == "burgers_loss_grad" else 1) + (9, true_grad)
+    old = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(kernel(name)(*args))
+    finally:
+        torch.set_num_threads(old)
+    for loss, grad in results[1:]:
+        assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1]), "depends on the thread count"
+    lt, gt = twin(*args)
+    assert_close_rel(results[-1][0], lt, 1e-12, f"{name} loss")
+    assert_close_rel(results[-1][1], gt, 1e-12, f"{name} grad")

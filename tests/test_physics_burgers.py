@@ -7,7 +7,7 @@ import torch
 from metaphys import _ops
 from metaphys.physics import BurgersProblem
 from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,
-                           check_opcheck, field, gen, random_mask, requires_kernels)
+                           check_opcheck, check_row_chunks, field, gen, random_mask, requires_kernels)
 
 OP = "burgers_loss_grad"
 
@@ -35,6 +35,11 @@ def test_kernel_matches_twin_without_frame(true_grad):
     assert_close_rel(lk, lt, 1e-12, "loss")
     assert_close_rel(gk, gt, 1e-12, "grad")
 
+
+@requires_kernels
+@pytest.mark.parametrize("true_grad", GRAD_MODES)
+def test_row_chunks_match_twin_and_thread_count(true_grad):
+    check_row_chunks(OP, true_grad)
 
 @pytest.mark.parametrize("which", ["kernel", "twin"])
 @pytest.mark.parametrize("stencil", STENCILS)

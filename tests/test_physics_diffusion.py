@@ -7,7 +7,7 @@ import torch
 from metaphys import _ops
 from metaphys.physics import DiffusionProblem, frame_mask
 from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,
-                           check_opcheck, field, gen, random_mask, requires_kernels)
+                           check_opcheck, check_row_chunks, field, gen, random_mask, requires_kernels)
 
 OP = "diffusion_loss_grad"
 
@@ -19,6 +19,11 @@ OP = "diffusion_loss_grad"
 def test_kernel_matches_twin(size, stencil, true_grad):
     check_kernel_matches_twin(OP, size, stencil, true_grad, seed=sum(size) + stencil + 100)
 
+
+@requires_kernels
+@pytest.mark.parametrize("true_grad", GRAD_MODES)
+def test_row_chunks_match_twin_and_thread_count(true_grad):
+    check_row_chunks(OP, true_grad)
 
 @pytest.mark.parametrize("which", ["kernel", "twin"])
 @pytest.mark.parametrize("stencil", STENCILS)

@@ -12,7 +12,7 @@ import torch
 from metaphys import _ops
 from metaphys.physics import LaplaceProblem, stencils
 from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_kernel_matches_twin, check_opcheck,
-                           field, gen, random_mask, requires_kernels)
+                           check_row_chunks, field, gen, random_mask, requires_kernels)
 
 OP = "laplace_loss_grad"
 
@@ -34,20 +34,9 @@ def test_kernel_matches_twin(size, stencil, true_grad):
 
 
 @requires_kernels
-def test_kernel_deterministic_across_threads():
-    g = gen(5)
-    args = (field(g, 2, 1, 300, 211), random_mask(g, 2, 300, 211), field(g, 2, 1, 300, 211),
-            field(g, 2, 1, 300, 211), 9, True)
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        l1, g1 = torch.ops.metaphys.laplace_loss_grad(*args)
-        torch.set_num_threads(max(2, old))
-        l2, g2 = torch.ops.metaphys.laplace_loss_grad(*args)
-    finally:
-        torch.set_num_threads(old)
-    assert torch.equal(l1, l2) and torch.equal(g1, g2)
-
+@pytest.mark.parametrize("true_grad", GRAD_MODES)
+def test_row_chunks_match_twin_and_thread_count(true_grad):
+    check_row_chunks(OP, true_grad)
 
 def _problem(seed, size=(2, 1, 6, 7), stencil=9, true_grad=True):
     g = gen(seed)

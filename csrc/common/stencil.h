@@ -80,16 +80,20 @@ inline double dx_c(const Rows3& r, int64_t j) { return 0.5 * (r.mid[j + 1] - r.m
 inline double dy_c(const Rows3& r, int64_t j) { return 0.5 * (r.dn[j] - r.up[j]); }
 
 // ---------------------------------------------------------------------------------------------
-// A sliding window of three padded rows of a derived field. The field is produced row by row by
-// `fill(plane, i, out)`, which writes columns 0..W-1 of row i (0 <= i < H) of `plane` into out.
-// Rows outside the grid are zero (zero padding) or wrapped (periodic); so are the column halos.
-// Moving to the next row of the same plane computes one new row; anything else refills all three.
+// A sliding window of three padded rows of `fields` derived fields. The fields are produced row by
+// row by `fill(plane, i, out)`, which writes columns 0..W-1 of row i (0 <= i < H) of `plane`: field
+// k at out + k * stride() (stride = W + 2). Rows outside the grid are zero (zero padding) or
+// wrapped (periodic); so are the column halos. Moving to the next row of the same plane produces
+// one new row; any other move produces all three.
 class RowWindow {
  public:
-  RowWindow(int64_t H, int64_t W, bool periodic)
-      : H_(H), W_(W), periodic_(periodic), store_(static_cast<size_t>(3 * (W + 2)), 0.0) {
-    for (int k = 0; k < 3; ++k) slot_[k] = store_.data() + k * (W + 2) + 1;
+  RowWindow(int64_t H, int64_t W, bool periodic, int fields = 1)
+      : H_(H), W_(W), periodic_(periodic), fields_(fields),
+        store_(static_cast<size_t>(3 * fields * (W + 2)), 0.0) {
+    for (int k = 0; k < 3; ++k) slot_[k] = store_.data() + k * fields * (W + 2) + 1;
   }
+
+  int64_t stride() const { return W_ + 2; }
 
   template <class Fill>
   void move_to(int64_t plane, int64_t i, Fill&& fill) {
@@ -99,15 +103,21 @@ class RowWindow {
       slot_[0] = slot_[1];
       slot_[1] = slot_[2];
       slot_[2] = old;
+      plane_ = plane;
+      i_ = i;
       load(slot_[2], plane, i + 1, fill);
     } else {
+      plane_ = plane;
+      i_ = i;
       for (int k = 0; k < 3; ++k) load(slot_[k], plane, i - 1 + k, fill);
     }
-    plane_ = plane;
-    i_ = i;
   }
 
-  Rows3 rows() const { return Rows3{slot_[0], slot_[1], slot_[2]}; }
+  // Rows i-1, i, i+1 of field k.
+  Rows3 rows(int k = 0) const {
+    const int64_t off = k * (W_ + 2);
+    return Rows3{slot_[0] + off, slot_[1] + off, slot_[2] + off};
+  }
 
  private:
   template <class Fill>
@@ -115,20 +125,33 @@ class RowWindow {
     if (periodic_) {
       i = wrap(i, H_);
     } else if (i < 0 || i >= H_) {
-      std::fill(p - 1, p + W_ + 1, 0.0);
+      std::fill(p - 1, p - 1 + fields_ * (W_ + 2), 0.0);
       return;
     }
     fill(plane, i, p);
-    p[-1] = periodic_ ? p[W_ - 1] : 0.0;
-    p[W_] = periodic_ ? p[0] : 0.0;
+    for (int k = 0; k < fields_; ++k) {
+      double* f = p + k * (W_ + 2);
+      f[-1] = periodic_ ? f[W_ - 1] : 0.0;
+      f[W_] = periodic_ ? f[0] : 0.0;
+    }
   }
 
   int64_t H_, W_;
   bool periodic_;
+  int fields_;
   std::vector<double> store_;
   double* slot_[3];
   int64_t plane_ = -1;
   int64_t i_ = -2;
+};
+
+// The fused residual -> gradient sweep of every grid op: a chunk of rows [begin, end) keeps a
+// window of residual rows (q = free*r and helpers) that a fill computes on demand from a window of
+// state rows. The chunk recomputes the one-row halo it shares with its neighbours but records loss
+// partials only for the rows it owns, so each partial has exactly one writer.
+struct OwnedRows {
+  int64_t begin, end;
+  bool owns(int64_t row) const { return row >= begin && row < end; }
 };
 
 // ---------------------------------------------------------------------------------------------

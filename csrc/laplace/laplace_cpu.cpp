@@ -1,6 +1,8 @@
-// laplace_loss_grad, CPU: r = L(u~) + f with u~ = m*b + (1-m)*u; loss = sum(free*r^2) / max(1, sum free).
-//   pseudo gradient (neighbours of L detached): 2/N * w_c * free * (free*r)          (one pass)
-//   true gradient:                              2/N * free * L^T(free*r), L^T = L    (two passes)
+// laplace_loss_grad, CPU: r = L(u~) + f with u~ = m*b + (1-m)*u; loss = sum(free*r^2) / N, N = max(1, sum free).
+// With q = free*r:
+//   pseudo gradient (neighbours of L detached): 2/N * w_c * free * q
+//   true gradient:                              2/N * free * L^T(q), and L^T = L (symmetric stencil)
+// One fused sweep (stencil.h): rows of q are computed into a window from a window of u~ rows.
 // Twin: metaphys.physics.laplace.laplace_twin.
 #include <torch/library.h>
 
@@ -27,8 +29,6 @@ std::tuple<at::Tensor, at::Tensor> laplace_loss_grad_cpu(const at::Tensor& u, co
   const double* B = bc.const_data_ptr<double>();
   const double* F = f.const_data_ptr<double>();
   double* G = grad.mutable_data_ptr<double>();
-  at::Tensor qbuf = true_grad ? at::empty_like(u) : at::Tensor();
-  double* Q = true_grad ? qbuf.mutable_data_ptr<double>() : nullptr;
   std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
 
   // u~ row by row: m*b + (1-m)*u (the twin's mask*bc + free*u).
@@ -40,45 +40,34 @@ std::tuple<at::Tensor, at::Tensor> laplace_loss_grad_cpu(const at::Tensor& u, co
   stencil::dispatch_stencil(stencil_size, [&](auto S_) {
     constexpr int S = decltype(S_)::value;
     constexpr double wc = stencil::centre<S>();
-    // Pass 1: residual, loss partials, and the pseudo-gradient (or free*r for the true one).
     stencil::for_rows(N, H, W, [&](int64_t begin, int64_t end) {
-      RowWindow ut(H, W, false);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t n = row / H, i = row % H;
+      const stencil::OwnedRows own{begin, end};
+      RowWindow ut(H, W, false), qw(H, W, false);
+      // q = free*r of row i; the loss partial of the row when this chunk owns it.
+      auto fill_q = [&](int64_t n, int64_t i, double* out) {
         ut.move_to(n, i, fill_ut);
-        const Rows3 r3 = ut.rows();
-        const int64_t o = row * W;
-        const double scale = 2.0 / count[n];
+        const Rows3 u3 = ut.rows();
+        const int64_t row = n * H + i, o = row * W;
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
-          const double fr = 1.0 - M[o + j];
-          const double r = stencil::laplacian<S>(r3, j) + F[o + j];
-          const double q = fr * r;
+          const double r = stencil::laplacian<S>(u3, j) + F[o + j];
+          const double q = (1.0 - M[o + j]) * r;
           acc += q * r;
-          if (true_grad) {
-            Q[o + j] = q;
-          } else {
-            G[o + j] = scale * wc * fr * q;
-          }
+          out[j] = q;
         }
-        partial[row] = acc;
-      }
-    });
-    if (!true_grad) return;
-    // Pass 2: grad = 2/N * free * L(q) (the 9- and 5-point stencils are symmetric: L^T = L).
-    auto fill_q = [&](int64_t n, int64_t i, double* out) {
-      const double* src = Q + (n * H + i) * W;
-      std::copy(src, src + W, out);
-    };
-    stencil::for_rows(N, H, W, [&](int64_t begin, int64_t end) {
-      RowWindow qw(H, W, false);
+        if (own.owns(row)) partial[row] = acc;
+      };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
         qw.move_to(n, i, fill_q);
-        const Rows3 r3 = qw.rows();
+        const Rows3 q3 = qw.rows();
         const int64_t o = row * W;
         const double scale = 2.0 / count[n];
-        for (int64_t j = 0; j < W; ++j) G[o + j] = scale * (1.0 - M[o + j]) * stencil::laplacian<S>(r3, j);
+        if (true_grad) {
+          for (int64_t j = 0; j < W; ++j) G[o + j] = scale * (1.0 - M[o + j]) * stencil::laplacian<S>(q3, j);
+        } else {
+          for (int64_t j = 0; j < W; ++j) G[o + j] = scale * wc * (1.0 - M[o + j]) * q3.mid[j];
+        }
       }
     });
   });

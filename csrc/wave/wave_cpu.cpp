@@ -1,9 +1,10 @@
 // wave_loss_grad, CPU. Unknown: the acceleration a. Within one step (free = 1 - m):
 //   v_new = free*(v_old + dt*a),  x_new = m*b + free*(x_old + dt*v_new),  xm = (x_new + x_old)/2
-//   r = (v_new - v_old)/dt - c^2 * L(xm);  loss = sum(free*r^2) / max(1, sum free)
+//   r = (v_new - v_old)/dt - c^2 * L(xm);  loss = sum(free*r^2) / N, N = max(1, sum free)
 // With q = free*r and d xm_j / d a_j = free^2 dt^2 / 2:
 //   pseudo gradient (L's neighbours detached): 2/N * q * (free - c^2 * w_c * free^2 * dt^2 / 2)
 //   true gradient:                             2/N * (free*q - c^2 * free^2 * dt^2 / 2 * L(q))
+// One fused sweep (stencil.h): rows of q are computed into a window from a window of xm rows.
 // Twin: metaphys.physics.wave.wave_twin.
 #include <torch/library.h>
 
@@ -36,8 +37,6 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
   const double* Cp = c.const_data_ptr<double>();
   const double* DT = dt.const_data_ptr<double>();
   double* G = grad.mutable_data_ptr<double>();
-  at::Tensor qbuf = true_grad ? at::empty_like(a) : at::Tensor();
-  double* Q = true_grad ? qbuf.mutable_data_ptr<double>() : nullptr;
   std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
 
   // The time-centred height (x_new + x_old)/2, row by row.
@@ -56,13 +55,13 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
     constexpr int S = decltype(S_)::value;
     constexpr double wc = stencil::centre<S>();
     stencil::for_rows(N, H, W, [&](int64_t begin, int64_t end) {
-      RowWindow xm(H, W, false);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t n = row / H, i = row % H;
+      const stencil::OwnedRows own{begin, end};
+      RowWindow xm(H, W, false), qw(H, W, false);
+      auto fill_q = [&](int64_t n, int64_t i, double* out) {
         xm.move_to(n, i, fill_xm);
         const Rows3 x3 = xm.rows();
-        const int64_t o = row * W;
-        const double dtn = DT[n], c2 = Cp[n] * Cp[n], scale = 2.0 / count[n];
+        const int64_t row = n * H + i, o = row * W;
+        const double dtn = DT[n], c2 = Cp[n] * Cp[n];
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
           const double fr = 1.0 - M[o + j];
@@ -70,31 +69,26 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
           const double r = (vn - V0[o + j]) / dtn - c2 * stencil::laplacian<S>(x3, j);
           const double q = fr * r;
           acc += q * r;
-          if (true_grad) {
-            Q[o + j] = q;
-          } else {
-            G[o + j] = scale * q * (fr - c2 * wc * 0.5 * fr * fr * dtn * dtn);
-          }
+          out[j] = q;
         }
-        partial[row] = acc;
-      }
-    });
-    if (!true_grad) return;
-    auto fill_q = [&](int64_t n, int64_t i, double* out) {
-      const double* src = Q + (n * H + i) * W;
-      std::copy(src, src + W, out);
-    };
-    stencil::for_rows(N, H, W, [&](int64_t begin, int64_t end) {
-      RowWindow qw(H, W, false);
+        if (own.owns(row)) partial[row] = acc;
+      };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
         qw.move_to(n, i, fill_q);
         const Rows3 q3 = qw.rows();
         const int64_t o = row * W;
         const double dtn = DT[n], c2 = Cp[n] * Cp[n], scale = 2.0 / count[n];
-        for (int64_t j = 0; j < W; ++j) {
-          const double fr = 1.0 - M[o + j];
-          G[o + j] = scale * (fr * q3.mid[j] - c2 * 0.5 * fr * fr * dtn * dtn * stencil::laplacian<S>(q3, j));
+        if (true_grad) {
+          for (int64_t j = 0; j < W; ++j) {
+            const double fr = 1.0 - M[o + j];
+            G[o + j] = scale * (fr * q3.mid[j] - c2 * 0.5 * fr * fr * dtn * dtn * stencil::laplacian<S>(q3, j));
+          }
+        } else {
+          for (int64_t j = 0; j < W; ++j) {
+            const double fr = 1.0 - M[o + j];
+            G[o + j] = scale * q3.mid[j] * (fr - c2 * wc * 0.5 * fr * fr * dtn * dtn);
+          }
         }
       }
     });
