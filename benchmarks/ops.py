@@ -127,7 +127,7 @@ def machine_line(device: str) -> str:
     except OSError:
         pass
     parts = [f"CPU: {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
-             f"({torch.get_num_threads()} intra-op threads)", f"Python {platform.python_version()}"]
+             f"({torch.get_num_threads()} intra-op threads by default)", f"Python {platform.python_version()}"]
     if hasattr(os, "getloadavg"):
         parts.append("load average %.1f at start (other jobs on the machine inflate the times)" % os.getloadavg()[0])
     if device.startswith("cuda"):
@@ -140,7 +140,8 @@ def _fmt_ms(s: float) -> str:
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
 
 
-def run(cases: Sequence[Case], device: str, quick: bool, min_reps: int, min_time: float, only=None):
+def run(cases: Sequence[Case], device: str, quick: bool, min_reps: int, min_time: float, only=None,
+        threads: Sequence[int] = (0,)):
     if not _ops.kernels_available():
         raise SystemExit(f"metaphys._C is not built ({_ops._state['error']}); run `make build` first")
     if device.startswith("cuda") and not _ops.cuda_kernels_available():
@@ -155,27 +156,30 @@ def run(cases: Sequence[Case], device: str, quick: bool, min_reps: int, min_time
         for (h, w) in sizes:
             for true_grad in case.modes:
                 args = case.make_args(h, w, device, true_grad)
-                t_kernel = time_call(lambda: op(*args), device, min_reps, min_time)
-                t_twin = time_call(lambda: case.twin(*args), device, min_reps, min_time)
-                row = dict(op=case.name, size=f"{h}x{w}", grad="true" if true_grad else "pseudo",
-                           kernel=t_kernel, twin=t_twin)
-                if gpu:
-                    cpu_args = case.make_args(h, w, "cpu", true_grad)
-                    row["cpu"] = time_call(lambda: op(*cpu_args), "cpu", min_reps, min_time)
-                rows.append(row)
-                print(_format_row(row, gpu), flush=True)
+                for nt in threads:
+                    if nt > 0:
+                        torch.set_num_threads(nt)
+                    t_kernel = time_call(lambda: op(*args), device, min_reps, min_time)
+                    t_twin = time_call(lambda: case.twin(*args), device, min_reps, min_time)
+                    row = dict(op=case.name, size=f"{h}x{w}", grad="true" if true_grad else "pseudo",
+                               threads=torch.get_num_threads(), kernel=t_kernel, twin=t_twin)
+                    if gpu:
+                        cpu_args = case.make_args(h, w, "cpu", true_grad)
+                        row["cpu"] = time_call(lambda: op(*cpu_args), "cpu", min_reps, min_time)
+                    rows.append(row)
+                    print(_format_row(row, gpu), flush=True)
     return rows
 
 
 def _header(gpu: bool) -> List[str]:
     if gpu:
-        return ["op", "grid", "gradient", "CUDA kernel ms", "twin on GPU ms", "C++ on CPU ms", "twin / CUDA",
-                "CPU / CUDA"]
-    return ["op", "grid", "gradient", "C++ kernel ms", "PyTorch twin ms", "twin / kernel"]
+        return ["op", "grid", "gradient", "CPU threads", "CUDA kernel ms", "twin on GPU ms", "C++ on CPU ms",
+                "twin / CUDA", "CPU / CUDA"]
+    return ["op", "grid", "gradient", "threads", "C++ kernel ms", "PyTorch twin ms", "twin / kernel"]
 
 
 def _cells(row, gpu: bool) -> List[str]:
-    cells = [row["op"], row["size"], row["grad"], _fmt_ms(row["kernel"]), _fmt_ms(row["twin"])]
+    cells = [row["op"], row["size"], row["grad"], str(row["threads"]), _fmt_ms(row["kernel"]), _fmt_ms(row["twin"])]
     if gpu:
         cells += [_fmt_ms(row["cpu"]), f"{row['twin'] / row['kernel']:.1f}x", f"{row['cpu'] / row['kernel']:.1f}x"]
     else:
@@ -208,20 +212,20 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--ops", default="", help="comma-separated subset of op names (default: all)")
     ap.add_argument("--min-reps", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--threads", default="0", help="comma-separated torch intra-op thread counts to time, e.g. 1,2 "
+                                                   "(default 0: torch's choice)")
     ap.add_argument("--min-time", type=float, default=0.5, help="seconds of timing per entry (at least)")
     ap.add_argument("--out", default=None, help="markdown results file (default: benchmarks/results/ops.md on CPU, "
                                                 "benchmarks/results/gpu_check.md on CUDA; none with --quick)")
     args = ap.parse_args(argv)
     if args.quick:
         args.min_reps, args.min_time = 2, 0.0
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",") if t.strip()] or [0]
     only = set(filter(None, args.ops.split(",")))
     gpu = args.device.startswith("cuda")
     print(machine_line(args.device))
     print("  ".join(f"{c:>14}" for c in _header(gpu)))
-    rows = run(CASES, args.device, args.quick, args.min_reps, args.min_time, only)
+    rows = run(CASES, args.device, args.quick, args.min_reps, args.min_time, only, threads)
     out = args.out
     if out is None and not args.quick:
         here = os.path.dirname(os.path.abspath(__file__))
