@@ -80,6 +80,8 @@ def use_kernel(name: str, u: torch.Tensor) -> bool:
             raise RuntimeError(f"'{name}' got CUDA tensors but metaphys._C was built without CUDA; "
                                "rebuild on a machine with a CUDA torch and toolkit, or use CPU tensors")
         return False  # the twin runs on any device
+    if not hasattr(torch.ops.metaphys, name):
+        return False  # not declared in this build
     key = "CUDA" if u.is_cuda else "CPU"
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"metaphys::{name}", key):
         return False  # declared but not implemented for this device in this build

@@ -44,7 +44,65 @@ def make_fluid(n, h, w, gen, device=None, max_speed: float = 2.0):
 
 register("fluid", make_fluid)
 
-try:  # cloth lands separately; register it when its physics module exists
-    from metaphys.physics import cloth as _cloth  # noqa: F401
-except ImportError:  # pragma: no cover
-    _cloth = None
+
+def _random_rotations(n, gen):
+    from metaphys.physics.cloth import rotation_matrix
+    ang = _uniform(gen, 3 * n, -2 * math.pi, 2 * math.pi).view(n, 3)
+    return torch.stack([rotation_matrix(*map(float, ang[k])) for k in range(n)])
+
+
+def make_cloth(n, h, w, gen, device=None):
+    """Random cloth scenes (notes 8.6, extended): random orientation and gravity direction, two
+    corner pins + geometric extra pins, materials over the whole product range (stretch
+    [100, 1000], shear [1, 1000], bend [0.01, 1000], log-uniform), optional damping, wind and a
+    sphere collider. Pins translate sinusoidally in half of the samples (``on_advance``)."""
+    from metaphys.physics.cloth import ClothProblem, rest_grid
+    R = _random_rotations(n, gen)
+    x = rest_grid(n, h, w, 1.0, rotation=R)
+    pin_w = torch.zeros(n, 1, h, w, dtype=F64)
+    pin_w[:, 0, 0, 0] = 1
+    pin_w[:, 0, h - 1, 0] = 1
+    for k in range(n):
+        while float(torch.rand(1, generator=gen)) < 0.5:
+            i = int(torch.randint(0, h, (1,), generator=gen))
+            j = int(torch.randint(0, w, (1,), generator=gen))
+            pin_w[k, 0, i, j] = 1
+    g = torch.einsum("nab,b->na", _random_rotations(n, gen), torch.tensor([0.0, 0.0, -1.0], dtype=F64))
+    wind = torch.where(torch.rand(n, 1, generator=gen, dtype=F64) < 0.3,
+                       0.3 * torch.randn(n, 3, generator=gen, dtype=F64), torch.zeros(n, 3, dtype=F64))
+    damping = torch.where(torch.rand(n, generator=gen, dtype=F64) < 0.5, _log_uniform(gen, n, 0.01, 1.0),
+                          torch.zeros(n, dtype=F64))
+    spheres = torch.zeros(n, 1, 4, dtype=F64)
+    centre = x.mean(dim=(2, 3))
+    has = torch.rand(n, generator=gen, dtype=F64) < 0.3
+    radius = _uniform(gen, n, 0.15 * h, 0.4 * h)
+    normal = R[:, :, 2]  # the flat cloth's normal; put the sphere on the side gravity pulls towards
+    side = torch.sign((normal * g).sum(1, keepdim=True)).clamp_min(0) * 2 - 1
+    offset = side * normal * (radius + _uniform(gen, n, 0.5, 0.3 * h)).view(n, 1)
+    spheres[:, 0, :3] = centre + offset
+    spheres[:, 0, 3] = torch.where(has, radius, torch.zeros_like(radius))
+    problem = ClothProblem(x.to(device), pin_w=pin_w.to(device), spheres=spheres.to(device), gravity=g.to(device),
+                           wind=wind.to(device), k_stretch=_log_uniform(gen, n, 100, 1000).to(device),
+                           k_shear=_log_uniform(gen, n, 1, 1000).to(device),
+                           k_bend=_log_uniform(gen, n, 0.01, 1000).to(device), damping=damping.to(device),
+                           margin=0.25)
+    moving = (torch.rand(n, generator=gen, dtype=F64) < 0.5).to(F64)
+    problem.fields["pin_origin"] = problem.fields["pin_x"].clone()
+    problem.fields["pin_amp"] = (moving.view(n, 1) * _uniform(gen, 3 * n, -0.1 * h, 0.1 * h).view(n, 3)).to(device)
+    problem.fields["pin_freq"] = _uniform(gen, 3 * n, -0.2, 0.2).view(n, 3).to(device)
+    return problem
+
+
+def _cloth_on_advance(problem, time, gen):
+    """Translate the pin targets: origin + amp * sin(T * freq) (per axis)."""
+    fl = problem.fields
+    t = time.to(F64).view(-1, 1).to(fl["pin_amp"].device)
+    shift = fl["pin_amp"] * torch.sin(t * fl["pin_freq"])
+    target = fl["pin_origin"] + shift[:, :, None, None]
+    hard = (fl["pin_w"] == 1).to(F64)
+    fl["pin_x"] = target
+    fl["x_old"] = hard * target + (1 - hard) * fl["x_old"]
+
+
+make_cloth.on_advance = _cloth_on_advance
+register("cloth", make_cloth)
