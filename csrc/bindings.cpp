@@ -16,7 +16,11 @@ TORCH_LIBRARY(metaphys, m) {
   // channels (v_y, v_x); force [N,2,H,W] = force density on the (v_y, v_x) faces; rho, mu, dt [N].
   // Returns (loss [N], TRUE gradient d loss / d u [N,2,H,W]).
   m.def("fluid_loss_grad(Tensor u, Tensor a_old, Tensor mask, Tensor bc, Tensor force, Tensor rho, Tensor mu, Tensor dt, float w_nav, float w_bound, float w_a, float w_p) -> (Tensor, Tensor)");
-  // cloth_loss_grad: declared below by the cloth op.
+  // Spring-mass cloth (metaphys/physics/cloth.py). a, x_old, v_old, pin_x [N,3,H,W] (channels x, y, z);
+  // pin_w [N,1,H,W] in [0,1] (1 = hard pin); spheres [N,S,4] (cx,cy,cz,r; r = 0 unused); boxes [N,B,6]
+  // (cx,cy,cz,hx,hy,hz; all 0 unused); gravity, wind [N,3]; the rest per-sample [N].
+  // Returns (loss [N], TRUE gradient d loss / d a [N,3,H,W]).
+  m.def("cloth_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor spheres, Tensor boxes, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt) -> (Tensor, Tensor)");
 }
 
 static bool with_cuda() {

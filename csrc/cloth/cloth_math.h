@@ -1,0 +1,334 @@
+// Spring-mass cloth loss and TRUE gradient w.r.t. the acceleration, per vertex. Shared by the CPU
+// kernel (cloth_cpu.cpp) and the CUDA kernel (cloth_cuda.cu): plain C++ on raw pointers, no ATen.
+// Formulas, normalization and conventions: metaphys/physics/cloth.py (the PyTorch twin).
+//
+// Passes over all vertices (n, i, j); each reads only what earlier passes wrote (deterministic):
+//   pass A  x_new, per-vertex terms (inertia, external, damping, soft pins, contact): their
+//           energy and d/da                                                   (cloth_vertex_at)
+//   pass B  elements owned by vertex (i,j): vertical/horizontal edge (stretch), quad (i,j)
+//           (4 shear pairs), bend pairs centred at (i,j): energy and d/d(edge vector)
+//                                                                             (cloth_element_at)
+//   pass C  gather the edge gradients into d loss / d a                       (cloth_grad_at)
+// then the caller sums cell_loss per sample in a fixed order.
+//
+// Work planes are [N, H+2, W+2] with a zero halo (zero-filled by the caller), point (i, j) at
+// (i+1)*(W+2) + (j+1); elements that do not exist store 0, so gathers need no bounds checks.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define MP_HD __host__ __device__ __forceinline__
+#else
+#define MP_HD inline
+#endif
+
+namespace metaphys {
+namespace cloth {
+
+// plane offsets inside the work buffer (3-vectors use 3 consecutive planes)
+enum Plane : int {
+  kXN = 0,     // x_new
+  kACC = 3,    // d(per-vertex terms)/da
+  kLOSS = 6,   // energy per vertex (all terms owned by the vertex)
+  kSV = 7,     // stretch grad wrt vertical edge (i,j)->(i+1,j)
+  kSH = 10,    // stretch grad wrt horizontal edge (i,j)->(i,j+1)
+  kQL = 13,    // shear grads of quad (i,j) wrt its left / right / top / bottom edges
+  kQR = 16,
+  kQT = 19,
+  kQB = 22,
+  kBV1 = 25,   // bend at vertex (i,j), vertical pair: grad wrt e1 = edge (i-1,j), e2 = edge (i,j)
+  kBV2 = 28,
+  kBH1 = 31,   // horizontal pair: e1 = edge (i,j-1), e2 = edge (i,j)
+  kBH2 = 34,
+  kWorkPlanes = 37
+};
+
+struct V3 {
+  double x, y, z;
+};
+MP_HD V3 v3(double x, double y, double z) { V3 r; r.x = x; r.y = y; r.z = z; return r; }
+MP_HD V3 operator+(V3 a, V3 b) { return v3(a.x + b.x, a.y + b.y, a.z + b.z); }
+MP_HD V3 operator-(V3 a, V3 b) { return v3(a.x - b.x, a.y - b.y, a.z - b.z); }
+MP_HD V3 operator*(double s, V3 a) { return v3(s * a.x, s * a.y, s * a.z); }
+MP_HD double dot(V3 a, V3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+MP_HD V3 cross(V3 a, V3 b) { return v3(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x); }
+MP_HD double norm(V3 a) { return sqrt(dot(a, a)); }
+MP_HD double sgn(double v) { return (double)((v > 0.0) - (v < 0.0)); }
+
+struct Args {
+  // inputs (unpadded, contiguous)
+  const double* a;        // [N,3,H,W]
+  const double* x_old;    // [N,3,H,W]
+  const double* v_old;    // [N,3,H,W]
+  const double* pin_w;    // [N,1,H,W]
+  const double* pin_x;    // [N,3,H,W]
+  const double* spheres;  // [N,S,4]
+  const double* boxes;    // [N,B,6]
+  const double* gravity;  // [N,3]
+  const double* wind;     // [N,3]
+  const double *rest, *k_stretch, *k_shear, *k_bend, *mass, *damping, *k_pin, *k_contact, *margin, *dt;  // [N]
+  int64_t N, H, W, S, B;
+  double* work;  // kWorkPlanes padded planes
+  double* grad;  // [N,3,H,W]
+};
+
+MP_HD int64_t pidx(const Args& g, int64_t n, int64_t i, int64_t j) {
+  return (n * (g.H + 2) + i + 1) * (g.W + 2) + j + 1;
+}
+MP_HD int64_t plane_size(const Args& g) { return g.N * (g.H + 2) * (g.W + 2); }
+MP_HD V3 get3(const Args& g, int plane, int64_t k) {
+  const int64_t sz = plane_size(g);
+  const double* p = g.work + plane * sz + k;
+  return v3(p[0], p[sz], p[2 * sz]);
+}
+MP_HD void set3(const Args& g, int plane, int64_t k, V3 v) {
+  const int64_t sz = plane_size(g);
+  double* p = g.work + plane * sz + k;
+  p[0] = v.x;
+  p[sz] = v.y;
+  p[2 * sz] = v.z;
+}
+MP_HD V3 in3(const double* x, const Args& g, int64_t n, int64_t i, int64_t j) {
+  const int64_t hw = g.H * g.W, o = n * 3 * hw + i * g.W + j;
+  return v3(x[o], x[o + hw], x[o + 2 * hw]);
+}
+MP_HD double lumped(const Args& g, int64_t i, int64_t j) {
+  const double wy = (i == 0 || i == g.H - 1) ? 0.5 : 1.0;
+  const double wx = (j == 0 || j == g.W - 1) ? 0.5 : 1.0;
+  return wy * wx;
+}
+
+// ---- element energies: value and gradient ----------------------------------------------------
+// (|e| - L0)^2
+MP_HD double stretch_term(V3 e, double L0, V3& ge) {
+  const double len = norm(e);
+  const double d = len - L0;
+  ge = len > 0.0 ? (2.0 * d / len) * e : v3(0.0, 0.0, 0.0);
+  return d * d;
+}
+// psi^2, psi = atan2(u.v, |u x v|) = pi/2 - angle(u, v)
+MP_HD double shear_term(V3 u, V3 v, V3& gu, V3& gv) {
+  const double c = dot(u, v);
+  const V3 cr = cross(u, v);
+  const double s = norm(cr);
+  const double psi = atan2(c, s);
+  const double den = s * s + c * c;
+  if (den == 0.0) {
+    gu = v3(0.0, 0.0, 0.0);
+    gv = gu;
+    return psi * psi;
+  }
+  const double f = 2.0 * psi / den;
+  if (s > 0.0) {
+    const double cs = c / s;
+    gu = f * (s * v - cs * cross(v, cr));
+    gv = f * (s * u - cs * cross(cr, u));
+  } else {
+    gu = (f * s) * v;
+    gv = (f * s) * u;
+  }
+  return psi * psi;
+}
+// phi^2, phi = atan2(|e1 x e2|, e1.e2): 0 for straight; gradient via r = phi/s (-> 1/c), smooth at 0
+MP_HD double bend_term(V3 e1, V3 e2, V3& g1, V3& g2) {
+  const double c = dot(e1, e2);
+  const V3 cr = cross(e1, e2);
+  const double s = norm(cr);
+  const double phi = atan2(s, c);
+  const double den = s * s + c * c;
+  if (den == 0.0) {
+    g1 = v3(0.0, 0.0, 0.0);
+    g2 = g1;
+    return phi * phi;
+  }
+  const double r = s > 0.0 ? phi / s : 0.0;
+  const double f = 2.0 / den;
+  g1 = f * ((c * r) * cross(e2, cr) - (phi * s) * e2);
+  g2 = f * ((c * r) * cross(cr, e1) - (phi * s) * e1);
+  return phi * phi;
+}
+
+// ---- pass A --------------------------------------------------------------------------------
+MP_HD void cloth_vertex_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+  const int64_t k = pidx(g, n, i, j);
+  const double hw = (double)(g.H * g.W);
+  const bool hard = g.pin_w[(n * g.H + i) * g.W + j] == 1.0;
+  if (hard) {
+    set3(g, kXN, k, in3(g.pin_x, g, n, i, j));
+    set3(g, kACC, k, v3(0.0, 0.0, 0.0));
+    g.work[kLOSS * plane_size(g) + k] = 0.0;
+    return;
+  }
+  const double dt = g.dt[n], dt2 = dt * dt;
+  const double A = lumped(g, i, j), M = g.mass[n] * A;
+  const V3 a = in3(g.a, g, n, i, j);
+  const V3 vn = in3(g.v_old, g, n, i, j) + dt * a;
+  const V3 xn = in3(g.x_old, g, n, i, j) + dt * vn;
+  // inertia, external force, damping: direct d/da
+  const V3 f = M * v3(g.gravity[3 * n], g.gravity[3 * n + 1], g.gravity[3 * n + 2]) +
+               A * v3(g.wind[3 * n], g.wind[3 * n + 1], g.wind[3 * n + 2]);
+  const double gam = g.damping[n];
+  double e = 0.5 * dt2 * M * dot(a, a) / hw - dt2 * dot(f, a) / hw + 0.5 * gam * dt * M * dot(vn, vn) / hw;
+  V3 ga = (dt2 * M / hw) * a - (dt2 / hw) * f + (gam * dt2 * M / hw) * vn;
+  // soft pin and contact: d/dx_new
+  V3 gx = v3(0.0, 0.0, 0.0);
+  const double w = g.pin_w[(n * g.H + i) * g.W + j];
+  if (w > 0.0) {
+    const V3 d = xn - in3(g.pin_x, g, n, i, j);
+    const double kp = g.k_pin[n] * w / hw;
+    e += kp * dot(d, d);
+    gx = gx + (2.0 * kp) * d;
+  }
+  const double kc = g.k_contact[n] / hw, margin = g.margin[n];
+  for (int64_t q = 0; q < g.S; ++q) {
+    const double* sp = g.spheres + (n * g.S + q) * 4;
+    if (!(sp[3] > 0.0)) continue;
+    const V3 d = xn - v3(sp[0], sp[1], sp[2]);
+    const double dist = norm(d);
+    const double pen = margin - (dist - sp[3]);
+    if (pen > 0.0) {
+      e += kc * pen * pen;
+      if (dist > 0.0) gx = gx - (2.0 * kc * pen / dist) * d;
+    }
+  }
+  for (int64_t q = 0; q < g.B; ++q) {
+    const double* bx = g.boxes + (n * g.B + q) * 6;
+    if (!(bx[3] > 0.0 || bx[4] > 0.0 || bx[5] > 0.0)) continue;
+    const double d[3] = {xn.x - bx[0], xn.y - bx[1], xn.z - bx[2]};
+    double qv[3], o[3];
+    int kmax = 0;
+    for (int c = 0; c < 3; ++c) {
+      qv[c] = fabs(d[c]) - bx[3 + c];
+      o[c] = qv[c] > 0.0 ? qv[c] : 0.0;
+      if (qv[c] > qv[kmax]) kmax = c;
+    }
+    const double on = sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2]);
+    const double inside = qv[kmax] < 0.0 ? qv[kmax] : 0.0;
+    const double pen = margin - (on + inside);
+    if (pen > 0.0) {
+      e += kc * pen * pen;
+      double gs[3] = {0.0, 0.0, 0.0};  // d sdf / d x
+      for (int c = 0; c < 3; ++c) {
+        if (on > 0.0) gs[c] += o[c] / on * sgn(d[c]);
+      }
+      if (qv[kmax] < 0.0) gs[kmax] += sgn(d[kmax]);
+      gx = gx - (2.0 * kc * pen) * v3(gs[0], gs[1], gs[2]);
+    }
+  }
+  set3(g, kXN, k, xn);
+  set3(g, kACC, k, ga + dt2 * gx);
+  g.work[kLOSS * plane_size(g) + k] = e;
+}
+
+// ---- pass B --------------------------------------------------------------------------------
+MP_HD void cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+  const int64_t k = pidx(g, n, i, j);
+  const int64_t s = g.W + 2;
+  const double hw = (double)(g.H * g.W);
+  const double L0 = g.rest[n];
+  const double cs_v = g.k_stretch[n] / (double)((g.H - 1) * g.W);
+  const double cs_h = g.k_stretch[n] / (double)(g.H * (g.W - 1));
+  const double csh = g.k_shear[n] / hw, cb = g.k_bend[n] / hw;
+  const V3 zero = v3(0.0, 0.0, 0.0);
+  const V3 x00 = get3(g, kXN, k);
+  const bool has_v = i < g.H - 1, has_h = j < g.W - 1;
+  double e = 0.0;
+  V3 ev = zero, eh = zero, gtmp;
+  if (has_v) {
+    ev = get3(g, kXN, k + s) - x00;
+    e += cs_v * stretch_term(ev, L0, gtmp);
+    set3(g, kSV, k, cs_v * gtmp);
+  } else {
+    set3(g, kSV, k, zero);
+  }
+  if (has_h) {
+    eh = get3(g, kXN, k + 1) - x00;
+    e += cs_h * stretch_term(eh, L0, gtmp);
+    set3(g, kSH, k, cs_h * gtmp);
+  } else {
+    set3(g, kSH, k, zero);
+  }
+  if (has_v && has_h) {
+    const V3 x11 = get3(g, kXN, k + s + 1);
+    const V3 left = ev, top = eh;
+    const V3 right = x11 - get3(g, kXN, k + 1);
+    const V3 bottom = x11 - get3(g, kXN, k + s);
+    V3 gl = zero, gr = zero, gt = zero, gb = zero, g1, g2;
+    double es = shear_term(left, top, g1, g2);
+    gl = gl + g1; gt = gt + g2;
+    es += shear_term(left, bottom, g1, g2);
+    gl = gl + g1; gb = gb + g2;
+    es += shear_term(right, top, g1, g2);
+    gr = gr + g1; gt = gt + g2;
+    es += shear_term(right, bottom, g1, g2);
+    gr = gr + g1; gb = gb + g2;
+    e += csh * es;
+    set3(g, kQL, k, csh * gl);
+    set3(g, kQR, k, csh * gr);
+    set3(g, kQT, k, csh * gt);
+    set3(g, kQB, k, csh * gb);
+  } else {
+    set3(g, kQL, k, zero);
+    set3(g, kQR, k, zero);
+    set3(g, kQT, k, zero);
+    set3(g, kQB, k, zero);
+  }
+  if (i >= 1 && has_v) {
+    V3 g1, g2;
+    e += cb * bend_term(x00 - get3(g, kXN, k - s), ev, g1, g2);
+    set3(g, kBV1, k, cb * g1);
+    set3(g, kBV2, k, cb * g2);
+  } else {
+    set3(g, kBV1, k, zero);
+    set3(g, kBV2, k, zero);
+  }
+  if (j >= 1 && has_h) {
+    V3 g1, g2;
+    e += cb * bend_term(x00 - get3(g, kXN, k - 1), eh, g1, g2);
+    set3(g, kBH1, k, cb * g1);
+    set3(g, kBH2, k, cb * g2);
+  } else {
+    set3(g, kBH1, k, zero);
+    set3(g, kBH2, k, zero);
+  }
+  g.work[kLOSS * plane_size(g) + k] += e;
+}
+
+// total gradient w.r.t. the vertical edge vector (i,j)->(i+1,j) at flat index k
+MP_HD V3 edge_v_grad(const Args& g, int64_t k) {
+  const int64_t s = g.W + 2;
+  return get3(g, kSV, k) + get3(g, kQL, k) + get3(g, kQR, k - 1) + get3(g, kBV2, k) + get3(g, kBV1, k + s);
+}
+// ... and the horizontal edge (i,j)->(i,j+1)
+MP_HD V3 edge_h_grad(const Args& g, int64_t k) {
+  const int64_t s = g.W + 2;
+  return get3(g, kSH, k) + get3(g, kQT, k) + get3(g, kQB, k - s) + get3(g, kBH2, k) + get3(g, kBH1, k + 1);
+}
+
+// ---- pass C --------------------------------------------------------------------------------
+MP_HD void cloth_grad_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+  const int64_t k = pidx(g, n, i, j);
+  const int64_t s = g.W + 2;
+  const int64_t hw = g.H * g.W, o = n * 3 * hw + i * g.W + j;
+  if (g.pin_w[(n * g.H + i) * g.W + j] == 1.0) {
+    g.grad[o] = 0.0;
+    g.grad[o + hw] = 0.0;
+    g.grad[o + 2 * hw] = 0.0;
+    return;
+  }
+  // edges that do not exist (outside the grid) read as 0 from the halo / zeroed entries
+  V3 gx = v3(0.0, 0.0, 0.0);
+  if (i >= 1) gx = gx + edge_v_grad(g, k - s);
+  if (i < g.H - 1) gx = gx - edge_v_grad(g, k);
+  if (j >= 1) gx = gx + edge_h_grad(g, k - 1);
+  if (j < g.W - 1) gx = gx - edge_h_grad(g, k);
+  const double dt = g.dt[n];
+  const V3 r = (dt * dt) * gx + get3(g, kACC, k);
+  g.grad[o] = r.x;
+  g.grad[o + hw] = r.y;
+  g.grad[o + 2 * hw] = r.z;
+}
+
+}  // namespace cloth
+}  // namespace metaphys

@@ -1,0 +1,421 @@
+"""Spring-mass cloth on an H x W vertex grid, backward Euler; unknown = acceleration a [N,3,H,W].
+
+State update within a step (notes section 8.6): v_new = v_old + dt*a, x_new = x_old + dt*v_new;
+hard-pinned vertices (pin weight w == 1) have x_new = pin target and v_new = 0, and their a is
+unused (masked: zero gradient, zero contribution). Channels of every 3-vector field: (x, y, z).
+
+The loss is the backward-Euler incremental potential of x_new, divided by the vertex count and
+written in terms of a (constants dropped). **Normalization = the reference's** (notes section
+8.6: means, no 1/2 on the internal energies), extended by the new terms:
+
+  E_stretch = k_stretch * [ mean_{vertical edges} (|e| - L0)^2 + mean_{horizontal edges} (|e| - L0)^2 ]
+  E_shear   = k_shear / (H W) * sum_{quads} sum_{4 pairs} psi^2,   psi = theta - pi/2
+  E_bend    = k_bend  / (H W) * sum_{consecutive edge pairs, both directions} phi^2
+  L_inert   = dt^2 / 2 / (H W) * sum_v M_v |a_v|^2
+  L_ext     = -dt^2 / (H W) * sum_v (M_v g + A_v wind) . a_v
+  L_damp    = damping * dt / 2 / (H W) * sum_v M_v |v_new,v|^2
+  L_pin     = k_pin / (H W) * sum_{0 < w_v < 1} w_v |x_new,v - target_v|^2
+  L_contact = k_contact / (H W) * sum_v sum_{colliders} max(0, margin - sdf(x_new,v))^2
+  loss      = E_stretch + E_shear + E_bend + L_inert + L_ext + L_damp + L_pin + L_contact
+
+(the sums over v in L_* skip hard-pinned vertices). The loss can be negative. Its gradient is the
+TRUE gradient d loss / d a = dt^2 * dE/dx_new + the direct terms.
+
+* Mass: lumped area weights A_v = 1 (interior), 1/2 (border), 1/4 (corner); M_v = mass * A_v
+  (``mass`` a per-sample scale). Gravity g [N,3] is an acceleration (force M_v g); wind [N,3] is
+  a uniform force per unit area (force A_v * wind, independent of the mass).
+* Damping: a linear velocity damping force -damping * M_v * v_new (damping in 1/time), whose
+  backward-Euler dissipation potential is the L_damp term above.
+* Angles: shear psi = atan2(e_v . e_h, |e_v x e_h|) between the directions of a vertical edge
+  (i -> i+1) and a horizontal edge (j -> j+1) of the same quad, the 4 pairs (left, top),
+  (left, bottom), (right, top), (right, bottom); bend phi = atan2(|e1 x e2|, e1 . e2) between
+  consecutive edges (0 when straight). atan2 keeps full precision at small angles (arccos
+  does not), and d(phi^2) = 2 (phi/s) [c (cross . d cross)] ... is written with the ratio
+  phi/s -> 1/c (s = |e1 x e2|, c = e1 . e2), so the bend gradient is smooth and exactly 0 at
+  phi = 0 (no clamp, no dead zone; the reference clamps arccos at 1-1e-7).
+* Pins: weight w [N,1,H,W] in [0, 1] and targets [N,3,H,W] (may change every frame): w == 1 is
+  a hard constraint (x_new = target, a masked), 0 < w < 1 a soft spring k_pin * w * |x - t|^2.
+* Colliders: spheres [N,S,4] = (cx, cy, cz, r) and axis-aligned boxes [N,B,6] =
+  (cx, cy, cz, hx, hy, hz), padded with r == 0 / all half extents == 0 (inactive entries).
+  Penalty k_contact * max(0, margin - sdf)^2 on every (non-hard-pinned) vertex, with the exact
+  sphere / box signed distance. Colliders may move between frames (new tensors each step).
+* Effective physical spring constant of E_stretch for the force balance with the per-vertex
+  terms: 2*k_stretch*H*W/((H-1)*W) (vertical), 2*k_stretch*H*W/(H*(W-1)) (horizontal).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from metaphys.physics import checks
+from metaphys.physics.base import Problem
+
+PARAM_NAMES = ("rest", "k_stretch", "k_shear", "k_bend", "mass", "damping", "k_pin", "k_contact", "margin", "dt")
+
+
+def lumped_weights(h: int, w: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
+    """[1,1,h,w] lumped area weights: 1 interior, 1/2 on the border, 1/4 at the corners."""
+    wy = torch.ones(h, dtype=dtype, device=device)
+    wx = torch.ones(w, dtype=dtype, device=device)
+    wy[0] = wy[-1] = 0.5
+    wx[0] = wx[-1] = 0.5
+    if h == 1:
+        wy[0] = 0.25
+    if w == 1:
+        wx[0] = 0.25
+    return (wy.view(h, 1) * wx.view(1, w)).view(1, 1, h, w)
+
+
+def cloth_state(a, x_old, v_old, pin_w, pin_x, dt):
+    """(x_new, v_new) after one step with acceleration a; hard pins (w == 1): x = target, v = 0."""
+    hard = (pin_w == 1).to(a.dtype)
+    dtn = dt.view(-1, 1, 1, 1)
+    v_new = (1 - hard) * (v_old + dtn * a)
+    x_new = hard * pin_x + (1 - hard) * (x_old + dtn * v_new)
+    return x_new, v_new
+
+
+def _dot(u, v):
+    return (u * v).sum(1)
+
+
+def _cross(u, v):
+    return torch.linalg.cross(u, v, dim=1)
+
+
+def _norm(u):
+    return torch.linalg.vector_norm(u, dim=1)
+
+
+def internal_energies(x, rest, k_stretch, k_shear, k_bend):
+    """(E_stretch, E_shear, E_bend), each [N], of positions x [N,3,H,W] (reference normalization)."""
+    n, _, h, w = x.shape
+    hw = float(h * w)
+    ev = x[:, :, 1:, :] - x[:, :, :-1, :]
+    eh = x[:, :, :, 1:] - x[:, :, :, :-1]
+    L0 = rest.view(-1, 1, 1)
+    zero = x.new_zeros(n)
+    stretch = zero
+    if h > 1:
+        stretch = stretch + ((_norm(ev) - L0) ** 2).flatten(1).mean(1)
+    if w > 1:
+        stretch = stretch + ((_norm(eh) - L0) ** 2).flatten(1).mean(1)
+    stretch = k_stretch * stretch
+    shear = zero
+    if h > 1 and w > 1:
+        left, right = ev[..., :, :-1], ev[..., :, 1:]
+        top, bottom = eh[..., :-1, :], eh[..., 1:, :]
+        for u, v in ((left, top), (left, bottom), (right, top), (right, bottom)):
+            psi = torch.atan2(_dot(u, v), _norm(_cross(u, v)))
+            shear = shear + (psi ** 2).flatten(1).sum(1)
+    shear = k_shear * shear / hw
+    bend = zero
+    for e in ((ev, 2) if h > 2 else None, (eh, 3) if w > 2 else None):
+        if e is None:
+            continue
+        edges, dim = e
+        e1 = edges.narrow(dim, 0, edges.shape[dim] - 1)
+        e2 = edges.narrow(dim, 1, edges.shape[dim] - 1)
+        phi = torch.atan2(_norm(_cross(e1, e2)), _dot(e1, e2))
+        bend = bend + (phi ** 2).flatten(1).sum(1)
+    bend = k_bend * bend / hw
+    return stretch, shear, bend
+
+
+def sphere_sdf(x, spheres):
+    """Signed distance [N,S,H,W] of positions x [N,3,H,W] to spheres [N,S,4]."""
+    c = spheres[:, :, :3, None, None]
+    d = x[:, None] - c
+    return torch.linalg.vector_norm(d, dim=2) - spheres[:, :, 3, None, None]
+
+
+def box_sdf(x, boxes):
+    """Signed distance [N,B,H,W] of positions x [N,3,H,W] to axis-aligned boxes [N,B,6]."""
+    c = boxes[:, :, :3, None, None]
+    half = boxes[:, :, 3:, None, None]
+    q = (x[:, None] - c).abs() - half
+    outside = torch.linalg.vector_norm(q.clamp_min(0.0), dim=2)
+    inside = q.max(dim=2).values.clamp_max(0.0)
+    return outside + inside
+
+
+def contact_energy(x, spheres, boxes, margin):
+    """Per-vertex penalty sum_colliders max(0, margin - sdf)^2, [N,H,W] (inactive entries skipped)."""
+    m = margin.view(-1, 1, 1, 1)
+    total = x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
+    if spheres.shape[1] > 0:
+        active = (spheres[:, :, 3] > 0).to(x.dtype)[:, :, None, None]
+        pen = (m - sphere_sdf(x, spheres)).clamp_min(0.0)
+        total = total + (active * pen * pen).sum(1)
+    if boxes.shape[1] > 0:
+        active = (boxes[:, :, 3:] > 0).any(dim=2).to(x.dtype)[:, :, None, None]
+        pen = (m - box_sdf(x, boxes)).clamp_min(0.0)
+        total = total + (active * pen * pen).sum(1)
+    return total
+
+
+def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+                k_bend, mass, damping, k_pin, k_contact, margin, dt):
+    """All loss terms per sample [N] (differentiable w.r.t. a), see the module docstring."""
+    n, _, h, w = a.shape
+    hw = float(h * w)
+    x_new, v_new = cloth_state(a, x_old, v_old, pin_w, pin_x, dt)
+    stretch, shear, bend = internal_energies(x_new, rest, k_stretch, k_shear, k_bend)
+    free = (pin_w != 1).to(a.dtype)[:, 0]  # [N,H,W]
+    A = lumped_weights(h, w, device=a.device)[:, 0]
+    M = mass.view(-1, 1, 1) * A
+    dt2 = (dt * dt).view(-1, 1, 1)
+    inert = (0.5 * dt2 * free * M * _dot(a, a)).flatten(1).sum(1) / hw
+    force = M[:, None] * gravity[:, :, None, None] + A[:, None] * wind[:, :, None, None]
+    ext = (-dt2 * free * _dot(force, a)).flatten(1).sum(1) / hw
+    damp = (0.5 * (damping * dt).view(-1, 1, 1) * free * M * _dot(v_new, v_new)).flatten(1).sum(1) / hw
+    soft = free * pin_w[:, 0]
+    pin = k_pin * (soft * _dot(x_new - pin_x, x_new - pin_x)).flatten(1).sum(1) / hw
+    contact = k_contact * (free * contact_energy(x_new, spheres, boxes, margin)).flatten(1).sum(1) / hw
+    return {"stretch": stretch, "shear": shear, "bend": bend, "inertia": inert, "external": ext,
+            "damping": damp, "pin": pin, "contact": contact}
+
+
+def cloth_twin(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear, k_bend,
+               mass, damping, k_pin, k_contact, margin, dt):
+    """PyTorch twin of the ``cloth_loss_grad`` kernel: (loss [N], true grad [N,3,H,W])."""
+    with torch.enable_grad():
+        aa = a.detach().requires_grad_(True)
+        t = cloth_terms(aa, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+                        k_bend, mass, damping, k_pin, k_contact, margin, dt)
+        loss = sum(t.values())
+        (grad,) = torch.autograd.grad(loss.sum(), aa)
+    return loss.detach(), grad
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+def _check_vec3(name, t, n, device):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float64:
+        raise TypeError(f"{name} must be torch.float64 (physics runs in float64), got {t.dtype}")
+    if tuple(t.shape) != (n, 3):
+        raise ValueError(f"{name} must have shape ({n}, 3) (one 3-vector per sample), got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the unknown is on {device}; put all inputs on one device")
+    checks.check_finite(name, t)
+
+
+def _check_colliders(name, t, n, width, device):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float64:
+        raise TypeError(f"{name} must be torch.float64, got {t.dtype}")
+    if t.dim() != 3 or t.shape[0] != n or t.shape[2] != width:
+        raise ValueError(f"{name} must have shape ({n}, K, {width}), got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the unknown is on {device}; put all inputs on one device")
+    checks.check_finite(name, t)
+    if bool((t[:, :, 3:] < 0).any()):
+        what = "radius" if width == 4 else "half extents"
+        raise ValueError(f"{name}: {what} must be >= 0 (0 marks an unused padding entry)")
+
+
+def validate_cloth_inputs(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, params: dict) -> None:
+    """Shapes, dtypes, devices, finiteness, pin weights in [0, 1], parameter signs."""
+    checks.check_field("a", a)
+    n, c, h, w = a.shape
+    if c != 3:
+        raise ValueError(f"a must have 3 channels (x, y, z), got shape {tuple(a.shape)}")
+    if h < 2 or w < 2:
+        raise ValueError(f"cloth grid must be at least 2x2 vertices, got {h}x{w}")
+    dev = a.device
+    for name, t, ch in (("x_old", x_old, 3), ("v_old", v_old, 3), ("pin_w", pin_w, 1), ("pin_x", pin_x, 3)):
+        checks.check_field(name, t, shape=(n, ch, h, w), device=dev)
+        checks.check_finite(name, t)
+    if bool(((pin_w < 0) | (pin_w > 1)).any()):
+        raise ValueError(f"pin_w must lie in [0, 1] (1 = hard pin, 0 = free), got range "
+                         f"[{float(pin_w.min())}, {float(pin_w.max())}]")
+    _check_colliders("spheres", spheres, n, 4, dev)
+    _check_colliders("boxes", boxes, n, 6, dev)
+    _check_vec3("gravity", gravity, n, dev)
+    _check_vec3("wind", wind, n, dev)
+    for name in PARAM_NAMES:
+        t = params[name]
+        checks.batch_param(name, t, n, device=dev, positive=name in ("rest", "mass", "dt"),
+                           nonnegative=name not in ("rest", "mass", "dt"))
+
+
+def _vec3(name, value, n, device):
+    t = torch.as_tensor(value, dtype=torch.float64, device=device)
+    if t.dim() == 1 and t.shape[0] == 3:
+        t = t.expand(n, 3)
+    if tuple(t.shape) != (n, 3):
+        raise ValueError(f"{name} must be a 3-vector or have shape ({n}, 3), got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return t.contiguous()
+
+
+def _colliders(name, value, n, width, device):
+    if value is None:
+        return torch.zeros(n, 0, width, dtype=torch.float64, device=device)
+    t = torch.as_tensor(value, dtype=torch.float64, device=device)
+    if t.dim() == 2 and t.shape[1] == width:
+        t = t.unsqueeze(0).expand(n, -1, -1)
+    _check_colliders(name, t, n, width, device)
+    return t.contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# problem
+# --------------------------------------------------------------------------------------------
+
+class ClothProblem(Problem):
+    """One backward-Euler step of a spring-mass cloth for N samples; unknown = acceleration [N,3,H,W].
+
+    Fields: x_old, v_old [N,3,H,W]; pin_w [N,1,H,W]; pin_x [N,3,H,W]; spheres [N,S,4];
+    boxes [N,B,6]; gravity, wind [N,3]; and the per-sample [N] parameters rest, k_stretch,
+    k_shear, k_bend, mass, damping, k_pin, k_contact, margin, dt. Scalars broadcast to [N];
+    3-vectors to [N,3]; a single collider list [S,4] / [B,6] to all samples. Defaults for the
+    pins: no pins (w = 0) with targets = x_old.
+    """
+
+    op_name = "cloth_loss_grad"
+    channels = 3
+    time_dependent = True
+    divergence_threshold = 2e4
+    twin = staticmethod(cloth_twin)
+
+    def __init__(self, x_old, *, v_old=None, pin_w=None, pin_x=None, spheres=None, boxes=None,
+                 gravity=(0.0, 0.0, -1.0), wind=(0.0, 0.0, 0.0), rest=1.0, k_stretch=1000.0, k_shear=10.0,
+                 k_bend=0.01, mass=1.0, damping=0.0, k_pin=1000.0, k_contact=1000.0, margin=0.05, dt=1.0):
+        checks.check_field("x_old", x_old)
+        n, c, h, w = x_old.shape
+        if c != 3:
+            raise ValueError(f"x_old must have 3 channels (x, y, z), got shape {tuple(x_old.shape)}")
+        dev = x_old.device
+        like1 = x_old[:, :1]
+        v_old = checks.as_field("v_old", v_old, like1, 3)
+        pin_w = checks.as_field("pin_w", pin_w, like1, 1)
+        pin_x = x_old.clone() if pin_x is None else checks.as_field("pin_x", pin_x, like1, 3)
+        values = dict(rest=rest, k_stretch=k_stretch, k_shear=k_shear, k_bend=k_bend, mass=mass, damping=damping,
+                      k_pin=k_pin, k_contact=k_contact, margin=margin, dt=dt)
+        params = {}
+        for name in PARAM_NAMES:
+            params[name] = checks.batch_param(name, values[name], n, device=dev,
+                                              positive=name in ("rest", "mass", "dt"),
+                                              nonnegative=name not in ("rest", "mass", "dt"))
+        fields = {"x_old": x_old.contiguous(), "v_old": v_old, "pin_w": pin_w, "pin_x": pin_x,
+                  "spheres": _colliders("spheres", spheres, n, 4, dev), "boxes": _colliders("boxes", boxes, n, 6, dev),
+                  "gravity": _vec3("gravity", gravity, n, dev), "wind": _vec3("wind", wind, n, dev)}
+        fields.update(params)
+        validate_cloth_inputs(torch.zeros_like(fields["x_old"]), fields["x_old"], v_old, pin_w, pin_x,
+                              fields["spheres"], fields["boxes"], fields["gravity"], fields["wind"], params)
+        hard = (pin_w == 1).to(torch.float64)
+        fields["x_old"] = hard * pin_x + (1 - hard) * fields["x_old"]
+        fields["v_old"] = (1 - hard) * v_old
+        super().__init__(fields)
+
+    @property
+    def shape(self):
+        return tuple(self.fields["x_old"].shape)
+
+    def op_args(self):
+        fl = self.fields
+        return (fl["x_old"], fl["v_old"], fl["pin_w"], fl["pin_x"], fl["spheres"], fl["boxes"], fl["gravity"],
+                fl["wind"]) + tuple(fl[k] for k in PARAM_NAMES)
+
+    def impose(self, u):
+        return (self.fields["pin_w"] != 1).to(u.dtype) * u  # a of hard-pinned vertices is unused: keep 0
+
+    def initial_guess(self):
+        return torch.zeros(self.shape, dtype=torch.float64, device=self.device)
+
+    def state(self, a):
+        """(x_new, v_new) for acceleration a."""
+        fl = self.fields
+        return cloth_state(a, fl["x_old"], fl["v_old"], fl["pin_w"], fl["pin_x"], fl["dt"])
+
+    def advance(self, a):
+        """x_old, v_old <- x_new, v_new (hard pins: x = target, v = 0); warm start a = 0."""
+        x_new, v_new = self.state(a.detach())
+        self.fields["x_old"], self.fields["v_old"] = x_new.contiguous(), v_new.contiguous()
+        return self.initial_guess()
+
+    def set_pins(self, pin_w=None, pin_x=None) -> None:
+        """New pin weights and/or targets for the coming step (targets may move every frame)."""
+        fl = self.fields
+        like1 = fl["x_old"][:, :1]
+        if pin_w is not None:
+            pin_w = checks.as_field("pin_w", pin_w, like1, 1)
+            checks.check_finite("pin_w", pin_w)
+            if bool(((pin_w < 0) | (pin_w > 1)).any()):
+                raise ValueError("pin_w must lie in [0, 1] (1 = hard pin, 0 = free)")
+            fl["pin_w"] = pin_w
+        if pin_x is not None:
+            pin_x = checks.as_field("pin_x", pin_x, like1, 3)
+            checks.check_finite("pin_x", pin_x)
+            fl["pin_x"] = pin_x
+
+    def set_colliders(self, spheres=None, boxes=None) -> None:
+        """Replace the sphere and/or box lists (moving colliders: new tensors each frame)."""
+        n, dev = self.batch, self.device
+        if spheres is not None:
+            self.fields["spheres"] = _colliders("spheres", spheres, n, 4, dev)
+        if boxes is not None:
+            self.fields["boxes"] = _colliders("boxes", boxes, n, 6, dev)
+
+    def terms(self, a) -> dict:
+        """All loss terms per sample (twin-evaluated, no graph)."""
+        with torch.no_grad():
+            return cloth_terms(a, *self.op_args())
+
+    def internal_energy(self, a=None) -> torch.Tensor:
+        """E_stretch + E_shear + E_bend [N] of x_new(a) (of x_old when a is None)."""
+        fl = self.fields
+        x = fl["x_old"] if a is None else self.state(a)[0]
+        with torch.no_grad():
+            return sum(internal_energies(x, fl["rest"], fl["k_stretch"], fl["k_shear"], fl["k_bend"]))
+
+    def max_stretch(self, x=None) -> torch.Tensor:
+        """Per-sample max over edges of |e| / L0 - 1 (of x_old by default)."""
+        return max_stretch(self.fields["x_old"] if x is None else x, self.fields["rest"])
+
+
+def max_stretch(x: torch.Tensor, rest) -> torch.Tensor:
+    """Edge stretch metric [N]: max over all edges of |e| / L0 - 1 (negative: all compressed)."""
+    rest = checks.batch_param("rest", rest, x.shape[0], device=x.device, positive=True)
+    ev = _norm(x[:, :, 1:, :] - x[:, :, :-1, :]).flatten(1)
+    eh = _norm(x[:, :, :, 1:] - x[:, :, :, :-1]).flatten(1)
+    return torch.cat([ev, eh], 1).max(1).values / rest - 1
+
+
+def rest_grid(n: int, h: int, w: int, rest=1.0, *, rotation: Optional[torch.Tensor] = None,
+              origin=None, device=None) -> torch.Tensor:
+    """Flat rest positions [n,3,h,w]: X = j*L0, Y = (i - (h-1)/2)*L0, Z = 0 (notes section 8.6),
+    then rotated by ``rotation`` ([3,3] or [n,3,3], about the origin) and shifted by ``origin``."""
+    L0 = checks.batch_param("rest", rest, n, device=device, positive=True).view(n, 1, 1)
+    ii = torch.arange(h, dtype=torch.float64, device=device).view(1, h, 1)
+    jj = torch.arange(w, dtype=torch.float64, device=device).view(1, 1, w)
+    X = (jj * L0).expand(n, h, w)
+    Y = ((ii - (h - 1) / 2) * L0).expand(n, h, w)
+    x = torch.stack([X, Y, torch.zeros_like(X)], dim=1)
+    if rotation is not None:
+        R = torch.as_tensor(rotation, dtype=torch.float64, device=device)
+        R = R.expand(n, 3, 3) if R.dim() == 2 else R
+        x = torch.einsum("nab,nbhw->nahw", R, x)
+    if origin is not None:
+        x = x + _vec3("origin", origin, n, device)[:, :, None, None]
+    return x.contiguous()
+
+
+def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> torch.Tensor:
+    """R = R_yaw (about Y) @ R_pitch (about X) @ R_roll (about Z), as in the reference's resets."""
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cr, sr = math.cos(roll), math.sin(roll)
+    ry = torch.tensor([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]], dtype=torch.float64)
+    rx = torch.tensor([[1, 0, 0], [0, cp, -sp], [0, sp, cp]], dtype=torch.float64)
+    rz = torch.tensor([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]], dtype=torch.float64)
+    return ry @ rx @ rz
