@@ -93,7 +93,11 @@ class Problem:
         return _ops.differentiable_loss(self.op_name, type(self).twin, u.contiguous(), *self.op_args())
 
     def residual(self, u: torch.Tensor) -> torch.Tensor:
-        return self.loss_and_grad(u)[0]
+        return self.residual_from(*self.loss_and_grad(u))
+
+    def residual_from(self, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The per-sample metric users see, from one op evaluation (default: the loss = MSR)."""
+        return loss
 
     def apply(self, u: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         return self.impose(u + step)

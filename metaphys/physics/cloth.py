@@ -332,6 +332,10 @@ class ClothProblem(Problem):
     def initial_guess(self):
         return torch.zeros(self.shape, dtype=torch.float64, device=self.device)
 
+    def residual_from(self, loss, grad):
+        """The loss (an energy) can be negative; the residual is the gradient's RMS per sample."""
+        return grad.flatten(1).norm(dim=1) / math.sqrt(grad[0].numel())
+
     def state(self, a):
         """(x_new, v_new) for acceleration a."""
         fl = self.fields
