@@ -10,6 +10,9 @@ from metaphys.eval.quick import evaluate_snapshot
 from metaphys.optim.weights import model_from_snapshot
 
 
+SCHEME = "quick-v2"  # bump when the score's definition changes: older records are not comparable
+
+
 class SnapshotJudge:
     def __init__(self, cfg, out_dir: str):
         self.cfg = cfg
@@ -21,12 +24,14 @@ class SnapshotJudge:
             with open(log) as fh:
                 for line in fh:
                     rec = json.loads(line)
-                    self.best_score = min(self.best_score, rec.get("score", float("inf")))
+                    if rec.get("scheme") == SCHEME:
+                        self.best_score = min(self.best_score, rec.get("score", float("inf")))
 
     def __call__(self, snapshot_path: str, trainer) -> dict:
         result = evaluate_snapshot(model_from_snapshot(snapshot_path), sizes=tuple(self.cfg.eval_sizes),
                                    iterations=self.cfg.eval_iterations)
-        result.update(snapshot=os.path.basename(snapshot_path), step=trainer.step, elapsed=trainer.elapsed)
+        result.update(snapshot=os.path.basename(snapshot_path), step=trainer.step, elapsed=trainer.elapsed,
+                      scheme=SCHEME)
         if result["score"] < self.best_score:
             self.best_score = result["score"]
             shutil.copyfile(snapshot_path, self.best_path + ".tmp")
