@@ -58,7 +58,7 @@ class SmokeSim:
         self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard)
         self.density_tol = check_positive("density_tol", density_tol)
         self.density_max_iterations = int(density_max_iterations)
-        self.buoyancy = check_positive("buoyancy", buoyancy, allow_zero=True) if buoyancy >= 0 else float(buoyancy)
+        self.buoyancy = float(check_vector("buoyancy", [buoyancy], 1)[0])  # any sign, finite
         self.viscosity = check_positive("viscosity", viscosity, allow_zero=True)
         self.fluid_density = check_positive("fluid_density", fluid_density)
         self.density_diffusion = check_positive("density_diffusion", density_diffusion, allow_zero=True)

@@ -1,0 +1,107 @@
+"""`metaphys bake` end to end: promised files, resume after an interruption, clear input errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from metaphys.io import pc2
+from metaphys.io.manifest import read_manifest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bake(*args, **kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "metaphys", "bake", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=600, **kw)
+
+
+def test_cloth_bake_writes_every_promised_file(tmp_path, weights_path):
+    out = tmp_path / "cloth"
+    r = bake("cloth", "--out", str(out), "--size", "16", "--frames", "3", "--iterations", "5", "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["start", "frame", "frame", "frame", "done"]
+    for name in ("cloth.pc2", "rest.obj", "manifest.json", "preview.gif", "frames/frame_0001.obj",
+                 "frames/frame_0003.obj"):
+        assert (out / name).exists(), name
+    frames, start, _ = pc2.read_pc2(out / "cloth.pc2")
+    assert frames.shape == (3, 256, 3) and start == 1.0
+    m = read_manifest(out / "manifest.json")
+    assert m["status"] == "complete" and m["frames_done"] == 3 and len(m["model_sha256"]) == 64
+    assert all(f["iterations"] == 5 and np.isfinite(f["residual"]) for f in m["frames"])
+
+
+def test_smoke_bake_writes_every_promised_file(tmp_path, weights_path):
+    out = tmp_path / "smoke"
+    r = bake("smoke", "--out", str(out), "--size", "16", "--frames", "2", "--iterations", "5", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    for name in ("manifest.json", "preview.gif", "flipbook.png", "flipbook.json", "density/density_0001.png",
+                 "density/density_0002.npz"):
+        assert (out / name).exists(), name
+    from metaphys.io import vdb
+    if vdb.vdb_available():
+        assert (out / "density" / "density_0002.vdb").exists()
+    npz = np.load(out / "density" / "density_0002.npz")
+    assert npz["density"].shape == (16, 16) and npz["velocity"].shape == (16, 16, 2)
+
+
+def test_interrupted_bake_resumes_to_the_same_result(tmp_path, weights_path):
+    args = ["--size", "16", "--frames", "5", "--iterations", "4", "--format", "none"]
+    ref = tmp_path / "ref"
+    assert bake("cloth", "--out", str(ref), *args, "--progress", "none").returncode == 0
+    out = tmp_path / "cut"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "metaphys", "bake", "cloth", "--out", str(out), *args,
+                             "--progress", "json"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    for line in proc.stdout:
+        if json.loads(line).get("index") == 1:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rc = proc.wait(timeout=300)
+    assert rc == 130
+    m = read_manifest(out / "manifest.json")
+    assert m["status"] == "cancelled" and 2 <= m["frames_done"] < 5
+    assert pc2.read_pc2(out / "cloth.pc2")[0].shape[0] == m["frames_done"]
+    r = bake("cloth", "--out", str(out), *args, "--resume", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    a, b = pc2.read_pc2(ref / "cloth.pc2")[0], pc2.read_pc2(out / "cloth.pc2")[0]
+    assert np.array_equal(a, b)
+    assert read_manifest(out / "manifest.json")["status"] == "complete"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "-3"], "--frames must be >= 1"),
+    (["--size", "-2"], "--size must be >= 4"),
+    (["--weights", "/nonexistent/metamizer.pt"], "not found: /nonexistent/metamizer.pt"),
+])
+def test_bad_arguments_fail_fast_with_exit_2(tmp_path, args, message):
+    out = tmp_path / "o"
+    r = bake("cloth", "--out", str(out), *args, "--progress", "none")
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert not (out / "manifest.json").exists()
+
+
+def test_bad_spec_values_fail_before_any_work(tmp_path, weights_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"rows": 16, "cols": 16, "pin_weights": [2.0] * 256}))
+    out = tmp_path / "o"
+    r = bake("cloth", "--out", str(out), "--spec", str(spec), "--progress", "json")
+    assert r.returncode == 2
+    assert "pin_weights must be in [0, 1]" in r.stdout and "pin_weights" in r.stderr
+    assert not out.exists() or not (out / "manifest.json").exists()
+    spec.write_text(json.dumps({"rows": 16, "bogus": 1}))
+    r = bake("cloth", "--out", str(out), "--spec", str(spec))
+    assert r.returncode == 2 and "unknown cloth spec keys: ['bogus']" in r.stderr
+
+
+def test_unwritable_output_folder_is_reported(tmp_path, weights_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = bake("smoke", "--out", str(blocker / "sub"), "--size", "16", "--frames", "1", "--progress", "none")
+    assert r.returncode == 2 and "not writable" in r.stderr
