@@ -1,0 +1,251 @@
+"""`metaphys eval`: the held-out evaluation of a set of weights (paper layout), written to
+benchmarks/results/eval.md with a convergence plot. Targets of the shipped weights are printed
+with PASS/MISS, never asserted (they are the training's goals, not unit tests)."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from typing import Dict, List
+
+import torch
+
+from metaphys.eval import cases
+from metaphys.optim.metamizer import Metamizer
+from metaphys.optim.solve import DivergenceError, iterate
+
+FLOOR = 1e-300
+
+
+def _geo(t: torch.Tensor) -> float:
+    return float(torch.exp(torch.log(t.clamp_min(FLOOR)).mean()))
+
+
+def stationary(opt, problem, iterations: int) -> Dict:
+    u = problem.initial_guess()
+    t = time.perf_counter()
+    try:
+        res = iterate(problem, opt, u, opt.init_state(tuple(u.shape)), iterations=iterations)
+    except DivergenceError as exc:
+        return {"diverged": str(exc)}
+    secs = time.perf_counter() - t
+    hist = torch.stack([r for r in res.residuals])
+    curve = [_geo(row) for row in hist]
+    out = {"curve": curve, "seconds": secs, "it_per_s": iterations / secs}
+    for k in (10, 25, 50, 100, 200, 500):
+        if k < len(curve):
+            out[f"it{k}"] = curve[k]
+    for thr in (1e-10, 1e-20, 1e-30):
+        hit = [k for k, v in enumerate(curve) if v <= thr]
+        out[f"to{int(-math.log10(thr))}"] = hit[0] if hit else None
+    return out
+
+
+def rollout(opt, problem, steps: int, ipt: int, hook=None, metric=None) -> Dict:
+    u = problem.initial_guess()
+    state = opt.init_state(tuple(u.shape))
+    per_step: List[float] = []
+    extra: Dict[str, List[float]] = {}
+    t = time.perf_counter()
+    try:
+        for k in range(steps):
+            if hook is not None:
+                hook(problem, k + 1)
+            res = iterate(problem, opt, u, state, iterations=ipt)
+            state = res.state
+            per_step.append(float(res.residual.max()))
+            if metric is not None:
+                for key, val in metric(problem, res).items():
+                    extra.setdefault(key, []).append(val)
+            u = problem.advance(res.u)
+            if not bool(torch.isfinite(u).all()):
+                raise DivergenceError(f"non-finite state at step {k + 1}")
+    except DivergenceError as exc:
+        return {"diverged": str(exc)}
+    secs = time.perf_counter() - t
+    out = {"mean": sum(per_step) / len(per_step), "it_per_s": steps * ipt / secs, "per_step": per_step}
+    for key, vals in extra.items():
+        out[key] = vals
+    return out
+
+
+def _fluid_metric(problem, res):
+    from metaphys.physics.fluid import fluid_metrics
+    m = fluid_metrics(problem, res.u)
+    return {"L_p": float(m["L_p"].max()), "L_d": float(m["L_d"].max())}
+
+
+def _cloth_metric(problem, res):
+    g0 = float(res.residuals[0].max())
+    g1 = float(res.residual.max())
+    return {"rel_grad": g1 / max(g0, 1e-300), "stretch": float(problem.max_stretch(problem.state(res.u)[0]).max())}
+
+
+def run_eval(model, quick: bool = False, only=None, log=print) -> Dict:
+    opt = Metamizer(model)
+    torch.set_num_threads(1)
+    s = (lambda full, q: q if quick else full)
+    results: Dict[str, Dict] = {}
+
+    def want(name):
+        return only is None or any(name.startswith(o) for o in only)
+
+    for size in s([32, 64, 100, 400], [32]):
+        if want(f"laplace{size}"):
+            its = s(500 if size < 400 else 300, 60)
+            results[f"laplace{size}"] = stationary(opt, cases.laplace_random(size), its)
+            log(f"laplace{size}: {results[f'laplace{size}'].get('it50', 'diverged')}")
+    if want("laplace_bilinear"):
+        results["laplace_bilinear100"] = stationary(opt, cases.laplace_bilinear(s(100, 32)), s(200, 60))
+    if want("poisson"):
+        results["poisson100"] = stationary(opt, cases.poisson_charges(s(100, 32)), s(200, 60))
+    n = s(64, 32)
+    steps = s(10, 3)
+    ipts = s([1, 5, 20, 100], [1, 5])
+    for D in s([0.1, 0.5, 2.0, 10.0], [0.1]):
+        for ipt in ipts:
+            if want("diffusion"):
+                results[f"diffusion_D{D}_ipt{ipt}"] = rollout(opt, cases.diffusion_rotating(n, D), steps, ipt)
+    for c in s([0.5, 1.0, 2.0], [1.0]):
+        for ipt in ipts:
+            if want("wave"):
+                p, hook = cases.wave_emitters(n, c)
+                results[f"wave_c{c}_ipt{ipt}"] = rollout(opt, p, steps, ipt, hook=hook)
+    for mu in s([0.3, 1.0], [0.3]):
+        for ipt in ipts:
+            if want("burgers"):
+                results[f"burgers_mu{mu}_ipt{ipt}"] = rollout(opt, cases.burgers_random(n, mu), steps, ipt)
+    for rho, mu in s([(1.0, 1.0), (1.0, 0.1), (4.0, 0.02)], [(1.0, 0.1)]):
+        re = rho * 0.5 * (n / 10) / mu
+        for ipt in ipts:
+            if want("fluid"):
+                results[f"fluid_Re{re:.0f}_ipt{ipt}"] = rollout(opt, cases.fluid_cylinder(n, rho, mu), steps, ipt,
+                                                                metric=_fluid_metric)
+    for mat in cases.CLOTH_MATERIALS:
+        for ipt in s([10, 30], [10]):
+            if want("cloth"):
+                results[f"cloth_{mat}_ipt{ipt}"] = rollout(opt, cases.cloth_hanging(s(32, 16), mat), s(100, 5),
+                                                           ipt, metric=_cloth_metric)
+    log("eval done")
+    return results
+
+
+TARGETS = [
+    ("laplace100", "it50", 1e-30, "Laplace 100², MSR by iteration 50"),
+    ("laplace400", "it200", 1e-20, "Laplace 400², MSR by iteration 150-200"),
+    ("poisson100", "it100", 1e-25, "Poisson (charges) 100², MSR by iteration 100"),
+    ("burgers_mu0.3_ipt5", "mean", 8.5e-6, "Burgers μ=0.3, 5 it/step (paper 8.5e-6)"),
+    ("burgers_mu0.3_ipt20", "mean", 2.5e-10, "Burgers μ=0.3, 20 it/step (paper 2.5e-10)"),
+    ("burgers_mu0.3_ipt100", "mean", 5e-32, "Burgers μ=0.3, 100 it/step (paper 5e-32)"),
+    ("diffusion_D0.1_ipt20", "mean", 5.6e-11, "advection-diffusion D=0.1, 20 it/step (paper 5.6e-11)"),
+    ("wave_c2.0_ipt100", "mean", 1e-28, "wave c=2, 100 it/step"),
+]
+
+
+def _fmt(v):
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:.1e}"
+
+
+def write_report(results: Dict, path: str, weights_desc: str, wall: float) -> List[str]:
+    lines = [f"# Evaluation of the Metamizer weights", "",
+             f"Weights: {weights_desc}. Machine: {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores, torch {torch.__version__}, 1 thread (a training run shared the machine). "
+             f"Wall time {wall:.0f} s. Held-out seeds disjoint from training.", "",
+             "## Stationary problems (geometric-mean MSR after k iterations; iterations to reach a level)", "",
+             "| case | it10 | it25 | it50 | it100 | it200 | it500 | →1e-10 | →1e-20 | →1e-30 | it/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "curve" not in r and not name.startswith(("laplace", "poisson")):
+            continue
+        if "diverged" in r:
+            lines.append(f"| {name} | diverged: {r['diverged']} |")
+            continue
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k)) for k in
+                                                  ("it10", "it25", "it50", "it100", "it200", "it500", "to10", "to20",
+                                                   "to30")) + f" | {r['it_per_s']:.0f} |")
+    lines += ["", "## Time-dependent problems (mean residual at the end of each step; Table-1 layout)", "",
+              "| case | it/step | mean MSR (loss) | extra | it/s |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        if "curve" in r or name.startswith(("laplace", "poisson")):
+            continue
+        ipt = name.rsplit("_ipt", 1)[-1]
+        if "diverged" in r:
+            lines.append(f"| {name} | {ipt} | diverged: {r['diverged']} | | |")
+            continue
+        extra = ""
+        if "L_p" in r:
+            extra = f"L_p {sum(r['L_p']) / len(r['L_p']):.1e}, L_d {sum(r['L_d']) / len(r['L_d']):.1e}"
+        if "rel_grad" in r:
+            rg = torch.tensor(r["rel_grad"])
+            extra = (f"rel. grad geomean {_geo(rg):.2g}, worst {float(rg.max()):.2g}, "
+                     f"max stretch {max(r['stretch']):.3f}")
+        lines.append(f"| {name} | {ipt} | {r['mean']:.1e} | {extra} | {r['it_per_s']:.0f} |")
+    lines += ["", "## Targets for the shipped weights", "", "| target | value | goal | status |", "|---|---|---|---|"]
+    for key, field, goal, label in TARGETS:
+        r = results.get(key)
+        if r is None:
+            continue
+        v = None if "diverged" in r else r.get(field)
+        if "diverged" in r:
+            status = "MISS (diverged)"
+        elif v is None:
+            status = "not measured (run too short)"
+        else:
+            status = "PASS" if v <= goal else f"MISS ({v / goal:.1e}x)"
+        lines.append(f"| {label} | {_fmt(v)} | ≤ {goal:.1e} | {status} |")
+    diverged = [k for k, r in results.items() if "diverged" in r]
+    lines += ["", f"Diverged cases: {', '.join(diverged) if diverged else 'none'}.", ""]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write("\n".join(lines))
+    os.replace(tmp, path)
+    _plot(results, os.path.splitext(path)[0] + ".png")
+    return lines
+
+
+def _plot(results: Dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, r in results.items():
+        if "curve" in r:
+            ax.semilogy([max(v, 1e-34) for v in r["curve"]], label=name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("MSR (geometric mean)")
+    ax.set_title("Metamizer convergence on held-out stationary problems")
+    ax.legend(fontsize=7)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png")
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+
+
+def load_any(path: str):
+    """TorchScript weights (.pt with metadata) or a training snapshot/checkpoint."""
+    from metaphys.optim.weights import load_torchscript, model_from_snapshot
+    try:
+        return load_torchscript(path), path
+    except Exception:
+        return model_from_snapshot(path), path
+
+
+def main(args) -> int:
+    from metaphys.optim.weights import default_weights_path, sha256_of
+    path = args.weights or default_weights_path()
+    model, _ = load_any(path)
+    t = time.time()
+    only = args.only.split(",") if args.only else None
+    results = run_eval(model, quick=args.quick, only=only)
+    lines = write_report(results, args.out, f"{path} (sha256 {sha256_of(path)[:16]}…)", time.time() - t)
+    print("\n".join(lines))
+    return 0
