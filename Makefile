@@ -26,7 +26,8 @@ demo: build
 	$(PY) -m metaphys demo
 
 test: build
-	$(PY) -m pytest -q -x tests --durations=15
+	$(PY) -m pytest -q tests --ignore=tests/blender --durations=15
+	$(MAKE) test-blender
 	$(MAKE) cuda-check
 	$(MAKE) cmake-build
 
@@ -55,6 +56,8 @@ bench: build
 
 bench-quick: build
 	$(PY) benchmarks/ops.py --quick
+
+include blender_addon/Makefile.inc
 
 clean:
 	rm -rf build metaphys/_C*.so
