@@ -62,13 +62,18 @@ addon_prefs().metaphys_folder = REPO
 
 def engine_available() -> bool:
     import importlib.util
-    return (importlib.util.find_spec("metaphys.__main__") is not None
-            and importlib.util.find_spec("metaphys.sims") is not None
-            and os.path.exists(os.path.join(REPO, "metaphys", "sims", "__init__.py")))
+    return importlib.util.find_spec("metaphys.__main__") is not None and importlib.util.find_spec("metaphys.sims") is not None
+
+
+def cloth_engine_available() -> bool:
+    import importlib.util
+    return engine_available() and importlib.util.find_spec("metaphys.sims.cloth") is not None
 
 
 needs_engine = pytest.mark.skipif(not engine_available(),
                                   reason="the metaphys bake CLI (python -m metaphys bake) is not there yet")
+needs_cloth_engine = pytest.mark.skipif(not cloth_engine_available(),
+                                        reason="metaphys.sims.cloth / 'metaphys bake cloth' is not there yet")
 
 
 def new_scene(blend_dir: str | None = None):
@@ -146,3 +151,34 @@ def evaluated_world(ob, frame: int):
     co = co.reshape(-1, 3).astype(np.float64)
     m = np.array([list(r) for r in oe.matrix_world], dtype=np.float64)
     return co @ m[:3, :3].T + m[:3, 3]
+
+
+@pytest.fixture(scope="session")
+def engine_weights(tmp_path_factory):
+    """Metamizer weights for the engine: the shipped weights/metamizer.pt; before training has
+    produced it, the newest training snapshot (runs/*/best.pt) or, failing that, an untrained
+    network, exported to a temp folder. The add-on tests check plumbing (add-on result == Python
+    API result), not physical accuracy, so any of them will do (an untrained one is much slower)."""
+    import glob
+    shipped = os.environ.get("METAPHYS_WEIGHTS") or os.path.join(REPO, "weights", "metamizer.pt")
+    if os.path.exists(shipped):
+        yield shipped
+        return
+    import torch
+    from metaphys.optim.metamizer import MetamizerNet
+    from metaphys.optim.weights import export_torchscript, model_from_snapshot
+    path = str(tmp_path_factory.mktemp("weights") / "metamizer.pt")
+    model, note = None, "untrained, tests only"
+    for snap in sorted(glob.glob(os.path.join(REPO, "runs", "*", "best.pt")), key=os.path.getmtime, reverse=True):
+        try:
+            model, note = model_from_snapshot(snap), f"training snapshot {snap}, tests only"
+            break
+        except Exception:  # noqa: BLE001 - a snapshot being rewritten by the training run
+            continue
+    if model is None:
+        torch.manual_seed(0)
+        model = MetamizerNet()
+    export_torchscript(model, path, {"note": note})
+    os.environ["METAPHYS_WEIGHTS"] = path  # inherited by the worker processes
+    yield path
+    os.environ.pop("METAPHYS_WEIGHTS", None)

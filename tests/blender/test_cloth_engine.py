@@ -8,15 +8,15 @@ import time
 import numpy as np
 import pytest
 
-from conftest import add_grid, addon_module, bpy, evaluated_world, needs_engine, new_scene
+from conftest import add_grid, addon_module, bpy, evaluated_world, needs_cloth_engine, new_scene
 
-pytestmark = needs_engine
+pytestmark = needs_cloth_engine
 
 FRAMES = 10
 
 
 @pytest.fixture(scope="module")
-def baked(tmp_path_factory):
+def baked(tmp_path_factory, engine_weights):
     """A saved scene with a 16 x 16 grid (two pinned corners) baked for 10 frames; returns its folder."""
     d = str(tmp_path_factory.mktemp("cloth"))
     scene = new_scene(d)

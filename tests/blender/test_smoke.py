@@ -18,6 +18,8 @@ def engine(request):
         p.metaphys_folder = STUB_ENGINE
     elif not engine_available():
         pytest.skip("the metaphys bake CLI is not there yet")
+    else:
+        request.getfixturevalue("engine_weights")
     yield request.param
     p.metaphys_folder = old
 
