@@ -50,3 +50,28 @@ def test_pool_resets_round_robin_with_integer_accumulator(tmp_path):
     lap = tr.pools[0]
     # batch 2 per step, episode 10 -> one scheduled reset every 5 steps
     assert lap.stats["scheduled_resets"] == 2
+
+
+def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
+    """torchrun with 2 processes: gradients are all-reduced, so both ranks end with equal weights."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = tmp_path / "ddp_job.py"
+    script.write_text(
+        "import os, sys, torch, torch.distributed as dist\n"
+        "from metaphys.train.config import TrainConfig\n"
+        "from metaphys.train.loop import Trainer\n"
+        "dist.init_process_group('gloo')\n"
+        f"tr = Trainer(TrainConfig.load({os.path.join(root, 'configs', 'ddp_tiny.yaml')!r}), sys.argv[1])\n"
+        "for _ in range(3):\n"
+        "    tr.train_step()\n"
+        "flat = torch.cat([p.detach().flatten() for p in tr.model.parameters()])\n"
+        "torch.save(flat, os.path.join(sys.argv[1], f'rank{dist.get_rank()}.pt'))\n"
+        "dist.destroy_process_group()\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                        str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(a, b)

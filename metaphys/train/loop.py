@@ -44,6 +44,9 @@ class Trainer:
         if init_weights:
             self._init_from(init_weights)
         self.model.normalize_head_gradients = True
+        if self.world > 1:  # every rank starts from rank 0's weights; all-reduced gradients keep them equal
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(t.data, 0)
         self.ema = copy.deepcopy(self.model).eval()
         self.ema.normalize_head_gradients = False
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
