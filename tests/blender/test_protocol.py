@@ -154,3 +154,30 @@ def test_failed_and_cancelled_bakes_keep_previous_cache(blend_dir, stub_engine):
     assert ob.modifiers["metaphys cloth"].filepath == "//metaphys_cache/Grid/cloth.pc2"
     bpy.ops.metaphys.free_cloth(object_name=ob.name)
     assert not os.path.exists(d) and not ob.modifiers
+
+
+def test_frame_range_not_starting_at_1(blend_dir, stub_engine):
+    """Scene frame f shows sample f - start for the cloth and file density_<f>.vdb for smoke."""
+    scene = new_scene(blend_dir)
+    scene.frame_start, scene.frame_end = 5, 9
+    ob = add_grid(4, 4)
+    bpy.ops.metaphys.bake_cloth(object_name=ob.name)
+    spec = json.load(open(os.path.join(_cache(blend_dir), "bake_spec.json")))
+    assert spec["start_frame"] == 5 and spec["frames"] == 5
+    assert ob.modifiers["metaphys cloth"].frame_start == 5.0
+    for frame in (5, 7, 9):
+        got = evaluated_world(ob, frame)[np.array(spec["vertex_index"])]
+        assert np.abs(got - _stub_frame(spec, frame - 5)).max() < 1e-5
+    bpy.ops.mesh.primitive_plane_add(size=2.0, location=(0, 3, 0))
+    dom = bpy.context.object
+    dom.metaphys_smoke.role = "DOMAIN"
+    dom.metaphys_smoke.resolution = 16
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.5, location=(0, 3, 0))
+    bpy.context.object.metaphys_smoke.role = "EMITTER"
+    bpy.ops.metaphys.bake_smoke(object_name=dom.name)
+    vo = bpy.data.objects[dom.name + " metaphys smoke"]
+    for frame in (5, 8):
+        scene.frame_set(frame)
+        ve = vo.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        assert os.path.basename(ve.data.grids.frame_filepath) == f"density_{frame:04d}.vdb"
+        assert ve.data.grids.is_loaded
