@@ -31,8 +31,6 @@ constexpr double centre() {
   return S == 9 ? -3.0 : -4.0;
 }
 
-inline double centre_weight(int64_t stencil) { return stencil == 9 ? -3.0 : -4.0; }
-
 // Calls fn(std::integral_constant<int, S>{}) for the runtime stencil (already validated).
 template <class Fn>
 inline void dispatch_stencil(int64_t stencil, Fn&& fn) {
