@@ -191,11 +191,11 @@ def _format_row(row, gpu: bool) -> str:
     return "  ".join(f"{c:>14}" for c in _cells(row, gpu))
 
 
-def markdown(rows, device: str, args) -> str:
+def markdown(rows, device: str, args, machine: str) -> str:
     gpu = device.startswith("cuda")
     head = _header(gpu)
     out = [f"# metaphys ops: {'CUDA' if gpu else 'C++ CPU'} kernel vs PyTorch twin (loss + gradient)", "",
-           f"- {machine_line(device)}",
+           f"- {machine}",
            f"- {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; batch N = 1, float64, 9-point stencil, "
            f"2-cell Dirichlet frame; median of >= {args.min_reps} calls and >= {args.min_time:g} s per entry",
            "- gradient: pseudo = the Appendix-D stop-gradient gradient used in training; true = exact gradient",
@@ -223,7 +223,8 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",") if t.strip()] or [0]
     only = set(filter(None, args.ops.split(",")))
     gpu = args.device.startswith("cuda")
-    print(machine_line(args.device))
+    machine = machine_line(args.device)
+    print(machine)
     print("  ".join(f"{c:>14}" for c in _header(gpu)))
     rows = run(CASES, args.device, args.quick, args.min_reps, args.min_time, only, threads)
     out = args.out
@@ -233,7 +234,7 @@ def main(argv=None):
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as fh:
-            fh.write(markdown(rows, args.device, args))
+            fh.write(markdown(rows, args.device, args, machine))
         print(f"wrote {out}")
     return rows
 
