@@ -16,6 +16,16 @@ requires_kernels = pytest.mark.skipif(not _ops.kernels_available(), reason="meta
 
 
 @pytest.fixture
+def one_thread():
+    """The Newton loops below are many small calls: one intra-op thread is several times faster
+    than two on a loaded 2-core machine (no oversubscription of the parallel regions)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def backend():
     old = _ops.backend()
     yield _ops.set_backend
@@ -152,7 +162,7 @@ def newton_solve(problem, u, tol=1e-14, max_iter=30):
     return u
 
 
-def test_poiseuille_channel_flow_matches_the_analytic_profile():
+def test_poiseuille_channel_flow_matches_the_analytic_profile(one_thread):
     """Low-Re channel with the Poiseuille profile on the inflow/outflow strips: the minimizer of
     the loss is the parabola everywhere and dp/dx = -8 mu U / width^2. (L9 and the MAC stencils
     are exact on this flow, so the discretization error is 0; the tolerance is the solver's.
@@ -208,7 +218,7 @@ def test_ld_metric_measures_the_boundary_mismatch():
     assert float(F.fluid_metrics(prob0, u)["L_d"]) == 0.0
 
 
-def test_closed_box_smoke_step_conserves_density():
+def test_closed_box_smoke_step_conserves_density(one_thread):
     """Fluid step with buoyancy-like forcing in a closed box around an obstacle, then the density
     step (D = 0) with the interpolated velocity, solved exactly: total density is conserved."""
     n, h, w = 2, 16, 18
