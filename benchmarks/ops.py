@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from metaphys import _ops  # noqa: E402
 from metaphys.physics.burgers import burgers_twin  # noqa: E402
+from metaphys.physics.cloth import cloth_twin, rest_grid  # noqa: E402
 from metaphys.physics.diffusion import diffusion_twin  # noqa: E402
+from metaphys.physics.fluid import add_obstacle, fluid_geometry, fluid_twin  # noqa: E402
 from metaphys.physics.laplace import frame_mask, laplace_twin  # noqa: E402
 from metaphys.physics.wave import wave_twin  # noqa: E402
 
@@ -88,12 +90,44 @@ def burgers_args(h, w, device, true_grad, stencil=9):
             _p(0.3, device), _p(1.0, device), stencil, true_grad)
 
 
+def fluid_args(h, w, device, true_grad):
+    """Wind tunnel with a cylinder (the reference's geometry), random (a, p) and a_old; the op
+    always returns the true gradient (``true_grad`` is ignored)."""
+    g = torch.Generator().manual_seed(4)
+    mask, bc = fluid_geometry(1, h, w, kind="tunnel", inflow=1.0, inflow_margin=max(3, h // 10))
+    mask, bc = add_obstacle(mask, bc, "circle", center=(h / 2, w / 3), radius=max(2.0, h / 10), omega=0.1)
+    return (_rand(g, 2, h, w, device), _rand(g, 1, h, w, device), mask.to(device), bc.to(device),
+            _rand(g, 2, h, w, device, 0.1), _p(1.0, device), _p(0.1, device), _p(1.0, device), 1.0, 20.0, 0.1, 0.1)
+
+
+def cloth_args(h, w, device, true_grad):
+    """h x w vertex cloth, two hard corner pins + soft pins, one sphere and one box in contact,
+    gravity, wind and damping on; the op always returns the true gradient."""
+    g = torch.Generator().manual_seed(5)
+    x = rest_grid(1, h, w) + 0.05 * torch.randn(1, 3, h, w, generator=g, dtype=F64)
+    pin_w = torch.zeros(1, 1, h, w, dtype=F64)
+    pin_w[..., 0, 0] = pin_w[..., -1, 0] = 1.0
+    pin_w[..., h // 2, w // 2] = 0.5
+    spheres = torch.tensor([[[w / 2, 0.0, -2.0, h / 4]]], dtype=F64)
+    boxes = torch.tensor([[[w / 4, h / 4, -1.0, 2.0, 2.0, 1.0]]], dtype=F64)
+    vec = lambda *v: torch.tensor([v], dtype=F64, device=device)  # noqa: E731
+    params = [_p(v, device) for v in (1.0, 1000.0, 10.0, 0.1, 1.0, 0.1, 100.0, 1000.0, 0.05, 1.0)]
+    return (_rand(g, 3, h, w, device, 0.1), x.to(device), _rand(g, 3, h, w, device, 0.1), pin_w.to(device),
+            x.to(device), spheres.to(device), boxes.to(device), vec(0.0, 0.0, -1.0), vec(0.1, 0.0, 0.0), *params)
+
+
 # The table's rows. Navier-Stokes and cloth append their own Case here (with their sizes).
 CASES: List[Case] = [
     Case("laplace", "laplace_loss_grad", laplace_twin, laplace_args),
     Case("diffusion", "diffusion_loss_grad", diffusion_twin, diffusion_args),
     Case("wave", "wave_loss_grad", wave_twin, wave_args),
     Case("burgers", "burgers_loss_grad", burgers_twin, burgers_args),
+    Case("fluid", "fluid_loss_grad", fluid_twin, fluid_args, cpu_sizes=((64, 64), (128, 128), (256, 256)),
+         gpu_sizes=((256, 256), (1024, 1024), (2048, 2048)), quick_sizes=((24, 24), (33, 40)), modes=(True,),
+         note="MAC Navier-Stokes, unknown (a, p), true gradient"),
+    Case("cloth", "cloth_loss_grad", cloth_twin, cloth_args, cpu_sizes=((32, 32), (64, 64), (128, 128)),
+         gpu_sizes=((128, 128), (512, 512), (1024, 1024)), quick_sizes=((8, 8), (9, 13)), modes=(True,),
+         note="spring-mass cloth, unknown a, true gradient"),
 ]
 
 
