@@ -30,9 +30,11 @@ MIN_SIZE = 16
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
-    # literals, not the module constants: TorchScript cannot close over Python globals
-    n = float(x.shape[-1] * x.shape[-2])
-    return torch.linalg.vector_norm(x.flatten(1), 2.0, dim=1).clamp_min(1e-40) / math.sqrt(n)
+    # max(||x||, 1e-40) / sqrt(H*W) per sample. The cell count comes from a tensor op (not a Python
+    # int) so traced exports (ONNX) stay valid at every grid size; literals, not module constants,
+    # because TorchScript cannot close over Python globals.
+    count = torch.ones_like(x).flatten(1).sum(1)
+    return torch.linalg.vector_norm(x.flatten(1), 2.0, dim=1).clamp_min(1e-40) / torch.sqrt(count)
 
 
 def _soft(x: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
