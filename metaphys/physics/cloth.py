@@ -9,7 +9,7 @@ written in terms of a (constants dropped). **Normalization = the reference's** (
 8.6: means, no 1/2 on the internal energies), extended by the new terms:
 
   E_stretch = k_stretch * [ mean_{vertical edges} (|e| - L0)^2 + mean_{horizontal edges} (|e| - L0)^2 ]
-  E_shear   = k_shear / (H W) * sum_{quads} sum_{4 pairs} psi^2,   psi = theta - pi/2
+  E_shear   = k_shear / (H W) * sum_{quads} sum_{4 pairs} psi^2,   psi = pi/2 - theta
   E_bend    = k_bend  / (H W) * sum_{consecutive edge pairs, both directions} phi^2
   L_inert   = dt^2 / 2 / (H W) * sum_v M_v |a_v|^2
   L_ext     = -dt^2 / (H W) * sum_v (M_v g + A_v wind) . a_v
@@ -26,13 +26,15 @@ TRUE gradient d loss / d a = dt^2 * dE/dx_new + the direct terms.
   a uniform force per unit area (force A_v * wind, independent of the mass).
 * Damping: a linear velocity damping force -damping * M_v * v_new (damping in 1/time), whose
   backward-Euler dissipation potential is the L_damp term above.
-* Angles: shear psi = atan2(e_v . e_h, |e_v x e_h|) between the directions of a vertical edge
-  (i -> i+1) and a horizontal edge (j -> j+1) of the same quad, the 4 pairs (left, top),
-  (left, bottom), (right, top), (right, bottom); bend phi = atan2(|e1 x e2|, e1 . e2) between
-  consecutive edges (0 when straight). atan2 keeps full precision at small angles (arccos
-  does not), and d(phi^2) = 2 (phi/s) [c (cross . d cross)] ... is written with the ratio
-  phi/s -> 1/c (s = |e1 x e2|, c = e1 . e2), so the bend gradient is smooth and exactly 0 at
-  phi = 0 (no clamp, no dead zone; the reference clamps arccos at 1-1e-7).
+* Angles: shear psi = atan2(e_v . e_h, |e_v x e_h|) = pi/2 - (angle between the directions of
+  a vertical edge (i -> i+1) and a horizontal edge (j -> j+1) of the same quad), over the 4 pairs
+  (left, top), (left, bottom), (right, top), (right, bottom); bend phi = atan2(|e1 x e2|, e1 . e2)
+  between consecutive edges of a row or column (0 when straight). atan2 keeps full precision at
+  small angles, where arccos(1 - eps) does not. The kernel writes the bend gradient with the
+  ratio r = phi / s (s = |e1 x e2|, c = e1 . e2; r -> 1/c as phi -> 0):
+  d(phi^2)/d e1 = 2 [c r (e2 x (e1 x e2)) - phi s e2] / (s^2 + c^2) (e2 likewise), which is smooth
+  and exactly 0 at phi = 0: no clamp and no dead zone (the reference clamps arccos at 1 - 1e-7,
+  which zeroes the gradient for phi < 4.5e-4 rad). The twin gets the same values from autograd.
 * Pins: weight w [N,1,H,W] in [0, 1] and targets [N,3,H,W] (may change every frame): w == 1 is
   a hard constraint (x_new = target, a masked), 0 < w < 1 a soft spring k_pin * w * |x - t|^2.
 * Colliders: spheres [N,S,4] = (cx, cy, cz, r) and axis-aligned boxes [N,B,6] =
