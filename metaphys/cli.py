@@ -118,12 +118,30 @@ def cmd_train(args) -> int:
 
 
 def cmd_export_weights(args) -> int:
-    from metaphys.optim.weights import export_torchscript, model_from_snapshot
+    """Export a snapshot as the shipped TorchScript; the model card gathers the training recipe,
+    steps, wall time and hardware from the run folder, and the snapshot's held-out scores."""
+    import platform
     import torch
+    from metaphys.optim.weights import export_torchscript, model_from_snapshot
     model = model_from_snapshot(args.source)
     sd = torch.load(args.source, map_location="cpu", weights_only=False)
-    meta = {"training": {"source": os.path.basename(args.source), "step": sd.get("step"),
-                         "elapsed_s": sd.get("elapsed")}}
+    run_dir = os.path.dirname(os.path.abspath(args.source))
+    training = {"source": os.path.basename(args.source), "step": sd.get("step"), "elapsed_s": sd.get("elapsed"),
+                "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}",
+                "optimizer": "AdamW, cosine-decayed lr, grad value clip, EMA of weights (the EMA is shipped)"}
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(ckpt):
+        c = torch.load(ckpt, map_location="cpu", weights_only=False)
+        training["recipe"] = c.get("config")
+        training["run_steps_total"] = c.get("step")
+    scores = os.path.join(run_dir, "snapshots.jsonl")
+    if os.path.exists(scores):
+        with open(scores) as fh:
+            recs = [json.loads(line) for line in fh]
+        mine = [r for r in recs if r.get("step") == sd.get("step")]
+        if mine:
+            training["held_out_scores"] = {k: v.get("final") for k, v in mine[-1]["cases"].items()}
+    meta = {"training": training}
     if args.metadata:
         with open(args.metadata) as fh:
             meta.update(json.load(fh))
