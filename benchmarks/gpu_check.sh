@@ -3,8 +3,9 @@
 #   1. a venv with --system-site-packages at build/gpu-venv (nothing is installed; it reuses the
 #      system torch/pytest), or the system python when METAPHYS_GPU_VENV=0;
 #   2. builds metaphys._C in place with the CUDA kernels (CUDA_HOME, arch of the local GPU);
-#   3. runs the CUDA-vs-CPU-vs-twin tests: pytest -m cuda tests/test_cuda_ops.py
-#      (or the file's own runner when pytest is missing);
+#   3. runs the CUDA-vs-CPU-vs-twin tests: pytest -m cuda tests/test_cuda*.py (only those files are
+#      collected, so other tests' optional dependencies do not matter; without pytest,
+#      tests/test_cuda_ops.py runs as a script);
 #   4. times CUDA kernel vs PyTorch twin on the GPU vs C++ kernel on the CPU and writes
 #      benchmarks/results/gpu_check.md (GPU_CHECK_QUICK=1: tiny sizes, printed only).
 # Logs and results are also copied to $OUT when it is set (the device runner's output folder).
@@ -78,7 +79,7 @@ fi
 status=0
 say "tests (CUDA kernels vs C++ CPU kernels vs PyTorch twins)"
 if $PY -c "import pytest" 2>/dev/null; then
-  $PY -m pytest -q -m cuda tests/test_cuda_ops.py -rs -p no:cacheprovider 2>&1 | tee build/gpu_check_tests.log | tail -25 | tee -a "$LOG"
+  $PY -m pytest -q -m cuda tests/test_cuda*.py -rs -p no:cacheprovider 2>&1 | tee build/gpu_check_tests.log | tail -25 | tee -a "$LOG"
   status=${PIPESTATUS[0]}
 else
   say "pytest not installed: running tests/test_cuda_ops.py directly"
