@@ -6,7 +6,8 @@
 //   pass A  x_new, per-vertex terms (inertia, external, damping, soft pins, contact): their
 //           energy and d/da                                                   (cloth_vertex_at)
 //   pass B  elements owned by vertex (i,j): vertical/horizontal edge (stretch), quad (i,j)
-//           (4 shear pairs), bend pairs centred at (i,j): energy and d/d(edge vector)
+//           (4 shear pairs), bend pairs centred at (i,j): energy and d/d(edge vectors), the
+//           parts that belong to the vertex's own two edges already summed
 //                                                                             (cloth_element_at)
 //   pass C  gather the edge gradients into d loss / d a                       (cloth_grad_at)
 // then the caller sums cell_loss per sample in a fixed order.
@@ -28,20 +29,17 @@ namespace cloth {
 
 // plane offsets inside the work buffer (3-vectors use 3 consecutive planes)
 enum Plane : int {
-  kXN = 0,     // x_new
-  kACC = 3,    // d(per-vertex terms)/da
-  kLOSS = 6,   // energy per vertex (all terms owned by the vertex)
-  kSV = 7,     // stretch grad wrt vertical edge (i,j)->(i+1,j)
-  kSH = 10,    // stretch grad wrt horizontal edge (i,j)->(i,j+1)
-  kQL = 13,    // shear grads of quad (i,j) wrt its left / right / top / bottom edges
-  kQR = 16,
-  kQT = 19,
-  kQB = 22,
-  kBV1 = 25,   // bend at vertex (i,j), vertical pair: grad wrt e1 = edge (i-1,j), e2 = edge (i,j)
-  kBV2 = 28,
-  kBH1 = 31,   // horizontal pair: e1 = edge (i,j-1), e2 = edge (i,j)
-  kBH2 = 34,
-  kWorkPlanes = 37
+  kXN = 0,    // x_new
+  kACC = 3,   // d(per-vertex terms)/da
+  kLOSS = 6,  // energy per vertex (all terms owned by the vertex)
+  kEV = 7,    // grads wrt the vertical edge (i,j)->(i+1,j) from the elements owned by (i,j):
+              //   its stretch, quad (i,j) shear (as left edge), bend at (i,j) (as e2)
+  kEH = 10,   // grads wrt the horizontal edge (i,j)->(i,j+1): stretch, quad (i,j) (top), bend (e2)
+  kQR = 13,   // quad (i,j) shear grad wrt its right edge = vertical edge (i,j+1)
+  kQB = 16,   // ... wrt its bottom edge = horizontal edge (i+1,j)
+  kBV1 = 19,  // bend at (i,j), vertical pair: grad wrt e1 = vertical edge (i-1,j)
+  kBH1 = 22,  // bend at (i,j), horizontal pair: grad wrt e1 = horizontal edge (i,j-1)
+  kWorkPlanes = 25
 };
 
 struct V3 {
@@ -234,27 +232,24 @@ MP_HD void cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   const V3 x00 = get3(g, kXN, k);
   const bool has_v = i < g.H - 1, has_h = j < g.W - 1;
   double e = 0.0;
-  V3 ev = zero, eh = zero, gtmp;
+  V3 ev = zero, eh = zero, gev = zero, geh = zero, g1, g2;
   if (has_v) {
     ev = get3(g, kXN, k + s) - x00;
-    e += cs_v * stretch_term(ev, L0, gtmp);
-    set3(g, kSV, k, cs_v * gtmp);
-  } else {
-    set3(g, kSV, k, zero);
+    e += cs_v * stretch_term(ev, L0, g1);
+    gev = cs_v * g1;
   }
   if (has_h) {
     eh = get3(g, kXN, k + 1) - x00;
-    e += cs_h * stretch_term(eh, L0, gtmp);
-    set3(g, kSH, k, cs_h * gtmp);
-  } else {
-    set3(g, kSH, k, zero);
+    e += cs_h * stretch_term(eh, L0, g1);
+    geh = cs_h * g1;
   }
+  V3 gr = zero, gb = zero;
   if (has_v && has_h) {
     const V3 x11 = get3(g, kXN, k + s + 1);
     const V3 left = ev, top = eh;
     const V3 right = x11 - get3(g, kXN, k + 1);
     const V3 bottom = x11 - get3(g, kXN, k + s);
-    V3 gl = zero, gr = zero, gt = zero, gb = zero, g1, g2;
+    V3 gl = zero, gt = zero;
     double es = shear_term(left, top, g1, g2);
     gl = gl + g1; gt = gt + g2;
     es += shear_term(left, bottom, g1, g2);
@@ -264,46 +259,40 @@ MP_HD void cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
     es += shear_term(right, bottom, g1, g2);
     gr = gr + g1; gb = gb + g2;
     e += csh * es;
-    set3(g, kQL, k, csh * gl);
-    set3(g, kQR, k, csh * gr);
-    set3(g, kQT, k, csh * gt);
-    set3(g, kQB, k, csh * gb);
-  } else {
-    set3(g, kQL, k, zero);
-    set3(g, kQR, k, zero);
-    set3(g, kQT, k, zero);
-    set3(g, kQB, k, zero);
+    gev = gev + csh * gl;
+    geh = geh + csh * gt;
+    gr = csh * gr;
+    gb = csh * gb;
   }
+  V3 gbv1 = zero, gbh1 = zero;
   if (i >= 1 && has_v) {
-    V3 g1, g2;
     e += cb * bend_term(x00 - get3(g, kXN, k - s), ev, g1, g2);
-    set3(g, kBV1, k, cb * g1);
-    set3(g, kBV2, k, cb * g2);
-  } else {
-    set3(g, kBV1, k, zero);
-    set3(g, kBV2, k, zero);
+    gbv1 = cb * g1;
+    gev = gev + cb * g2;
   }
   if (j >= 1 && has_h) {
-    V3 g1, g2;
     e += cb * bend_term(x00 - get3(g, kXN, k - 1), eh, g1, g2);
-    set3(g, kBH1, k, cb * g1);
-    set3(g, kBH2, k, cb * g2);
-  } else {
-    set3(g, kBH1, k, zero);
-    set3(g, kBH2, k, zero);
+    gbh1 = cb * g1;
+    geh = geh + cb * g2;
   }
+  set3(g, kEV, k, gev);
+  set3(g, kEH, k, geh);
+  set3(g, kQR, k, gr);
+  set3(g, kQB, k, gb);
+  set3(g, kBV1, k, gbv1);
+  set3(g, kBH1, k, gbh1);
   g.work[kLOSS * plane_size(g) + k] += e;
 }
 
 // total gradient w.r.t. the vertical edge vector (i,j)->(i+1,j) at flat index k
 MP_HD V3 edge_v_grad(const Args& g, int64_t k) {
   const int64_t s = g.W + 2;
-  return get3(g, kSV, k) + get3(g, kQL, k) + get3(g, kQR, k - 1) + get3(g, kBV2, k) + get3(g, kBV1, k + s);
+  return get3(g, kEV, k) + get3(g, kQR, k - 1) + get3(g, kBV1, k + s);
 }
 // ... and the horizontal edge (i,j)->(i,j+1)
 MP_HD V3 edge_h_grad(const Args& g, int64_t k) {
   const int64_t s = g.W + 2;
-  return get3(g, kSH, k) + get3(g, kQT, k) + get3(g, kQB, k - s) + get3(g, kBH2, k) + get3(g, kBH1, k + 1);
+  return get3(g, kEH, k) + get3(g, kQB, k - s) + get3(g, kBH1, k + 1);
 }
 
 // ---- pass C --------------------------------------------------------------------------------

@@ -124,8 +124,8 @@ def fluid_terms(u, a_old, mask, bc, force, rho, mu, dt):
     return {"nav": nav, "bound": bound, "gauge_a": gauge_a, "gauge_p": gauge_p}
 
 
-def fluid_twin(u, a_old, mask, bc, force, rho, mu, dt, w_nav: float, w_bound: float, w_a: float,
-               w_p: float):
+def fluid_twin(u, a_old, mask, bc, force, rho, mu, dt, w_nav: float = 1.0, w_bound: float = 20.0,
+               w_a: float = 0.1, w_p: float = 0.1):
     """PyTorch twin of the ``fluid_loss_grad`` kernel: (loss [N], true grad [N,2,H,W])."""
     with torch.enable_grad():
         uu = u.detach().requires_grad_(True)
