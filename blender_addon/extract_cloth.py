@@ -336,7 +336,9 @@ def cloth_spec(context, obj, frames_override: int | None = None):
 
     moving = len(P) > 1 and float(np.abs(P[:, pinned] - rest[pinned]).max(initial=0.0)) > 1e-7
     if moving:
-        spec["pin_targets"] = P[:, vidx].tolist()
+        # The engine solves output frame k (shown at scene frame f0 + k) towards entry k + 1, entry 0
+        # being the initial (rest) state: frames + 1 entries, the scene at f0, f0, f0 + 1, ..., f1.
+        spec["pin_targets"] = _track(P[:, vidx]).tolist()
 
     mats = np.stack(matrices)
     animated_matrix = len(mats) > 1 and float(np.abs(mats - mats[0]).max()) > 1e-7
@@ -352,7 +354,7 @@ def cloth_spec(context, obj, frames_override: int | None = None):
     cl = []
     for c, shape, cs, hs in zip(colliders, shapes, col_c, col_h):
         C, H = np.stack(cs), np.stack(hs)
-        center = C[0].tolist() if float(np.abs(C - C[0]).max()) <= 1e-7 else C.tolist()
+        center = C[0].tolist() if float(np.abs(C - C[0]).max()) <= 1e-7 else _track(C).tolist()
         if float(np.abs(H - H[0]).max()) > 1e-6:
             info["warnings"].append(f"collider '{c.name}' changes size or rotates; the bake uses its size at "
                                     f"frame {f0} (the spec has no per-frame size)")
@@ -364,6 +366,11 @@ def cloth_spec(context, obj, frames_override: int | None = None):
     if cl:
         spec["colliders"] = cl
     return spec, info
+
+
+def _track(per_frame: np.ndarray) -> np.ndarray:
+    """Per-scene-frame samples f0..f1 -> the engine's per-step track (initial state first)."""
+    return np.concatenate([per_frame[:1], per_frame], axis=0)
 
 
 def _maybe_animated(obj, colliders) -> bool:

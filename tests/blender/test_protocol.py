@@ -21,7 +21,9 @@ def _stub_frame(spec, k):
     rest = np.array(spec["rest_positions"])
     w = np.array(spec["pin_weights"])[:, None]
     t = (k + 1) / spec["fps"]
-    return rest + (1 - w) * 0.5 * np.array(spec["gravity"]) * t * t
+    targets = np.array(spec.get("pin_targets", [spec["rest_positions"]]))
+    tgt = targets[min(k + 1, len(targets) - 1)]
+    return (1 - w) * (rest + 0.5 * np.array(spec["gravity"]) * t * t) + w * tgt
 
 
 def test_spec_from_scene(blend_dir, stub_engine):
@@ -56,7 +58,7 @@ def test_spec_from_scene(blend_dir, stub_engine):
                       "radius": pytest.approx(0.25, rel=1e-3)}
     assert cube["type"] == "box" and np.allclose(cube["half_extents"], [0.5, 0.25, 0.125])
     c = np.array(cube["center"])
-    assert c.shape == (10, 3) and np.allclose(c[0], [0, 0.5, -1]) and np.allclose(c[-1], [1, 0.5, -1])
+    assert c.shape == (11, 3) and np.allclose(c[:2], [0, 0.5, -1]) and np.allclose(c[-1], [1, 0.5, -1])
     # world-space rest positions, 1 m grid at z = 1
     rest = np.array(spec["rest_positions"])
     assert np.allclose(rest[:, 2], 1.0) and np.allclose(rest[:, :2].max(0) - rest[:, :2].min(0), 1.0)
@@ -75,12 +77,19 @@ def test_animated_object_and_pins(blend_dir, stub_engine):
     bpy.ops.metaphys.bake_cloth(object_name=ob.name)
     spec = json.load(open(os.path.join(_cache(blend_dir), "bake_spec.json")))
     pt = np.array(spec["pin_targets"])
-    assert pt.shape == (10, 36, 3)
+    assert pt.shape == (11, 36, 3)  # the initial state + one entry per baked frame
     assert np.allclose(pt[0], spec["rest_positions"]) and not np.allclose(pt[-1], pt[0])
     assert np.allclose(spec["output_matrix"], np.eye(4))
+    vidx = np.array(spec["vertex_index"])
+    pinned = np.array(spec["pin_weights"]) > 0
+    md = ob.modifiers["metaphys cloth"]
     for frame in (1, 6, 10):
-        got = evaluated_world(ob, frame)[np.array(spec["vertex_index"])]
+        got = evaluated_world(ob, frame)[vidx]
         assert np.abs(got - _stub_frame(spec, frame - 1)).max() < 1e-5
+        md.show_viewport = False
+        animated = evaluated_world(ob, frame)[vidx]  # the mesh as animated, without the cloth
+        md.show_viewport = True
+        assert np.abs(got[pinned] - animated[pinned]).max() < 1e-5  # pins sit on the animation each frame
 
 
 def test_worker_error_event_becomes_report(blend_dir, stub_engine):

@@ -78,12 +78,17 @@ def main(argv=None):
             fps = float(spec.get("fps", 24))
             vidx = np.asarray(spec.get("vertex_index", np.arange(rows * cols)))
             M = np.asarray(spec.get("output_matrix", np.eye(4)), dtype=float)
+            targets = np.asarray(spec.get("pin_targets", rest), dtype=float)
+            if targets.ndim == 2:
+                targets = targets[None]
             out = []
             for k in range(frames):
                 if k == fail_at:
                     raise RuntimeError(f"stub failure at frame {k}")
                 t = (k + 1) / fps
-                p = rest + (1 - w[:, None]) * 0.5 * g * t * t
+                # like the engine: output frame k is pulled towards track entry k + 1 (0 = initial state)
+                tgt = targets[min(k + 1, len(targets) - 1)]
+                p = (1 - w[:, None]) * (rest + 0.5 * g * t * t) + w[:, None] * tgt
                 mesh = np.empty_like(p)
                 mesh[vidx] = p
                 out.append(mesh @ M[:3, :3].T + M[:3, 3])
