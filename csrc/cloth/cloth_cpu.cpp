@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cloth/cloth_check.h"
@@ -11,6 +12,21 @@
 
 namespace metaphys {
 namespace {
+
+// Zero the one-cell halo of each of the `planes` padded [H+2, W+2] planes of `work`; every
+// interior entry is written by a pass before any pass reads it, so no full zero fill is needed.
+void zero_halo(double* work, int64_t planes, int64_t H, int64_t W) {
+  const int64_t Hp = H + 2, Wp = W + 2;
+  for (int64_t p = 0; p < planes; ++p) {
+    double* q = work + p * Hp * Wp;
+    std::fill(q, q + Wp, 0.0);
+    std::fill(q + (Hp - 1) * Wp, q + Hp * Wp, 0.0);
+    for (int64_t i = 1; i < Hp - 1; ++i) {
+      q[i * Wp] = 0.0;
+      q[i * Wp + Wp - 1] = 0.0;
+    }
+  }
+}
 
 template <typename F>
 void for_rows(int64_t rows, int64_t w, const F& f) {
@@ -33,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor> cloth_loss_grad_cpu(
   at::Tensor loss = at::empty({N}, a.options());
   at::Tensor grad = at::empty_like(a);
   if (N == 0) return {loss, grad};
-  at::Tensor work = at::zeros({cloth::kWorkPlanes, N, H + 2, W + 2}, a.options());
+  at::Tensor work = at::empty({cloth::kWorkPlanes, N, H + 2, W + 2}, a.options());
+  zero_halo(work.data_ptr<double>(), cloth::kWorkPlanes * N, H, W);  // the halo must read 0
 
   cloth::Args g;
   g.a = a.data_ptr<double>();

@@ -12,7 +12,7 @@
 //   pass C  gather the edge gradients into d loss / d a                       (cloth_grad_at)
 // then the caller sums cell_loss per sample in a fixed order.
 //
-// Work planes are [N, H+2, W+2] with a zero halo (zero-filled by the caller), point (i, j) at
+// Work planes are [N, H+2, W+2] with a zero halo (zeroed by the caller), point (i, j) at
 // (i+1)*(W+2) + (j+1); elements that do not exist store 0, so gathers need no bounds checks.
 #pragma once
 #include <math.h>

@@ -13,9 +13,9 @@
 // then the caller sums cell_loss per sample (fixed order) and adds the gauge terms.
 //
 // Work arrays are planes with a one-cell zero halo: [N, H+2, W+2], point (i, j) at
-// (i+1)*(W+2) + (j+1). The halo is zero (the caller zero-fills the work buffer) and never
-// written, so neighbour reads need no bounds checks and read 0 outside the grid, which is the
-// zero padding of the twin.
+// (i+1)*(W+2) + (j+1). The halo is zero (the caller zeroes it: the CPU binding the halo only,
+// the CUDA binding the whole buffer) and never written, so neighbour reads need no bounds checks
+// and read 0 outside the grid, which is the zero padding of the twin.
 #pragma once
 #include <stdint.h>
 
@@ -203,7 +203,7 @@ MP_HD void fluid_grad_a_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   g.grad[((n * 2 + 0) * g.H + i) * g.W + j] = ga;
 }
 
-// Point the Args work planes into one zero-filled buffer of kWorkPlanes * N*(H+2)*(W+2) doubles.
+// Point the Args work planes into one buffer (zero halo) of kWorkPlanes * N*(H+2)*(W+2) doubles.
 inline void assign_work(Args& g, double* work) {
   const int64_t sz = g.N * (g.H + 2) * (g.W + 2);
   double** planes[kWorkPlanes] = {&g.vxn, &g.vyn, &g.dvx, &g.dvy, &g.vxb, &g.vyb, &g.gx, &g.gy, &g.sx, &g.sy, &g.tx,
