@@ -401,7 +401,8 @@ def density_problem(problem: FluidProblem, u: torch.Tensor, c_old: torch.Tensor,
     split v.grad(c) + (div v) c with central differences is itself a conservative flux form
     (interface flux (v_j c_{j+1} + v_{j+1} c_j)/2), so with D = 0, zero velocity on Dirichlet
     cells and c = 0 there, the total density is conserved exactly by a converged step. dt is the
-    fluid's dt. Solve the returned problem for c_new after (or together with) the fluid step.
+    fluid's dt. Build it from the solved ``u`` BEFORE ``problem.advance(u)`` (which="mean" and
+    "old" read ``a_old``), then solve it for c_new and advance both problems.
     """
     from metaphys.physics.diffusion import DiffusionProblem
 
