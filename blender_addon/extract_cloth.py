@@ -17,6 +17,7 @@ __all__ = ["ExtractError", "detect_grid", "mesh_topology", "cloth_spec", "collid
            "cache_modifier_index"]
 
 CACHE_MODIFIER = "metaphys cloth"
+FLAT_HALF = 0.005  # m: half thickness given to flat box colliders (the engine needs positive extents)
 
 # Modifiers that move vertices but keep the topology: they may sit before the cache modifier.
 DEFORM_TYPES = {
@@ -362,7 +363,20 @@ def cloth_spec(context, obj, frames_override: int | None = None):
             radius = 0.5 * float(max(c.dimensions))
             cl.append({"type": "sphere", "center": center, "radius": radius})
         else:
-            cl.append({"type": "box", "center": center, "half_extents": H[0].tolist()})
+            half = H[0].copy()
+            cen = np.array(center, dtype=np.float64)
+            flat = half < FLAT_HALF
+            if flat[2] and not flat[:2].any():
+                # a horizontal plane is a ground: solid below its surface, as deep as it is wide
+                depth = max(float(half[:2].max()), 0.05)
+                half[2] = 0.5 * depth
+                cen[..., 2] -= 0.5 * depth
+                info["warnings"].append(f"collider '{c.name}' is flat: used as a ground {depth:.2f} m deep")
+            elif flat.any():
+                half = np.maximum(half, FLAT_HALF)
+                info["warnings"].append(f"collider '{c.name}' is flat: used as a {2 * FLAT_HALF * 100:.0f} cm "
+                                        "thick box")
+            cl.append({"type": "box", "center": cen.tolist(), "half_extents": half.tolist()})
     if cl:
         spec["colliders"] = cl
     return spec, info

@@ -153,21 +153,20 @@ def evaluated_world(ob, frame: int):
     return co @ m[:3, :3].T + m[:3, 3]
 
 
-@pytest.fixture(scope="session")
-def engine_weights(tmp_path_factory):
-    """Metamizer weights for the engine: the shipped weights/metamizer.pt; before training has
-    produced it, the newest training snapshot (runs/*/best.pt) or, failing that, an untrained
-    network, exported to a temp folder. The add-on tests check plumbing (add-on result == Python
-    API result), not physical accuracy, so any of them will do (an untrained one is much slower)."""
+def ensure_engine_weights(tmpdir: str) -> str:
+    """Metamizer weights for the engine: the shipped weights/metamizer.pt (or $METAPHYS_WEIGHTS);
+    before training has produced them, the newest training snapshot (runs/*/best.pt) or, failing
+    that, an untrained network, exported into ``tmpdir`` and put in $METAPHYS_WEIGHTS (which the
+    worker processes inherit). The add-on tests check plumbing (add-on result == Python API
+    result), not physical accuracy, so any of them will do (an untrained one is much slower)."""
     import glob
     shipped = os.environ.get("METAPHYS_WEIGHTS") or os.path.join(REPO, "weights", "metamizer.pt")
     if os.path.exists(shipped):
-        yield shipped
-        return
+        return shipped
     import torch
     from metaphys.optim.metamizer import MetamizerNet
     from metaphys.optim.weights import export_torchscript, model_from_snapshot
-    path = str(tmp_path_factory.mktemp("weights") / "metamizer.pt")
+    path = os.path.join(tmpdir, "metamizer.pt")
     model, note = None, "untrained, tests only"
     for snap in sorted(glob.glob(os.path.join(REPO, "runs", "*", "best.pt")), key=os.path.getmtime, reverse=True):
         try:
@@ -179,6 +178,15 @@ def engine_weights(tmp_path_factory):
         torch.manual_seed(0)
         model = MetamizerNet()
     export_torchscript(model, path, {"note": note})
-    os.environ["METAPHYS_WEIGHTS"] = path  # inherited by the worker processes
+    os.environ["METAPHYS_WEIGHTS"] = path
+    print(f"metaphys weights for the Blender tests: {note}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine_weights(tmp_path_factory):
+    had = "METAPHYS_WEIGHTS" in os.environ
+    path = ensure_engine_weights(str(tmp_path_factory.mktemp("weights")))
     yield path
-    os.environ.pop("METAPHYS_WEIGHTS", None)
+    if not had:
+        os.environ.pop("METAPHYS_WEIGHTS", None)

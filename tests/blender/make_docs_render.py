@@ -27,6 +27,8 @@ def main():
     a = ap.parse_args()
     if a.stub:
         conftest.addon_prefs().metaphys_folder = conftest.STUB_ENGINE
+    else:
+        conftest.ensure_engine_weights(tempfile.mkdtemp(prefix="metaphys-weights-"))
     d = tempfile.mkdtemp(prefix="metaphys-docs-render-")
     scene = new_scene(d)
     scene.frame_end = a.frames

@@ -190,3 +190,20 @@ def test_frame_range_not_starting_at_1(blend_dir, stub_engine):
         ve = vo.evaluated_get(bpy.context.evaluated_depsgraph_get())
         assert os.path.basename(ve.data.grids.frame_filepath) == f"density_{frame:04d}.vdb"
         assert ve.data.grids.is_loaded
+
+
+def test_flat_colliders(blend_dir, stub_engine):
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    bpy.ops.mesh.primitive_plane_add(size=4.0, location=(0.0, 0.0, 0.5))
+    bpy.context.object.name = "Floor"
+    bpy.context.object.metaphys_collider.enabled = True
+    bpy.ops.mesh.primitive_plane_add(size=1.0, location=(1.0, 0.0, 1.0), rotation=(0.0, np.pi / 2, 0.0))
+    bpy.context.object.name = "Wall"
+    bpy.context.object.metaphys_collider.enabled = True
+    spec, info = addon_module("extract_cloth").cloth_spec(bpy.context, ob)
+    floor, wall = spec["colliders"]
+    assert floor["type"] == "box" and np.allclose(floor["half_extents"], [2, 2, 1])
+    assert np.allclose(floor["center"], [0, 0, -0.5])  # top face stays at z = 0.5
+    assert np.allclose(wall["half_extents"], [0.005, 0.5, 0.5]) and np.allclose(wall["center"], [1, 0, 1])
+    assert len(info["warnings"]) == 2
