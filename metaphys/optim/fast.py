@@ -51,6 +51,21 @@ from metaphys.optim.unet import UNet, fold_batchnorm
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 
+def normalize_inputs(grad: torch.Tensor, prev_grad: torch.Tensor, prev_step: torch.Tensor) -> torch.Tensor:
+    """The network input [N,3,H,W] float32: 10*tanh(x/(10*rho)) of (grad, prev_grad) with rho the
+    current gradient RMS and of prev_step with its own RMS (rho floored at 1e-40/sqrt(HW)).
+
+    The ratio is formed in float64 (gradients of 1e-40 stay representable), ``tanh`` runs in
+    float32 on the stacked channels (equal to the float64 soft clamp rounded to float32 to ~1 ulp)."""
+    n = grad.shape[0]
+    root = math.sqrt(float(grad.shape[-1] * grad.shape[-2]))
+    inv_g = (0.1 * root) / torch.linalg.vector_norm(grad.reshape(n, -1), 2.0, dim=1).clamp_min(1e-40)
+    inv_s = (0.1 * root) / torch.linalg.vector_norm(prev_step.reshape(n, -1), 2.0, dim=1).clamp_min(1e-40)
+    ratio = torch.cat([grad * inv_g.view(-1, 1, 1, 1), prev_grad * inv_g.view(-1, 1, 1, 1),
+                       prev_step * inv_s.view(-1, 1, 1, 1)], dim=1)
+    return torch.tanh(ratio.to(torch.float32)).mul_(10.0)
+
+
 class FastMetamizerNet(nn.Module):
     """MetamizerNet's forward with the fused normalization; ``unet`` is float32 or bfloat16."""
 
@@ -63,14 +78,7 @@ class FastMetamizerNet(nn.Module):
 
     def forward(self, grad: torch.Tensor, prev_grad: torch.Tensor, prev_step: torch.Tensor,
                 scale: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        n = grad.shape[0]
-        root = math.sqrt(float(grad.shape[-1] * grad.shape[-2]))
-        # 1/(10*rho) with rho = max(|x|, 1e-40)/sqrt(HW): the per-sample factor of the soft clamp
-        inv_g = (0.1 * root) / torch.linalg.vector_norm(grad.reshape(n, -1), 2.0, dim=1).clamp_min(1e-40)
-        inv_s = (0.1 * root) / torch.linalg.vector_norm(prev_step.reshape(n, -1), 2.0, dim=1).clamp_min(1e-40)
-        ratio = torch.cat([grad * inv_g.view(-1, 1, 1, 1), prev_grad * inv_g.view(-1, 1, 1, 1),
-                           prev_step * inv_s.view(-1, 1, 1, 1)], dim=1)
-        x = torch.tanh(ratio.to(torch.float32)).mul_(10.0)
+        x = normalize_inputs(grad, prev_grad, prev_step)
         if self.dtype_probe.dtype != torch.float32:
             x = x.to(self.dtype_probe.dtype)
         if self.channels_last:

@@ -1,0 +1,267 @@
+"""Profile one Metamizer iteration on the CPU (Laplace 100^2 and 400^2) and compare speedups.
+
+Part 1, breakdown of one iteration of metaphys.optim.solve.iterate (physics kernel, input
+normalization incl. the float64 -> float32 conversion, U-Net, output conversion + step formation,
+Python/loop overhead = the rest), for the shipped module and for metaphys.optim.fast, each
+component timed in isolation (median of repeats), plus the torch profiler's top operators.
+
+Part 2, before/after in the same run (variants interleaved repeat by repeat): time per iteration
+of the whole loop for the shipped module with torch's default thread count (before) and with one
+thread, the frozen oneDNN module (metaphys.optim.fast, float32: same steps to ~1e-6), the frozen
+channels_last module without oneDNN prepacking, 2 threads, and the opt-in bfloat16 network; the
+effect of batching samples into one forward; then the time to MSR 1e-20 on the Laplace 100^2
+benchmark (notes 9.1) against scipy CG and pyamg in the same run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import common  # noqa: E402
+
+F64 = torch.float64
+
+
+def med_call(fn, repeats, warm=2):
+    for _ in range(warm):
+        fn()
+    w, c, _ = common.timed(fn, repeats)
+    return w, c
+
+
+def breakdown(problem, model, fast, repeats, iters):
+    """Component times (wall, cpu) for the plain and the fast module at this size."""
+    from metaphys.optim.fast import normalize_inputs
+    from metaphys.optim.metamizer import Metamizer
+    u = problem.initial_guess()
+    _, g = problem.loss_and_grad(u)
+    pg, ps = 0.3 * g, 1e-3 * torch.randn_like(g)
+    scale = torch.full((1,), 0.05, dtype=F64)
+    out = {}
+    out["physics kernel (loss_and_grad)"] = med_call(lambda: problem.loss_and_grad(u), repeats * 5)
+    out["apply (u + step, impose)"] = med_call(lambda: problem.apply(u, ps), repeats * 5)
+    with torch.no_grad():
+        x = model.network_input(g, pg, ps)
+        out["plain: input normalization (float64, cat, ->float32)"] = med_call(lambda: model.network_input(g, pg, ps),
+                                                                              repeats * 5)
+        x64 = x.to(F64)
+        out["  of which the float64->float32 cast"] = med_call(lambda: x64.to(torch.float32), repeats * 5)
+        out["plain: U-Net (TorchScript, float32)"] = med_call(lambda: model.unet(x), repeats)
+        o_d, o_s = model.unet(x)
+
+        def head():
+            d = torch.tanh(o_d.to(F64))
+            lam = 2.0 * torch.tanh(o_s.to(F64).view(-1) / 2.0) - 1.0
+            ns = scale * torch.exp(lam)
+            return ns.view(-1, 1, 1, 1) * d
+
+        out["output: float32->float64, tanh, exp, step"] = med_call(head, repeats * 5)
+        out["plain: whole forward"] = med_call(lambda: model(g, pg, ps, scale), repeats)
+        out["fast: fused input normalization (->float32)"] = med_call(lambda: normalize_inputs(g, pg, ps), repeats * 5)
+        out["fast: whole forward (frozen, oneDNN)"] = med_call(lambda: fast(g, pg, ps, scale), repeats)
+    for name, m in (("plain", model), ("fast", fast)):
+        per = []
+        for _ in range(max(1, repeats // 2)):
+            hist, wall, cpu, _ = common.run_iterations(problem, Metamizer(m), iters)
+            per.append(((wall[-1] - wall[1]) / (iters - 1), (cpu[-1] - cpu[1]) / (iters - 1)))
+        out[f"{name}: one iteration of iterate()"] = (common.median(p[0] for p in per), common.median(p[1] for p in per))
+    return out
+
+
+def profiler_table(problem, model, iters, rows=12):
+    from torch.profiler import ProfilerActivity, profile
+
+    from metaphys.optim.metamizer import Metamizer
+    common.run_iterations(problem, Metamizer(model), 3)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        common.run_iterations(problem, Metamizer(model), iters)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def per_iteration(problem, variants, iters, repeats):
+    """Interleaved: for each repeat, each variant runs ``iters`` iterations; median per-iteration."""
+    from metaphys.optim.metamizer import Metamizer
+    res = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, (m, threads) in variants.items():
+            torch.set_num_threads(threads)
+            hist, wall, cpu, _ = common.run_iterations(problem, Metamizer(m), iters)
+            res[name].append(((wall[-1] - wall[1]) / (iters - 1), (cpu[-1] - cpu[1]) / (iters - 1)))
+    torch.set_num_threads(1)
+    return {k: (common.median(p[0] for p in v), common.median(p[1] for p in v)) for k, v in res.items()}
+
+
+def time_to(problem, variants, threshold, cap, repeats):
+    from metaphys.optim.metamizer import Metamizer
+    res = {k: [] for k in variants}
+    for rep in range(repeats):
+        for name, (m, threads) in variants.items():
+            if threads > 1 and rep > 0:  # multi-threaded runs on a busy machine are slow: one repeat
+                continue
+            torch.set_num_threads(threads)
+            hist, wall, cpu, _ = common.run_iterations(problem, Metamizer(m), cap, tol=threshold)
+            k = common.first_below(hist, threshold)
+            res[name].append((k, wall[k] if k is not None else None, cpu[k] if k is not None else None, hist[-1]))
+    torch.set_num_threads(1)
+    out = {}
+    for k, v in res.items():
+        ok = [x for x in v if x[0] is not None]
+        out[k] = (ok[0][0], common.median(x[1] for x in ok), common.median(x[2] for x in ok)) if ok else (None, None, None,
+                                                                                                       v[-1][3])
+    return out
+
+
+def main(argv=None):
+    p = common.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
+    default_threads = torch.get_num_threads()  # torch's own default, before setup() sets --threads
+    out = common.setup(args)
+    monitor = common.LoadMonitor()
+    machine = common.machine_info()
+    model, wdesc = common.load_weights(args.weights)
+    from metaphys.optim.fast import native_bf16, optimize_for_inference
+    t = time.perf_counter()
+    fast = optimize_for_inference(model)
+    build_s = time.perf_counter() - t
+    fast_nomkl = optimize_for_inference(model, mkldnn=False)
+    bf16 = optimize_for_inference(model, dtype=torch.bfloat16) if native_bf16() else None
+    sizes = (32, 64) if args.quick else (100, 400)
+    repeats = args.repeats or (2 if args.quick else 5)
+    lines = []
+    shares = {}
+    # ---- part 1: breakdown
+    for s in sizes:
+        problem = common.laplace_benchmark(s)
+        iters = 6 if args.quick else (30 if s <= 100 else 8)
+        reps = repeats if s <= 100 else max(2, repeats // 2)
+        bd = breakdown(problem, model, fast, reps, iters)
+        monitor.sample()
+        it_plain = bd["plain: one iteration of iterate()"]
+        it_fast = bd["fast: one iteration of iterate()"]
+        kern = bd["physics kernel (loss_and_grad)"]
+        shares[s] = (kern[1] / it_plain[1], kern[1] / it_fast[1])
+        rows = []
+        for name, (w, c) in bd.items():
+            ref = it_fast if name.startswith("fast") else it_plain
+            share = "" if "one iteration" in name else f"{100 * c / ref[1]:.1f} %"
+            rows.append([name, common.fmt_time(w), common.fmt_time(c), share])
+        rest_p = it_plain[1] - bd["plain: whole forward"][1] - kern[1] - bd["apply (u + step, impose)"][1]
+        rest_f = it_fast[1] - bd["fast: whole forward (frozen, oneDNN)"][1] - kern[1] - bd["apply (u + step, impose)"][1]
+        rows.append(["plain: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_p),
+                     f"{100 * rest_p / it_plain[1]:.1f} %"])
+        rows.append(["fast: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_f),
+                     f"{100 * rest_f / it_fast[1]:.1f} %"])
+        table = common.md_table(["component", "wall", "CPU", "share of its iteration (CPU)"], rows)
+        lines += [f"### Breakdown at {s}x{s} (1 thread)", "", table, ""]
+        print(f"\n## Breakdown at {s}x{s} (1 thread)\n\n{table}", flush=True)
+        if s == sizes[0]:
+            n_prof = 3 if args.quick else 10
+            prof_plain = profiler_table(problem, model, n_prof)
+            prof_fast = profiler_table(problem, fast, n_prof)
+            lines += [f"torch profiler, {n_prof} iterations at {s}x{s}, shipped module (top operators by self CPU; "
+                      "in the frozen graph the oneDNN convolutions run inside `forward` and are not listed "
+                      "separately):", "",
+                      "```", prof_plain.strip(), "```", "", "the same with metaphys.optim.fast:", "", "```",
+                      prof_fast.strip(), "```", ""]
+    # ---- part 2: before / after
+    variants = {"before: shipped module, default threads (%d)" % default_threads: (model, default_threads),
+                "shipped module, 1 thread": (model, 1),
+                "after: fast (frozen + oneDNN + fused normalization), 1 thread": (fast, 1),
+                "fast without oneDNN prepacking (frozen, channels_last), 1 thread": (fast_nomkl, 1),
+                "fast, %d threads" % default_threads: (fast, default_threads)}
+    if args.quick:  # multi-threaded variants are slow on a busy machine; the quick run only checks the plumbing
+        variants.pop("fast, %d threads" % default_threads)
+    if bf16 is not None:
+        variants["fast bfloat16 network (opt-in, different steps), 1 thread"] = (bf16, 1)
+    speed_rows = []
+    per_size = {}
+    for s in sizes:
+        problem = common.laplace_benchmark(s)
+        iters = 4 if args.quick else (25 if s <= 100 else 6)
+        per_size[s] = per_iteration(problem, variants, iters, 1 if args.quick else (repeats if s <= 100 else 3))
+        monitor.sample()
+    base = list(variants)[0]
+    for name in variants:
+        row = [name]
+        for s in sizes:
+            w, c = per_size[s][name]
+            bw, bc = per_size[s][base]
+            row += [f"{common.fmt_time(w)} ({common.fmt_time(c)})", f"{bw / w:.2f}× ({bc / c:.2f}×)"]
+        speed_rows.append(row)
+    hdr = ["variant"]
+    for s in sizes:
+        hdr += [f"time/iteration {s}² wall (CPU)", f"speedup vs before {s}²"]
+    speed = common.md_table(hdr, speed_rows)
+    print("\n## Time per iteration, before/after\n\n" + speed, flush=True)
+    # batching
+    s0 = sizes[0]
+    g = torch.randn(4, 1, s0, s0, dtype=F64)
+    sc = torch.full((4,), 0.05, dtype=F64)
+    with torch.no_grad():
+        b4 = med_call(lambda: fast(g, g, g, sc), repeats)
+        b1 = med_call(lambda: [fast(g[i:i + 1], g[i:i + 1], g[i:i + 1], sc[i:i + 1]) for i in range(4)], repeats)
+    batching = (f"Batching: 4 samples of {s0}² in one forward {common.fmt_time(b4[0])} "
+                f"(CPU {common.fmt_time(b4[1])}) vs 4 separate forwards {common.fmt_time(b1[0])} "
+                f"(CPU {common.fmt_time(b1[1])}): {b1[1] / b4[1]:.2f}× (CPU). metaphys.optim.Metamizer already "
+                "splits channels into samples of one batched forward (Burgers/NS: 2, cloth: 3), and a batched "
+                "problem (N simulations) is one forward too.")
+    # time to 1e-20 at the first size vs CG / pyamg
+    import laplace as lap
+    from metaphys.optim.baselines import laplace_system
+    s = sizes[0]
+    problem = common.laplace_benchmark(s)
+    tt_vars = {k: v for k, v in variants.items() if not k.startswith("fast without") and not k.startswith("fast, ")
+               and not (args.quick and k.startswith("before"))}
+    tt = time_to(problem, tt_vars, 1e-20, 120 if args.quick else 400, repeats if not args.quick else 1)
+    A, b, free_index = laplace_system(problem)
+    lin = {}
+    for method in ("cg", "pyamg_sa_cg"):
+        r = lap.run_linear(problem, method, A, b, free_index, 400 if args.quick else 2000, repeats, args.quick)
+        lin[method] = lap.crossing(r, 1e-20, False)
+    monitor.sample()
+    tt_rows = []
+    cg = lin["cg"]
+    for name, v in list(tt.items()) + [("scipy CG", lin["cg"]), ("pyamg SA + CG", lin["pyamg_sa_cg"])]:
+        if v is None or v[0] is None:
+            tt_rows.append([name, "not reached", "—", "—", "—"])
+            continue
+        tt_rows.append([name, v[0], common.fmt_time(v[1]), common.fmt_time(v[2]),
+                        f"{v[1] / cg[1]:.3g}× ({v[2] / max(cg[2], 1e-9):.3g}×)" if cg else "—"])
+    ttable = common.md_table(["method", "iterations", "wall", "CPU", "vs scipy CG wall (CPU)"], tt_rows)
+    print(f"\n## Time to MSR 1e-20, Laplace benchmark {s}x{s}\n\n" + ttable, flush=True)
+    load = monitor.report()
+    target = ""
+    after = tt.get("after: fast (frozen + oneDNN + fused normalization), 1 thread")
+    if after and after[0] is not None and cg:
+        target = (f"**Target (time to MSR 1e-20 at {s}² within 5× of scipy CG): reached {after[1] / cg[1]:.3g}× "
+                  f"wall, {after[2] / max(cg[2], 1e-9):.3g}× CPU with the float32 fast module"
+                  f"{' — target met' if after[1] / cg[1] <= 5 else ' — target NOT met'}.**")
+        bfv = [v for k, v in tt.items() if "bfloat16" in k]
+        if bfv and bfv[0][0] is not None:
+            target += (f" The opt-in bfloat16 network: {bfv[0][1] / cg[1]:.3g}× wall, "
+                       f"{bfv[0][2] / max(cg[2], 1e-9):.3g}× CPU.")
+    share_txt = "; ".join(f"{s}²: {100 * a:.1f} % of a shipped-module iteration, {100 * b:.1f} % of a fast one"
+                          for s, (a, b) in shares.items())
+    md = ["# Profile of one Metamizer iteration (CPU) and the speedups", "",
+          common.environment_md(machine, load, wdesc, args), "",
+          "## What was measured", "", __doc__.split("\n", 2)[2].strip(), "",
+          f"The fast module is built once per process: {build_s:.1f} s (scripting + freezing + oneDNN prepacking).",
+          "", "## Headline", "", target, "",
+          f"Physics kernel share (CPU time of loss_and_grad / one iteration): {share_txt}.", "",
+          "## Time per iteration, before/after (same run, interleaved)", "", speed, "", batching, "",
+          f"## Time to MSR 1e-20, Laplace benchmark {s}x{s}", "", ttable, "",
+          "## Breakdown of one iteration", ""] + lines
+    common.write(os.path.join(out, "profile.md"), "\n".join(md))
+    print(target)
+    print(f"wrote {os.path.join(out, 'profile.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
