@@ -131,7 +131,7 @@ def main(argv=None):
     build_s = time.perf_counter() - t
     fast_nomkl = optimize_for_inference(model, mkldnn=False)
     bf16 = optimize_for_inference(model, dtype=torch.bfloat16) if native_bf16() else None
-    sizes = (32, 64) if args.quick else (100, 400)
+    sizes = (32,) if args.quick else (100, 400)
     repeats = args.repeats or (2 if args.quick else 5)
     lines = []
     shares = {}
@@ -218,7 +218,7 @@ def main(argv=None):
     problem = common.laplace_benchmark(s)
     tt_vars = {k: v for k, v in variants.items() if not k.startswith("fast without") and not k.startswith("fast, ")
                and not (args.quick and k.startswith("before"))}
-    tt = time_to(problem, tt_vars, 1e-20, 120 if args.quick else 400, repeats if not args.quick else 1)
+    tt = time_to(problem, tt_vars, 1e-20, 80 if args.quick else 400, repeats if not args.quick else 1)
     A, b, free_index = laplace_system(problem)
     lin = {}
     for method in ("cg", "pyamg_sa_cg"):
