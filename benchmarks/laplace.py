@@ -5,8 +5,8 @@ random problem (metaphys.train.generators.make_laplace, seed disjoint from train
 and 400^2 (--quick: the benchmark problem at 32^2).
 
 Methods:
-* Metamizer, the shipped TorchScript module as loaded ("metamizer") and the frozen oneDNN module
-  of metaphys.optim.fast ("metamizer-fast", same steps to ~1e-6), plus the opt-in bfloat16
+* Metamizer, the shipped TorchScript module as loaded ("metamizer") and the frozen channels_last
+  module of metaphys.optim.fast ("metamizer-fast", same steps to ~1e-6), plus the opt-in bfloat16
   network ("metamizer-fast-bf16") where the CPU has native bf16;
 * torch.optim SGD/Adam/AdamW/RMSprop/Adagrad/Adadelta fed the same pseudo-gradient, each with an
   lr sweep (short budget), the best lr (lowest MSR reached) rerun with the full budget;
@@ -406,7 +406,7 @@ def main(argv=None):
           "solvers.",
           "- 'final MSR' is recomputed with LaplaceProblem.residual from the returned solution; runs stop at "
           "MSR ≤ 1e-30 or at the cap ('its run'). torch loops stop at the first iteration at or below 1e-30.",
-          "- metamizer-fast = metaphys.optim.fast.optimize_for_inference (frozen TorchScript, oneDNN, "
+          "- metamizer-fast = metaphys.optim.fast.optimize_for_inference (frozen TorchScript, channels_last, "
           "fused normalization); same steps as the shipped module to ~1e-6. metamizer-fast-bf16 runs the "
           "U-Net in bfloat16 (opt-in; different steps).",
           "", "## Results", ""] + sections

@@ -7,8 +7,8 @@ component timed in isolation (median of repeats), plus the torch profiler's top 
 
 Part 2, before/after in the same run (variants interleaved repeat by repeat): time per iteration
 of the whole loop for the shipped module with torch's default thread count (before) and with one
-thread, the frozen oneDNN module (metaphys.optim.fast, float32: same steps to ~1e-6), the frozen
-channels_last module without oneDNN prepacking, 2 threads, and the opt-in bfloat16 network; the
+thread, the frozen channels_last module (metaphys.optim.fast, float32: same steps to ~1e-6), the
+same with oneDNN prepacking, 2 threads, and the opt-in bfloat16 network; the
 effect of batching samples into one forward; then the time to MSR 1e-20 on the Laplace 100^2
 benchmark (notes 9.1) against scipy CG and pyamg in the same run.
 """
@@ -64,7 +64,7 @@ def breakdown(problem, model, fast, repeats, iters):
         out["output: float32->float64, tanh, exp, step"] = med_call(head, repeats * 5)
         out["plain: whole forward"] = med_call(lambda: model(g, pg, ps, scale), repeats)
         out["fast: fused input normalization (->float32)"] = med_call(lambda: normalize_inputs(g, pg, ps), repeats * 5)
-        out["fast: whole forward (frozen, oneDNN)"] = med_call(lambda: fast(g, pg, ps, scale), repeats)
+        out["fast: whole forward (frozen, channels_last)"] = med_call(lambda: fast(g, pg, ps, scale), repeats)
     for name, m in (("plain", model), ("fast", fast)):
         per = []
         for _ in range(max(1, repeats // 2)):
@@ -129,7 +129,7 @@ def main(argv=None):
     t = time.perf_counter()
     fast = optimize_for_inference(model)
     build_s = time.perf_counter() - t
-    fast_nomkl = optimize_for_inference(model, mkldnn=False)
+    fast_mkl = optimize_for_inference(model, mkldnn=True)
     bf16 = optimize_for_inference(model, dtype=torch.bfloat16) if native_bf16() else None
     sizes = (32,) if args.quick else (100, 400)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -152,7 +152,7 @@ def main(argv=None):
             share = "" if "one iteration" in name else f"{100 * c / ref[1]:.1f} %"
             rows.append([name, common.fmt_time(w), common.fmt_time(c), share])
         rest_p = it_plain[1] - bd["plain: whole forward"][1] - kern[1] - bd["apply (u + step, impose)"][1]
-        rest_f = it_fast[1] - bd["fast: whole forward (frozen, oneDNN)"][1] - kern[1] - bd["apply (u + step, impose)"][1]
+        rest_f = it_fast[1] - bd["fast: whole forward (frozen, channels_last)"][1] - kern[1] - bd["apply (u + step, impose)"][1]
         rows.append(["plain: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_p),
                      f"{100 * rest_p / it_plain[1]:.1f} %"])
         rows.append(["fast: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_f),
@@ -165,15 +165,15 @@ def main(argv=None):
             prof_plain = profiler_table(problem, model, n_prof)
             prof_fast = profiler_table(problem, fast, n_prof)
             lines += [f"torch profiler, {n_prof} iterations at {s}x{s}, shipped module (top operators by self CPU; "
-                      "in the frozen graph the oneDNN convolutions run inside `forward` and are not listed "
-                      "separately):", "",
+                      "`aten::_slow_conv2d_forward` is PyTorch's im2col path, which it picks for batch-1 float32 "
+                      "convolutions on fewer than 20480 input values, i.e. the coarse U-Net levels):", "",
                       "```", prof_plain.strip(), "```", "", "the same with metaphys.optim.fast:", "", "```",
                       prof_fast.strip(), "```", ""]
     # ---- part 2: before / after
     variants = {"before: shipped module, default threads (%d)" % default_threads: (model, default_threads),
                 "shipped module, 1 thread": (model, 1),
-                "after: fast (frozen + oneDNN + fused normalization), 1 thread": (fast, 1),
-                "fast without oneDNN prepacking (frozen, channels_last), 1 thread": (fast_nomkl, 1),
+                "after: fast (frozen, channels_last, fused normalization), 1 thread": (fast, 1),
+                "fast with oneDNN prepacking (optimize_for_inference), 1 thread": (fast_mkl, 1),
                 "fast, %d threads" % default_threads: (fast, default_threads)}
     if args.quick:  # multi-threaded variants are slow on a busy machine; the quick run only checks the plumbing
         variants.pop("fast, %d threads" % default_threads)
@@ -216,7 +216,7 @@ def main(argv=None):
     from metaphys.optim.baselines import laplace_system
     s = sizes[0]
     problem = common.laplace_benchmark(s)
-    tt_vars = {k: v for k, v in variants.items() if not k.startswith("fast without") and not k.startswith("fast, ")
+    tt_vars = {k: v for k, v in variants.items() if not k.startswith("fast with ") and not k.startswith("fast, ")
                and not (args.quick and k.startswith("before"))}
     tt = time_to(problem, tt_vars, 1e-20, 80 if args.quick else 400, repeats if not args.quick else 1)
     A, b, free_index = laplace_system(problem)
@@ -237,7 +237,7 @@ def main(argv=None):
     print(f"\n## Time to MSR 1e-20, Laplace benchmark {s}x{s}\n\n" + ttable, flush=True)
     load = monitor.report()
     target = ""
-    after = tt.get("after: fast (frozen + oneDNN + fused normalization), 1 thread")
+    after = tt.get("after: fast (frozen, channels_last, fused normalization), 1 thread")
     if after and after[0] is not None and cg:
         target = (f"**Target (time to MSR 1e-20 at {s}² within 5× of scipy CG): reached {after[1] / cg[1]:.3g}× "
                   f"wall, {after[2] / max(cg[2], 1e-9):.3g}× CPU with the float32 fast module"
@@ -251,7 +251,7 @@ def main(argv=None):
     md = ["# Profile of one Metamizer iteration (CPU) and the speedups", "",
           common.environment_md(machine, load, wdesc, args), "",
           "## What was measured", "", __doc__.split("\n", 2)[2].strip(), "",
-          f"The fast module is built once per process: {build_s:.1f} s (scripting + freezing + oneDNN prepacking).",
+          f"The fast module is built once per process: {build_s:.1f} s (rebuilding, scripting and freezing).",
           "", "## Headline", "", target, "",
           f"Physics kernel share (CPU time of loss_and_grad / one iteration): {share_txt}.", "",
           "## Time per iteration, before/after (same run, interleaved)", "", speed, "", batching, "",
