@@ -64,9 +64,11 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
     loss, grad = problem.loss_and_grad(u)
     if not bool(torch.isfinite(loss).all()):
         raise DivergenceError("the starting point already has a non-finite residual")
-    start = loss.abs().clamp_min(1e-300)
     result = SolveResult(u=u, state=state)
     residual = problem.residual_from(loss, grad) if hasattr(problem, "residual_from") else loss
+    # divergence is judged on the residual (an MSR, or a gradient RMS for energies that can be <= 0),
+    # never on a loss that may start at exactly 0
+    start = residual.abs().clamp_min(1e-300)
     result.residuals.append(residual)
     n = u.shape[0]
     shape = (-1,) + (1,) * (u.dim() - 1)
@@ -99,11 +101,13 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
                 loss_new = torch.where(still, loss, loss_new)
                 grad_new = torch.where(keep, grad, grad_new)
         else:
-            if not bool(torch.isfinite(loss_new).all()) or bool((loss_new > DIVERGENCE_FACTOR * start).any()):
-                worst = int(torch.argmax(torch.nan_to_num(loss_new, nan=float("inf"))))
+            res_new = problem.residual_from(loss_new, grad_new) if hasattr(problem, "residual_from") else loss_new
+            if (not bool(torch.isfinite(loss_new).all()) or not bool(torch.isfinite(res_new).all())
+                    or bool((res_new.abs() > DIVERGENCE_FACTOR * start).any())):
+                worst = int(torch.argmax(torch.nan_to_num(res_new.abs(), nan=float("inf"))))
                 raise DivergenceError(
                     f"optimizer diverged at iteration {it + 1}: sample {worst} has residual "
-                    f"{float(loss_new[worst]):.3e} (started at {float(start[worst]):.3e}); "
+                    f"{float(res_new[worst]):.3e} (started at {float(start[worst]):.3e}); "
                     "enable the step guard (guard=True) or use more iterations per time step")
         u, loss, grad, state = u_new, loss_new, grad_new, new_state
         residual = problem.residual_from(loss, grad) if hasattr(problem, "residual_from") else loss
