@@ -4,5 +4,10 @@ from metaphys.physics.laplace import LaplaceProblem, frame_mask
 from metaphys.physics.diffusion import DiffusionProblem
 from metaphys.physics.wave import WaveProblem
 from metaphys.physics.burgers import BurgersProblem
+from metaphys.physics.fluid import (FluidProblem, add_obstacle, corner_velocity, density_problem, fluid_geometry,
+                                    fluid_metrics)
+from metaphys.physics.cloth import ClothProblem, max_stretch, rest_grid, rotation_matrix
 
-__all__ = ["Problem", "LaplaceProblem", "DiffusionProblem", "WaveProblem", "BurgersProblem", "frame_mask"]
+__all__ = ["Problem", "LaplaceProblem", "DiffusionProblem", "WaveProblem", "BurgersProblem", "frame_mask",
+           "FluidProblem", "fluid_metrics", "fluid_geometry", "add_obstacle", "density_problem", "corner_velocity",
+           "ClothProblem", "rest_grid", "max_stretch", "rotation_matrix"]
