@@ -81,6 +81,7 @@ def evaluate_snapshot(model, sizes=(32, 64, 100), iterations: int = 100, rollout
         cases["diffusion32_ipt5"] = rollout_case(model, "diffusion", 32, steps=6, ipt=5)
         cases["fluid32_ipt5"] = rollout_case(model, "fluid", 32, steps=6, ipt=5)
         cases["cloth32_ipt10"] = rollout_case(model, "cloth", 32, steps=6, ipt=10)
+        cases["cloth16_ipt10"] = rollout_case(model, "cloth", 16, steps=6, ipt=10)
     logs = []
     for name, c in cases.items():
         if c["diverged"]:

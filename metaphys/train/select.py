@@ -10,7 +10,7 @@ from metaphys.eval.quick import evaluate_snapshot
 from metaphys.optim.weights import model_from_snapshot
 
 
-SCHEME = "quick-v2"  # bump when the score's definition changes: older records are not comparable
+SCHEME = "quick-v3"  # bump when the score's definition changes: older records are not comparable
 
 
 class SnapshotJudge:
