@@ -7,7 +7,7 @@ from metaphys.sims.cloth import ClothSim, flat_cloth
 
 
 def _sim(opt, **kw):
-    base = dict(rows=16, cols=16, size_m=1.0, iterations_per_step=20, optimizer=opt, colliders=[])
+    base = dict(rows=32, cols=32, size_m=1.0, iterations_per_step=20, optimizer=opt, colliders=[])
     base.update(kw)
     return ClothSim(base.pop("rows"), base.pop("cols"), **base)
 
@@ -18,7 +18,7 @@ def test_cloth_pinned_at_two_corners_sags_and_pc2_round_trips(shipped_optimizer,
     assert np.isfinite(frames).all()
     z0 = sim.rest_positions[:, 2]
     last = frames[-1]
-    pinned = [0, 15]
+    pinned = [0, 31]
     assert np.allclose(last[pinned], sim.rest_positions[pinned], atol=1e-12)  # hard pins stay put
     assert last[:, 2].mean() < z0.mean() - 0.05  # the free cloth fell/sagged under gravity
     path = tmp_path / "c.pc2"
@@ -30,9 +30,9 @@ def test_cloth_pinned_at_two_corners_sags_and_pc2_round_trips(shipped_optimizer,
 def test_cloth_on_sphere_does_not_penetrate(shipped_optimizer):
     radius = 0.3
     center = np.array([0.0, 0.0, 0.5])
-    sim = _sim(shipped_optimizer, pin_weights=np.zeros(256), colliders=[{"type": "sphere", "center": center,
+    sim = _sim(shipped_optimizer, pin_weights=np.zeros(1024), colliders=[{"type": "sphere", "center": center,
                                                                          "radius": radius}],
-               rest_positions=flat_cloth(16, 16, 1.0, height=0.9), iterations_per_step=30)
+               rest_positions=flat_cloth(32, 32, 1.0, height=0.9), iterations_per_step=30)
     tolerance = sim.length_unit * sim.problem.fields["margin"].item()  # contact margin in metres
     worst = 0.0
     for _ in range(14):
@@ -54,8 +54,8 @@ def test_tolerance_dial_is_met_or_reports_cap(shipped_optimizer):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(rows=8, cols=16), "at least|>= 16"),
-    (dict(pin_weights=np.full(256, 1.5)), r"pin_weights must be in \[0, 1\]"),
-    (dict(pin_weights=np.ones(10)), "rows\\*cols = 256"),
+    (dict(pin_weights=np.full(1024, 1.5)), r"pin_weights must be in \[0, 1\]"),
+    (dict(pin_weights=np.ones(10)), "rows\\*cols = 1024"),
     (dict(gravity=(0, 0, float("nan"))), "gravity must be finite"),
     (dict(stretch=-1.0), "stretch must be >= 0"),
     (dict(colliders=[{"type": "cone", "center": [0, 0, 0]}]), "sphere' or 'box"),

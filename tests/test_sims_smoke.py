@@ -8,7 +8,7 @@ from metaphys.sims.smoke import SmokeSim
 def _sim(opt, **kw):
     base = dict(iterations_per_step=10, optimizer=opt)
     base.update(kw)
-    return SmokeSim(base.pop("resolution", (24, 24)), **base)
+    return SmokeSim(base.pop("resolution", (32, 32)), **base)
 
 
 def test_density_stays_nonnegative_and_mass_balances(shipped_optimizer):
@@ -24,8 +24,8 @@ def test_density_stays_nonnegative_and_mass_balances(shipped_optimizer):
 
 
 def test_obstacle_cells_stay_empty(shipped_optimizer):
-    obst = np.zeros((24, 24))
-    obst[8:12, 9:15] = 1
+    obst = np.zeros((32, 32))
+    obst[10:15, 12:20] = 1
     sim = _sim(shipped_optimizer, obstacles=obst, buoyancy=0.05)
     for _ in range(5):
         sim.step()
