@@ -303,15 +303,11 @@ def laplace_random(h: int, seed: int = HELD_OUT_SEED):
 
 
 def run_iterations(problem, optimizer, iterations: int, tol: Optional[float] = None, u0=None,
-                   guard: bool = False, lean: bool = False):
-    """Metamizer/torch-optimizer loop with a wall-clock and a CPU-time stamp after every iteration:
-    (residual history [K+1], wall stamps [K+1] (0 first), CPU stamps [K+1], final u).
-
-    Default: the product loop metaphys.optim.solve.iterate (paper-faithful without the step guard;
-    ``guard=True`` is the TimeStepper default). ``lean=True``: a minimal loop (step, apply,
-    evaluate; stops on a non-finite loss) for problems whose loss is not a residual (cloth: an
-    energy that starts at 0, which iterate's relative divergence test cannot handle)."""
-    from metaphys.optim.solve import DivergenceError, iterate
+                   guard: bool = False):
+    """The product loop metaphys.optim.solve.iterate (paper-faithful without the step guard;
+    ``guard=True`` is the TimeStepper default) with a wall-clock and a CPU-time stamp after every
+    iteration: (residual history [K+1], wall stamps [K+1] (0 first), CPU stamps [K+1], final u)."""
+    from metaphys.optim.solve import iterate
     u = problem.initial_guess() if u0 is None else u0
     stamps, cpu = [0.0], [0.0]
     t0 = [0.0, 0.0]
@@ -323,26 +319,10 @@ def run_iterations(problem, optimizer, iterations: int, tol: Optional[float] = N
     t0[1] = time.process_time()
     t0[0] = time.perf_counter()
     state = optimizer.init_state(tuple(u.shape), device=u.device)
-    if not lean:
-        res = iterate(problem, optimizer, u, state, iterations=None if tol else iterations, tol=tol,
-                      max_iterations=iterations, callback=cb, guard=guard)
-        hist = [float(r[0]) for r in res.residuals]
-        return hist, stamps, cpu, res.u
-    has_residual = hasattr(problem, "residual_from")
-    loss, grad = problem.loss_and_grad(u)
-    hist = [float((problem.residual_from(loss, grad) if has_residual else loss)[0])]
-    for it in range(iterations):
-        step, state = optimizer.step(grad, state)
-        u = problem.apply(u, step)
-        loss, grad = problem.loss_and_grad(u)
-        if not bool(torch.isfinite(loss).all()):
-            raise DivergenceError(f"non-finite loss at iteration {it + 1}")
-        r = float((problem.residual_from(loss, grad) if has_residual else loss)[0])
-        hist.append(r)
-        cb(it + 1, u, r)
-        if tol is not None and r <= tol:
-            break
-    return hist, stamps, cpu, u
+    res = iterate(problem, optimizer, u, state, iterations=None if tol else iterations, tol=tol,
+                  max_iterations=iterations, callback=cb, guard=guard)
+    hist = [float(r[0]) for r in res.residuals]
+    return hist, stamps, cpu, res.u
 
 
 def plot_curves(path: str, title: str, curves: Dict[str, dict], thresholds: Sequence[float] = (),

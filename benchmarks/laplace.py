@@ -203,7 +203,8 @@ def run_linear(problem, method, A, b, free_index, cap, repeats, quick):
         t, r, c = time_prefix(k)
         out["crossings"][th] = (k, t, r, c)
     # time curve: prefix runs at geometric iteration counts
-    ks = sorted({int(round(v)) for v in np.geomspace(1, max(1, len(hist) - 1), 4 if quick else 12)})
+    n_curve = 4 if quick else (8 if A.shape[0] > 50000 else 12)
+    ks = sorted({int(round(v)) for v in np.geomspace(1, max(1, len(hist) - 1), n_curve)})
     tc, rc = [0.0], [hist[0]]
     for k in ks:
         t, r, _ = time_prefix(k)
@@ -347,9 +348,9 @@ def main(argv=None):
         s = problem.shape[-1]
         if not args.quick:
             big = s >= 300
-            caps = {"metamizer": 600 if big else 300, "sweep": 200 if big else 500, "torch": 2000 if big else 5000,
-                    "linear": 6000 if big else 2000, "minres": 8000 if big else 3000, "gmres": 400 if big else 200,
-                    "lgmres": 300 if big else 100, "gcrotmk": 300 if big else 100,
+            caps = {"metamizer": 500 if big else 300, "sweep": 200 if big else 500, "torch": 2000 if big else 5000,
+                    "linear": 5000 if big else 2000, "minres": 6000 if big else 3000, "gmres": 250 if big else 200,
+                    "lgmres": 150 if big else 100, "gcrotmk": 150 if big else 100,
                     "pyamg_rs": 60, "pyamg_sa": 60, "pyamg_sa_cg": 60}
         res, info = bench_problem(label, problem, models, args, caps, monitor)
         slug = label.split()[0] + f"{s}"

@@ -27,14 +27,12 @@ Methods (each fed what it needs, all from the same start):
   (Burgers: the MSR with the full gradient). Iterations = function+gradient evaluations.
 * adam: torch.optim.Adam fed the same gradient as the Metamizer, lr swept (best = lowest
   residual within the sweep budget), best lr rerun with the full budget.
-* metamizer+guard (Burgers, NS): the same with the product's step guard (TimeStepper default:
+* metamizer+guard: the same with the product's step guard (TimeStepper default:
   a step that grows the loss is retried with step and scale x0.25, up to 3 times).
 * Newton-Krylov's inner_maxiter is swept over {20 (scipy default), 100} (lowest residual).
 
-Loops: metaphys.optim.solve.iterate for Burgers/NS (paper-faithful: no guard; divergence = loss
-> 1e10 x start). Cloth uses a minimal loop (step, apply, evaluate; stop on a non-finite loss):
-iterate's divergence test compares the loss with 1e10 x |loss at start|, and the cloth loss is an
-energy that is exactly 0 at the rest state, so iterate would flag the first step as divergence.
+Loop: metaphys.optim.solve.iterate (paper-faithful: no guard; divergence = residual > 1e10 x its
+start, the residual being the MSR, or the gradient RMS for cloth).
 
 Timing: torch loops and L-BFGS stamp the wall/CPU clock after every evaluation (the residual is a
 by-product of the evaluation). Newton-Krylov: a recording run with a callback (not timed) finds
@@ -137,10 +135,9 @@ class Metric:
 def run_loop(problem, metric, optimizer, iterations, repeats, guard=False):
     from metaphys.optim.solve import DivergenceError
     runs = []
-    lean = metric.kind == "cloth"
     for _ in range(repeats):
         try:
-            hist, wall, cpu, u = common.run_iterations(problem, optimizer, iterations, guard=guard, lean=lean)
+            hist, wall, cpu, u = common.run_iterations(problem, optimizer, iterations, guard=guard)
         except DivergenceError as exc:
             return {"diverged": str(exc).split(";")[0]}
         runs.append((hist, wall, cpu, u))
@@ -275,9 +272,8 @@ def bench(label, kind, make, fast, args, caps, monitor):
     print(f"[nonlinear] {label}: start residual {metric.of(problem.initial_guess()):.3e}", flush=True)
     res["metamizer"] = run_loop(make(), metric, Metamizer(fast), caps["metamizer"], repeats)
     monitor.sample()
-    if kind != "cloth":  # the step guard judges the loss; the cloth loss is an energy (see notes below)
-        res["metamizer+guard"] = run_loop(make(), metric, Metamizer(fast), caps["metamizer"], repeats, guard=True)
-        monitor.sample()
+    res["metamizer+guard"] = run_loop(make(), metric, Metamizer(fast), caps["metamizer"], repeats, guard=True)
+    monitor.sample()
     nk = []
     for inner in ((20,) if args.quick else (20, 100)):  # LGMRES inner iterations: scipy's default and a deeper solve
         r = run_newton_krylov(kind, make(), metric, caps["nk"], repeats, inner, timing=False)

@@ -94,25 +94,13 @@ def rollout(build, kind, model, steps, ipt, guard=False):
         if hook is not None:
             hook(problem, k + 1)
         try:
-            if kind == "cloth":  # minimal loop (the cloth loss is an energy, see nonlinear.py), state kept
-                uu = u
-                _, grad = problem.loss_and_grad(uu)
-                for _ in range(ipt):
-                    step, state = opt.step(grad, state)
-                    uu = problem.apply(uu, step)
-                    loss, grad = problem.loss_and_grad(uu)
-                if not bool(torch.isfinite(loss).all()):
-                    raise DivergenceError("non-finite cloth energy")
-                res = None
-            else:
-                res = iterate(problem, opt, u, state, iterations=ipt, guard=guard)
+            res = iterate(problem, opt, u, state, iterations=ipt, guard=guard)
         except DivergenceError as exc:
             out["diverged"] = k + 1
             out["error"] = str(exc).split(";")[0]
             break
-        if res is not None:
-            state, uu = res.state, res.u
-            msr = float(res.residuals[-1][0])
+        state, uu = res.state, res.u
+        msr = float(res.residuals[-1][0])
         out["iters"] += ipt
         dt_w, dt_c = time.perf_counter() - t, time.process_time() - c
         if kind == "fluid":
