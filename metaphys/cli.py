@@ -78,6 +78,7 @@ def cmd_bake(args) -> int:
     except (BakeError, ValueError, TypeError, WeightsError) as exc:
         return fail(str(exc), 2)
     frames = int(params["frames"])
+    _set_threads(args.threads, params)
     t = time.time()
     try:
         manifest_params = {k: v for k, v in params.items() if k not in ("pin_targets",)}
@@ -94,6 +95,19 @@ def cmd_bake(args) -> int:
     if args.progress != "json":
         print(f"{args.kind} bake: {frames} frames in {time.time() - t:.1f} s -> {os.path.abspath(args.out)}")
     return 0
+
+
+def _set_threads(threads, params) -> None:
+    """auto: 1 thread up to ~96^2 cells (thread start-up costs more than it saves on small grids,
+    and stalls badly on a busy machine), all cores above."""
+    import torch
+    if threads == "auto":
+        shape = params.get("resolution") or (params.get("rows", 32), params.get("cols", 32))
+        threads = 1 if int(shape[0]) * int(shape[1]) <= 96 * 96 else os.cpu_count() or 1
+    n = int(threads)
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1 or 'auto', got {threads}")
+    torch.set_num_threads(n)
 
 
 def cmd_demo(args) -> int:
@@ -179,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     b.add_argument("--resume", action="store_true", help="continue an interrupted bake in OUT")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--threads", default="auto", help="CPU threads (default auto: 1 for grids up to 96^2)")
     b.add_argument("--weights", help="Metamizer TorchScript weights (default weights/metamizer.pt)")
     b.set_defaults(func=cmd_bake)
 
