@@ -114,8 +114,8 @@ def cmd_demo(args) -> int:
     """Cloth and smoke bakes with defaults into ./out (shipped weights, CPU)."""
     out = args.out
     rc = 0
-    # 64^2 smoke keeps the whole demo (cloth + smoke) within a few minutes on 2 CPU cores
-    for kind, extra in (("cloth", []), ("smoke", ["--size", "64"])):
+    # 48^2 smoke keeps the whole demo (cloth + smoke) within a few minutes on 2 CPU cores
+    for kind, extra in (("cloth", []), ("smoke", ["--size", "48"])):
         a = build_parser().parse_args(["bake", kind, "--out", os.path.join(out, kind), "--progress",
                                        "bar" if sys.stderr.isatty() else "none"] + extra)
         rc = cmd_bake(a) or rc

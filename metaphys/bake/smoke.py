@@ -11,9 +11,12 @@ from metaphys.io import images, preview, vdb
 
 SMOKE_KEYS = {"resolution", "cell_size", "frames", "fps", "start_frame", "emitters", "obstacles",
               "obstacle_shapes", "emitter_density", "emitter_velocity", "buoyancy", "viscosity",
-              "density_diffusion", "wind", "iterations_per_step", "tol", "max_iterations", "png_max", "vdb"}
+              "density_diffusion", "wind", "iterations_per_step", "tol", "max_iterations", "png_max", "vdb",
+              "density_tol"}
 
-SMOKE_DEFAULTS = {"frames": 48, "fps": 24, "start_frame": 1, "iterations_per_step": 20, "png_max": 1.0}
+# density_tol 1e-16 for bakes: visually exact, mass drift ~1e-7 relative (the API default is 1e-20)
+SMOKE_DEFAULTS = {"frames": 48, "fps": 24, "start_frame": 1, "iterations_per_step": 20, "png_max": 1.0,
+                  "density_tol": 1e-16}
 
 
 def smoke_parameters(spec: dict, size: int = 128) -> dict:
@@ -29,7 +32,8 @@ def smoke_parameters(spec: dict, size: int = 128) -> dict:
 def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
     from metaphys.sims.smoke import SmokeSim
     kwargs = {k: p[k] for k in ("emitters", "obstacles", "obstacle_shapes", "emitter_density", "emitter_velocity",
-                                "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations") if k in p}
+                                "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations", "density_tol")
+              if k in p}
     if p.get("tol") is not None:
         kwargs["tol"] = p["tol"]
         kwargs["iterations_per_step"] = None
