@@ -326,7 +326,8 @@ def run_iterations(problem, optimizer, iterations: int, tol: Optional[float] = N
 
 
 def plot_curves(path: str, title: str, curves: Dict[str, dict], thresholds: Sequence[float] = (),
-                xlabel_time: str = "wall time [s]", ylabel: str = "MSR") -> None:
+                xlabel_time: str = "wall time [s]", ylabel: str = "MSR",
+                xlabel_iter: str = "iterations (solver's own unit, see table)") -> None:
     """Two panels: residual vs time and vs iterations (log-log), one line per method.
 
     curves[name] = {"t": [...], "r": [...], "it": [...] (optional, else 0..len-1),
@@ -339,22 +340,23 @@ def plot_curves(path: str, title: str, curves: Dict[str, dict], thresholds: Sequ
         lw = 2.4 if name.startswith("metamizer") else 1.3
         t, r = c.get("t"), c.get("t_r", c.get("r"))
         if t is not None and len(t):
-            tt = np.maximum(np.asarray(t, dtype=float), 1e-6)
-            axes[0].loglog(tt, np.maximum(np.asarray(r, dtype=float), 1e-40), c.get("style", "-"), color=color,
-                           lw=lw, label=name, marker=c.get("marker"), ms=3)
+            tt, rr = np.asarray(t, dtype=float), np.asarray(r, dtype=float)[:len(t)]
+            keep = tt > 0  # the start (t = 0) cannot be drawn on a log axis
+            axes[0].loglog(tt[keep], np.maximum(rr[keep], 1e-40), c.get("style", "-"), color=color,
+                           lw=lw, label=name, marker=c.get("marker") or ("o" if keep.sum() == 1 else None), ms=4)
         r2 = c.get("r")
         if r2 is not None and len(r2):
             it = c.get("it", np.arange(len(r2)))
             it = np.maximum(np.asarray(it, dtype=float), 0.8)
             axes[1].loglog(it, np.maximum(np.asarray(r2, dtype=float), 1e-40), c.get("style", "-"), color=color,
                            lw=lw, label=name, marker=c.get("marker"), ms=3)
-    for ax, xl in zip(axes, (xlabel_time, "iterations (solver's own unit, see table)")):
+    for ax, xl in zip(axes, (xlabel_time, xlabel_iter)):
         for th in thresholds:
             ax.axhline(th, color="grey", lw=0.6, ls=":")
         ax.set_xlabel(xl)
         ax.set_ylabel(ylabel)
         ax.grid(True, which="major", alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="lower left")
+    axes[0].legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -327,7 +327,8 @@ def main(argv=None):
         ylabel = "gradient RMS / start" if kind == "cloth" else "residual (MSR / loss)"
         if not args.quick or not sections:  # the quick run draws one plot (plumbing check)
             common.plot_curves(os.path.join(out, png), f"{label}, {size}x{size}: one implicit step", curves,
-                               THRESHOLDS, ylabel=ylabel)
+                               THRESHOLDS, ylabel=ylabel,
+                               xlabel_iter="iterations (Newton-Krylov: F evaluations; L-BFGS: evaluations)")
         table_rows = []
         for name, r in res.items():
             if "diverged" in r:
