@@ -39,6 +39,11 @@ class SnapshotJudge:
             result["best"] = True
         with open(os.path.join(self.out_dir, "snapshots.jsonl"), "a") as fh:
             fh.write(json.dumps(result) + "\n")
+        try:  # a PNG of the training curves beside the run
+            from metaphys.train.plot import plot_training
+            plot_training(self.out_dir, os.path.join(self.out_dir, "curves.png"))
+        except Exception as exc:  # plotting must never stop training
+            print(f"training curves not plotted: {exc}", flush=True)
         print(f"snapshot {result['snapshot']}: score {result['score']:.2f}"
               + (" (best)" if result.get("best") else ""), flush=True)
         return result
