@@ -19,6 +19,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+
+def _blas_threads_from_argv() -> str:
+    """--threads N also applies to OpenBLAS/MKL (numpy/scipy), set before numpy is imported: a
+    multi-threaded BLAS on a machine whose other core is busy spin-waits (LGMRES inside scipy's
+    newton_krylov ran 30x slower with 2 OpenBLAS threads next to the training run)."""
+    n = "1"
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = argv[i + 1]
+        elif a.startswith("--threads="):
+            n = a.split("=", 1)[1]
+    return n
+
+
+if "numpy" in sys.modules:
+    warnings.warn("benchmarks/common.py was imported after numpy; BLAS thread settings may not apply")
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, _blas_threads_from_argv())
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -181,7 +201,8 @@ def environment_md(machine: dict, load: dict, weights: Optional[dict], args, ext
     lines = ["## Machine and conditions", "",
              f"- CPU: {machine['cpu']}; {machine['cores']} cores visible; no GPU used.",
              f"- torch {machine['torch']} with **{machine['threads']} intra-op thread(s)** for every torch method; "
-             f"numpy {machine['numpy']}, scipy {machine['scipy']}, pyamg {machine['pyamg']} (single-threaded); "
+             f"numpy {machine['numpy']}, scipy {machine['scipy']}, pyamg {machine['pyamg']} with "
+             f"{os.environ.get('OPENBLAS_NUM_THREADS', '?')} OpenBLAS thread(s) (sparse kernels are single-threaded); "
              f"Python {machine['python']}; compiled metaphys kernels: {'yes' if machine['kernels'] else 'no (PyTorch twins)'}; "
              f"oneDNN: {'yes' if machine['mkldnn'] else 'no'}.",
              f"- Run: {machine['date']}, git {machine['git']}, {load['wall_s']:.0f} s wall"

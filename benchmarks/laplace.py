@@ -37,10 +37,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (first: sets the BLAS thread count before numpy loads)
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import common  # noqa: E402
 
 THRESHOLDS = (1e-10, 1e-20, 1e-30)
 

@@ -31,9 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import common  # noqa: E402  (first: sets the BLAS thread count before numpy loads)
+
 import torch  # noqa: E402
 
-import common  # noqa: E402
 
 F64 = torch.float64
 IPTS = (1, 5, 20, 100)
