@@ -21,7 +21,7 @@ if ROOT not in sys.path:
 
 
 def _blas_threads_from_argv() -> str:
-    """--threads N also applies to OpenBLAS/MKL (numpy/scipy), set before numpy is imported: a
+    """--threads N also applies to OpenBLAS (numpy/scipy), set before numpy is imported: a
     multi-threaded BLAS on a machine whose other core is busy spin-waits (LGMRES inside scipy's
     newton_krylov ran 30x slower with 2 OpenBLAS threads next to the training run)."""
     n = "1"
@@ -36,8 +36,8 @@ def _blas_threads_from_argv() -> str:
 
 if "numpy" in sys.modules:
     warnings.warn("benchmarks/common.py was imported after numpy; BLAS thread settings may not apply")
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, _blas_threads_from_argv())
+# only OpenBLAS (numpy/scipy here): MKL_NUM_THREADS / OMP_NUM_THREADS would also change torch's default
+os.environ.setdefault("OPENBLAS_NUM_THREADS", _blas_threads_from_argv())
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

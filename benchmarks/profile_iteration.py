@@ -36,10 +36,27 @@ def med_call(fn, repeats, warm=2):
     return w, c
 
 
+class _NullOptimizer:
+    """Returns a zero step without any network: iterate() with it measures kernel + apply + loop."""
+
+    def init_state(self, shape, device=None):
+        return None
+
+    def step(self, grad, state):
+        return torch.zeros_like(grad), state
+
+
+class _NullNet(torch.nn.Module):
+    def forward(self, grad, prev_grad, prev_step, scale):
+        return grad, scale
+
+
 def breakdown(problem, model, fast, repeats, iters):
-    """Component times (wall, cpu) for the plain and the fast module at this size."""
+    """Component times (wall, cpu) for the plain and the fast module at this size, each measured
+    directly (no differences of large numbers)."""
     from metaphys.optim.fast import normalize_inputs
     from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.solve import iterate
     u = problem.initial_guess()
     _, g = problem.loss_and_grad(u)
     pg, ps = 0.3 * g, 1e-3 * torch.randn_like(g)
@@ -47,6 +64,15 @@ def breakdown(problem, model, fast, repeats, iters):
     out = {}
     out["physics kernel (loss_and_grad)"] = med_call(lambda: problem.loss_and_grad(u), repeats * 5)
     out["apply (u + step, impose)"] = med_call(lambda: problem.apply(u, ps), repeats * 5)
+    n_null = max(iters, 20)
+    null = med_call(lambda: iterate(problem, _NullOptimizer(), u, None, iterations=n_null), repeats)
+    out["iterate() bookkeeping (per iteration, no-op optimizer, minus kernel and apply)"] = tuple(
+        null[i] / n_null - out["physics kernel (loss_and_grad)"][i] - out["apply (u + step, impose)"][i]
+        for i in range(2))
+    wrap = Metamizer(torch.jit.script(_NullNet()))
+    st = wrap.init_state(tuple(u.shape))
+    out["Metamizer.step wrapper (split/merge channels, state; trivial network)"] = med_call(
+        lambda: wrap.step(g, st), repeats * 5)
     with torch.no_grad():
         x = model.network_input(g, pg, ps)
         out["plain: input normalization (float64, cat, ->float32)"] = med_call(lambda: model.network_input(g, pg, ps),
@@ -71,7 +97,8 @@ def breakdown(problem, model, fast, repeats, iters):
         for _ in range(max(1, repeats // 2)):
             hist, wall, cpu, _ = common.run_iterations(problem, Metamizer(m), iters)
             per.append(((wall[-1] - wall[1]) / (iters - 1), (cpu[-1] - cpu[1]) / (iters - 1)))
-        out[f"{name}: one iteration of iterate()"] = (common.median(p[0] for p in per), common.median(p[1] for p in per))
+        out[f"{name}: one iteration of iterate() (measured)"] = (common.median(p[0] for p in per),
+                                                                 common.median(p[1] for p in per))
     return out
 
 
@@ -121,7 +148,10 @@ def time_to(problem, variants, threshold, cap, repeats):
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
-    default_threads = torch.get_num_threads()  # torch's own default, before setup() sets --threads
+    try:  # torch's own default intra-op thread count is the number of (physical) cores
+        default_threads = len(os.sched_getaffinity(0))
+    except AttributeError:
+        default_threads = os.cpu_count() or 1
     out = common.setup(args)
     monitor = common.LoadMonitor()
     machine = common.machine_info()
@@ -143,21 +173,28 @@ def main(argv=None):
         reps = repeats if s <= 100 else max(2, repeats // 2)
         bd = breakdown(problem, model, fast, reps, iters)
         monitor.sample()
-        it_plain = bd["plain: one iteration of iterate()"]
-        it_fast = bd["fast: one iteration of iterate()"]
+        it_plain = bd["plain: one iteration of iterate() (measured)"]
+        it_fast = bd["fast: one iteration of iterate() (measured)"]
         kern = bd["physics kernel (loss_and_grad)"]
         shares[s] = (kern[1] / it_plain[1], kern[1] / it_fast[1])
         rows = []
         for name, (w, c) in bd.items():
             ref = it_fast if name.startswith("fast") else it_plain
             share = "" if "one iteration" in name else f"{100 * c / ref[1]:.1f} %"
+            if not name.startswith(("plain", "fast", "  ")):
+                share = f"{100 * c / it_plain[1]:.1f} % / {100 * c / it_fast[1]:.1f} % (plain / fast)"
             rows.append([name, common.fmt_time(w), common.fmt_time(c), share])
-        rest_p = it_plain[1] - bd["plain: whole forward"][1] - kern[1] - bd["apply (u + step, impose)"][1]
-        rest_f = it_fast[1] - bd["fast: whole forward (frozen, channels_last)"][1] - kern[1] - bd["apply (u + step, impose)"][1]
-        rows.append(["plain: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_p),
-                     f"{100 * rest_p / it_plain[1]:.1f} %"])
-        rows.append(["fast: Python/loop overhead (iteration − forward − kernel − apply)", "", common.fmt_time(rest_f),
-                     f"{100 * rest_f / it_fast[1]:.1f} %"])
+        common_parts = ("physics kernel (loss_and_grad)", "apply (u + step, impose)",
+                        "iterate() bookkeeping (per iteration, no-op optimizer, minus kernel and apply)",
+                        "Metamizer.step wrapper (split/merge channels, state; trivial network)")
+        for name, fwd, it in (("plain", "plain: whole forward", it_plain),
+                              ("fast", "fast: whole forward (frozen, channels_last)", it_fast)):
+            parts = sum(bd[k][1] for k in common_parts) + bd[fwd][1]
+            py = sum(bd[k][1] for k in common_parts[2:])
+            rows.append([f"{name}: sum of the parts above (forward + kernel + apply + bookkeeping + wrapper)", "",
+                         common.fmt_time(parts), f"{100 * parts / it[1]:.0f} % of the measured iteration"])
+            rows.append([f"{name}: Python overhead (bookkeeping + wrapper)", "", common.fmt_time(py),
+                         f"{100 * py / it[1]:.1f} %"])
         table = common.md_table(["component", "wall", "CPU", "share of its iteration (CPU)"], rows)
         lines += [f"### Breakdown at {s}x{s} (1 thread)", "", table, ""]
         print(f"\n## Breakdown at {s}x{s} (1 thread)\n\n{table}", flush=True)
