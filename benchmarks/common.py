@@ -355,10 +355,12 @@ def plot_curves(path: str, title: str, curves: Dict[str, dict], thresholds: Sequ
                     "t_r": [...] (optional residuals for the time panel), "style": "-"}"""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    cmap = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
     for k, (name, c) in enumerate(curves.items()):
-        color = cmap(k % 20)
+        color = cmap(k % cmap.N)
         lw = 2.4 if name.startswith("metamizer") else 1.3
+        if name.endswith("+guard"):
+            lw = 1.4  # drawn over the unguarded run; often the same trajectory
         t, r = c.get("t"), c.get("t_r", c.get("r"))
         if t is not None and len(t):
             tt, rr = np.asarray(t, dtype=float), np.asarray(r, dtype=float)[:len(t)]
