@@ -21,6 +21,8 @@ build: .venv/.installed
 	@mkdir -p build
 	flock build/.build.lock $(PY) setup.py -q build_ext --inplace 2>&1 | grep -v "^\(running\|copying\)" || true
 	$(PY) -c "import torch, metaphys._C" || (echo "build of metaphys._C failed" && exit 1)
+	@# a `metaphys` command in the venv without re-building through `pip install -e .`
+	@test -e .venv/bin/metaphys || { printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s/.venv/bin/python" -m metaphys "$$@"\n' "$(CURDIR)" "$(CURDIR)" > .venv/bin/metaphys && chmod +x .venv/bin/metaphys; }
 
 demo: build
 	$(PY) -m metaphys demo
