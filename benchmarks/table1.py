@@ -102,6 +102,8 @@ def rollout(build, kind, model, steps, ipt, guard=False):
             break
         state, uu = res.state, res.u
         msr = float(res.residuals[-1][0])
+        if k == 0:
+            out["start"] = float(res.residuals[0][0])
         out["iters"] += ipt
         dt_w, dt_c = time.perf_counter() - t, time.process_time() - c
         if kind == "fluid":
@@ -120,7 +122,12 @@ def rollout(build, kind, model, steps, ipt, guard=False):
             if not math.isfinite(msr):
                 out["diverged"] = k + 1
                 break
+            if msr > BLOWUP * max(out.get("start", 0.0), 1e-300):
+                out["blowup"] = k + 1  # grew 1e10-fold over the rollout (each step stayed under iterate's test)
     return out
+
+
+BLOWUP = 1e10
 
 
 def mean(xs):
@@ -145,6 +152,10 @@ def main(argv=None):
         results = {}
         for ipt in ipts:
             r = rollout(build, kind, fast, steps, ipt)
+            if "blowup" in r:
+                notes.append(f"- {name}, {ipt} it/step: the residual grew more than 1e10-fold over the rollout "
+                             f"(first at step {r['blowup']}) without any single step tripping the divergence test; "
+                             "shown as 'blows up' with the mean, not rerun.")
             if "diverged" in r:
                 notes.append(f"- {name}, {ipt} it/step: diverged at step {r['diverged']} without the step guard "
                              f"({r.get('error', 'non-finite')}); the cell shows the rerun with the guard (marked †).")
@@ -166,6 +177,8 @@ def main(argv=None):
             s = common.fmt(v)
             if r.get("failed"):
                 return f"diverged (step {r['diverged']})"
+            if r.get("blowup"):
+                return f"blows up ({s})"
             return s + (" †" if r.get("guarded") else "")
 
         if kind == "fluid":
