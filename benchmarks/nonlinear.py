@@ -351,7 +351,7 @@ def main(argv=None):
         for name, r in res.items():
             if "diverged" in r:
                 table_rows.append([name, "", "diverged: " + r["diverged"], "—", "—", "—", "—", "—", "—"])
-                rows.append([label, name, "diverged", "—", "—", "—"])
+                rows.append([label, name, "diverged", "—", "—", "—", "—"])
                 continue
             cs = [crossing(r, th) for th in THRESHOLDS]
             its = []
