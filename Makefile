@@ -60,6 +60,7 @@ bench-quick: build
 	$(PY) benchmarks/ops.py --quick
 
 include blender_addon/Makefile.inc
+include benchmarks/Makefile.inc
 
 clean:
 	rm -rf build metaphys/_C*.so
