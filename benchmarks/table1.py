@@ -123,7 +123,7 @@ def rollout(build, kind, model, steps, ipt, guard=False):
                 out["diverged"] = k + 1
                 break
             if msr > BLOWUP * max(out.get("start", 0.0), 1e-300):
-                out["blowup"] = k + 1  # grew 1e10-fold over the rollout (each step stayed under iterate's test)
+                out.setdefault("blowup", k + 1)  # grew 1e10-fold over the rollout (each step stayed under iterate's test)
     return out
 
 
