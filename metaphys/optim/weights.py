@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import warnings
 from typing import Optional
 
@@ -125,9 +126,51 @@ def load_default_model(device=None):
     return load_torchscript(map_location=device or "cpu")
 
 
+def unfold_torchscript_state(ts_state: dict) -> dict:
+    """MetamizerNet state dict from a shipped TorchScript's (BatchNorm folded into the convs).
+
+    The folded conv keeps its weight and gains a bias; each BatchNorm becomes the identity in eval
+    mode (weight 1, bias 0, mean 0, var 1 - eps). Training from it needs ``freeze_batchnorm``:
+    batch statistics would change the function the weights encode.
+    """
+    out = {}
+    eps = 1e-5
+    for key, value in ts_state.items():
+        m = re.match(r"(.*\.block)\.(0|3)\.(weight|bias)$", key)
+        if m is None:
+            out[key] = value
+            continue
+        prefix, conv, kind = m.groups()
+        out[key] = value
+        if kind == "weight":
+            bn = f"{prefix}.{int(conv) + 1}"
+            c = value.shape[0]
+            out[f"{bn}.weight"] = torch.ones(c)
+            out[f"{bn}.bias"] = torch.zeros(c)
+            out[f"{bn}.running_mean"] = torch.zeros(c)
+            out[f"{bn}.running_var"] = torch.full((c,), 1.0 - eps)
+            out[f"{bn}.num_batches_tracked"] = torch.tensor(0)
+    return out
+
+
 def load_state_dict_any(path: str) -> dict:
-    """Network weights from a training checkpoint (EMA), an EMA snapshot, or a raw state dict."""
-    sd = torch.load(path, map_location="cpu", weights_only=False)
+    """Network weights from a training checkpoint (EMA), an EMA snapshot, a raw state dict, or a
+    shipped TorchScript file (unfolded: see ``unfold_torchscript_state``)."""
+    try:
+        with warnings.catch_warnings():  # a TorchScript archive is expected here, not a mistake
+            warnings.filterwarnings("ignore", message=r".*TorchScript archive.*")
+            sd = torch.load(path, map_location="cpu", weights_only=False)
+    except RuntimeError as exc:
+        if "TorchScript" not in str(exc) and "torch.jit.load" not in str(exc):
+            raise
+        ctx = _quiet_torchscript()
+        try:
+            ts = torch.jit.load(path, map_location="cpu")
+        finally:
+            ctx.__exit__(None, None, None)
+        return unfold_torchscript_state({k: v.detach().clone() for k, v in ts.state_dict().items()})
+    if isinstance(sd, torch.jit.ScriptModule):  # torch.load dispatches TorchScript archives to jit.load
+        return unfold_torchscript_state({k: v.detach().clone() for k, v in sd.state_dict().items()})
     if isinstance(sd, dict) and "ema" in sd:
         return sd["ema"]
     if isinstance(sd, dict) and "model" in sd:

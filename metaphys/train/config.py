@@ -31,6 +31,9 @@ class TrainConfig:
     eval_iterations: int = 100
     eval_sizes: List[int] = field(default_factory=lambda: [32, 64, 100])
     log_every: int = 50
+    # BatchNorm in eval mode with frozen statistics (affine still trained): needed to fine-tune
+    # from shipped TorchScript weights, whose BatchNorms are folded into the convolutions
+    freeze_batchnorm: bool = False
     pools: List[PoolSpec] = field(default_factory=list)
 
     @classmethod

@@ -70,8 +70,15 @@ class Trainer:
         return c.lr * (c.lr_final_fraction + (1 - c.lr_final_fraction) * 0.5 * (1 + math.cos(math.pi * t)))
 
     # --- one meta-training step -------------------------------------------------------------
-    def train_step(self) -> dict:
+    def _train_mode(self) -> None:
         self.model.train()
+        if self.cfg.freeze_batchnorm:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def train_step(self) -> dict:
+        self._train_mode()
         asked = [p.ask() for p in self.pools]
         groups = defaultdict(list)
         for k, a in enumerate(asked):
@@ -124,19 +131,27 @@ class Trainer:
     def checkpoint_path(self) -> str:
         return os.path.join(self.out_dir, "checkpoint.pt")
 
+    def pools_path(self) -> str:
+        return os.path.join(self.out_dir, "pools.pt")
+
     def state_dict(self) -> dict:
+        """The small part worth committing (network, EMA, optimizer, counters: a few MB)."""
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "step": self.step, "elapsed": self.elapsed, "pools": [p.state_dict() for p in self.pools],
-                "torch_rng": torch.get_rng_state(), "config": self.cfg.__dict__ | {"pools": [vars(s) for s in self.cfg.pools]},
+                "step": self.step, "elapsed": self.elapsed,
+                "config": self.cfg.__dict__ | {"pools": [vars(s) for s in self.cfg.pools]},
                 "history": self.history}
+
+    def pools_state_dict(self) -> dict:
+        """The large, local part (pool environments, RNG): a resume with it is bit-exact."""
+        return {"step": self.step, "pools": [p.state_dict() for p in self.pools], "torch_rng": torch.get_rng_state()}
 
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
-        path = self.checkpoint_path()
-        tmp = path + ".tmp"
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        for path, sd in ((self.pools_path(), self.pools_state_dict()), (self.checkpoint_path(), self.state_dict())):
+            tmp = path + ".tmp"
+            torch.save(sd, tmp)
+            os.replace(tmp, path)
 
     def load_checkpoint(self, path: Optional[str] = None) -> bool:
         path = path or self.checkpoint_path()
@@ -148,13 +163,21 @@ class Trainer:
         self.opt.load_state_dict(sd["opt"])
         self.step, self.elapsed = int(sd["step"]), float(sd["elapsed"])
         self.history = list(sd.get("history", []))
-        if len(sd["pools"]) == len(self.pools) and all(
-                p.state_dict()["u"].shape == q["u"].shape for p, q in zip(self.pools, sd["pools"])):
-            for p, q in zip(self.pools, sd["pools"]):
+        pools_file = os.path.join(os.path.dirname(path), "pools.pt")
+        pools = None
+        if "pools" in sd:  # older single-file checkpoints
+            pools = sd
+        elif os.path.exists(pools_file):
+            pools = torch.load(pools_file, map_location=self.device, weights_only=False)
+            if int(pools.get("step", -1)) != self.step:  # written by another run or step: not this state
+                pools = None
+        if pools is not None and len(pools["pools"]) == len(self.pools) and all(
+                p.state_dict()["u"].shape == q["u"].shape for p, q in zip(self.pools, pools["pools"])):
+            for p, q in zip(self.pools, pools["pools"]):
                 p.load_state_dict(q)
-            torch.set_rng_state(sd["torch_rng"])
-        else:  # the recipe changed: keep the network and optimizer, start fresh pools (fine-tuning)
-            print("resume: pool layout changed; continuing with fresh pools", file=sys.stderr)
+            torch.set_rng_state(pools["torch_rng"])
+        else:  # a fresh machine or a changed recipe: keep network + optimizer, start fresh pools
+            print("resume: no matching pool state; continuing with fresh pools", file=sys.stderr)
         return True
 
     def save_snapshot(self) -> str:
