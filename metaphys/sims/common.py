@@ -41,6 +41,12 @@ class StepRecord:
     residual_start: float
     guard_rejections: int
     hit_cap: bool
+    # convergence gauge (cloth fills all of these; other sims leave the defaults)
+    relative_residual: Optional[float] = None  # scale-free: |grad| / max(|grad at start|, |gravity force|)
+    max_strain: Optional[float] = None         # max over edges of |e| / L0 - 1 at the end of the frame
+    finished_by: str = "metamizer"             # which solver ended the frame: "metamizer" or "newton"
+    newton_iterations: int = 0
+    converged: Optional[bool] = None           # relative_residual <= tol (None: no tolerance was asked)
 
     def as_dict(self) -> dict:
         return asdict(self)
