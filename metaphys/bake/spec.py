@@ -1,0 +1,597 @@
+"""Bake spec schemas (cloth, smoke): types, ranges, units and defaults in one place, free of bpy.
+
+``validate(kind, spec, size=...)`` checks a whole spec BEFORE anything is written and returns
+the complete parameter dict (defaults filled in). Every problem is reported with its key path
+and what was expected, e.g. ``colliders[1].radius: expected a number > 0 (metres), got "big"``;
+unknown keys get a "did you mean". Nothing is coerced: a bool is not a number, 2.7 is not an
+int and "no" is not a bool. ``markdown_table(kind)`` renders the same schema for
+docs/bake-spec.md (``python -m metaphys.bake.spec --write-docs`` updates it).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SCHEMAS", "defaults", "markdown_table",
+           "update_docs", "RENAMED"]
+
+
+class SpecError(ValueError):
+    """An invalid bake spec; ``errors`` lists one ``"path: expected ..., got ..."`` line per problem."""
+
+    def __init__(self, kind: str, errors: List[str]):
+        self.kind, self.errors = kind, list(errors)
+        if len(errors) == 1:
+            msg = f"invalid {kind} spec: {errors[0]}"
+        else:
+            msg = f"invalid {kind} spec ({len(errors)} problems):\n  " + "\n  ".join(errors)
+        super().__init__(msg)
+
+
+class _Invalid(Exception):
+    def __init__(self, path: str, message: str):
+        self.path, self.message = path, message
+
+
+def _show(value: Any) -> str:
+    """The offending value as the user wrote it (JSON), shortened."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(v) -> bool:  # bool is an int subclass in Python, but never a number in a spec
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+# ---- value types ---------------------------------------------------------------------------------
+class Type:
+    nullable = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def check(self, value, path: str):
+        raise NotImplementedError
+
+    def fail(self, value, path: str, expected: Optional[str] = None):
+        raise _Invalid(path, f"expected {expected or self.describe()}, got {_show(value)}")
+
+
+def _range_text(lo, hi, lo_open, hi_open) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+class Number(Type):
+    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, unit="", nullable=False, integer=False):
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+        self.unit, self.nullable, self.integer = unit, nullable, integer
+
+    def describe(self) -> str:
+        rng = _range_text(self.lo, self.hi, self.lo_open, self.hi_open)
+        text = ("an integer" if self.integer else "a number") + (f" {rng}" if rng else "")
+        if self.unit:
+            text += f" ({self.unit})"
+        return text + (" or null" if self.nullable else "")
+
+    def check(self, value, path):
+        if value is None and self.nullable:
+            return None
+        ok_type = _is_int(value) if self.integer else _is_number(value)
+        if not ok_type or (not self.integer and not math.isfinite(float(value))):
+            self.fail(value, path)
+        v = int(value) if self.integer else float(value)
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            self.fail(value, path)
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            self.fail(value, path)
+        return v
+
+
+def Int(lo=None, hi=None, unit="", nullable=False) -> Number:
+    return Number(lo, hi, unit=unit, nullable=nullable, integer=True)
+
+
+class Bool(Type):
+    def describe(self):
+        return "true or false"
+
+    def check(self, value, path):
+        if not isinstance(value, (bool, np.bool_)):
+            self.fail(value, path)
+        return bool(value)
+
+
+class Choice(Type):
+    def __init__(self, *options):
+        self.options = options
+
+    def describe(self):
+        return "one of " + ", ".join(json.dumps(o) for o in self.options)
+
+    def check(self, value, path):
+        if not isinstance(value, str) or value not in self.options:
+            hint = ""
+            if isinstance(value, str):
+                close = difflib.get_close_matches(value, self.options, n=1)
+                hint = f" (did you mean {json.dumps(close[0])}?)" if close else ""
+            raise _Invalid(path, f"expected {self.describe()}, got {_show(value)}{hint}")
+        return value
+
+
+class Vector(Type):
+    """A fixed-length list of finite numbers, optionally per element in a range."""
+
+    def __init__(self, n: int, unit="", lo=None, lo_open=False, integer=False, names=""):
+        self.n, self.unit, self.lo, self.lo_open, self.integer, self.names = n, unit, lo, lo_open, integer, names
+        self.elem = Number(lo, lo_open=lo_open, integer=integer)
+
+    def describe(self):
+        what = "integers" if self.integer else "numbers"
+        rng = _range_text(self.lo, None, self.lo_open, False)
+        text = f"a list of {self.n} {what}" + (f" {rng}" if rng else "")
+        if self.names:
+            text += f" {self.names}"
+        return text + (f" ({self.unit})" if self.unit else "")
+
+    def check(self, value, path):
+        if not isinstance(value, (list, tuple)) or len(value) != self.n:
+            self.fail(value, path)
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.elem.check(v, f"{path}[{i}]"))
+            except _Invalid:
+                self.fail(value, path)
+        return out
+
+
+class Track(Type):
+    """A vector, or a per-frame list of vectors (animated; sampled at the end of each step)."""
+
+    def __init__(self, vec: Vector):
+        self.vec = vec
+
+    def describe(self):
+        return f"{self.vec.describe()}, or a per-frame list of them"
+
+    def check(self, value, path):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+            return [self.vec.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, (list, tuple)) and len(value) == self.vec.n:
+            return self.vec.check(value, path)
+        self.fail(value, path)
+
+
+class Array(Type):
+    """A (nested) list of finite numbers; shapes against other keys are checked by the schema's ``cross``."""
+
+    def __init__(self, what: str, integer=False, nullable=True, path_ok=False, lo=None, hi=None):
+        self.what, self.integer, self.nullable, self.path_ok, self.lo, self.hi = what, integer, nullable, path_ok, lo, hi
+
+    def describe(self):
+        return self.what + (" or null" if self.nullable else "")
+
+    def check(self, value, path):
+        if value is None and self.nullable:
+            return None
+        if isinstance(value, str) and self.path_ok:
+            if not value.endswith(".npy"):
+                self.fail(value, path, f"{self.what} (a path must name a .npy file)")
+            if not os.path.isfile(value):
+                raise _Invalid(path, f"file not found: {value}")
+            try:
+                arr = np.load(value, allow_pickle=False)
+            except Exception as exc:  # a truncated or non-npy file
+                raise _Invalid(path, f"cannot read {value} as a .npy array ({type(exc).__name__}: {exc})") from None
+            if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+                raise _Invalid(path, f"{value} holds {arr.dtype} values, expected real numbers")
+        else:
+            if not isinstance(value, (list, tuple, np.ndarray)):
+                self.fail(value, path)
+            bad = _first_non_number(value, path, self.integer)
+            if bad is not None:
+                raise _Invalid(bad[0], f"expected {'an integer' if self.integer else 'a number'} "
+                                       f"(in {self.what}), got {_show(bad[1])}")
+            try:
+                arr = np.asarray(value, dtype=np.int64 if self.integer else np.float64)
+            except ValueError:
+                self.fail(value, path, f"{self.what} (rows of equal length)")
+        if not np.isfinite(arr).all():
+            raise _Invalid(path, f"expected finite numbers in {self.what}, got NaN or infinity")
+        if self.lo is not None and arr.size and arr.min() < self.lo or self.hi is not None and arr.size and arr.max() > self.hi:
+            k = int(np.argmax((arr.ravel() < (self.lo if self.lo is not None else -np.inf))
+                              | (arr.ravel() > (self.hi if self.hi is not None else np.inf))))
+            raise _Invalid(path, f"expected values in [{self.lo:g}, {self.hi:g}], got {arr.ravel()[k]:g} "
+                                 f"at flat index {k}")
+        return value if isinstance(value, str) else arr
+
+
+def _first_non_number(value, path, integer) -> Optional[Tuple[str, Any]]:
+    stack = [(value, path)]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, np.ndarray):
+            if v.dtype == object or v.dtype == bool or not np.issubdtype(v.dtype, np.number):
+                return p, v.dtype.name
+            if integer and not np.issubdtype(v.dtype, np.integer):
+                return p, v.dtype.name
+            continue
+        if isinstance(v, (list, tuple)):
+            stack.extend((x, f"{p}[{i}]") for i, x in reversed(list(enumerate(v))))
+        elif not (_is_int(v) if integer else _is_number(v)):
+            return p, v
+    return None
+
+
+@dataclass
+class Key:
+    type: Type
+    default: Any = None
+    doc: str = ""
+    default_doc: Optional[str] = None   # how the default reads in the docs when it is computed
+    required: bool = False
+
+
+class Object(Type):
+    """A JSON object with known keys; ``tag`` names a discriminating key (e.g. collider ``type``)."""
+
+    def __init__(self, name: str, keys: Dict[str, Key], tag: Optional[str] = None,
+                 variants: Optional[Dict[str, Dict[str, Key]]] = None):
+        self.name, self.keys, self.tag, self.variants = name, keys, tag, variants or {}
+
+    def describe(self):
+        if self.tag:
+            return (f"an object with {json.dumps(self.tag)}: " + " or ".join(json.dumps(v) for v in self.variants))
+        return "an object"
+
+    def check(self, value, path):
+        if not isinstance(value, dict):
+            self.fail(value, path)
+        keys = dict(self.keys)
+        if self.tag:
+            t = value.get(self.tag)
+            keys.update({self.tag: Key(Choice(*self.variants), required=True)})
+            if t in self.variants:
+                keys.update(self.variants[t])
+        out, errors = {}, []
+        for k in value:
+            if k not in keys:
+                errors.append(_unknown(k, keys, path))
+        for k, key in keys.items():
+            p = f"{path}.{k}" if path else k
+            if k not in value:
+                if key.required:
+                    errors.append(_Invalid(p, f"missing (expected {key.type.describe()})"))
+                continue
+            try:
+                out[k] = key.type.check(value[k], p)
+            except _Invalid as e:
+                errors.append(e)
+            except _Many as many:
+                errors.extend(many.errors)
+        if errors:
+            raise _Many(errors)
+        return out
+
+
+class _Many(Exception):
+    def __init__(self, errors):
+        self.errors = errors
+
+
+class ListOf(Type):
+    def __init__(self, item: Type, what: str):
+        self.item, self.what = item, what
+
+    def describe(self):
+        return f"a list of {self.what}"
+
+    def check(self, value, path):
+        if not isinstance(value, list):
+            self.fail(value, path)
+        out, errors = [], []
+        for i, v in enumerate(value):
+            try:
+                out.append(self.item.check(v, f"{path}[{i}]"))
+            except _Invalid as e:
+                errors.append(e)
+            except _Many as many:
+                errors.extend(many.errors)
+        if errors:
+            raise _Many(errors)
+        return out
+
+
+def _unknown(k, keys, path) -> _Invalid:
+    p = f"{path}.{k}" if path else str(k)
+    if path == "" and k in RENAMED:
+        return _Invalid(p, RENAMED[k])
+    close = difflib.get_close_matches(str(k), list(keys), n=1, cutoff=0.6)
+    hint = f"; did you mean {json.dumps(close[0])}?" if close else f"; known keys: {', '.join(sorted(keys))}"
+    return _Invalid(p, f"unknown key{hint}")
+
+
+# ---- the schemas ----------------------------------------------------------------------------------
+# Keys of the old (model-unit) cloth material: refused with what they became (issue #12).
+RENAMED = {
+    "stretch": "this key was replaced by \"tension\" (membrane stretch stiffness in N/m, default 250); "
+               "the old dimensionless values do not carry over",
+    "bend": "this key was replaced by \"bending\" (bending stiffness in N*m, default 2.5e-5); "
+            "the old dimensionless values do not carry over",
+    "damping": "this key was replaced by \"air_damping\" (velocity damping in 1/s, default 0.1)",
+}
+
+_V3 = Vector(3, "metres", names="[x, y, z]")
+COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
+                                             doc="[x, y, z] metres, or a per-frame list of them")},
+                  tag="type", variants={
+                      "sphere": {"radius": Key(Number(0, lo_open=True, unit="metres"), required=True)},
+                      "box": {"half_extents": Key(Vector(3, "metres", lo=0, lo_open=True, names="[hx, hy, hz]"),
+                                                  required=True)}})
+
+CLOTH_SCHEMA: Dict[str, Key] = {
+    "rows": Key(Int(16), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
+    "cols": Key(Int(16), None, "grid vertex count along the columns", "`rows`"),
+    "rest_positions": Key(Array("a rows*cols x 3 list of [x, y, z] (metres, world space)"), None,
+                          "rest mesh in row-major grid order (row = i, column = j)",
+                          "a flat square `size_m` wide hanging at z = `height`"),
+    "size_m": Key(Number(0, lo_open=True, unit="metres"), 1.0, "width of the default cloth"),
+    "height": Key(Number(unit="metres"), 1.0, "z of the default cloth's top row"),
+    "vertex_index": Key(Array("a list of rows*cols integers", integer=True), None,
+                        "mesh vertex index of each grid vertex; caches and rest.obj are written in mesh order",
+                        "grid order"),
+    "output_matrix": Key(Array("a 4x4 row-major matrix"), None,
+                         "applied to positions before writing (e.g. world -> object local)", "identity"),
+    "frames": Key(Int(1), 48, "number of frames"),
+    "fps": Key(Number(0, lo_open=True, unit="frames per second"), 24.0, "time per frame = 1 / fps"),
+    "start_frame": Key(Int(), 1, "number of the first baked frame"),
+    "substeps": Key(Int(1), 1, "solver time steps per frame"),
+    "gravity": Key(Vector(3, "m/s^2"), [0.0, 0.0, -9.81], "gravitational acceleration"),
+    "mass_per_area": Key(Number(0, lo_open=True, unit="kg/m^2"), 0.2, "areal density of the cloth"),
+    "tension": Key(Number(0, lo_open=True, unit="N/m"), 250.0, "membrane stretch stiffness"),
+    "shear": Key(Number(0, unit="N/m"), 10.0, "in-plane shear stiffness"),
+    "bending": Key(Number(0, unit="N*m"), 2.5e-5, "bending stiffness"),
+    "air_damping": Key(Number(0, unit="1/s"), 0.1, "velocity damping"),
+    "wind": Key(Vector(3, "m/s^2"), [0.0, 0.0, 0.0], "uniform acceleration"),
+    "pin_weights": Key(Array("a list of rows*cols numbers in [0, 1]", lo=0.0, hi=1.0), None,
+                       "1 = hard pin, between = soft spring", "the two top corners pinned"),
+    "pin_targets": Key(Array("rows*cols x 3 (static) or frames x rows*cols x 3 (animated) positions (metres)"),
+                       None, "positions pinned vertices follow (per-frame tracks: see above)", "rest positions"),
+    "colliders": Key(ListOf(COLLIDER, "colliders"), None,
+                     "`{\"type\": \"sphere\", \"center\": [x,y,z] or per-frame list, \"radius\": r}` or "
+                     "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz]}` (axis-aligned), metres",
+                     "a sphere under the default cloth; none with `rest_positions`"),
+    "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
+                          "collision distance kept from colliders"),
+    "solver": Key(Choice("auto", "metamizer", "newton"), "auto",
+                  "`auto`: Metamizer iterations, then a Newton finishing stage when above `tol`"),
+    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-6,
+               "|grad| / max(|grad at frame start|, |gravity force|); null only with solver `metamizer`"),
+    "iterations_per_step": Key(Int(1), 30, "Metamizer iterations per time step"),
+    "max_iterations": Key(Int(1), 200, "Metamizer iteration cap per step"),
+    "newton_max_iterations": Key(Int(1), 50, "Newton iteration cap per step"),
+    "strain_limit": Key(Number(0, lo_open=True, unit="fraction"), 0.5,
+                        "max edge strain |e|/L0 - 1 before a frame is flagged (0.5 = 50 %)"),
+    "guard": Key(Bool(), True, "reject optimizer steps that make the loss grow or non-finite"),
+    "threads": Key(Int(1, nullable=True), None, "CPU threads (`--threads` overrides)",
+                   "null = auto (1 up to 96^2, all cores above)"),
+}
+
+OBSTACLE = Object("obstacle shape", {"center": Key(Track(Vector(2, "cells", names="[row, col]")), required=True)},
+                  tag="type", variants={
+                      "circle": {"radius": Key(Number(0, lo_open=True, unit="cells"), required=True)},
+                      "box": {"half": Key(Vector(2, "cells", lo=0, lo_open=True, names="[rows, cols]"),
+                                          required=True)}})
+
+SMOKE_SCHEMA: Dict[str, Key] = {
+    "resolution": Key(Vector(2, "cells", lo=16, integer=True, names="[rows, cols]"), None,
+                      "cells of the 2D domain", "[`--size`, `--size`] (128)"),
+    "cell_size": Key(Number(0, lo_open=True, unit="metres", nullable=True), None,
+                     "size of a cell (VDB voxel size)", "1 / rows"),
+    "frames": Key(Int(1), 48, "number of frames (one simulation step per frame)"),
+    "fps": Key(Number(0, lo_open=True, unit="frames per second"), 24.0,
+               "playback rate of flipbook.json and preview.gif; the simulation runs in grid units "
+               "(one step per frame), so fps does not change the motion"),
+    "start_frame": Key(Int(), 1, "number of the first baked frame"),
+    "emitters": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array in [0, 1]",
+                          path_ok=True), None, "where density is injected", "a disc at the bottom centre"),
+    "obstacles": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array, 1 = solid",
+                           path_ok=True), None, "solid cells", "none"),
+    "obstacle_shapes": Key(ListOf(OBSTACLE, "obstacle shapes"), None,
+                           "`{\"type\": \"circle\", \"center\": [row, col] or per-frame list, \"radius\": r}` or "
+                           "`{\"type\": \"box\", \"center\": ..., \"half\": [rows, cols]}`, in cells (row 0 = top)",
+                           "none"),
+    "emitter_density": Key(Number(0, unit="density per step"), 0.1, "density added inside emitters"),
+    "emitter_velocity": Key(Vector(2, "cells/step^2", names="[vx, vy]"), [0.0, 0.0],
+                            "acceleration imposed inside emitters"),
+    "buoyancy": Key(Number(unit="cells/step^2 per unit density"), 0.02, "upward acceleration"),
+    "viscosity": Key(Number(0, unit="cells^2/step"), 0.01, "kinematic viscosity"),
+    "density_diffusion": Key(Number(0, unit="cells^2/step"), 0.0, "diffusion of the density"),
+    "wind": Key(Vector(2, "cells/step^2", names="[vx, vy]"), [0.0, 0.0], "uniform acceleration"),
+    "iterations_per_step": Key(Int(1), 20, "optimizer iterations per fluid step"),
+    "tol": Key(Number(0, lo_open=True, unit="mean squared residual", nullable=True), None,
+               "iterate each step until below (up to `max_iterations`); null = `iterations_per_step`"),
+    "max_iterations": Key(Int(1), 200, "iteration cap per step with `tol`"),
+    "density_tol": Key(Number(0, lo_open=True, unit="mean squared residual"), 1e-16,
+                       "tolerance of each density transport step (tighter = better mass conservation)"),
+    "png_max": Key(Number(0, lo_open=True, unit="density"), 1.0, "density mapped to white in the PNGs"),
+    "vdb": Key(Bool(), True, "write OpenVDB files (when an OpenVDB module is available)"),
+}
+
+SCHEMAS = {"cloth": CLOTH_SCHEMA, "smoke": SMOKE_SCHEMA}
+
+
+def defaults(kind: str) -> dict:
+    """The schema defaults of ``kind`` (None where the default is computed from other keys)."""
+    return {k: (list(v.default) if isinstance(v.default, list) else v.default) for k, v in SCHEMAS[kind].items()}
+
+
+# ---- cross-key checks -------------------------------------------------------------------------------
+def _cloth_cross(p: dict, given: dict, errors: list) -> None:
+    rows, cols = p["rows"], p["cols"]
+    nv = rows * cols
+
+    def shape_err(key, expected, arr):
+        errors.append(_Invalid(key, f"expected {expected}, got shape {list(np.shape(arr))}"))
+
+    if p["rest_positions"] is not None and p["rest_positions"].shape != (nv, 3):
+        shape_err("rest_positions", f"shape [{nv}, 3] (rows*cols = {rows}*{cols}, xyz)", p["rest_positions"])
+    vi = p["vertex_index"]
+    if vi is not None:
+        if vi.shape != (nv,):
+            shape_err("vertex_index", f"{nv} integers (rows*cols)", vi)
+        elif not np.array_equal(np.sort(vi), np.arange(nv)):
+            errors.append(_Invalid("vertex_index", f"expected a permutation of 0..{nv - 1} (one mesh vertex per "
+                                                   "grid vertex), got repeated or out-of-range indices"))
+    if p["output_matrix"] is not None and p["output_matrix"].shape != (4, 4):
+        shape_err("output_matrix", "shape [4, 4]", p["output_matrix"])
+    pw = p["pin_weights"]
+    if pw is not None and pw.shape != (nv,):
+        shape_err("pin_weights", f"{nv} numbers (rows*cols)", pw)
+    pt = p["pin_targets"]
+    if pt is not None and not (pt.shape == (nv, 3) or (pt.ndim == 3 and pt.shape[1:] == (nv, 3) and len(pt))):
+        shape_err("pin_targets", f"shape [{nv}, 3] or [frames, {nv}, 3]", pt)
+    if p["tol"] is None and p["solver"] != "metamizer":
+        errors.append(_Invalid("tol", f"null is only allowed with solver \"metamizer\" (solver "
+                                      f"{json.dumps(p['solver'])} needs a tolerance), got null"))
+
+
+def _smoke_cross(p: dict, given: dict, errors: list) -> None:
+    h, w = p["resolution"]
+    for key in ("emitters", "obstacles"):
+        v = p[key]
+        if v is None:
+            continue
+        arr = np.load(v) if isinstance(v, str) else v
+        if arr.ndim not in (2, 3) or arr.shape[-2:] != (h, w):
+            errors.append(_Invalid(key, f"expected shape [{h}, {w}] or [frames, {h}, {w}], "
+                                        f"got shape {list(arr.shape)}"))
+        elif arr.size and (arr.min() < 0 or arr.max() > 1):
+            errors.append(_Invalid(key, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]"))
+
+
+def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
+    """Validate ``spec`` against ``kind``'s schema; return the parameters with every default filled in.
+
+    ``size`` is the `--size` default for the grid. Raises SpecError listing every problem.
+    """
+    if kind not in SCHEMAS:
+        raise ValueError(f"kind must be 'cloth' or 'smoke', got {kind!r}")
+    if not isinstance(spec, dict):
+        raise SpecError(kind, [f"the spec must be a JSON object, got {_show(spec)}"])
+    schema = SCHEMAS[kind]
+    errors: list = []
+    p: dict = {}
+    for k in spec:
+        if k not in schema:
+            errors.append(_unknown(k, schema, ""))
+    for k, key in schema.items():
+        if k not in spec:
+            p[k] = defaults(kind)[k]
+            continue
+        try:
+            p[k] = key.type.check(spec[k], k)
+        except _Invalid as e:
+            errors.append(e)
+            p[k] = None
+        except _Many as many:
+            errors.extend(many.errors)
+            p[k] = None
+    if not errors:
+        if kind == "cloth":
+            size = 32 if size is None else size
+            p["rows"] = p["rows"] if p["rows"] is not None else size
+            p["cols"] = p["cols"] if p["cols"] is not None else p["rows"]
+            _cloth_cross(p, spec, errors)
+        else:
+            size = 128 if size is None else size
+            p["resolution"] = p["resolution"] if p["resolution"] is not None else [size, size]
+            _smoke_cross(p, spec, errors)
+    if errors:
+        raise SpecError(kind, [f"{e.path}: {e.message}" for e in errors])
+    return p
+
+
+# ---- docs ---------------------------------------------------------------------------------------------
+def _default_text(key: Key) -> str:
+    if key.default_doc is not None:
+        return key.default_doc
+    if key.default is None:
+        return "null"
+    return f"`{json.dumps(key.default)}`"
+
+
+def markdown_table(kind: str) -> str:
+    rows = ["| key | type and range | default | meaning |", "|---|---|---|---|"]
+    for name, key in SCHEMAS[kind].items():
+        desc = key.type.describe().replace("|", "\\|")
+        rows.append(f"| `{name}` | {desc} | {_default_text(key)} | {key.doc.replace('|', chr(92) + '|')} |")
+    if kind == "cloth":
+        for old, msg in RENAMED.items():
+            rows.append(f"| ~~`{old}`~~ | refused | | {msg.replace(chr(34), '`')} |")
+    return "\n".join(rows) + "\n"
+
+
+def _markers(kind: str) -> Tuple[str, str]:
+    return (f"<!-- BEGIN {kind} spec table: generated by `python -m metaphys.bake.spec --write-docs` -->",
+            f"<!-- END {kind} spec table -->")
+
+
+def render_docs(text: str) -> str:
+    """``text`` (docs/bake-spec.md) with each generated table replaced by the schema's rendering."""
+    for kind in SCHEMAS:
+        begin, end = _markers(kind)
+        a, b = text.find(begin), text.find(end)
+        if a < 0 or b < a:
+            raise ValueError(f"docs/bake-spec.md lacks the markers {begin!r} ... {end!r}")
+        text = text[:a + len(begin)] + "\n" + markdown_table(kind) + text[b:]
+    return text
+
+
+def docs_path() -> str:
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "docs", "bake-spec.md")
+
+
+def update_docs(path: Optional[str] = None, check: bool = False) -> bool:
+    """Regenerate the spec tables in docs/bake-spec.md; with ``check``, only report whether it is current."""
+    path = path or docs_path()
+    with open(path, encoding="utf-8") as fh:
+        old = fh.read()
+    new = render_docs(old)
+    if check or new == old:
+        return new == old
+    from metaphys.io.atomic import atomic_write_text
+    atomic_write_text(path, new)
+    return True
+
+
+if __name__ == "__main__":
+    import sys
+    if "--check" in sys.argv:
+        ok = update_docs(check=True)
+        print("docs/bake-spec.md is up to date" if ok else "docs/bake-spec.md is out of date: run "
+              "python -m metaphys.bake.spec --write-docs")
+        sys.exit(0 if ok else 1)
+    update_docs()
+    print(f"updated {docs_path()}")
