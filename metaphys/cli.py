@@ -10,9 +10,15 @@ import time
 
 def _load_optimizer(weights, device):
     from metaphys.optim.metamizer import Metamizer
-    from metaphys.optim.weights import load_torchscript, sha256_of, default_weights_path
+    from metaphys.optim.weights import WeightsError, load_torchscript, sha256_of, default_weights_path
     path = weights or default_weights_path()
-    model = load_torchscript(path, map_location=device)
+    try:
+        model = load_torchscript(path, map_location=device)
+    except WeightsError:
+        raise
+    except Exception as exc:  # a truncated or foreign file whose checksum was updated: torch's zip/pickle errors
+        raise WeightsError(f"cannot load the Metamizer weights {path}: not a readable TorchScript file "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     return Metamizer(model, device=device), sha256_of(path)
 
 
@@ -40,16 +46,66 @@ def _overrides(args, spec):
     if args.frames is not None:
         spec["frames"] = args.frames
     if args.iterations is not None:
-        spec["iterations_per_step"], spec["tol"] = args.iterations, None
+        spec["iterations_per_step"] = args.iterations
+        if args.kind == "smoke":  # smoke: a fixed budget replaces the tolerance (cloth: Metamizer budget)
+            spec["tol"] = None
     if args.tol is not None:
         spec["tol"] = args.tol
     if args.max_iterations is not None:
         spec["max_iterations"] = args.max_iterations
+    if args.solver is not None:
+        spec["solver"] = args.solver
     return spec
 
 
+def _check_args(args) -> None:
+    """Command-line values argparse cannot check; ValueError names the option and what it accepts."""
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if args.size is not None and args.size < 16:
+        raise ValueError(f"--size must be >= 16 (the optimizer's smallest grid), got {args.size}")
+    if args.iterations is not None and args.iterations < 1:
+        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.max_iterations is not None and args.max_iterations < 1:
+        raise ValueError(f"--max-iterations must be >= 1, got {args.max_iterations}")
+    if args.tol is not None and not (args.tol > 0 and args.tol != float("inf")):
+        raise ValueError(f"--tol must be a positive number, got {args.tol}")
+    if args.solver is not None and args.kind != "cloth":
+        raise ValueError("--solver applies to cloth bakes only")
+    if args.threads is not None and args.threads != "auto":
+        if not args.threads.isdigit() or int(args.threads) < 1:
+            raise ValueError(f"--threads must be an integer >= 1 or 'auto', got {args.threads!r}")
+    _check_device(args.device)
+
+
+def _check_device(device: str) -> None:
+    import re
+    import torch
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device == "cpu":
+        return
+    if m is None:
+        raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+                         f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+
+
+def _resolve_threads(requested, params) -> int:
+    """auto: 1 thread up to ~96^2 cells (thread start-up costs more than it saves on small grids,
+    and stalls badly on a busy machine), all cores above."""
+    if requested not in (None, "auto"):
+        return int(requested)
+    if params.get("threads") is not None:
+        return int(params["threads"])
+    shape = params.get("resolution") or (params["rows"], params["cols"])
+    return 1 if int(shape[0]) * int(shape[1]) <= 96 * 96 else os.cpu_count() or 1
+
+
 def cmd_bake(args) -> int:
-    from metaphys.bake.driver import BakeError, run_bake
+    from metaphys.bake.driver import BakeError, previous_settings, run_bake
     from metaphys.optim.weights import WeightsError
 
     def fail(msg, code):
@@ -59,55 +115,79 @@ def cmd_bake(args) -> int:
         return code
 
     try:
+        _check_args(args)
+        # --resume without --format/--threads continues with what the bake recorded
+        prev = previous_settings(args.out) if args.resume else {}
+        fmt = args.format or prev.get("format") or "obj"
+        threads_arg = args.threads if args.threads is not None else prev.get("threads")
         spec = _overrides(args, _read_spec(args.spec))
-        if args.frames is not None and args.frames < 1:
-            raise ValueError(f"--frames must be >= 1, got {args.frames}")
-        if args.size is not None and args.size < 4:
-            raise ValueError(f"--size must be >= 4, got {args.size}")
-        optimizer, sha = _load_optimizer(args.weights, args.device)
         if args.kind == "smoke":
             from metaphys.bake.smoke import SmokeWriter, make_smoke_sim, smoke_parameters
             params = smoke_parameters(spec, size=args.size or 128)
+        else:
+            from metaphys.bake.cloth import ClothWriter, cloth_parameters, make_cloth_sim, manifest_parameters
+            params = cloth_parameters(spec, size=args.size or 32)
+        threads = _resolve_threads(threads_arg, params)
+        import torch
+        torch.set_num_threads(threads)
+        optimizer, sha = _load_optimizer(args.weights, args.device)
+        if args.kind == "smoke":
             sim = make_smoke_sim(params, optimizer, device=args.device)
             writer = SmokeWriter(args.out, params)
+            manifest_params, settings = params, {"threads": threads, "device": args.device}
         else:
-            from metaphys.bake.cloth import ClothWriter, cloth_parameters, make_cloth_sim
-            params = cloth_parameters(spec, size=args.size or 32)
-            sim = make_cloth_sim(params, optimizer, device=args.device)
-            writer = ClothWriter(args.out, params, fmt=args.format)
+            sim = make_cloth_sim(params, optimizer, device=args.device, threads=threads)
+            writer = ClothWriter(args.out, params, fmt=fmt)
+            manifest_params = manifest_parameters(params)
+            settings = {"format": fmt, "threads": threads, "device": args.device}
     except (BakeError, ValueError, TypeError, WeightsError) as exc:
         return fail(str(exc), 2)
     frames = int(params["frames"])
-    _set_threads(args.threads, params)
     t = time.time()
     try:
-        manifest_params = {k: v for k, v in params.items() if k not in ("pin_targets",)}
-        run_bake(args.kind, sim, writer, args.out, frames, parameters=manifest_params, model_sha256=sha,
-                 progress=args.progress, resume=args.resume, start_frame=int(params.get("start_frame", 1)))
+        manifest = run_bake(args.kind, sim, writer, args.out, frames, parameters=manifest_params, model_sha256=sha,
+                            progress=args.progress, resume=args.resume, start_frame=params["start_frame"],
+                            settings=settings, strict=args.strict)
     except KeyboardInterrupt:
         print(f"metaphys bake: cancelled; finished frames are kept in {args.out} (continue with --resume)",
               file=sys.stderr)
         return 130
     except BakeError as exc:
-        return fail(str(exc), 2 if "cannot resume" in str(exc) or "not writable" in str(exc) else 1)
+        return fail(str(exc), exc.code)
     except ValueError as exc:
         return fail(str(exc), 2)
-    if args.progress != "json":
-        print(f"{args.kind} bake: {frames} frames in {time.time() - t:.1f} s -> {os.path.abspath(args.out)}")
+    _report(args, manifest, frames, time.time() - t)
     return 0
 
 
-def _set_threads(threads, params) -> None:
-    """auto: 1 thread up to ~96^2 cells (thread start-up costs more than it saves on small grids,
-    and stalls badly on a busy machine), all cores above."""
-    import torch
-    if threads == "auto":
-        shape = params.get("resolution") or (params.get("rows", 32), params.get("cols", 32))
-        threads = 1 if int(shape[0]) * int(shape[1]) <= 96 * 96 else os.cpu_count() or 1
-    n = int(threads)
-    if n < 1:
-        raise ValueError(f"--threads must be >= 1 or 'auto', got {threads}")
-    torch.set_num_threads(n)
+def _report(args, manifest, frames: int, elapsed: float) -> None:
+    """The end-of-bake lines: Newton-finished frames, and warnings for frames that missed the
+    tolerance or the strain limit (also in manifest.json: summary, extra.warnings)."""
+    s = manifest.summary()
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    print(f"{args.kind} bake: {frames} frames in {elapsed:.1f} s -> {os.path.abspath(args.out)}", file=out)
+    if args.kind == "cloth":
+        line = f"  Newton stage finished {s['finished_by_newton']} of {s['frames']} frames"
+        if s["max_strain"] is not None:
+            line += f"; max strain {100 * s['max_strain']:.1f}% (frame {s['max_strain_frame']})"
+        print(line, file=out)
+    if s["guard_rejections"]:
+        print(f"  the step guard rejected {s['guard_rejections']} optimizer steps", file=out)
+    bad = s["not_converged"]
+    if bad:
+        print(f"metaphys bake: warning: {len(bad)} frame(s) missed the tolerance "
+              f"{manifest.parameters.get('tol')}: frames {_frame_list(bad)} (--strict makes this an error)",
+              file=sys.stderr)
+    over = s["over_strain_limit"]
+    if over:
+        print(f"metaphys bake: warning: {len(over)} frame(s) exceed the strain limit "
+              f"{100 * s['strain_limit']:g}%: frames {_frame_list(over)} (--strict makes this an error)",
+              file=sys.stderr)
+
+
+def _frame_list(frames, limit: int = 12) -> str:
+    text = ", ".join(str(f) for f in frames[:limit])
+    return text + (f" ... ({len(frames) - limit} more)" if len(frames) > limit else "")
 
 
 def cmd_demo(args) -> int:
@@ -186,14 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--spec", help="JSON spec file (docs/bake-spec.md); options below override it")
     b.add_argument("--frames", type=int, help="number of frames")
     b.add_argument("--size", type=int, help="grid size (cloth vertices per side / smoke cells per side)")
-    b.add_argument("--format", default="obj", choices=["obj", "ply", "glb", "none"], help="cloth mesh format per frame")
-    b.add_argument("--iterations", type=int, help="optimizer iterations per time step")
+    b.add_argument("--format", choices=["obj", "ply", "glb", "none"],
+                   help="cloth mesh format per frame (default obj; --resume: the bake's own)")
+    b.add_argument("--iterations", type=int, help="optimizer iterations per time step (cloth: the Metamizer budget)")
     b.add_argument("--tol", type=float, help="stop each step when the residual is below TOL")
     b.add_argument("--max-iterations", type=int, help="iteration cap per step with --tol")
+    b.add_argument("--solver", choices=["auto", "metamizer", "newton"],
+                   help="cloth: auto = Metamizer then a Newton finishing stage when above --tol (default: the spec's)")
+    b.add_argument("--strict", action="store_true",
+                   help="a frame that misses the tolerance or the strain limit is an error (exit 1; it is not "
+                        "written, finished frames are kept)")
     b.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     b.add_argument("--resume", action="store_true", help="continue an interrupted bake in OUT")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
-    b.add_argument("--threads", default="auto", help="CPU threads (default auto: 1 for grids up to 96^2)")
+    b.add_argument("--threads", help="CPU threads: an integer >= 1 or auto (default: the spec's, else auto = 1 "
+                                     "for grids up to 96^2; --resume: the bake's own)")
     b.add_argument("--weights", help="Metamizer TorchScript weights (default weights/metamizer.pt)")
     b.set_defaults(func=cmd_bake)
 

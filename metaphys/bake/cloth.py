@@ -1,24 +1,24 @@
-"""Cloth bake: spec -> ClothSim; PC2 cache (mesh vertex order, output_matrix applied), rest OBJ,
-one mesh per frame, preview GIF. Spec keys: docs/bake-spec.md."""
+"""Cloth bake: spec -> ClothSim; PC2 cache (mesh vertex order, output_matrix applied), rest OBJ in the
+same order and space, one mesh per frame, preview GIF. Spec keys: metaphys.bake.spec (docs/bake-spec.md)."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 from typing import Dict
 
 import numpy as np
 
-from metaphys.bake.driver import BakeError
+from metaphys.bake import spec as spec_schema
+from metaphys.bake.driver import input_error
 from metaphys.io import meshseq, pc2, preview
 
-CLOTH_KEYS = {"rows", "cols", "rest_positions", "size_m", "height", "vertex_index", "output_matrix", "frames",
-              "fps", "start_frame", "substeps", "gravity", "mass_per_area", "stretch", "shear", "bend",
-              "damping", "wind", "pin_weights", "pin_targets", "colliders", "iterations_per_step", "tol",
-              "max_iterations", "contact_margin"}
+# The files a cloth bake owns in its folder (cleared when the folder is reused without --resume).
+OWNED_FILES = ("cloth.pc2", "rest.obj", "preview.gif")
+OWNED_DIRS = {"frames": r"frame_\d+\.(obj|ply|glb)"}
 
-CLOTH_DEFAULTS = {"frames": 48, "fps": 24, "start_frame": 1, "substeps": 1, "size_m": 1.0, "height": 1.0,
-                  "gravity": [0.0, 0.0, -9.81], "mass_per_area": 0.2, "stretch": 1000.0, "shear": 10.0,
-                  "bend": 0.1, "damping": 0.1, "wind": [0.0, 0.0, 0.0], "iterations_per_step": 30,
-                  "max_iterations": 200}
+# Arrays kept out of the manifest by value (a digest still makes --resume refuse a changed track).
+_DIGESTED = ("pin_targets",)
 
 
 def default_colliders(size_m: float, height: float):
@@ -27,60 +27,65 @@ def default_colliders(size_m: float, height: float):
 
 
 def cloth_parameters(spec: dict, size: int = 32) -> dict:
-    unknown = set(spec) - CLOTH_KEYS
-    if unknown:
-        raise BakeError(f"unknown cloth spec keys: {sorted(unknown)}; see docs/bake-spec.md")
-    p = dict(CLOTH_DEFAULTS)
-    p.update({k: v for k, v in spec.items() if v is not None or k == "tol"})
-    p.setdefault("rows", size)
-    p.setdefault("cols", p["rows"] if "rest_positions" not in spec else size)
-    if "colliders" not in spec and "rest_positions" not in spec:
-        p["colliders"] = default_colliders(float(p["size_m"]), float(p["height"]))
+    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError)."""
+    p = spec_schema.validate("cloth", spec, size=size)
+    if p["colliders"] is None and p["rest_positions"] is None:
+        p["colliders"] = default_colliders(p["size_m"], p["height"])
     return p
 
 
-def make_cloth_sim(p: dict, optimizer, device: str = "cpu"):
+def manifest_parameters(p: dict) -> dict:
+    """Parameters as the manifest records them (large per-frame tracks by digest)."""
+    out = dict(p)
+    for k in _DIGESTED:
+        if out.get(k) is not None:
+            arr = np.ascontiguousarray(out[k], dtype=np.float64)
+            out[k] = {"shape": list(arr.shape), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
+    return out
+
+
+_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tension", "shear", "bending", "air_damping",
+             "wind", "pin_weights", "pin_targets", "colliders", "contact_margin", "solver", "tol",
+             "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard", "threads")
+
+
+def make_cloth_sim(p: dict, optimizer, device: str = "cpu", threads: int = None):
     from metaphys.sims.cloth import ClothSim, flat_cloth
-    rows, cols = int(p["rows"]), int(p["cols"])
+    rows, cols = p["rows"], p["cols"]
     rest = p.get("rest_positions")
     if rest is None:
-        rest = flat_cloth(rows, cols, float(p["size_m"]), float(p["height"]))
-    kwargs = dict(rest_positions=rest, fps=p["fps"], substeps=int(p["substeps"]), gravity=p["gravity"],
-                  mass_per_area=p["mass_per_area"], stretch=p["stretch"], shear=p["shear"], bend=p["bend"],
-                  damping=p["damping"], wind=p["wind"], pin_weights=p.get("pin_weights"),
-                  pin_targets=p.get("pin_targets"), colliders=p.get("colliders"),
-                  max_iterations=int(p["max_iterations"]), device=device, optimizer=optimizer)
-    if p.get("contact_margin") is not None:
-        kwargs["contact_margin"] = p["contact_margin"]
-    if p.get("tol") is not None:
-        kwargs.update(tol=float(p["tol"]), iterations_per_step=None)
-    else:
-        kwargs["iterations_per_step"] = int(p["iterations_per_step"])
+        rest = flat_cloth(rows, cols, p["size_m"], p["height"])
+    kwargs = {k: p[k] for k in _SIM_KEYS if k in p}
+    if threads is not None:
+        kwargs["threads"] = threads
+    accepted = inspect.signature(ClothSim).parameters
+    if "tension" not in accepted:  # TEMPORARY until issue #12's ClothSim lands: the old model-unit sim
+        kwargs = _legacy_kwargs(kwargs, accepted)
     try:
-        return ClothSim(rows, cols, **kwargs)
+        return ClothSim(rows, cols, rest_positions=rest, device=device, optimizer=optimizer, **kwargs)
     except (ValueError, TypeError) as exc:
-        raise BakeError(str(exc)) from None
+        raise input_error(str(exc)) from None
+
+
+def _legacy_kwargs(kwargs: dict, accepted) -> dict:
+    """The pre-#12 ClothSim has model-unit materials and no Newton stage: keep its own material
+    defaults and run the Metamizer budget (delete once metaphys/sims/cloth.py takes ``tension``)."""
+    out = {k: v for k, v in kwargs.items() if k in accepted and k not in ("tol", "shear", "size_m")}
+    out["tol"] = None
+    return out
 
 
 class ClothWriter:
     def __init__(self, out: str, params: dict, fmt: str = "obj"):
         self.out = out
         self.rows, self.cols = int(params["rows"]), int(params["cols"])
-        nv = self.rows * self.cols
         self.fmt = fmt
         self.start_frame = int(params.get("start_frame", 1))
+        # validated by the spec schema (a permutation; a 4x4 matrix)
         order = params.get("vertex_index")
-        if order is None:
-            self.order = None
-        else:
-            order = np.asarray(order, dtype=np.int64)
-            if order.shape != (nv,) or sorted(order.tolist()) != list(range(nv)):
-                raise BakeError(f"vertex_index must be a permutation of 0..{nv - 1} (one mesh vertex per grid vertex)")
-            self.order = order
+        self.order = None if order is None else np.asarray(order, dtype=np.int64)
         m = params.get("output_matrix")
         self.matrix = None if m is None else np.asarray(m, dtype=np.float64)
-        if self.matrix is not None and (self.matrix.shape != (4, 4) or not np.isfinite(self.matrix).all()):
-            raise BakeError(f"output_matrix must be a finite 4x4 matrix, got shape {self.matrix.shape}")
         self.rest = None
         self.pc2_path = os.path.join(out, "cloth.pc2")
         self.pc2 = None
@@ -96,6 +101,23 @@ class ClothWriter:
             p = out
         return p
 
+    def _write_rest(self, rest: np.ndarray) -> None:
+        """rest.obj in the PC2's vertex order and space, so its faces fit the cache (Mesh Cache modifier)."""
+        path = os.path.join(self.out, "rest.obj")
+        if self.order is None and self.matrix is None:
+            meshseq.write_rest_obj(path, rest, self.rows, self.cols)
+            return
+        faces = meshseq.grid_faces(self.rows, self.cols, quads=True)
+        uvs = meshseq.grid_uvs(self.rows, self.cols)
+        if self.order is not None:  # grid vertex g is mesh vertex order[g]
+            faces = self.order[faces]
+            mesh_uvs = np.empty_like(uvs)
+            mesh_uvs[self.order] = uvs
+            uvs = mesh_uvs
+        meshseq.write_obj(path, self._to_output(rest), faces, uvs=uvs, object_name="cloth",
+                          header=f"metaphys rest mesh, grid {self.rows}x{self.cols}, mesh vertex order, "
+                                 "output_matrix applied")
+
     def start(self):
         self.pc2 = pc2.PC2Writer(self.pc2_path, self.rows * self.cols, start=float(self.start_frame))
         if self.fmt != "none":
@@ -110,7 +132,7 @@ class ClothWriter:
     def write(self, sim, number: int, index: int) -> Dict[str, str]:
         if self.rest is None:
             self.rest = sim.rest_positions
-            meshseq.write_rest_obj(os.path.join(self.out, "rest.obj"), self.rest, self.rows, self.cols)
+            self._write_rest(self.rest)
         grid = sim.positions.reshape(-1, 3)
         self.pc2.write(self._to_output(grid)[None].astype(np.float32))
         files = {"pc2_sample": index}
@@ -131,7 +153,7 @@ class ClothWriter:
             preview.cloth_gif(os.path.join(self.out, "preview.gif"), grid_frames, H=self.rows, W=self.cols,
                               view="front")
         if self.rest is None:
-            meshseq.write_rest_obj(os.path.join(self.out, "rest.obj"), sim.rest_positions, self.rows, self.cols)
+            self._write_rest(sim.rest_positions)
         outputs = {"pc2": "cloth.pc2", "rest": "rest.obj"}
         if self.matrix is None:
             outputs["preview"] = "preview.gif"

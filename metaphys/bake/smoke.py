@@ -6,34 +6,27 @@ from typing import Dict
 
 import numpy as np
 
-from metaphys.bake.driver import BakeError
+from metaphys.bake import spec as spec_schema
+from metaphys.bake.driver import BakeError, input_error
 from metaphys.io import images, preview, vdb
 
-SMOKE_KEYS = {"resolution", "cell_size", "frames", "fps", "start_frame", "emitters", "obstacles",
-              "obstacle_shapes", "emitter_density", "emitter_velocity", "buoyancy", "viscosity",
-              "density_diffusion", "wind", "iterations_per_step", "tol", "max_iterations", "png_max", "vdb",
-              "density_tol"}
-
-# density_tol 1e-16 for bakes: visually exact, mass drift ~1e-7 relative (the API default is 1e-20)
-SMOKE_DEFAULTS = {"frames": 48, "fps": 24, "start_frame": 1, "iterations_per_step": 20, "png_max": 1.0,
-                  "density_tol": 1e-16}
+# The files a smoke bake owns in its folder (cleared when the folder is reused without --resume).
+OWNED_FILES = ("flipbook.png", "flipbook.json", "preview.gif")
+OWNED_DIRS = {"density": r"density_\d+\.(png|npz|vdb)"}
 
 
 def smoke_parameters(spec: dict, size: int = 128) -> dict:
-    unknown = set(spec) - SMOKE_KEYS
-    if unknown:
-        raise BakeError(f"unknown smoke spec keys: {sorted(unknown)}; see docs/bake-spec.md")
-    p = dict(SMOKE_DEFAULTS)
-    p.update(spec)
-    p.setdefault("resolution", [size, size])
-    return p
+    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError).
+    Defaults live in metaphys.bake.spec (density_tol 1e-16 for bakes: visually exact, mass drift
+    ~1e-7 relative; the API default is 1e-20)."""
+    return spec_schema.validate("smoke", spec, size=size)
 
 
 def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
     from metaphys.sims.smoke import SmokeSim
     kwargs = {k: p[k] for k in ("emitters", "obstacles", "obstacle_shapes", "emitter_density", "emitter_velocity",
                                 "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations", "density_tol")
-              if k in p}
+              if p.get(k) is not None}
     if p.get("tol") is not None:
         kwargs["tol"] = p["tol"]
         kwargs["iterations_per_step"] = None
@@ -42,16 +35,17 @@ def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
     try:
         return SmokeSim(tuple(p["resolution"]), optimizer=optimizer, device=device, **kwargs)
     except (ValueError, TypeError, OSError) as exc:
-        raise BakeError(str(exc)) from None
+        raise input_error(str(exc)) from None
 
 
 class SmokeWriter:
     def __init__(self, out: str, params: dict):
         self.out = out
         self.dir = os.path.join(out, "density")
-        self.png_max = float(params.get("png_max", 1.0))
+        self.png_max = float(params["png_max"])
         self.cell_size = float(params.get("cell_size") or 1.0 / params["resolution"][0])
-        self.want_vdb = params.get("vdb", True) and vdb.vdb_available()
+        self.want_vdb = params["vdb"] and vdb.vdb_available()
+        self.fps = float(params["fps"])  # playback rate of the flipbook and preview (the sim runs per step)
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)

@@ -122,7 +122,7 @@ class BakeManifest:
 
     def __init__(self, path: PathLike, kind: str = "bake", parameters: dict | None = None,
                  model_sha256: str | None = None, outputs: dict | None = None, start_frame: int = 1,
-                 extra: dict | None = None, save: bool = True):
+                 extra: dict | None = None, save: bool = True, settings: dict | None = None):
         self.path = Path(path)
         self.kind = str(kind)
         self.parameters = to_jsonable(dict(parameters or {}), "$.parameters")
@@ -130,6 +130,7 @@ class BakeManifest:
         self.outputs = to_jsonable(dict(outputs or {}), "$.outputs")
         self.start_frame = int(start_frame)
         self.extra = to_jsonable(dict(extra or {}), "$.extra")
+        self.settings = to_jsonable(dict(settings or {}), "$.settings")
         self.frames: list[dict] = []
         self.status = "running"
         self.error: str | None = None
@@ -148,7 +149,8 @@ class BakeManifest:
                              f"expected {MANIFEST_SCHEMA!r})")
         m = cls(path, kind=d.get("kind", "bake"), parameters=d.get("parameters"),
                 model_sha256=d.get("model_sha256"), outputs=d.get("outputs"),
-                start_frame=d.get("start_frame", 1), extra=d.get("extra"), save=False)
+                start_frame=d.get("start_frame", 1), extra=d.get("extra"), save=False,
+                settings=d.get("settings"))
         m.frames = list(d.get("frames", []))
         m.status = d.get("status", "running")
         m.error = d.get("error")
@@ -163,8 +165,10 @@ class BakeManifest:
 
     @classmethod
     def resume(cls, path: PathLike, parameters: dict | None = None, model_sha256: str | None = None,
-               check: bool = True) -> "BakeManifest":
-        """Load ``path`` to continue its bake; with ``check``, refuse if parameters or model differ.
+               check: bool = True, settings: dict | None = None, kind: str | None = None,
+               ignore: tuple = ()) -> "BakeManifest":
+        """Load ``path`` to continue its bake; with ``check``, refuse if the kind, parameters (except
+        the ``ignore`` keys), run settings (format, threads...) or model differ.
 
         Sets status back to "running", records the current metaphys version, saves, and returns
         the manifest: continue at ``next_frame`` (``frames_done`` frames are complete on disk).
@@ -172,12 +176,18 @@ class BakeManifest:
         m = cls.load(path)
         if check:
             problems = []
+            if kind is not None and kind != m.kind:
+                problems.append(f"it is a {m.kind} bake, not a {kind} bake")
             if parameters is not None:
                 new = to_jsonable(dict(parameters), "$.parameters")
-                for k in sorted(set(new) | set(m.parameters)):
+                for k in sorted((set(new) | set(m.parameters)) - set(ignore)):
                     if new.get(k, "<missing>") != m.parameters.get(k, "<missing>"):
                         problems.append(f"parameter {k!r}: manifest has {m.parameters.get(k, '<missing>')!r}, "
                                         f"resume asked for {new.get(k, '<missing>')!r}")
+            for k, v in to_jsonable(dict(settings or {}), "$.settings").items():
+                if k in m.settings and m.settings[k] != v:
+                    problems.append(f"{k}: the bake was written with {m.settings[k]!r}, resume asked for {v!r} "
+                                    f"(a resumed bake must match it: omit the option or pass {m.settings[k]!r})")
             if model_sha256 is not None and m.model_sha256 is not None and model_sha256 != m.model_sha256:
                 problems.append(f"model sha256: manifest has {m.model_sha256}, resume asked for {model_sha256}")
             if problems:
@@ -259,6 +269,24 @@ class BakeManifest:
             "metaphys_version": self.metaphys_version, "created": self.created, "updated": self.updated,
             "start_frame": self.start_frame, "frames": self.frames, "frames_done": self.frames_done,
             "wall_time_s": self.wall_time_s, "outputs": self.outputs, "error": self.error, "extra": self.extra,
+            "settings": self.settings, "summary": self.summary(),
+        }
+
+    def summary(self) -> dict:
+        """Convergence over the frames on disk: how many the Newton stage finished, which missed the
+        tolerance or the strain limit (``parameters["strain_limit"]``), the worst strain, guard rejections."""
+        fr = self.frames
+        limit = self.parameters.get("strain_limit")
+        strains = [(f["max_strain"], f["frame"]) for f in fr if f.get("max_strain") is not None]
+        worst = max(strains) if strains else (None, None)
+        return {
+            "frames": len(fr),
+            "finished_by_newton": sum(1 for f in fr if f.get("finished_by") == "newton"),
+            "not_converged": [f["frame"] for f in fr if f.get("converged") is False],
+            "max_strain": worst[0], "max_strain_frame": worst[1], "strain_limit": limit,
+            "over_strain_limit": [s[1] for s in strains if limit is not None and s[0] > limit],
+            "guard_rejections": sum(int(f.get("guard_rejections") or 0) for f in fr),
+            "threads": self.settings.get("threads"),
         }
 
     def save(self) -> None:
