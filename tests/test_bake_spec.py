@@ -1,0 +1,132 @@
+"""Bake spec schema: every bad value is named by its key path with what was expected; defaults come
+from the schema; the docs tables are generated from it."""
+import json
+
+import numpy as np
+import pytest
+
+from metaphys.bake import spec as S
+from metaphys.bake.cloth import cloth_parameters
+from metaphys.bake.smoke import smoke_parameters
+
+
+def errors_of(kind, spec, **kw):
+    with pytest.raises(S.SpecError) as info:
+        S.validate(kind, spec, **kw)
+    return info.value
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"colliders": {"type": "sphere", "center": [0, 0, 1], "radius": 0.2}},
+     'colliders: expected a list of colliders, got {"type"'),
+    ({"colliders": [[0, 0, 1, 0.2]]}, 'colliders[0]: expected an object with "type": "sphere" or "box", got [0, 0, 1, 0.2]'),
+    ({"colliders": "sphere"}, 'colliders: expected a list of colliders, got "sphere"'),
+    ({"frames": "ten"}, 'frames: expected an integer >= 1, got "ten"'),
+    ({"frames": None}, "frames: expected an integer >= 1, got null"),
+    ({"frames": 2.7}, "frames: expected an integer >= 1, got 2.7"),
+    ({"frames": -5}, "frames: expected an integer >= 1, got -5"),
+    ({"frames": True}, "frames: expected an integer >= 1, got true"),
+    ({"substeps": 1.5}, "substeps: expected an integer >= 1, got 1.5"),
+    ({"tension": True}, "tension: expected a number > 0 (N/m), got true"),
+    ({"stretch": True}, 'stretch: this key was replaced by "tension" (membrane stretch stiffness in N/m'),
+    ({"bend": 0.1}, 'bend: this key was replaced by "bending" (bending stiffness in N*m'),
+    ({"damping": 0.1}, 'damping: this key was replaced by "air_damping" (velocity damping in 1/s'),
+    ({"colliders": [{"type": "sphere", "center": [0, 0, 1], "radius": 0.1},
+                    {"type": "sphere", "center": [0, 0, 1], "radius": "big"}]},
+     'colliders[1].radius: expected a number > 0 (metres), got "big"'),
+    ({"colliders": [{"type": "sphere", "center": [0, 0, 1], "radius": 0.1, "friction": 0.5}]},
+     "colliders[0].friction: unknown key"),
+    ({"colliders": [{"type": "box", "center": [0, 0, 1], "half_extent": [1, 1, 1]}]},
+     'colliders[0].half_extent: unknown key; did you mean "half_extents"?'),
+    ({"colliders": [{"type": "cube", "center": [0, 0, 1]}]}, 'colliders[0].type: expected one of "sphere", "box", got "cube"'),
+    ({"colliders": [{"type": "sphere", "center": [0, 1], "radius": 1}]},
+     "colliders[0].center: expected a list of 3 numbers [x, y, z] (metres), or a per-frame list of them, got [0, 1]"),
+    ({"framse": 3}, 'framse: unknown key; did you mean "frames"?'),
+    ({"gravity": [0, 0, "down"]}, 'gravity: expected a list of 3 numbers (m/s^2), got [0, 0, "down"]'),
+    ({"fps": 0}, "fps: expected a number > 0 (frames per second), got 0"),
+    ({"fps": float("nan")}, "fps: expected a number > 0"),
+    ({"solver": "newtn"}, 'solver: expected one of "auto", "metamizer", "newton", got "newtn" (did you mean "newton"?)'),
+    ({"tol": None}, 'tol: null is only allowed with solver "metamizer"'),
+    ({"guard": "yes"}, 'guard: expected true or false, got "yes"'),
+    ({"rows": 16, "cols": 16, "pin_weights": [2.0] * 256}, "pin_weights: expected values in [0, 1], got 2"),
+    ({"rows": 16, "cols": 16, "pin_weights": [0.5] * 255}, "pin_weights: expected 256 numbers (rows*cols), got shape [255]"),
+    ({"rows": 16, "cols": 16, "vertex_index": [0] * 256}, "vertex_index: expected a permutation of 0..255"),
+    ({"rows": 16, "cols": 16, "vertex_index": [0.5] * 256}, "vertex_index[0]: expected an integer"),
+    ({"rest_positions": [[0, 0, "a"]]}, 'rest_positions[0][2]: expected a number'),
+    ({"rows": 8}, "rows: expected an integer >= 16, got 8"),
+    ({"threads": 0}, "threads: expected an integer >= 1 or null, got 0"),
+])
+def test_cloth_spec_errors_name_the_path_and_expectation(spec, expected):
+    e = errors_of("cloth", spec)
+    assert expected in str(e), str(e)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({"vdb": "no"}, 'vdb: expected true or false, got "no"'),
+    ({"png_max": 0}, "png_max: expected a number > 0 (density), got 0"),
+    ({"fps": -5}, "fps: expected a number > 0 (frames per second), got -5"),
+    ({"frames": -3}, "frames: expected an integer >= 1, got -3"),
+    ({"obstacle_shapes": [{"type": "circle", "center": [8, 8]}]},
+     "obstacle_shapes[0].radius: missing (expected a number > 0 (cells))"),
+    ({"obstacle_shapes": {"type": "circle"}}, "obstacle_shapes: expected a list of obstacle shapes"),
+    ({"resolution": [16, 15.5]}, "resolution: expected a list of 2 integers >= 16 [rows, cols] (cells), got [16, 15.5]"),
+    ({"resolution": [16, 16], "emitters": np.zeros((16, 15)).tolist()}, "emitters: expected shape [16, 16]"),
+    ({"resolution": [16, 16], "obstacles": (np.ones((16, 16)) * 2).tolist()}, "obstacles: expected values in [0, 1]"),
+    ({"emitters": "missing.npy"}, "emitters: file not found: missing.npy"),
+    ({"buoyancy": "up"}, 'buoyancy: expected a number (cells/step^2 per unit density), got "up"'),
+])
+def test_smoke_spec_errors(spec, expected):
+    e = errors_of("smoke", spec)
+    assert expected in str(e), str(e)
+
+
+def test_all_problems_are_reported_at_once():
+    e = errors_of("cloth", {"frames": "ten", "fps": -1, "stretch": 3, "colliders": [{"type": "box"}]})
+    assert len(e.errors) == 5, e.errors  # frames, fps, stretch, colliders[0].center, colliders[0].half_extents
+    assert str(e).startswith("invalid cloth spec (5 problems):")
+
+
+def test_truncated_npy_is_a_clear_error(tmp_path):
+    path = tmp_path / "em.npy"
+    np.save(path, np.zeros((16, 16)))
+    path.write_bytes(path.read_bytes()[:60])
+    e = errors_of("smoke", {"resolution": [16, 16], "emitters": str(path)})
+    assert f"emitters: cannot read {path} as a .npy array" in str(e)
+
+
+def test_defaults_come_from_the_schema_and_integer_like_numpy_values_pass():
+    p = cloth_parameters({"rows": np.int64(16), "fps": np.float32(30)}, size=20)
+    assert p["rows"] == 16 and type(p["rows"]) is int and p["cols"] == 16 and p["fps"] == 30.0
+    assert p["tension"] == S.CLOTH_SCHEMA["tension"].default == 250.0
+    assert p["solver"] == "auto" and p["tol"] == 1e-6 and p["strain_limit"] == 0.5
+    assert len(p["colliders"]) == 1  # the default scene's sphere
+    assert cloth_parameters({}, size=20)["rows"] == 20
+    assert cloth_parameters({"rest_positions": np.zeros((256, 3)).tolist(), "rows": 16})["colliders"] is None
+    s = smoke_parameters({}, size=32)
+    assert s["resolution"] == [32, 32] and s["buoyancy"] == S.SMOKE_SCHEMA["buoyancy"].default
+    assert s["vdb"] is True and s["tol"] is None
+    assert S.validate("cloth", {"solver": "metamizer", "tol": None})["tol"] is None
+
+
+def test_schema_defaults_validate_against_their_own_types():
+    for kind, schema in S.SCHEMAS.items():
+        for name, key in schema.items():
+            if key.default is not None:
+                assert key.type.check(key.default, name) == key.default, (kind, name)
+
+
+def test_non_object_spec():
+    assert "the spec must be a JSON object, got [1, 2]" in str(errors_of("cloth", [1, 2]))
+
+
+def test_docs_tables_are_generated_from_the_schema(tmp_path):
+    with open(S.docs_path(), encoding="utf-8") as fh:
+        text = fh.read()
+    assert S.render_docs(text) == text, "docs/bake-spec.md is stale: python -m metaphys.bake.spec --write-docs"
+    for kind, schema in S.SCHEMAS.items():
+        for name in schema:
+            assert f"| `{name}` |" in text, (kind, name)
+    stale = tmp_path / "spec.md"
+    stale.write_text(text.replace("| `tension` | a number > 0 (N/m) | `250.0` |", "| `tension` | x | 1 |"))
+    assert S.update_docs(str(stale), check=True) is False
+    assert S.update_docs(str(stale)) and stale.read_text() == text
