@@ -20,12 +20,24 @@ def bake(*args, **kw):
                           cwd=ROOT, env=env, timeout=600, **kw)
 
 
+def fixed_budget(tmp_path):
+    """A cloth spec with the Metamizer alone at a fixed iteration budget (no tolerance, no Newton)."""
+    path = tmp_path / "fixed.json"
+    path.write_text(json.dumps({"solver": "metamizer", "tol": None}))
+    return str(path)
+
+
 def test_cloth_bake_writes_every_promised_file(tmp_path, weights_path):
     out = tmp_path / "cloth"
-    r = bake("cloth", "--out", str(out), "--size", "16", "--frames", "3", "--iterations", "5", "--progress", "json")
+    r = bake("cloth", "--out", str(out), "--spec", fixed_budget(tmp_path), "--size", "16", "--frames", "3",
+             "--iterations", "5", "--progress", "json")
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert [e["event"] for e in events] == ["start", "frame", "frame", "frame", "done"]
+    for e in events[1:4]:  # the full StepRecord travels with every frame event
+        assert {"relative_residual", "max_strain", "finished_by", "newton_iterations", "converged"} <= set(e)
+        assert e["finished_by"] == "metamizer" and e["newton_iterations"] == 0
+    assert events[-1]["summary"]["frames"] == 3 and events[-1]["summary"]["finished_by_newton"] == 0
     for name in ("cloth.pc2", "rest.obj", "manifest.json", "preview.gif", "frames/frame_0001.obj",
                  "frames/frame_0003.obj"):
         assert (out / name).exists(), name
@@ -34,6 +46,9 @@ def test_cloth_bake_writes_every_promised_file(tmp_path, weights_path):
     m = read_manifest(out / "manifest.json")
     assert m["status"] == "complete" and m["frames_done"] == 3 and len(m["model_sha256"]) == 64
     assert all(f["iterations"] == 5 and np.isfinite(f["residual"]) for f in m["frames"])
+    assert [f["finished_by"] for f in m["frames"]] == ["metamizer"] * 3
+    assert m["summary"]["frames"] == 3 and m["summary"]["threads"] == 1 and m["settings"]["format"] == "obj"
+    assert m["parameters"]["solver"] == "metamizer" and m["parameters"]["tension"] == 250.0
 
 
 def test_smoke_bake_writes_every_promised_file(tmp_path, weights_path):
@@ -51,7 +66,7 @@ def test_smoke_bake_writes_every_promised_file(tmp_path, weights_path):
 
 
 def test_interrupted_bake_resumes_to_the_same_result(tmp_path, weights_path):
-    args = ["--size", "16", "--frames", "5", "--iterations", "4", "--format", "none"]
+    args = ["--size", "16", "--frames", "5", "--iterations", "4", "--format", "none", "--spec", fixed_budget(tmp_path)]
     ref = tmp_path / "ref"
     assert bake("cloth", "--out", str(ref), *args, "--progress", "none").returncode == 0
     out = tmp_path / "cut"
@@ -76,7 +91,10 @@ def test_interrupted_bake_resumes_to_the_same_result(tmp_path, weights_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--frames", "-3"], "--frames must be >= 1"),
-    (["--size", "-2"], "--size must be >= 4"),
+    (["--size", "-2"], "--size must be >= 16"),
+    (["--threads", "0"], "--threads must be an integer >= 1 or 'auto', got '0'"),
+    (["--threads", "abc"], "--threads must be an integer >= 1 or 'auto', got 'abc'"),
+    (["--device", "tpu"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["--weights", "/nonexistent/metamizer.pt"], "not found: /nonexistent/metamizer.pt"),
 ])
 def test_bad_arguments_fail_fast_with_exit_2(tmp_path, args, message):
@@ -93,11 +111,11 @@ def test_bad_spec_values_fail_before_any_work(tmp_path, weights_path):
     out = tmp_path / "o"
     r = bake("cloth", "--out", str(out), "--spec", str(spec), "--progress", "json")
     assert r.returncode == 2
-    assert "pin_weights must be in [0, 1]" in r.stdout and "pin_weights" in r.stderr
+    assert "pin_weights: expected values in [0, 1]" in r.stdout and "pin_weights" in r.stderr
     assert not out.exists() or not (out / "manifest.json").exists()
     spec.write_text(json.dumps({"rows": 16, "bogus": 1}))
     r = bake("cloth", "--out", str(out), "--spec", str(spec))
-    assert r.returncode == 2 and "unknown cloth spec keys: ['bogus']" in r.stderr
+    assert r.returncode == 2 and "bogus: unknown key" in r.stderr
 
 
 def test_unwritable_output_folder_is_reported(tmp_path, weights_path):
