@@ -266,7 +266,8 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
     if resume and os.path.exists(manifest_path):
         try:
             manifest = BakeManifest.resume(manifest_path, parameters=parameters, model_sha256=model_sha256,
-                                           settings=settings, kind=kind, ignore=("frames",))
+                                           settings=settings, kind=kind, ignore=("frames",),
+                                           save=False)
         except ValueError as exc:
             raise input_error(str(exc)) from None
         done = manifest.frames_done
@@ -283,6 +284,7 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
                                   f"fit this simulation ({type(exc).__name__}: {str(exc)[:120]}); bake again "
                                   "without --resume") from None
         writer.resume(done)
+        manifest.save()
     else:
         clear_previous_bake(out, kind)
         manifest = BakeManifest(manifest_path, kind=kind, parameters=parameters, model_sha256=model_sha256,

@@ -166,7 +166,7 @@ class BakeManifest:
     @classmethod
     def resume(cls, path: PathLike, parameters: dict | None = None, model_sha256: str | None = None,
                check: bool = True, settings: dict | None = None, kind: str | None = None,
-               ignore: tuple = ()) -> "BakeManifest":
+               ignore: tuple = (), save: bool = True) -> "BakeManifest":
         """Load ``path`` to continue its bake; with ``check``, refuse if the kind, parameters (except
         the ``ignore`` keys), run settings (format, threads...) or model differ.
 
@@ -196,7 +196,8 @@ class BakeManifest:
         m.error = None
         m.metaphys_version = _metaphys_version()
         m._last_tick = time.monotonic()
-        m.save()
+        if save:  # False: the caller saves once it knows the bake can continue
+            m.save()
         return m
 
     # ---- frames ------------------------------------------------------------------------------
