@@ -79,7 +79,7 @@ class SmokeWriter:
         vmax = max(images.sequence_max(frames), 1e-12)
         cols = int(np.ceil(np.sqrt(len(frames))))
         images.write_flipbook(os.path.join(self.out, "flipbook.png"), frames, columns=cols, vmax=vmax,
-                              sidecar=os.path.join(self.out, "flipbook.json"))
-        preview.density_gif(os.path.join(self.out, "preview.gif"), frames, vmax=vmax)
+                              sidecar=os.path.join(self.out, "flipbook.json"), fps=self.fps)
+        preview.density_gif(os.path.join(self.out, "preview.gif"), frames, vmax=vmax, fps=self.fps)
         return {"flipbook": "flipbook.png", "flipbook_layout": "flipbook.json", "preview": "preview.gif",
                 "density": "density"}
