@@ -64,3 +64,27 @@ def test_bake_manifest_frames_and_resume(tmp_path):
     r.truncate(1)
     assert read_manifest(p)["frames_done"] == 1
     assert sorted(os.listdir(tmp_path)) == ["bake.json", "weights.pt"]  # no temp files left
+
+
+def test_settings_kind_and_summary(tmp_path):
+    p = tmp_path / "bake.json"
+    m = BakeManifest(p, kind="cloth", parameters={"frames": 2, "strain_limit": 0.1},
+                     settings={"format": "obj", "threads": 1})
+    m.add_frame(1, iterations=3, residual=1e-6, finished_by="newton", converged=True, max_strain=0.05,
+                guard_rejections=2)
+    m.add_frame(2, iterations=3, residual=1e-3, finished_by="metamizer", converged=False, max_strain=0.2)
+    d = read_manifest(p)
+    assert d["settings"] == {"format": "obj", "threads": 1}
+    assert d["summary"] == {"frames": 2, "finished_by_newton": 1, "not_converged": [2], "max_strain": 0.2,
+                            "max_strain_frame": 2, "strain_limit": 0.1, "over_strain_limit": [2],
+                            "guard_rejections": 2, "threads": 1}
+    with pytest.raises(ValueError, match=r"threads: the bake was written with 1, resume asked for 2"):
+        BakeManifest.resume(p, settings={"threads": 2})
+    with pytest.raises(ValueError, match="it is a cloth bake, not a smoke bake"):
+        BakeManifest.resume(p, kind="smoke")
+    before = p.read_text()
+    r = BakeManifest.resume(p, parameters={"frames": 5, "strain_limit": 0.1}, settings={"format": "obj"},
+                            ignore=("frames",), save=False)
+    assert r.frames_done == 2 and p.read_text() == before  # save=False: nothing written yet
+    with pytest.raises(ValueError, match="'frames'"):
+        BakeManifest.resume(p, parameters={"frames": 5, "strain_limit": 0.1})

@@ -1,0 +1,107 @@
+"""The bake driver with a scripted simulation: StepRecords reach the manifest and the JSON stream,
+frames that miss the tolerance or the strain limit are warnings, or with strict an error before
+the frame is written."""
+import json
+import os
+
+import pytest
+
+from metaphys.bake.driver import BakeError, OutputLock, frame_problems, run_bake
+from metaphys.io.manifest import read_manifest
+from metaphys.sims.common import StepRecord
+
+
+class ScriptedSim:
+    """Returns the given (converged, max_strain, finished_by) per frame."""
+
+    def __init__(self, script):
+        self.script, self.frame = script, 0
+
+    def step(self):
+        conv, strain, by = self.script[self.frame]
+        self.frame += 1
+        return StepRecord(self.frame, 7, 1e-9, 1e-3, 0, False, relative_residual=1e-7 if conv else 3e-4,
+                          max_strain=strain, finished_by=by, newton_iterations=2 if by == "newton" else 0,
+                          converged=conv)
+
+    def finite(self):
+        return True
+
+    def state_dict(self):
+        return {"frame": self.frame}
+
+    def load_state_dict(self, sd):
+        self.frame = sd["frame"]
+
+
+class ListWriter:
+    def __init__(self, out):
+        self.out = out
+
+    def start(self):
+        pass
+
+    def resume(self, done):
+        pass
+
+    def write(self, sim, number, index):
+        name = f"f_{number:04d}.txt"
+        with open(os.path.join(self.out, name), "w") as fh:
+            fh.write(str(number))
+        return {"mesh": name}
+
+    def finish(self, sim):
+        return {}
+
+
+PARAMS = {"tol": 1e-6, "strain_limit": 0.5}
+SCRIPT = [(True, 0.01, "metamizer"), (True, 0.02, "newton"), (False, 0.03, "newton"), (True, 0.7, "metamizer")]
+
+
+def test_records_summary_and_warnings(tmp_path, capsys):
+    out = str(tmp_path)
+    m = run_bake("cloth", ScriptedSim(SCRIPT), ListWriter(out), out, 4, parameters=PARAMS, model_sha256="x",
+                 progress="json", settings={"threads": 1, "format": "obj"})
+    d = read_manifest(tmp_path / "manifest.json")
+    assert [f["finished_by"] for f in d["frames"]] == ["metamizer", "newton", "newton", "metamizer"]
+    assert [f["converged"] for f in d["frames"]] == [True, True, False, True]
+    assert d["frames"][2]["relative_residual"] == 3e-4 and d["frames"][1]["newton_iterations"] == 2
+    s = d["summary"]
+    assert s["finished_by_newton"] == 2 and s["not_converged"] == [3] and s["over_strain_limit"] == [4]
+    assert s["max_strain"] == 0.7 and s["max_strain_frame"] == 4 and s["threads"] == 1
+    assert d["extra"]["warnings"] == ["frame 3: relative residual 3.00e-04 missed the tolerance 1e-06 (finished by newton)",
+                                      "frame 4: max strain 70.0% exceeds the strain limit 50%"]
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["event"] for e in events] == ["start", "frame", "frame", "frame", "warning", "frame", "warning", "done"]
+    assert events[3]["converged"] is False and events[-1]["summary"] == s
+    assert m.summary() == s and not os.path.exists(tmp_path / ".metaphys.lock")
+
+
+@pytest.mark.parametrize("script, message, written", [
+    (SCRIPT, "frame 3: relative residual 3.00e-04 missed the tolerance 1e-06", 2),
+    ([(True, 0.01, "newton"), (True, 0.9, "newton")], "frame 2: max strain 90.0% exceeds the strain limit 50%", 1),
+])
+def test_strict_stops_before_writing_the_bad_frame(tmp_path, script, message, written):
+    out = str(tmp_path)
+    with pytest.raises(BakeError) as info:
+        run_bake("cloth", ScriptedSim(script), ListWriter(out), out, len(script), parameters=PARAMS,
+                 model_sha256="x", progress="none", strict=True)
+    assert message in str(info.value) and "--strict" in str(info.value) and info.value.code == 1
+    d = read_manifest(tmp_path / "manifest.json")
+    assert d["status"] == "failed" and d["frames_done"] == written
+    assert sorted(f for f in os.listdir(out) if f.startswith("f_")) == [f"f_{k:04d}.txt" for k in range(1, written + 1)]
+
+
+def test_frame_problems_without_a_gauge():
+    # smoke and the pre-#12 cloth leave the gauge empty: nothing to complain about
+    assert frame_problems(StepRecord(1, 5, 1e-3, 1e-2, 0, False), 1, 1e-6, 0.5) == []
+
+
+def test_lock_names_the_holder(tmp_path):
+    first = OutputLock(str(tmp_path), "smoke").acquire()
+    with pytest.raises(BakeError) as info:
+        OutputLock(str(tmp_path), "cloth").acquire()
+    assert info.value.code == 2 and f"(smoke bake, pid {os.getpid()}" in str(info.value)
+    first.release()
+    OutputLock(str(tmp_path), "cloth").acquire().release()
+    assert os.listdir(tmp_path) == []
