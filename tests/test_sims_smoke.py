@@ -1,4 +1,5 @@
-"""SmokeSim with the shipped weights: positivity, mass balance, obstacles, bad input."""
+"""SmokeSim with the shipped weights: positivity, mass balance, obstacles, density tolerance and
+solvers, bad input."""
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ def _sim(opt, **kw):
 
 
 def test_density_stays_nonnegative_and_mass_balances(shipped_optimizer):
-    sim = _sim(shipped_optimizer, density_diffusion=0.0, density_tol=1e-24, density_max_iterations=400)
+    sim = _sim(shipped_optimizer, density_diffusion=0.0, density_tol=1e-12)
     peak = 0.0
     for _ in range(6):
         sim.step()
@@ -39,7 +40,50 @@ def test_obstacle_cells_stay_empty(shipped_optimizer):
     (dict(emitters=np.ones((5, 5))), "emitters must have shape"),
     (dict(viscosity=-1.0), "viscosity must be >= 0"),
     (dict(obstacle_shapes=[{"type": "star"}]), "circle' or 'box"),
+    (dict(density_tol=1.5), "relative to the density's peak"),
+    (dict(density_solver="cg"), "density_solver must be one of"),
+    (dict(density_max_iterations=0), "density_max_iterations"),
 ])
 def test_bad_parameters_fail_fast(shipped_optimizer, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         _sim(shipped_optimizer, **kwargs)
+
+
+def _run(sim, frames):
+    return np.stack([(sim.step(), sim.density.copy())[1] for _ in range(frames)])
+
+
+def test_density_tol_is_relative_and_bounds_the_error(shipped_optimizer):
+    # no buoyancy: the fluid does not feel the density, so only the density tolerance differs
+    kw = dict(buoyancy=0.0, emitter_velocity=(0.3, -0.6), density_diffusion=0.05)
+    ref_sim = _sim(shipped_optimizer, density_tol=1e-11, **kw)
+    ref = _run(ref_sim, 8)
+    peak = float(np.abs(ref).max())
+    iterations = {}
+    for tol in (1e-2, 1e-4):
+        sim = _sim(shipped_optimizer, density_tol=tol, **kw)
+        d = _run(sim, 8)
+        iterations[tol] = sum(r.iterations for r in sim.density_records)
+        # each step's error is <= tol * peak; 8 steps of a non-expansive transport add at most 8x
+        assert np.abs(d - ref).max() <= 8 * tol * peak, (tol, np.abs(d - ref).max() / peak)
+    assert iterations[1e-2] < iterations[1e-4] < sum(r.iterations for r in ref_sim.density_records)
+
+
+def test_default_density_solve_is_within_accuracy_target(shipped_optimizer):
+    """Default GMRES density solve vs a converged density solve of the same scene (with buoyancy)."""
+    ref = _run(_sim(shipped_optimizer, density_tol=1e-11), 12)
+    sim = _sim(shipped_optimizer)
+    d = _run(sim, 12)
+    assert sim.density_solver == "gmres" and sim.density_tol == 1e-4
+    assert np.linalg.norm(d - ref) / np.linalg.norm(ref) <= 1e-3
+    assert max(r.iterations for r in sim.density_records) <= 20
+    assert not any(r.hit_cap for r in sim.density_records)
+
+
+@pytest.mark.parametrize("solver", ["metamizer", "fgmres-metamizer"])
+def test_other_density_solvers_agree_with_gmres(shipped_optimizer, solver):
+    ref = _run(_sim(shipped_optimizer, density_tol=1e-11), 4)
+    sim = _sim(shipped_optimizer, density_solver=solver, density_tol=1e-6)
+    d = _run(sim, 4)
+    assert np.linalg.norm(d - ref) / np.linalg.norm(ref) <= 1e-4
+    assert not any(r.hit_cap for r in sim.density_records)

@@ -7,6 +7,8 @@ Velocity channels: 0 = v_y (rows), 1 = v_x (columns). D, dt: per-sample tensors 
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from metaphys.physics import checks, stencils
@@ -14,8 +16,8 @@ from metaphys.physics.base import Problem, masked_mse_and_grad
 from metaphys.physics.laplace import validate_scalar_inputs
 
 
-def diffusion_twin(c, c_old, mask, bc, vel, source, D, dt, stencil: int, true_grad: bool):
-    """PyTorch twin of the ``diffusion_loss_grad`` kernel: (loss [N], grad [N,1,H,W])."""
+def diffusion_residual_fn(c_old, mask, bc, vel, source, D, dt, stencil: int, true_grad: bool):
+    """The residual r(c) [N,1,H,W] as a function (the one place the discretisation is written)."""
     free = 1 - mask
     vy, vx = vel[:, 0:1], vel[:, 1:2]
     div_v = stencils.dx_c(vx) + stencils.dy_c(vy)
@@ -29,7 +31,13 @@ def diffusion_twin(c, c_old, mask, bc, vel, source, D, dt, stencil: int, true_gr
                 + vx * stencils.dx_c(cs) + vy * stencils.dy_c(cs)
                 + div_v * ct - source)
 
-    return masked_mse_and_grad(residual, c, free)
+    return residual
+
+
+def diffusion_twin(c, c_old, mask, bc, vel, source, D, dt, stencil: int, true_grad: bool):
+    """PyTorch twin of the ``diffusion_loss_grad`` kernel: (loss [N], grad [N,1,H,W])."""
+    residual = diffusion_residual_fn(c_old, mask, bc, vel, source, D, dt, stencil, true_grad)
+    return masked_mse_and_grad(residual, c, 1 - mask)
 
 
 class DiffusionProblem(Problem):
@@ -74,3 +82,20 @@ class DiffusionProblem(Problem):
         u = self.impose(u.detach())
         self.fields["c_old"] = u.clone()
         return u
+
+    # --- linear-solver hooks (metaphys.optim.krylov) -------------------------------------------
+    def residual_field(self, u: torch.Tensor) -> torch.Tensor:
+        """The residual field r(u) [N,1,H,W], 0 on Dirichlet cells (r is affine in u: the
+        Krylov solvers take matrix-vector products as r(v) - r(0))."""
+        fl = self.fields
+        fn = diffusion_residual_fn(fl["c_old"], fl["mask"], fl["bc"], fl["velocity"], fl["source"], fl["D"],
+                                   fl["dt"], self.stencil, true_grad=True)
+        return (1 - fl["mask"]) * fn(u)
+
+    def with_rhs(self, rhs: torch.Tensor) -> "DiffusionProblem":
+        """The same operator A with zero Dirichlet values, c_old = 0 and source ``rhs``: its
+        residual is A z - rhs (the correction problem a learned preconditioner is run on)."""
+        out = copy.copy(self)
+        zero = torch.zeros_like(self.fields["c_old"])
+        out.fields = dict(self.fields, c_old=zero, bc=zero, source=rhs)
+        return out

@@ -1,0 +1,171 @@
+"""Smoke: metaphys SmokeSim vs PhiFlow, ms per frame and density error, at 64^2, 128^2, 256^2.
+
+Per grid size n, all in one process (PhiFlow in a subprocess with its own interpreter):
+
+* metaphys, default settings: fluid 20 Metamizer it/step (frozen channels_last forward of
+  optim/fast.py), density by GMRES to ``density_tol`` 1e-4 (relative to the density peak).
+* metaphys, the earlier density path (Metamizer iterations) at the same tolerance (``--old``).
+* two references of the same scene: "density-converged" (same fluid, density GMRES to 1e-10:
+  isolates the density tolerance) and "converged" (fluid ``--ref-iterations`` it/step as well).
+* PhiFlow (benchmarks/smoke_phiflow.py; ``--phiflow-python`` must have ``phiflow``): its own
+  plume, pressure tolerance 1e-3, and its density error against itself at tolerance 1e-8.
+
+Errors are relative L2 of the stacked density frames [F, n, n] against the reference. Each size
+is stored in ``smoke_raw.json`` (so sizes can run separately) and all stored sizes are rendered
+to ``smoke.md`` and ``smoke.png``.
+
+    .venv/bin/python benchmarks/smoke.py --sizes 64 128 --frames 48 --phiflow-python /tmp/phienv/bin/python
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402  (first: sets the BLAS thread count before numpy loads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_sim(n: int, frames: int, optimizer, **settings):
+    """(densities [F,n,n], ms per frame list, density iterations per frame, fluid iterations)."""
+    from metaphys.sims.smoke import SmokeSim
+    sim = SmokeSim((n, n), optimizer=optimizer, **settings)
+    out, times = [], []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        sim.step()
+        times.append(1e3 * (time.perf_counter() - t0))
+        out.append(sim.density.copy())
+    return np.stack(out), times, [r.iterations for r in sim.density_records], [r.iterations for r in sim.records]
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(a - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def phiflow(python: str, n: int, frames: int) -> dict:
+    if not python:
+        return {"error": "no --phiflow-python given"}
+    try:
+        cp = subprocess.run([python, os.path.join(HERE, "smoke_phiflow.py"), str(n), str(frames)], capture_output=True,
+                            text=True, timeout=3600, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                                              OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1"))
+        return json.loads(cp.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"error": f"PhiFlow run failed: {exc}"}
+
+
+def measure_all(n: int, frames: int, args, optimizer) -> dict:
+    """All metaphys runs of one size (errors against both references), then PhiFlow."""
+    entry = {"n": n, "frames": frames, "ref_iterations": args.ref_iterations, "runs": {}}
+    stacks = {}
+    configs = [("default", {})]
+    if args.old:
+        configs.append(("metamizer density", {"density_solver": "metamizer"}))
+    configs += [("density-converged", {"density_tol": 1e-10}),
+                ("converged", {"density_tol": 1e-10, "iterations_per_step": args.ref_iterations})]
+    run_sim(n, 2, optimizer)  # warm-up: oneDNN sets up its kernels for a new grid size on first use
+    for name, settings in configs:
+        dens, times, dit, fit = run_sim(n, frames, optimizer, **settings)
+        stacks[name] = dens
+        entry["runs"][name] = {"ms_per_frame": float(np.median(times)), "density_iterations": float(np.mean(dit)),
+                               "fluid_iterations": float(np.mean(fit))}
+        print(f"  {n}^2 {name}: {np.median(times):.0f} ms/frame, density it/frame {np.mean(dit):.1f}", flush=True)
+    for name, run in entry["runs"].items():
+        run["rel_l2_vs_density_converged"] = rel_l2(stacks[name], stacks["density-converged"])
+        run["rel_l2_vs_converged"] = rel_l2(stacks[name], stacks["converged"])
+        run["max_err_over_peak_vs_density_converged"] = float(
+            np.abs(stacks[name] - stacks["density-converged"]).max() / max(stacks["density-converged"].max(), 1e-300))
+    entry["phiflow"] = phiflow(args.phiflow_python, n, frames)
+    print(f"  {n}^2 PhiFlow: {entry['phiflow']}", flush=True)
+    return entry
+
+
+def render(raw: dict, out: str, machine_md: str) -> None:
+    import matplotlib.pyplot as plt
+    sizes = sorted(raw, key=int)
+    rows = []
+    for key in sizes:
+        e = raw[key]
+        pf = e.get("phiflow", {})
+        pf_ms = pf.get("ms_per_frame")
+        for name, r in e["runs"].items():
+            ratio = f"{r['ms_per_frame'] / pf_ms:.2f}" if pf_ms else "-"
+            rows.append([f"{e['n']}²", e["frames"], f"metaphys: {name}", f"{r['ms_per_frame']:.0f}", ratio,
+                         f"{r['fluid_iterations']:.0f}", f"{r['density_iterations']:.1f}",
+                         f"{r['rel_l2_vs_converged']:.1e}", f"{r['rel_l2_vs_density_converged']:.1e}"])
+        if pf_ms:
+            rows.append([f"{e['n']}²", e["frames"], f"PhiFlow {pf.get('version', '?')} (tol 1e-3)", f"{pf_ms:.0f}",
+                         "1.00", "-", "-", f"{pf['density_rel_l2']:.1e} (vs itself at 1e-8)", "-"])
+        else:
+            rows.append([f"{e['n']}²", e["frames"], "PhiFlow", "-", "-", "-", "-", pf.get("error", "?"), "-"])
+    table = common.md_table(["grid", "frames", "method", "ms/frame (median)", "× PhiFlow", "fluid it/frame",
+                             "density it/frame", "rel. L2 vs converged", "rel. L2 vs density-converged"], rows)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ns = [raw[k]["n"] for k in sizes]
+    for name in ("default", "metamizer density", "converged"):
+        pts = [(raw[k]["n"], raw[k]["runs"][name]["ms_per_frame"]) for k in sizes if name in raw[k]["runs"]]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=f"metaphys {name}")
+    pts = [(raw[k]["n"], raw[k]["phiflow"]["ms_per_frame"]) for k in sizes if raw[k].get("phiflow", {}).get("ms_per_frame")]
+    if pts:
+        ax.plot(*zip(*pts), "s--", label="PhiFlow (tol 1e-3)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(ns, [f"{n}²" for n in ns])
+    ax.set_xlabel("grid")
+    ax.set_ylabel("ms per frame (median, 1 thread)")
+    ax.set_title("2D smoke plume, time per frame")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "smoke.png"), dpi=110)
+    plt.close(fig)
+    ref_its = sorted({raw[k]["ref_iterations"] for k in sizes})
+    text = ("# Smoke: metaphys vs PhiFlow\n\n"
+            "Generated by `benchmarks/smoke.py` (see its docstring for the scenes). `converged` = fluid "
+            f"{'/'.join(map(str, ref_its))} Metamizer it/step and density GMRES to 1e-10; `density-converged` = "
+            "the default fluid (20 it/step) with the density to 1e-10, which isolates the density tolerance. "
+            "Errors are relative L2 over all frames' densities. PhiFlow runs its own comparable plume "
+            "(`benchmarks/smoke_phiflow.py`): its error is against itself at pressure tolerance 1e-8.\n\n"
+            + table + "\n\n![time per frame](smoke.png)\n\n" + machine_md)
+    common.write(os.path.join(out, "smoke.md"), text)
+
+
+def main():
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--frames", type=int, nargs="+", default=[48],
+                   help="frames per size (one value for all, or one per size)")
+    p.add_argument("--ref-iterations", type=int, default=200, help="fluid it/step of the converged reference")
+    p.add_argument("--old", action="store_true", help="also run the earlier Metamizer density path")
+    p.add_argument("--phiflow-python", default=os.environ.get("PHIFLOW_PYTHON", ""),
+                   help="an interpreter with phiflow installed (never a metaphys dependency)")
+    p.add_argument("--fresh", action="store_true", help="forget earlier sizes stored in smoke_raw.json")
+    args = p.parse_args()
+    out = common.setup(args)
+    frames = args.frames if len(args.frames) == len(args.sizes) else [args.frames[0]] * len(args.sizes)
+    from metaphys.sims.smoke import SmokeSim
+    model, weights = common.load_weights(args.weights)
+    from metaphys.optim.metamizer import Metamizer
+    optimizer = SmokeSim.fastest_optimizer("cpu", Metamizer(model))
+    raw_path = os.path.join(out, "smoke_raw.json")
+    raw = {} if args.fresh or not os.path.exists(raw_path) else json.load(open(raw_path))
+    monitor = common.LoadMonitor()
+    for n, f in zip(args.sizes, frames):
+        raw[str(n)] = measure_all(n, f, args, optimizer)
+        monitor.sample()
+        common.write(raw_path, json.dumps(raw, indent=1))
+    machine_md = common.environment_md(common.machine_info(), monitor.report(), weights, args)
+    render(raw, out, machine_md)
+
+
+if __name__ == "__main__":
+    main()
