@@ -105,3 +105,19 @@ def test_lock_names_the_holder(tmp_path):
     first.release()
     OutputLock(str(tmp_path), "cloth").acquire().release()
     assert os.listdir(tmp_path) == []
+
+
+class FrozenSim(ScriptedSim):
+    def step(self):
+        self.frame += 1
+        return StepRecord(self.frame, 5, 1e-3, 1e-3, 20, False)
+
+
+def test_a_bake_frozen_by_the_guard_fails_at_its_first_frame(tmp_path):
+    out = str(tmp_path)
+    with pytest.raises(BakeError, match=r"frame 1: the step guard rejected every optimizer step \(20 rejections in "
+                                        r"5 iterations\).*weights cannot solve"):
+        run_bake("cloth", FrozenSim([]), ListWriter(out), out, 3, parameters=PARAMS, model_sha256="x",
+                 progress="none")
+    d = read_manifest(tmp_path / "manifest.json")
+    assert d["status"] == "failed" and d["frames_done"] == 0 and not any(f.startswith("f_") for f in os.listdir(out))

@@ -110,3 +110,25 @@ def test_corrupted_state_on_resume(tmp_path, weights_path):
     shutil.rmtree(out / ".state")
     r = bake(*args, "--frames", "3", "--resume")
     assert r.returncode == 2 and "simulation state for frame index 2" in r.stderr and "is missing" in r.stderr
+
+
+def test_nan_weights_with_a_matching_checksum_fail_instead_of_a_frozen_cloth(tmp_path, weights_path):
+    from metaphys.optim.weights import load_torchscript, sha256_of
+    model = load_torchscript(weights_path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    w = tmp_path / "metamizer.pt"
+    torch.jit.save(model, str(w))
+    meta = json.load(open(os.path.splitext(weights_path)[0] + ".json"))
+    meta["sha256"] = sha256_of(str(w))
+    (tmp_path / "metamizer.json").write_text(json.dumps(meta))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"solver": "metamizer", "tol": None}))
+    out = tmp_path / "o"
+    r = bake("cloth", "--out", str(out), "--size", "16", "--frames", "2", "--iterations", "3", "--spec", str(spec),
+             "--weights", str(w), "--progress", "none")
+    assert r.returncode == 1, r.stderr
+    assert "frame 1: the step guard rejected every optimizer step" in r.stderr and "Traceback" not in r.stderr
+    m = json.load(open(out / "manifest.json"))
+    assert m["status"] == "failed" and m["frames_done"] == 0

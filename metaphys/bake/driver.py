@@ -218,9 +218,24 @@ def previous_settings(out: str) -> dict:
 
 
 # ---- per-frame physics checks -------------------------------------------------------------------------
+# optim.solve.iterate tries each step 1 + guard_retries (default 3) times before it gives up
+GUARD_TRIES = 4
+
+
+def all_steps_rejected(record) -> bool:
+    """The Metamizer's every step of this frame was rejected by the guard and nothing else finished
+    it: the frame did not move (NaN or untrained weights look like this)."""
+    return (record.iterations > 0 and record.guard_rejections >= GUARD_TRIES * record.iterations
+            and getattr(record, "finished_by", "metamizer") != "newton")
+
+
 def frame_problems(record, number: int, tol, strain_limit) -> List[str]:
-    """What is wrong with a finished frame: missed tolerance, excessive strain."""
+    """What is wrong with a finished frame: missed tolerance, excessive strain, a frozen solve."""
     problems = []
+    if all_steps_rejected(record):
+        problems.append(f"frame {number}: the step guard rejected every optimizer step ({record.guard_rejections} "
+                        f"rejections in {record.iterations} iterations), so the frame did not move; the weights "
+                        "cannot solve this scene (NaN or untrained weights? check --weights)")
     if record.converged is False:
         rr = record.relative_residual
         problems.append(f"frame {number}: relative residual {rr:.2e} missed the tolerance {tol:g} "
@@ -307,6 +322,8 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
                                 "(try more iterations per step or a smaller time step); nothing was written "
                                 "for this frame")
             problems = frame_problems(record, number, tol, strain_limit)
+            if index == 0 and all_steps_rejected(record):  # frozen from the start: never a valid bake
+                raise BakeError(problems[0] + "; nothing was written for this frame")
             if problems and strict:
                 raise BakeError("; ".join(problems) + " (--strict: this frame was not written; the "
                                 f"{index} finished frames before it are kept)")
