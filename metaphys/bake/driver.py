@@ -119,6 +119,16 @@ class OutputLock:
         except (OSError, ValueError):
             return None
 
+    def _create(self, tmp: str) -> None:
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: exclusive create (a reader may see it empty briefly)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.info, fh)
+
     def acquire(self) -> "OutputLock":
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
@@ -126,7 +136,7 @@ class OutputLock:
         try:
             for _ in range(2):
                 try:
-                    os.link(tmp, self.path)
+                    self._create(tmp)
                     self.held = True
                     return self
                 except FileExistsError:

@@ -115,9 +115,11 @@ class BakeManifest:
     ``finish()`` (or ``fail(error)``/``finish('cancelled')``).
 
     Saved fields: ``schema, kind, status, parameters, model_sha256, metaphys_version, created,
-    updated, start_frame, frames`` (list of ``{"frame", "iterations", "residual", "wall_s", ...}``),
-    ``frames_done``, ``wall_time_s`` (sum of the frames' ``wall_s``, across resumes),
-    ``outputs`` (name -> path, relative to the manifest's folder by convention), ``error``, ``extra``.
+    updated, start_frame, frames`` (list of ``{"frame", "iterations", "residual", "wall_s", ...}``:
+    bakes store every StepRecord field), ``frames_done``, ``wall_time_s`` (sum of the frames'
+    ``wall_s``, across resumes), ``outputs`` (name -> path, relative to the manifest's folder by
+    convention), ``error``, ``extra``, ``settings`` (how the bake ran: format, threads, device;
+    ``resume`` refuses different ones) and ``summary`` (derived from the frames: see ``summary()``).
     """
 
     def __init__(self, path: PathLike, kind: str = "bake", parameters: dict | None = None,
