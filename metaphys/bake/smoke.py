@@ -16,9 +16,8 @@ OWNED_DIRS = {"density": r"density_\d+\.(png|npz|vdb)"}
 
 
 def smoke_parameters(spec: dict, size: int = 128) -> dict:
-    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError).
-    Defaults live in metaphys.bake.spec (density_tol 1e-16 for bakes: visually exact, mass drift
-    ~1e-7 relative; the API default is 1e-20)."""
+    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError);
+    the defaults live in metaphys.bake.spec."""
     return spec_schema.validate("smoke", spec, size=size)
 
 
