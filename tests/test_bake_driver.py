@@ -121,3 +121,16 @@ def test_a_bake_frozen_by_the_guard_fails_at_its_first_frame(tmp_path):
                  progress="none")
     d = read_manifest(tmp_path / "manifest.json")
     assert d["status"] == "failed" and d["frames_done"] == 0 and not any(f.startswith("f_") for f in os.listdir(out))
+
+
+def test_cli_report_counts_newton_frames_and_warns(tmp_path, capsys):
+    import argparse
+    from metaphys.cli import _report
+    out = str(tmp_path)
+    m = run_bake("cloth", ScriptedSim(SCRIPT), ListWriter(out), out, 4, parameters=PARAMS, model_sha256="x",
+                 progress="none")
+    _report(argparse.Namespace(kind="cloth", progress="none", out=out), m, 4, 1.0)
+    cap = capsys.readouterr()
+    assert "Newton stage finished 2 of 4 frames; max strain 70.0% (frame 4)" in cap.out
+    assert "warning: 1 frame(s) missed the tolerance 1e-06: frames 3 (--strict makes this an error)" in cap.err
+    assert "warning: 1 frame(s) exceed the strain limit 50%: frames 4" in cap.err
