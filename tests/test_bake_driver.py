@@ -134,3 +134,23 @@ def test_cli_report_counts_newton_frames_and_warns(tmp_path, capsys):
     assert "Newton stage finished 2 of 4 frames; max strain 70.0% (frame 4)" in cap.out
     assert "warning: 1 frame(s) missed the tolerance 1e-06: frames 3 (--strict makes this an error)" in cap.err
     assert "warning: 1 frame(s) exceed the strain limit 50%: frames 4" in cap.err
+
+
+class BrokenSim(ScriptedSim):
+    def step(self):
+        self.frame += 1
+        if self.frame == 2:
+            raise FloatingPointError("fluid solve produced non-finite values")
+        return StepRecord(self.frame, 5, 1e-3, 1e-2, 0, False)
+
+
+def test_a_sim_error_mid_bake_names_the_frame_and_keeps_finished_ones(tmp_path):
+    out = str(tmp_path)
+    with pytest.raises(BakeError) as info:
+        run_bake("smoke", BrokenSim([]), ListWriter(out), out, 3, parameters={}, model_sha256="x", progress="none",
+                 start_frame=10)
+    assert info.value.code == 1
+    assert str(info.value) == ("the bake failed at frame 11: FloatingPointError: fluid solve produced non-finite "
+                               "values; the 1 finished frames are kept")
+    d = read_manifest(tmp_path / "manifest.json")
+    assert d["status"] == "failed" and d["frames_done"] == 1 and "frame 11" in d["error"]

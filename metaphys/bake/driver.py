@@ -309,6 +309,7 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
                                   f"fit this simulation ({type(exc).__name__}: {str(exc)[:120]}); bake again "
                                   "without --resume") from None
         writer.resume(done)
+        manifest.settings = {**settings, **manifest.settings}  # a manifest older than settings records them now
         manifest.save()
     else:
         clear_previous_bake(out, kind)
@@ -356,9 +357,13 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
         prog.emit("error", message=f"cancelled after {manifest.frames_done} frames; resume with --resume")
         raise
     except Exception as exc:
+        if not isinstance(exc, BakeError):  # a solver/sim/writer error: name the frame, never a traceback
+            where = f"frame {start_frame + manifest.frames_done}" if manifest.frames_done < frames else "the end"
+            exc = BakeError(f"the bake failed at {where}: {type(exc).__name__}: {exc}; the "
+                            f"{manifest.frames_done} finished frames are kept")
         manifest.fail(exc)
         prog.emit("error", message=str(exc))
-        raise
+        raise exc from None
     finally:
         signal.signal(signal.SIGTERM, old_term)
         prog.close()
