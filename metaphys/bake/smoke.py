@@ -32,6 +32,8 @@ def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
     else:
         kwargs["iterations_per_step"] = int(p["iterations_per_step"])
     try:
+        # the fastest measured forward pass (optim/fast.py on CPU; the same steps to ~1e-6)
+        optimizer = SmokeSim.fastest_optimizer(device, optimizer)
         return SmokeSim(tuple(p["resolution"]), optimizer=optimizer, device=device, **kwargs)
     except (ValueError, TypeError, OSError) as exc:
         raise input_error(str(exc)) from None
