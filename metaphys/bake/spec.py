@@ -389,7 +389,7 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                "|grad| / max(|grad at frame start|, |gravity force|); null only with solver `metamizer`"),
     "iterations_per_step": Key(Int(1), 30, "Metamizer iterations per time step"),
     "max_iterations": Key(Int(1), 200, "Metamizer iteration cap per step"),
-    "newton_max_iterations": Key(Int(1), 50, "Newton iteration cap per step"),
+    "newton_max_iterations": Key(Int(1), 100, "Newton iteration cap per step"),
     "strain_limit": Key(Number(0, lo_open=True, unit="fraction"), 0.5,
                         "max edge strain |e|/L0 - 1 before a frame is flagged (0.5 = 50 %)"),
     "guard": Key(Bool(), True, "reject optimizer steps that make the loss grow or non-finite"),
