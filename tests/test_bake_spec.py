@@ -130,3 +130,14 @@ def test_docs_tables_are_generated_from_the_schema(tmp_path):
     stale.write_text(text.replace("| `tension` | a number > 0 (N/m) | `250.0` |", "| `tension` | x | 1 |"))
     assert S.update_docs(str(stale), check=True) is False
     assert S.update_docs(str(stale)) and stale.read_text() == text
+
+
+def test_property_limits_for_uis():
+    lim = S.property_limits("cloth")
+    assert lim["tension"] == {"default": 250.0, "description": "membrane stretch stiffness", "type": "float",
+                              "min": 0, "max": None, "min_exclusive": True, "max_exclusive": False, "unit": "N/m",
+                              "nullable": False}
+    assert lim["substeps"]["type"] == "int" and lim["substeps"]["min"] == 1
+    assert lim["solver"]["options"] == ["auto", "metamizer", "newton"] and lim["guard"]["type"] == "bool"
+    assert lim["gravity"]["size"] == 3 and "colliders" not in lim and "rest_positions" not in lim
+    assert S.property_limits("smoke")["density_tol"]["max"] == 1 and S.property_limits("smoke")["vdb"]["default"] is True

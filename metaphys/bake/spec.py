@@ -533,6 +533,29 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
     return p
 
 
+# ---- UI limits ------------------------------------------------------------------------------------------
+def property_limits(kind: str) -> dict:
+    """Per numeric/bool/choice key: default, min/max (with whether they are exclusive), unit and
+    description, for UIs such as the Blender add-on's properties (which cannot import metaphys)."""
+    out = {}
+    for name, key in SCHEMAS[kind].items():
+        t = key.type
+        d = {"default": key.default, "description": key.doc, "type": type(t).__name__}
+        if isinstance(t, Number):
+            d.update(type="int" if t.integer else "float", min=t.lo, max=t.hi, min_exclusive=t.lo_open,
+                     max_exclusive=t.hi_open, unit=t.unit, nullable=t.nullable)
+        elif isinstance(t, Vector):
+            d.update(type="vector", size=t.n, min=t.lo, min_exclusive=t.lo_open, unit=t.unit)
+        elif isinstance(t, Choice):
+            d.update(type="choice", options=list(t.options))
+        elif isinstance(t, Bool):
+            d.update(type="bool")
+        else:
+            continue  # arrays and nested objects come from the scene, not from a property
+        out[name] = d
+    return out
+
+
 # ---- docs ---------------------------------------------------------------------------------------------
 def _default_text(key: Key) -> str:
     if key.default_doc is not None:
@@ -589,6 +612,9 @@ def update_docs(path: Optional[str] = None, check: bool = False) -> bool:
 
 if __name__ == "__main__":
     import sys
+    if "--limits" in sys.argv:  # JSON for UIs: python -m metaphys.bake.spec --limits
+        print(json.dumps({k: property_limits(k) for k in SCHEMAS}, indent=1))
+        sys.exit(0)
     if "--check" in sys.argv:
         ok = update_docs(check=True)
         print("docs/bake-spec.md is up to date" if ok else "docs/bake-spec.md is out of date: run "
