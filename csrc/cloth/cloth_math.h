@@ -185,9 +185,9 @@ MP_HD void cloth_vertex_at(const Args& g, int64_t n, int64_t i, int64_t j) {
     const V3 d = xn - v3(sp[0], sp[1], sp[2]);
     const double dist = norm(d);
     const double pen = margin - (dist - sp[3]);
-    if (pen > 0.0) {
-      e += kc * pen * pen;
-      if (dist > 0.0) gx = gx - (2.0 * kc * pen / dist) * d;
+    if (pen > 0.0) {  // cubic penalty: C^2 at the contact boundary (Newton-friendly)
+      e += kc * pen * pen * pen;
+      if (dist > 0.0) gx = gx - (3.0 * kc * pen * pen / dist) * d;
     }
   }
   for (int64_t q = 0; q < g.B; ++q) {
@@ -205,13 +205,13 @@ MP_HD void cloth_vertex_at(const Args& g, int64_t n, int64_t i, int64_t j) {
     const double inside = qv[kmax] < 0.0 ? qv[kmax] : 0.0;
     const double pen = margin - (on + inside);
     if (pen > 0.0) {
-      e += kc * pen * pen;
+      e += kc * pen * pen * pen;
       double gs[3] = {0.0, 0.0, 0.0};  // d sdf / d x
       for (int c = 0; c < 3; ++c) {
         if (on > 0.0) gs[c] += o[c] / on * sgn(d[c]);
       }
       if (qv[kmax] < 0.0) gs[kmax] += sgn(d[kmax]);
-      gx = gx - (2.0 * kc * pen) * v3(gs[0], gs[1], gs[2]);
+      gx = gx - (3.0 * kc * pen * pen) * v3(gs[0], gs[1], gs[2]);
     }
   }
   set3(g, kXN, k, xn);

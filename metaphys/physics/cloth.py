@@ -15,7 +15,7 @@ written in terms of a (constants dropped). **Normalization = the reference's** (
   L_ext     = -dt^2 / (H W) * sum_v (M_v g + A_v wind) . a_v
   L_damp    = damping * dt / 2 / (H W) * sum_v M_v |v_new,v|^2
   L_pin     = k_pin / (H W) * sum_{0 < w_v < 1} w_v |x_new,v - target_v|^2
-  L_contact = k_contact / (H W) * sum_v sum_{colliders} max(0, margin - sdf(x_new,v))^2
+  L_contact = k_contact / (H W) * sum_v sum_{colliders} max(0, margin - sdf(x_new,v))^3
   loss      = E_stretch + E_shear + E_bend + L_inert + L_ext + L_damp + L_pin + L_contact
 
 (the sums over v in L_* skip hard-pinned vertices). The loss can be negative. Its gradient is the
@@ -39,7 +39,7 @@ TRUE gradient d loss / d a = dt^2 * dE/dx_new + the direct terms.
   a hard constraint (x_new = target, a masked), 0 < w < 1 a soft spring k_pin * w * |x - t|^2.
 * Colliders: spheres [N,S,4] = (cx, cy, cz, r) and axis-aligned boxes [N,B,6] =
   (cx, cy, cz, hx, hy, hz), padded with r == 0 / all half extents == 0 (inactive entries).
-  Penalty k_contact * max(0, margin - sdf)^2 on every (non-hard-pinned) vertex, with the exact
+  Penalty k_contact * max(0, margin - sdf)^3 (C^2: Newton converges through contact) on every (non-hard-pinned) vertex, with the exact
   sphere / box signed distance. Colliders may move between frames (new tensors each step).
 * Effective physical spring constant of E_stretch for the force balance with the per-vertex
   terms: 2*k_stretch*H*W/((H-1)*W) (vertical), 2*k_stretch*H*W/(H*(W-1)) (horizontal).
@@ -91,8 +91,32 @@ def _norm(u):
     return torch.linalg.vector_norm(u, dim=1)
 
 
-def internal_energies(x, rest, k_stretch, k_shear, k_bend):
-    """(E_stretch, E_shear, E_bend), each [N], of positions x [N,3,H,W] (reference normalization)."""
+def _atan_ratio(t2):
+    """atan(t) / t as a smooth function of t^2 (series near 0: no 0/0 in any derivative)."""
+    small = t2 < 1e-6
+    ts = torch.where(small, torch.ones_like(t2), t2)
+    t = torch.sqrt(ts)
+    series = 1 - t2 / 3 + t2 * t2 / 5
+    return torch.where(small, series, torch.atan(t) / t)
+
+
+def bend_angle_sq_smooth(e1, e2):
+    """phi^2 with phi = atan2(|e1 x e2|, e1 . e2), written through |e1 x e2|^2 so that every
+    derivative (Newton's Hessian-vector products) is finite at phi = 0, where |e1 x e2| has a
+    kink; equal to the atan2 form up to round-off."""
+    c = _dot(e1, e2)
+    s2 = _dot(_cross(e1, e2), _cross(e1, e2))
+    pos = c > 0
+    c_pos = torch.where(pos, c, torch.ones_like(c))
+    phi_sq_pos = s2 * (_atan_ratio(s2 / (c_pos * c_pos)) / c_pos) ** 2
+    s_neg = torch.sqrt(torch.where(pos, torch.ones_like(s2), s2).clamp_min(1e-300))
+    phi_sq_neg = torch.atan2(s_neg, torch.where(pos, -torch.ones_like(c), c)) ** 2
+    return torch.where(pos, phi_sq_pos, phi_sq_neg)
+
+
+def internal_energies(x, rest, k_stretch, k_shear, k_bend, smooth: bool = False):
+    """(E_stretch, E_shear, E_bend), each [N], of positions x [N,3,H,W] (reference normalization).
+    ``smooth``: bend angles through ``bend_angle_sq_smooth`` (for second derivatives)."""
     n, _, h, w = x.shape
     hw = float(h * w)
     ev = x[:, :, 1:, :] - x[:, :, :-1, :]
@@ -120,8 +144,11 @@ def internal_energies(x, rest, k_stretch, k_shear, k_bend):
         edges, dim = e
         e1 = edges.narrow(dim, 0, edges.shape[dim] - 1)
         e2 = edges.narrow(dim, 1, edges.shape[dim] - 1)
-        phi = torch.atan2(_norm(_cross(e1, e2)), _dot(e1, e2))
-        bend = bend + (phi ** 2).flatten(1).sum(1)
+        if smooth:
+            phi_sq = bend_angle_sq_smooth(e1, e2)
+        else:
+            phi_sq = torch.atan2(_norm(_cross(e1, e2)), _dot(e1, e2)) ** 2
+        bend = bend + phi_sq.flatten(1).sum(1)
     bend = k_bend * bend / hw
     return stretch, shear, bend
 
@@ -144,27 +171,29 @@ def box_sdf(x, boxes):
 
 
 def contact_energy(x, spheres, boxes, margin):
-    """Per-vertex penalty sum_colliders max(0, margin - sdf)^2, [N,H,W] (inactive entries skipped)."""
+    """Per-vertex penalty sum_colliders max(0, margin - sdf)^3, [N,H,W] (inactive entries skipped).
+    Cubic, not quadratic: its second derivative is continuous where contact starts, so Newton's
+    method does not chatter between contact sets."""
     m = margin.view(-1, 1, 1, 1)
     total = x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
     if spheres.shape[1] > 0:
         active = (spheres[:, :, 3] > 0).to(x.dtype)[:, :, None, None]
         pen = (m - sphere_sdf(x, spheres)).clamp_min(0.0)
-        total = total + (active * pen * pen).sum(1)
+        total = total + (active * pen ** 3).sum(1)
     if boxes.shape[1] > 0:
         active = (boxes[:, :, 3:] > 0).any(dim=2).to(x.dtype)[:, :, None, None]
         pen = (m - box_sdf(x, boxes)).clamp_min(0.0)
-        total = total + (active * pen * pen).sum(1)
+        total = total + (active * pen ** 3).sum(1)
     return total
 
 
 def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
-                k_bend, mass, damping, k_pin, k_contact, margin, dt):
+                k_bend, mass, damping, k_pin, k_contact, margin, dt, smooth: bool = False):
     """All loss terms per sample [N] (differentiable w.r.t. a), see the module docstring."""
     n, _, h, w = a.shape
     hw = float(h * w)
     x_new, v_new = cloth_state(a, x_old, v_old, pin_w, pin_x, dt)
-    stretch, shear, bend = internal_energies(x_new, rest, k_stretch, k_shear, k_bend)
+    stretch, shear, bend = internal_energies(x_new, rest, k_stretch, k_shear, k_bend, smooth=smooth)
     free = (pin_w != 1).to(a.dtype)[:, 0]  # [N,H,W]
     A = lumped_weights(h, w, device=a.device)[:, 0]
     M = mass.view(-1, 1, 1) * A
@@ -371,6 +400,78 @@ class ClothProblem(Problem):
             self.fields["spheres"] = _colliders("spheres", spheres, n, 4, dev)
         if boxes is not None:
             self.fields["boxes"] = _colliders("boxes", boxes, n, 6, dev)
+
+    # --- what Newton's method (metaphys.optim.newton) needs -----------------------------------
+    # grid offsets a vertex's Hessian row couples to: edges and bend hinges along rows and
+    # columns (distance 1 and 2), shear across quad diagonals
+    hessian_offsets = ((0, 1), (0, -1), (0, 2), (0, -2), (1, 0), (-1, 0), (2, 0), (-2, 0),
+                       (1, 1), (1, -1), (-1, 1), (-1, -1))
+
+    def pure_loss(self, a) -> torch.Tensor:
+        """The loss [N] as plain differentiable PyTorch (twice: for Hessian-vector products)."""
+        return sum(cloth_terms(a, *self.op_args(), smooth=True).values())
+
+    def hessian_psd_correction(self, a):
+        """Sparse matrix (scipy CSR, sample 0, a-space, (c, i, j) order) that removes the negative
+        transverse curvature of compressed stretch springs from the Hessian (projected Newton).
+
+        A spring E = k (|e| - L0)^2 has Hessian 2k [e^ e^T + (|e| - L0)/|e| (I - e^ e^T)]: the
+        second part is negative when the edge is compressed, which makes the step's Hessian
+        indefinite in folds. Adding its negation keeps Newton's direction downhill; the gradient
+        (and so the converged answer) is untouched, and stretched cloth gets the exact Hessian.
+        """
+        import numpy as np
+        import scipy.sparse as sp
+
+        fl = self.fields
+        _, _, h, w = fl["x_old"].shape
+        x = self.state(a[:1])[0][0].detach().cpu().numpy()          # [3, H, W]
+        L0 = float(fl["rest"][0])
+        dt2 = float(fl["dt"][0]) ** 2
+        n = 3 * h * w
+        flat = np.arange(n).reshape(3, h, w)
+        rows, cols, vals = [], [], []
+        families = []
+        if h > 1:
+            families.append((x[:, 1:, :] - x[:, :-1, :], flat[:, :-1, :], flat[:, 1:, :], (h - 1) * w))
+        if w > 1:
+            families.append((x[:, :, 1:] - x[:, :, :-1], flat[:, :, :-1], flat[:, :, 1:], h * (w - 1)))
+        for e, ip, iq, count in families:
+            k = float(fl["k_stretch"][0]) / count
+            length = np.sqrt((e * e).sum(0))
+            coef = 2 * k * (length - L0) / np.maximum(length, 1e-300)
+            sel = coef < 0
+            if not sel.any():
+                continue
+            eh = e[:, sel] / length[sel]                             # [3, m]
+            c = -coef[sel] * dt2 * dt2                               # > 0, a-space scaling dt^4
+            for r in range(3):
+                for q in range(3):
+                    block = c * ((1.0 if r == q else 0.0) - eh[r] * eh[q])
+                    pr, pq = ip[r][sel], iq[r][sel]
+                    qr, qq = ip[q][sel], iq[q][sel]
+                    rows += [pr, pq, pr, pq]
+                    cols += [qr, qq, qq, qr]
+                    vals += [block, block, -block, -block]
+        if not rows:
+            return sp.csr_matrix((n, n))
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+
+    def external_gradient(self) -> torch.Tensor:
+        """Gradient of the external-force term alone [N,3,H,W] (gravity and wind; constant in a)."""
+        fl = self.fields
+        n, _, h, w = fl["x_old"].shape
+        A = lumped_weights(h, w, device=self.device)
+        free = (fl["pin_w"] != 1).to(torch.float64)
+        force = fl["mass"].view(-1, 1, 1, 1) * A * fl["gravity"][:, :, None, None] + A * fl["wind"][:, :, None, None]
+        return -(fl["dt"] ** 2).view(-1, 1, 1, 1) * free * force / float(h * w)
+
+    def residual_scale(self, grad_start: torch.Tensor) -> float:
+        """Scale of the gauge ``relative residual``: the larger of the gradient RMS at the start of
+        the step and the RMS of the external forces (sample 0). A frame at rest under gravity then
+        reads |grad| / |weight|; a frame with no external force reads |grad| / |grad at start|."""
+        rms = lambda t: float(t[0].norm()) / math.sqrt(t[0].numel())
+        return max(rms(grad_start), rms(self.external_gradient()), 1e-300)
 
     def terms(self, a) -> dict:
         """All loss terms per sample (twin-evaluated, no graph)."""

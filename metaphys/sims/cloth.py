@@ -1,13 +1,24 @@
-"""Cloth for animation: a regular rows x cols vertex grid in physical units (metres, seconds).
+"""Cloth for animation: a regular rows x cols vertex grid in physical units (metres, seconds, kg).
 
-Internally the cloth is simulated in the units the Metamizer was trained in: length unit = the
-mean rest edge length, time unit = one solver step (1 / (fps * substeps)). So gravity and wind
-(m/s^2) become g * dt^2 / L0, damping (1/s) becomes damping * dt, and stiffness values are the
-model's dimensionless ones (stretch ~100-1000, shear 1-1000, bend 0.01-1000, see the physics
-docstring in metaphys.physics.cloth). ``mass_per_area`` scales inertia relative to stiffness
-(0.2 kg/m^2 = the model's unit mass). Pins: weight 1 = hard, in (0, 1) = soft spring; targets
-may be animated per frame (interpolated linearly over substeps). Colliders: spheres and
-axis-aligned boxes, static or animated per frame.
+Materials are physical and resolution-free (names follow Blender's cloth panel where they map):
+``tension`` and ``shear`` are membrane stiffnesses in N/m (force per unit width per unit strain /
+shear angle), ``bending`` is a bending stiffness in N*m, ``mass_per_area`` is in kg/m^2 and
+``air_damping`` in 1/s. One material therefore behaves the same at 16^2 ... 128^2 and at any
+fps / substeps. Internally the cloth is solved in the units the Metamizer was trained in
+(length = the mean rest edge length L0, time = one solver step dt, mass = the mass of an interior
+vertex rho*L0^2); the mapping (see ``model_material``) stays inside this module:
+
+    k_stretch = Y dt^2 / (2 rho L0^2) * (edges per direction) / (H W)
+    k_shear   = G dt^2 / (8 rho L0^2)        k_bend = B dt^2 / (2 rho L0^4)
+    gravity, wind (m/s^2) -> * dt^2 / L0       air_damping (1/s) -> * dt
+
+Solvers per step (``solver``): "metamizer" (the network's iterations only), "newton" (the
+converged reference, ``metaphys.optim.newton``) or "auto" (default): the Metamizer runs its
+``iterations_per_step`` and stops early at ``tol``; if it has not reached ``tol``, Newton's method
+finishes the step. ``tol`` is the scale-free gauge every frame records: the gradient RMS
+relative to the larger of the step's starting gradient and the external (gravity + wind)
+forces. Every ``StepRecord`` carries that relative residual, the max edge strain, and which
+solver finished the frame.
 """
 from __future__ import annotations
 
@@ -17,12 +28,38 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
 from metaphys.physics.cloth import ClothProblem
 from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
 
 F64 = torch.float64
-REFERENCE_AREAL_DENSITY = 0.2  # kg/m^2 that maps to the model's unit mass
+SOLVERS = ("auto", "metamizer", "newton")
+
+
+def _grid_int(name, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 16:
+        raise ValueError(f"{name} must be an int >= 16 (the optimizer's minimum grid), got {v!r}")
+    return int(v)
+
+
+def threads_for_grid(rows: int, cols: int) -> int:
+    """Fastest torch thread count for a grid: 1 up to 96^2 (a second thread costs more in
+    synchronization than it gains there, and is 10x slower on a busy machine), else all cores."""
+    import os
+    return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
+
+
+def model_material(material: dict, rows: int, cols: int, length: float, dt: float) -> dict:
+    """Physical material (N/m, N*m, kg/m^2) -> the dimensionless coefficients of ClothProblem
+    (module docstring). Unit mass = an interior vertex, rho * L0^2."""
+    rho = material["mass_per_area"]
+    hw = rows * cols
+    edge_share = 0.5 * ((rows - 1) * cols + rows * (cols - 1)) / hw   # the loss's edge means -> sums
+    base = dt * dt / (rho * length * length)
+    return {"k_stretch": 0.5 * material["tension"] * base * edge_share,
+            "k_shear": material["shear"] * base / 8.0,
+            "k_bend": 0.5 * material["bending"] * base / (length * length)}
 
 
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
@@ -42,22 +79,37 @@ def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
 class ClothSim:
     def __init__(self, rows: int = 32, cols: int = 32, *, rest_positions=None, size_m: float = 1.0,
                  fps: float = 24.0, substeps: int = 1, gravity: Sequence[float] = (0.0, 0.0, -9.81),
-                 mass_per_area: float = 0.2, stretch: float = 1000.0, shear: float = 10.0, bend: float = 0.1,
-                 damping: float = 0.1, wind: Sequence[float] = (0.0, 0.0, 0.0), pin_weights=None,
+                 mass_per_area: float = 0.2, tension: float = 250.0, shear: float = 10.0, bending: float = 2.5e-5,
+                 air_damping: float = 0.1, wind: Sequence[float] = (0.0, 0.0, 0.0), pin_weights=None,
                  pin_targets=None, colliders: Optional[List[dict]] = None, contact_margin: float = 0.25,
-                 iterations_per_step: Optional[int] = 30, tol: Optional[float] = None, max_iterations: int = 200,
-                 guard: bool = True, device="cpu", optimizer=None):
-        if not (isinstance(rows, int) and isinstance(cols, int)) or rows < 16 or cols < 16:
-            raise ValueError(f"rows and cols must be ints >= 16 (the optimizer's minimum grid), got {rows}x{cols}")
+                 solver: str = "auto", tol: Optional[float] = 1e-6, iterations_per_step: Optional[int] = 30,
+                 max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
+                 guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None):
+        rows, cols = _grid_int("rows", rows), _grid_int("cols", cols)
         self.rows, self.cols = rows, cols
         nv = rows * cols
         self.device = torch.device(device)
-        self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard)
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        if tol is None and solver != "metamizer":
+            raise ValueError(f"solver {solver!r} needs a tolerance tol > 0 (tol=None only with solver='metamizer')")
+        self.solver = solver
+        self.tol = None if tol is None else check_positive("tol", tol)
+        if solver == "newton":
+            self.settings = SolverSettings(1, None, max_iterations, guard)
+        else:
+            self.settings = SolverSettings(iterations_per_step, self.tol if iterations_per_step is None else None,
+                                           max_iterations, guard)
+        self.newton_max_iterations = int(newton_max_iterations)
+        self.strain_limit = check_positive("strain_limit", strain_limit)
+        self.threads = threads_for_grid(rows, cols) if threads is None else int(threads)
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (or None for automatic), got {threads!r}")
         self.fps = check_positive("fps", fps)
-        if not isinstance(substeps, int) or substeps < 1:
+        if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
             raise ValueError(f"substeps must be a positive int, got {substeps!r}")
-        self.substeps = substeps
-        self.dt = 1.0 / (self.fps * substeps)
+        self.substeps = int(substeps)
+        self.dt = 1.0 / (self.fps * self.substeps)
         rest = flat_cloth(rows, cols, size_m) if rest_positions is None else np.asarray(rest_positions, np.float64)
         if rest.shape != (nv, 3) or not np.isfinite(rest).all():
             raise ValueError(f"rest_positions must be finite with shape ({nv}, 3) (rows*cols, xyz), got {rest.shape}")
@@ -70,23 +122,32 @@ class ClothSim:
         self.rest_positions = rest
         self.gravity = check_vector("gravity", gravity, 3)
         self.wind = check_vector("wind", wind, 3)
-        for name, v in (("stretch", stretch), ("shear", shear), ("bend", bend), ("damping", damping)):
-            check_positive(name, v, allow_zero=True)
-        self.mass = check_positive("mass_per_area", mass_per_area) / REFERENCE_AREAL_DENSITY
+        self.material = {"tension": check_positive("tension", tension),
+                         "shear": check_positive("shear", shear, allow_zero=True),
+                         "bending": check_positive("bending", bending, allow_zero=True),
+                         "mass_per_area": check_positive("mass_per_area", mass_per_area),
+                         "air_damping": check_positive("air_damping", air_damping, allow_zero=True)}
         self.pin_w = self._pin_weights(pin_weights)
         self.pin_targets = self._pin_targets(pin_targets)
         self.colliders = self._colliders(colliders or [])
-        self.optimizer = optimizer if optimizer is not None else default_optimizer(self.device)
+        if optimizer is None and solver != "newton":
+            optimizer = default_optimizer(self.device)
+        self.optimizer = optimizer
+        self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations)
+        k = model_material(self.material, rows, cols, self.length_unit, self.dt)
         scale = self.dt ** 2 / self.length_unit
-        x0 = self._to_model(rest)
         self.problem = ClothProblem(
-            x0, pin_w=self._grid1(self.pin_w), pin_x=self._to_model(self._targets_at(0.0)),
-            gravity=(self.gravity * scale).tolist(), wind=(self.wind * scale * self.mass).tolist(),
-            k_stretch=float(stretch), k_shear=float(shear), k_bend=float(bend), mass=self.mass,
-            damping=float(damping) * self.dt, margin=float(contact_margin), dt=1.0)
+            self._to_model(rest), pin_w=self._grid1(self.pin_w),
+            pin_x=self._to_model(self._targets_at(0.0)),
+            gravity=(self.gravity * scale).tolist(), wind=(self.wind * scale).tolist(),
+            k_stretch=k["k_stretch"], k_shear=k["k_shear"], k_bend=k["k_bend"], mass=1.0,
+            damping=self.material["air_damping"] * self.dt, margin=float(contact_margin),
+            k_contact=max(1000.0, k["k_stretch"]), k_pin=max(1000.0, k["k_stretch"]), dt=1.0)
         self._set_colliders(0.0)
         self.u = self.problem.initial_guess()
-        self.state = self.optimizer.init_state(tuple(self.u.shape), device=self.device)
+        self.state = None if self.optimizer is None else self.optimizer.init_state(tuple(self.u.shape),
+                                                                                 device=self.device)
+        self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
         self.frame = 0
         self.records: List[StepRecord] = []
 
@@ -177,29 +238,76 @@ class ClothSim:
     # --- stepping -----------------------------------------------------------------------------
     def step(self) -> StepRecord:
         """Advance one frame (``substeps`` solver steps); returns the frame's record."""
-        iters, rej, cap = 0, 0, False
-        start = end = 0.0
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._step()
+        finally:
+            torch.set_num_threads(previous)
+
+    def _solve_substep(self):
+        """One backward-Euler step: Metamizer, then (per ``solver``) Newton's finishing stage.
+        Returns (a, iterations, guard rejections, hit_cap, residual start, relative residual,
+        newton iterations)."""
+        p = self.problem
+        _, grad0 = p.loss_and_grad(self.u)
+        scale = p.residual_scale(grad0)
+        rms = lambda g: float(g[0].norm()) / math.sqrt(g[0].numel())
+        iters = rej = newton_iters = 0
+        cap = False
+        a = self.u
+        if self.solver != "newton":
+            kwargs = self.settings.solve_kwargs()
+            if self.tol is not None and "iterations" in kwargs:  # early stop at the gauge's tolerance
+                kwargs = {"tol": self.tol * scale, "max_iterations": kwargs["iterations"]}
+            res = iterate(p, self.optimizer, a, self.state, guard=self.settings.guard,
+                          guard_growth=0.0, **kwargs)
+            self.state, a = res.state, res.u
+            iters, rej, cap = res.iterations, res.guard_rejections, res.hit_cap
+        _, grad = p.loss_and_grad(a)
+        rel = rms(grad) / scale
+        finished_by = "metamizer"
+        if self.solver != "metamizer" and rel > self.tol:
+            # warm start: the better of the Metamizer's answer and the last step's acceleration
+            if self.solver == "newton" or rel > 1.0:
+                _, g_prev = p.loss_and_grad(p.impose(self.a_prev))
+                if rms(g_prev) < rms(grad):
+                    a = p.impose(self.a_prev)
+            out = self.newton.solve(p, a, scale=scale)
+            a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
+            finished_by = "newton"
+            cap = not out.converged
+        return a, iters, rej, cap, rms(grad0), rel, newton_iters, finished_by
+
+    def _step(self) -> StepRecord:
+        iters = rej = newton_iters = 0
+        cap = False
+        start = rel_worst = 0.0
+        finished_by = "metamizer"
+        strain = -1.0
         for s in range(self.substeps):
             t = self.frame + (s + 1) / self.substeps  # targets/colliders at the END of the substep
             self.problem.set_pins(pin_x=self._to_model(self._targets_at(t)))
             self._set_colliders(t)
-            res = iterate(self.problem, self.optimizer, self.u, self.state, guard=self.settings.guard,
-                          **self.settings.solve_kwargs())
-            self.state = res.state
-            g0 = float(res.residuals[0].max())
+            a, it, rj, hc, g0, rel, nit, fin = self._solve_substep()
             start = g0 if s == 0 else start
-            end = float(res.residual.max())
-            iters += res.iterations
-            rej += res.guard_rejections
-            cap = cap or res.hit_cap
-            self.u = self.problem.advance(res.u)
+            rel_worst = max(rel_worst, rel)
+            iters, rej, newton_iters, cap = iters + it, rej + rj, newton_iters + nit, cap or hc
+            finished_by = "newton" if fin == "newton" else finished_by
+            self.a_prev = a.detach().clone()
+            self.u = self.problem.advance(a)
+            strain = max(strain, float(self.problem.max_stretch().max()))
         self.frame += 1
-        rec = StepRecord(self.frame, iters, end, start, rej, cap)
+        rec = StepRecord(self.frame, iters, rel_worst, start, rej, cap, relative_residual=rel_worst, max_strain=strain,
+                         finished_by=finished_by, newton_iterations=newton_iters,
+                         converged=None if self.tol is None else bool(rel_worst <= self.tol))
         self.records.append(rec)
         return rec
 
     def run(self, frames: int, callback=None) -> np.ndarray:
         """Simulate ``frames`` frames; world positions [frames, rows*cols, 3] (grid order)."""
+        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+            raise ValueError(f"frames must be an int >= 1, got {frames!r}")
         out = []
         for _ in range(int(frames)):
             self.step()
@@ -222,13 +330,16 @@ class ClothSim:
 
     def state_dict(self) -> dict:
         return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
-                "state": vars(self.state).copy(), "frame": self.frame,
+                "state": None if self.state is None else vars(self.state).copy(), "frame": self.frame,
+                "a_prev": self.a_prev.clone(),
                 "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
         from metaphys.optim.metamizer import MetamizerState
         self.problem.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
-        self.state = MetamizerState(**{k: v.to(self.device) for k, v in sd["state"].items()})
+        self.state = None if sd["state"] is None else MetamizerState(
+            **{k: v.to(self.device) for k, v in sd["state"].items()})
+        self.a_prev = sd.get("a_prev", torch.zeros_like(self.u)).to(self.device)
         self.frame = int(sd["frame"])
         self.records = [StepRecord(**r) for r in sd["records"]]
