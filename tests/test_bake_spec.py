@@ -1,6 +1,5 @@
 """Bake spec schema: every bad value is named by its key path with what was expected; defaults come
 from the schema; the docs tables are generated from it."""
-import json
 
 import numpy as np
 import pytest

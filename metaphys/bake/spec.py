@@ -9,326 +9,17 @@ docs/bake-spec.md (``python -m metaphys.bake.spec --write-docs`` updates it).
 """
 from __future__ import annotations
 
-import difflib
 import json
-import math
-import numbers
 import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from metaphys.bake.spec_types import (Array, Bool, Choice, Int, Invalid, Key, ListOf, Many, Number, Object,
+                                      SpecError, Track, Vector, show, unknown_key)
+
 __all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SCHEMAS", "defaults", "markdown_table",
            "update_docs", "RENAMED"]
-
-
-class SpecError(ValueError):
-    """An invalid bake spec; ``errors`` lists one ``"path: expected ..., got ..."`` line per problem."""
-
-    def __init__(self, kind: str, errors: List[str]):
-        self.kind, self.errors = kind, list(errors)
-        if len(errors) == 1:
-            msg = f"invalid {kind} spec: {errors[0]}"
-        else:
-            msg = f"invalid {kind} spec ({len(errors)} problems):\n  " + "\n  ".join(errors)
-        super().__init__(msg)
-
-
-class _Invalid(Exception):
-    def __init__(self, path: str, message: str):
-        self.path, self.message = path, message
-
-
-def _show(value: Any) -> str:
-    """The offending value as the user wrote it (JSON), shortened."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_number(v) -> bool:  # bool is an int subclass in Python, but never a number in a spec
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-# ---- value types ---------------------------------------------------------------------------------
-class Type:
-    nullable = False
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def check(self, value, path: str):
-        raise NotImplementedError
-
-    def fail(self, value, path: str, expected: Optional[str] = None):
-        raise _Invalid(path, f"expected {expected or self.describe()}, got {_show(value)}")
-
-
-def _range_text(lo, hi, lo_open, hi_open) -> str:
-    if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    if hi is not None:
-        return f"{'<' if hi_open else '<='} {hi:g}"
-    return ""
-
-
-class Number(Type):
-    def __init__(self, lo=None, hi=None, lo_open=False, hi_open=False, unit="", nullable=False, integer=False):
-        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
-        self.unit, self.nullable, self.integer = unit, nullable, integer
-
-    def describe(self) -> str:
-        rng = _range_text(self.lo, self.hi, self.lo_open, self.hi_open)
-        text = ("an integer" if self.integer else "a number") + (f" {rng}" if rng else "")
-        if self.unit:
-            text += f" ({self.unit})"
-        return text + (" or null" if self.nullable else "")
-
-    def check(self, value, path):
-        if value is None and self.nullable:
-            return None
-        ok_type = _is_int(value) if self.integer else _is_number(value)
-        if not ok_type or (not self.integer and not math.isfinite(float(value))):
-            self.fail(value, path)
-        v = int(value) if self.integer else float(value)
-        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
-            self.fail(value, path)
-        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
-            self.fail(value, path)
-        return v
-
-
-def Int(lo=None, hi=None, unit="", nullable=False) -> Number:
-    return Number(lo, hi, unit=unit, nullable=nullable, integer=True)
-
-
-class Bool(Type):
-    def describe(self):
-        return "true or false"
-
-    def check(self, value, path):
-        if not isinstance(value, (bool, np.bool_)):
-            self.fail(value, path)
-        return bool(value)
-
-
-class Choice(Type):
-    def __init__(self, *options):
-        self.options = options
-
-    def describe(self):
-        return "one of " + ", ".join(json.dumps(o) for o in self.options)
-
-    def check(self, value, path):
-        if not isinstance(value, str) or value not in self.options:
-            hint = ""
-            if isinstance(value, str):
-                close = difflib.get_close_matches(value, self.options, n=1)
-                hint = f" (did you mean {json.dumps(close[0])}?)" if close else ""
-            raise _Invalid(path, f"expected {self.describe()}, got {_show(value)}{hint}")
-        return value
-
-
-class Vector(Type):
-    """A fixed-length list of finite numbers, optionally per element in a range."""
-
-    def __init__(self, n: int, unit="", lo=None, lo_open=False, integer=False, names=""):
-        self.n, self.unit, self.lo, self.lo_open, self.integer, self.names = n, unit, lo, lo_open, integer, names
-        self.elem = Number(lo, lo_open=lo_open, integer=integer)
-
-    def describe(self):
-        what = "integers" if self.integer else "numbers"
-        rng = _range_text(self.lo, None, self.lo_open, False)
-        text = f"a list of {self.n} {what}" + (f" {rng}" if rng else "")
-        if self.names:
-            text += f" {self.names}"
-        return text + (f" ({self.unit})" if self.unit else "")
-
-    def check(self, value, path):
-        if not isinstance(value, (list, tuple)) or len(value) != self.n:
-            self.fail(value, path)
-        out = []
-        for i, v in enumerate(value):
-            try:
-                out.append(self.elem.check(v, f"{path}[{i}]"))
-            except _Invalid:
-                self.fail(value, path)
-        return out
-
-
-class Track(Type):
-    """A vector, or a per-frame list of vectors (animated; sampled at the end of each step)."""
-
-    def __init__(self, vec: Vector):
-        self.vec = vec
-
-    def describe(self):
-        return f"{self.vec.describe()}, or a per-frame list of them"
-
-    def check(self, value, path):
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
-            return [self.vec.check(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, (list, tuple)) and len(value) == self.vec.n:
-            return self.vec.check(value, path)
-        self.fail(value, path)
-
-
-class Array(Type):
-    """A (nested) list of finite numbers; shapes against other keys are checked by the schema's ``cross``."""
-
-    def __init__(self, what: str, integer=False, nullable=True, path_ok=False, lo=None, hi=None):
-        self.what, self.integer, self.nullable, self.path_ok, self.lo, self.hi = what, integer, nullable, path_ok, lo, hi
-
-    def describe(self):
-        return self.what + (" or null" if self.nullable else "")
-
-    def check(self, value, path):
-        if value is None and self.nullable:
-            return None
-        if isinstance(value, str) and self.path_ok:
-            if not value.endswith(".npy"):
-                self.fail(value, path, f"{self.what} (a path must name a .npy file)")
-            if not os.path.isfile(value):
-                raise _Invalid(path, f"file not found: {value}")
-            try:
-                arr = np.load(value, allow_pickle=False)
-            except Exception as exc:  # a truncated or non-npy file
-                raise _Invalid(path, f"cannot read {value} as a .npy array ({type(exc).__name__}: {exc})") from None
-            if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-                raise _Invalid(path, f"{value} holds {arr.dtype} values, expected real numbers")
-        else:
-            if not isinstance(value, (list, tuple, np.ndarray)):
-                self.fail(value, path)
-            bad = _first_non_number(value, path, self.integer)
-            if bad is not None:
-                raise _Invalid(bad[0], f"expected {'an integer' if self.integer else 'a number'} "
-                                       f"(in {self.what}), got {_show(bad[1])}")
-            try:
-                arr = np.asarray(value, dtype=np.int64 if self.integer else np.float64)
-            except ValueError:
-                self.fail(value, path, f"{self.what} (rows of equal length)")
-        if not np.isfinite(arr).all():
-            raise _Invalid(path, f"expected finite numbers in {self.what}, got NaN or infinity")
-        if self.lo is not None and arr.size and arr.min() < self.lo or self.hi is not None and arr.size and arr.max() > self.hi:
-            k = int(np.argmax((arr.ravel() < (self.lo if self.lo is not None else -np.inf))
-                              | (arr.ravel() > (self.hi if self.hi is not None else np.inf))))
-            raise _Invalid(path, f"expected values in [{self.lo:g}, {self.hi:g}], got {arr.ravel()[k]:g} "
-                                 f"at flat index {k}")
-        return value if isinstance(value, str) else arr
-
-
-def _first_non_number(value, path, integer) -> Optional[Tuple[str, Any]]:
-    stack = [(value, path)]
-    while stack:
-        v, p = stack.pop()
-        if isinstance(v, np.ndarray):
-            if v.dtype == object or v.dtype == bool or not np.issubdtype(v.dtype, np.number):
-                return p, v.dtype.name
-            if integer and not np.issubdtype(v.dtype, np.integer):
-                return p, v.dtype.name
-            continue
-        if isinstance(v, (list, tuple)):
-            stack.extend((x, f"{p}[{i}]") for i, x in reversed(list(enumerate(v))))
-        elif not (_is_int(v) if integer else _is_number(v)):
-            return p, v
-    return None
-
-
-@dataclass
-class Key:
-    type: Type
-    default: Any = None
-    doc: str = ""
-    default_doc: Optional[str] = None   # how the default reads in the docs when it is computed
-    required: bool = False
-
-
-class Object(Type):
-    """A JSON object with known keys; ``tag`` names a discriminating key (e.g. collider ``type``)."""
-
-    def __init__(self, name: str, keys: Dict[str, Key], tag: Optional[str] = None,
-                 variants: Optional[Dict[str, Dict[str, Key]]] = None):
-        self.name, self.keys, self.tag, self.variants = name, keys, tag, variants or {}
-
-    def describe(self):
-        if self.tag:
-            return (f"an object with {json.dumps(self.tag)}: " + " or ".join(json.dumps(v) for v in self.variants))
-        return "an object"
-
-    def check(self, value, path):
-        if not isinstance(value, dict):
-            self.fail(value, path)
-        keys = dict(self.keys)
-        if self.tag:
-            t = value.get(self.tag)
-            keys.update({self.tag: Key(Choice(*self.variants), required=True)})
-            if t in self.variants:
-                keys.update(self.variants[t])
-        out, errors = {}, []
-        for k in value:
-            if k not in keys:
-                errors.append(_unknown(k, keys, path))
-        for k, key in keys.items():
-            p = f"{path}.{k}" if path else k
-            if k not in value:
-                if key.required:
-                    errors.append(_Invalid(p, f"missing (expected {key.type.describe()})"))
-                continue
-            try:
-                out[k] = key.type.check(value[k], p)
-            except _Invalid as e:
-                errors.append(e)
-            except _Many as many:
-                errors.extend(many.errors)
-        if errors:
-            raise _Many(errors)
-        return out
-
-
-class _Many(Exception):
-    def __init__(self, errors):
-        self.errors = errors
-
-
-class ListOf(Type):
-    def __init__(self, item: Type, what: str):
-        self.item, self.what = item, what
-
-    def describe(self):
-        return f"a list of {self.what}"
-
-    def check(self, value, path):
-        if not isinstance(value, list):
-            self.fail(value, path)
-        out, errors = [], []
-        for i, v in enumerate(value):
-            try:
-                out.append(self.item.check(v, f"{path}[{i}]"))
-            except _Invalid as e:
-                errors.append(e)
-            except _Many as many:
-                errors.extend(many.errors)
-        if errors:
-            raise _Many(errors)
-        return out
-
-
-def _unknown(k, keys, path) -> _Invalid:
-    p = f"{path}.{k}" if path else str(k)
-    if path == "" and k in RENAMED:
-        return _Invalid(p, RENAMED[k])
-    close = difflib.get_close_matches(str(k), list(keys), n=1, cutoff=0.6)
-    hint = f"; did you mean {json.dumps(close[0])}?" if close else f"; known keys: {', '.join(sorted(keys))}"
-    return _Invalid(p, f"unknown key{hint}")
 
 
 # ---- the schemas ----------------------------------------------------------------------------------
@@ -453,7 +144,7 @@ def _cloth_cross(p: dict, given: dict, errors: list) -> None:
     nv = rows * cols
 
     def shape_err(key, expected, arr):
-        errors.append(_Invalid(key, f"expected {expected}, got shape {list(np.shape(arr))}"))
+        errors.append(Invalid(key, f"expected {expected}, got shape {list(np.shape(arr))}"))
 
     if p["rest_positions"] is not None and p["rest_positions"].shape != (nv, 3):
         shape_err("rest_positions", f"shape [{nv}, 3] (rows*cols = {rows}*{cols}, xyz)", p["rest_positions"])
@@ -462,7 +153,7 @@ def _cloth_cross(p: dict, given: dict, errors: list) -> None:
         if vi.shape != (nv,):
             shape_err("vertex_index", f"{nv} integers (rows*cols)", vi)
         elif not np.array_equal(np.sort(vi), np.arange(nv)):
-            errors.append(_Invalid("vertex_index", f"expected a permutation of 0..{nv - 1} (one mesh vertex per "
+            errors.append(Invalid("vertex_index", f"expected a permutation of 0..{nv - 1} (one mesh vertex per "
                                                    "grid vertex), got repeated or out-of-range indices"))
     if p["output_matrix"] is not None and p["output_matrix"].shape != (4, 4):
         shape_err("output_matrix", "shape [4, 4]", p["output_matrix"])
@@ -473,7 +164,7 @@ def _cloth_cross(p: dict, given: dict, errors: list) -> None:
     if pt is not None and not (pt.shape == (nv, 3) or (pt.ndim == 3 and pt.shape[1:] == (nv, 3) and len(pt))):
         shape_err("pin_targets", f"shape [{nv}, 3] or [frames, {nv}, 3]", pt)
     if p["tol"] is None and p["solver"] != "metamizer":
-        errors.append(_Invalid("tol", f"null is only allowed with solver \"metamizer\" (solver "
+        errors.append(Invalid("tol", f"null is only allowed with solver \"metamizer\" (solver "
                                       f"{json.dumps(p['solver'])} needs a tolerance), got null"))
 
 
@@ -485,10 +176,10 @@ def _smoke_cross(p: dict, given: dict, errors: list) -> None:
             continue
         arr = np.load(v) if isinstance(v, str) else v
         if arr.ndim not in (2, 3) or arr.shape[-2:] != (h, w):
-            errors.append(_Invalid(key, f"expected shape [{h}, {w}] or [frames, {h}, {w}], "
+            errors.append(Invalid(key, f"expected shape [{h}, {w}] or [frames, {h}, {w}], "
                                         f"got shape {list(arr.shape)}"))
         elif arr.size and (arr.min() < 0 or arr.max() > 1):
-            errors.append(_Invalid(key, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]"))
+            errors.append(Invalid(key, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]"))
 
 
 def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
@@ -499,23 +190,23 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
     if kind not in SCHEMAS:
         raise ValueError(f"kind must be 'cloth' or 'smoke', got {kind!r}")
     if not isinstance(spec, dict):
-        raise SpecError(kind, [f"the spec must be a JSON object, got {_show(spec)}"])
+        raise SpecError(kind, [f"the spec must be a JSON object, got {show(spec)}"])
     schema = SCHEMAS[kind]
     errors: list = []
     p: dict = {}
     for k in spec:
         if k not in schema:
-            errors.append(_unknown(k, schema, ""))
+            errors.append(unknown_key(k, schema, "", RENAMED))
     for k, key in schema.items():
         if k not in spec:
             p[k] = defaults(kind)[k]
             continue
         try:
             p[k] = key.type.check(spec[k], k)
-        except _Invalid as e:
+        except Invalid as e:
             errors.append(e)
             p[k] = None
-        except _Many as many:
+        except Many as many:
             errors.extend(many.errors)
             p[k] = None
     if not errors:
