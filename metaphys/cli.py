@@ -101,9 +101,8 @@ def _resolve_threads(requested, params) -> int:
     if params.get("threads") is not None:
         return int(params["threads"])
     if "resolution" not in params:  # cloth: the sim's own rule, so a bake and ClothSim(threads=None) agree
-        from metaphys.sims import cloth
-        if hasattr(cloth, "threads_for_grid"):
-            return int(cloth.threads_for_grid(params["rows"], params["cols"]))
+        from metaphys.sims.cloth import threads_for_grid
+        return int(threads_for_grid(params["rows"], params["cols"]))
     shape = params.get("resolution") or (params["rows"], params["cols"])
     return 1 if int(shape[0]) * int(shape[1]) <= 96 * 96 else os.cpu_count() or 1
 

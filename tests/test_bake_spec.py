@@ -140,3 +140,14 @@ def test_property_limits_for_uis():
     assert lim["solver"]["options"] == ["auto", "metamizer", "newton"] and lim["guard"]["type"] == "bool"
     assert lim["gravity"]["size"] == 3 and "colliders" not in lim and "rest_positions" not in lim
     assert S.property_limits("smoke")["density_tol"]["max"] == 1 and S.property_limits("smoke")["vdb"]["default"] is True
+
+
+def test_smoke_schema_defaults_are_the_smoke_sims_defaults():
+    import inspect
+    from metaphys.sims.smoke import SmokeSim
+    sig = inspect.signature(SmokeSim).parameters
+    for key in ("emitter_density", "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind",
+                "iterations_per_step", "max_iterations", "density_tol"):
+        default = S.SMOKE_SCHEMA[key].default
+        sim_default = list(sig[key].default) if isinstance(default, list) else sig[key].default
+        assert sim_default == default, (key, sim_default, default)

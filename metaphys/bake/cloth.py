@@ -3,7 +3,6 @@ same order and space, one mesh per frame, preview GIF. Spec keys: metaphys.bake.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 from typing import Dict
 
@@ -58,21 +57,10 @@ def make_cloth_sim(p: dict, optimizer, device: str = "cpu", threads: int = None)
     kwargs = {k: p[k] for k in _SIM_KEYS if k in p}
     if threads is not None:
         kwargs["threads"] = threads
-    accepted = inspect.signature(ClothSim).parameters
-    if "tension" not in accepted:  # TEMPORARY until issue #12's ClothSim lands: the old model-unit sim
-        kwargs = _legacy_kwargs(kwargs, accepted)
     try:
         return ClothSim(rows, cols, rest_positions=rest, device=device, optimizer=optimizer, **kwargs)
     except (ValueError, TypeError) as exc:
         raise input_error(str(exc)) from None
-
-
-def _legacy_kwargs(kwargs: dict, accepted) -> dict:
-    """The pre-#12 ClothSim has model-unit materials and no Newton stage: keep its own material
-    defaults and run the Metamizer budget (delete once metaphys/sims/cloth.py takes ``tension``)."""
-    out = {k: v for k, v in kwargs.items() if k in accepted and k not in ("tol", "shear", "size_m")}
-    out["tol"] = None
-    return out
 
 
 class ClothWriter:

@@ -123,7 +123,7 @@ SMOKE_SCHEMA: Dict[str, Key] = {
     "tol": Key(Number(0, lo_open=True, unit="mean squared residual", nullable=True), None,
                "iterate each step until below (up to `max_iterations`); null = `iterations_per_step`"),
     "max_iterations": Key(Int(1), 200, "iteration cap per step with `tol`"),
-    "density_tol": Key(Number(0, 1, lo_open=True, hi_open=True, unit="relative to the density peak"), 1e-4,
+    "density_tol": Key(Number(0, 1, lo_open=True, hi_open=True, unit="relative to the density peak"), 1e-6,
                        "tolerance of each density transport step: every cell's error <= about density_tol * "
                        "peak (tighter = better mass conservation)"),
     "png_max": Key(Number(0, lo_open=True, unit="density"), 1.0, "density mapped to white in the PNGs"),
