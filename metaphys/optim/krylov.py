@@ -139,8 +139,9 @@ def fgmres(problem, u0: Optional[torch.Tensor] = None, *, rtol: float = 1e-10,
     result = KrylovResult(u=u, residual_norms=[beta])
     n = u.shape[0]
     m = restart
+    stalled = torch.zeros_like(beta, dtype=torch.bool)
     while True:
-        active = beta > target
+        active = (beta > target) & ~stalled
         if not bool(active.any()) or result.iterations >= max_iterations:
             break
         V = [r / _bcast(beta.clamp_min(TINY), r)]
@@ -195,6 +196,12 @@ def fgmres(problem, u0: Optional[torch.Tensor] = None, *, rtol: float = 1e-10,
         diag = torch.diagonal(R, dim1=1, dim2=2)
         R = R + torch.diag_embed(torch.where(diag.abs() > TINY, torch.zeros_like(diag), torch.ones_like(diag)))
         y = torch.linalg.solve_triangular(R, g[:, :k, None], upper=True)[..., 0]
+        # a (numerically) singular least-squares system: no update for that sample this cycle, and
+        # it stops (reported as not converged) rather than carrying NaN/Inf into the solution
+        broken = ~torch.isfinite(y).all(1)
+        if bool(broken.any()):
+            y = torch.where(broken.view(-1, 1), torch.zeros_like(y), y)
+            stalled = stalled | broken
         dx = sum(_bcast(y[:, i].contiguous(), Z[i]) * Z[i] for i in range(k))
         u = problem.impose(u + dx)
         r = -problem.residual_field(u)          # the true residual, not the recursive estimate
