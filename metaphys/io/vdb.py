@@ -46,7 +46,7 @@ import numpy as np
 from .atomic import PathLike, atomic_path
 
 __all__ = ["vdb_available", "openvdb_location", "load_openvdb", "write_density_vdb", "read_vdb_grid",
-           "OPENVDB_ENV"]
+           "read_vdb_velocity", "grid_names", "has_velocity", "OPENVDB_ENV"]
 
 OPENVDB_ENV = "METAPHYS_OPENVDB"
 
@@ -187,8 +187,14 @@ def _vec3(x, name: str) -> np.ndarray:
 
 def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "density", origin=(0.0, 0.0, 0.0),
                       transform=None, row0: str = "top", clamp_negative: bool = True, tolerance: float = 0.0,
-                      metadata: dict | None = None) -> None:
+                      metadata: dict | None = None, velocity=None, velocity_scale: float = 1.0) -> None:
     """Write ``density`` as a float fog-volume grid in a ``.vdb`` file, atomically.
+
+    ``velocity`` (optional): ``[D, H, W, 2]`` / ``[H, W, 2]`` (vx to +column, vy UP, as
+    ``SmokeSim.velocity``) or ``[.., 3]`` (vx, vy up, vz to +slice), written times
+    ``velocity_scale`` (e.g. cells/step -> m/s) as a vec3 grid ``velocity`` in world axes
+    (x = +column, y = +slice, z = up) beside the density, on the same voxels and transform:
+    what Blender's volume motion blur and Principled Volume read.
 
     ``density``: ``[D, H, W]`` or ``[H, W]`` (one voxel thick), indexed as in the module
     docstring. ``voxel_size``: scalar or (sx, sy, sz) in world units. ``origin``: world position
@@ -224,6 +230,27 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
         vol = vol[:, :, ::-1]
     vol = np.ascontiguousarray(vol, dtype=np.float32)
 
+    vel = None
+    if velocity is not None:
+        v = np.asarray(velocity, dtype=np.float64)
+        if v.ndim == 3:
+            v = v[None]
+        if v.ndim != 4 or v.shape[:3] != (D, H, W) or v.shape[3] not in (2, 3):
+            raise ValueError(f"velocity must be [D, H, W, 2|3] or [H, W, 2|3] matching density {(D, H, W)}, "
+                             f"got shape {np.shape(velocity)}")
+        if not (np.isfinite(velocity_scale) and np.isfinite(v).all()):
+            raise ValueError("velocity and velocity_scale must be finite")
+        world = np.zeros((D, H, W, 3))
+        world[..., 0] = v[..., 0]                   # +column -> +x
+        world[..., 2] = v[..., 1]                   # up -> +z
+        if v.shape[3] == 3:
+            world[..., 1] = v[..., 2]               # +slice -> +y
+        world *= float(velocity_scale)
+        vel = world.transpose(2, 0, 1, 3)           # [D, H, W, 3] -> [x=W, y=D, z=H, 3]
+        if row0 == "top":
+            vel = vel[:, :, ::-1]
+        vel = np.ascontiguousarray(vel, dtype=np.float32)
+
     vdb = _require()
     grid = vdb.FloatGrid()
     grid.copyFromArray(vol, tolerance=float(tolerance))
@@ -241,9 +268,21 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
         from ..version import __version__ as ver
     except Exception:  # pragma: no cover
         ver = "unknown"
+    grids = [grid]
+    if vel is not None:
+        vgrid = vdb.Vec3SGrid()
+        vgrid.copyFromArray(vel, tolerance=(float(tolerance),) * 3)
+        vgrid.name = "velocity"
+        vgrid.gridClass = vdb.GridClass.UNKNOWN   # Blender and Houdini expect a plain vec3 "velocity"
+        vgrid.vectorType = vdb.VectorType.CONTRAVARIANT_RELATIVE  # a displacement-like vector
+        vgrid.transform = vdb.createLinearTransform(m.tolist())
+        vgrid["metaphys_shape_dhw"] = meta["metaphys_shape_dhw"]
+        vgrid["metaphys_row0"] = row0
+        vgrid["metaphys_velocity_scale"] = float(velocity_scale)
+        grids.append(vgrid)
     with atomic_path(path) as tmp:
-        vdb.write(tmp, grids=[grid], metadata={"creator": f"metaphys {ver}"})
-    del grid
+        vdb.write(tmp, grids=grids, metadata={"creator": f"metaphys {ver}"})
+    del grid, grids
 
 
 def read_vdb_grid(path: PathLike, name: str = "density", row0: str | None = None) -> tuple[np.ndarray, dict]:
@@ -289,3 +328,40 @@ def read_vdb_grid(path: PathLike, name: str = "density", row0: str | None = None
             "index_min": tuple(int(v) for v in lo), "index_max": tuple(int(v) for v in hi)}
     del t, grid
     return out, info
+
+
+def grid_names(path: PathLike) -> list[str]:
+    """Names of the grids in a ``.vdb`` file (reads metadata only)."""
+    vdb = _require()
+    return [g.name for g in vdb.readAllGridMetadata(os.fspath(path))]
+
+
+def has_velocity(path: PathLike) -> bool:
+    """True if the ``.vdb`` file holds a grid named ``velocity``; False also without an openvdb module."""
+    if load_openvdb() is None:
+        return False
+    try:
+        return "velocity" in grid_names(path)
+    except Exception:  # noqa: BLE001 - an unreadable file has no velocity for our purposes
+        return False
+
+
+def read_vdb_velocity(path: PathLike) -> np.ndarray:
+    """The ``velocity`` grid of a file written by ``write_density_vdb(velocity=...)`` as ``[D, H, W, 3]``
+    float32 world vectors (x = +column, y = +slice, z = up), in the written row order convention."""
+    vdb = _require()
+    try:
+        grid = vdb.read(os.fspath(path), "velocity")
+    except Exception as e:
+        raise ValueError(f"cannot read grid 'velocity' from {str(path)!r}: {e}") from e
+    meta = dict(grid.metadata)
+    shape_s = meta.get("metaphys_shape_dhw")
+    if not shape_s:
+        raise ValueError(f"{str(path)!r}: the velocity grid was not written by metaphys (no metaphys_shape_dhw)")
+    D, H, W = (int(x) for x in str(shape_s).split())
+    vol = np.zeros((W, D, H, 3), dtype=np.float32)
+    grid.copyToArray(vol, ijk=(0, 0, 0))
+    if str(meta.get("metaphys_row0", "top")) == "top":
+        vol = vol[:, :, ::-1]
+    del grid
+    return np.ascontiguousarray(vol.transpose(1, 2, 0, 3))
