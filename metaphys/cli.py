@@ -122,6 +122,10 @@ def cmd_bake(args) -> int:
         # --resume without --format/--threads continues with what the bake recorded
         prev = previous_settings(args.out) if args.resume else {}
         fmt = args.format or prev.get("format") or "obj"
+        if args.kind == "cloth" and fmt != "usd":
+            from metaphys.bake.cloth import usd_note
+            if usd_note():
+                print(f"metaphys bake: note: {usd_note()}", file=sys.stderr)
         threads_arg = args.threads if args.threads is not None else prev.get("threads")
         spec = _overrides(args, _read_spec(args.spec))
         if args.kind == "smoke":
@@ -269,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--spec", help="JSON spec file (docs/bake-spec.md); options below override it")
     b.add_argument("--frames", type=int, help="number of frames")
     b.add_argument("--size", type=int, help="grid size (cloth vertices per side / smoke cells per side)")
-    b.add_argument("--format", choices=["obj", "ply", "glb", "none"],
-                   help="cloth mesh format per frame (default obj; --resume: the bake's own)")
+    b.add_argument("--format", choices=["obj", "ply", "glb", "usd", "none"],
+                   help="cloth mesh format per frame (default obj; --resume: the bake's own); cloth.usdc is "
+                        "written whenever usd-core is installed, usd = cloth.usdc without per-frame meshes")
     b.add_argument("--iterations", type=int, help="optimizer iterations per time step (cloth: the Metamizer budget)")
     b.add_argument("--tol", type=float, help="stop each step when the residual is below TOL")
     b.add_argument("--max-iterations", type=int, help="iteration cap per step with --tol")

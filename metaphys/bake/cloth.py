@@ -10,10 +10,10 @@ import numpy as np
 
 from metaphys.bake import spec as spec_schema
 from metaphys.bake.driver import input_error
-from metaphys.io import meshseq, pc2, preview
+from metaphys.io import meshseq, pc2, preview, usd
 
 # The files a cloth bake owns in its folder (cleared when the folder is reused without --resume).
-OWNED_FILES = ("cloth.pc2", "rest.obj", "preview.gif")
+OWNED_FILES = ("cloth.pc2", "rest.obj", "preview.gif", "cloth.usdc")
 OWNED_DIRS = {"frames": r"frame_\d+\.(obj|ply|glb)"}
 
 # Arrays kept out of the manifest by value (a digest still makes --resume refuse a changed track).
@@ -48,6 +48,33 @@ _SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tension",
              "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard", "threads")
 
 
+MESH_FORMATS = ("obj", "ply", "glb")
+
+
+def parse_format(fmt: str):
+    """``--format`` obj|ply|glb|usd|none -> (per-frame mesh format or "none", write cloth.usdc).
+
+    cloth.usdc is written beside cloth.pc2 whenever usd-core imports; ``usd`` asks for it without
+    per-frame meshes and is an input error (ValueError, with the pip command) when usd-core is missing."""
+    if fmt not in MESH_FORMATS + ("usd", "none"):
+        raise ValueError(f"--format must be one of obj, ply, glb, usd, none, got {fmt!r}")
+    if fmt == "usd":
+        try:
+            usd.require_pxr()
+        except ImportError as exc:
+            raise ValueError(f"--format usd: {exc}") from None
+        return "none", True
+    return fmt, usd.usd_available()
+
+
+def usd_note() -> str:
+    """Why a cloth bake will not write cloth.usdc here ('' when it will)."""
+    if usd.usd_available():
+        return ""
+    return (f"usd-core is not installed, so cloth.usdc is not written "
+            f"(pip install '{usd.USD_REQUIREMENT}', see requirements.txt)")
+
+
 def make_cloth_sim(p: dict, optimizer, device: str = "cpu", threads: int = None):
     from metaphys.sims.cloth import ClothSim, flat_cloth
     rows, cols = p["rows"], p["cols"]
@@ -67,7 +94,8 @@ class ClothWriter:
     def __init__(self, out: str, params: dict, fmt: str = "obj"):
         self.out = out
         self.rows, self.cols = int(params["rows"]), int(params["cols"])
-        self.fmt = fmt
+        self.fmt, self.usd = parse_format(fmt)  # per-frame mesh format; cloth.usdc at the end
+        self.fps = float(params.get("fps", 24.0))
         self.start_frame = int(params.get("start_frame", 1))
         # validated by the spec schema (a permutation; a 4x4 matrix)
         order = params.get("vertex_index")
@@ -143,6 +171,17 @@ class ClothWriter:
         if self.rest is None:
             self._write_rest(sim.rest_positions)
         outputs = {"pc2": "cloth.pc2", "rest": "rest.obj"}
+        if self.usd and len(frames):  # from the PC2's float32 samples: the same numbers, the same vertex order
+            faces = meshseq.grid_faces(self.rows, self.cols, quads=True)
+            uvs = meshseq.grid_uvs(self.rows, self.cols)
+            if self.order is not None:
+                faces = self.order[faces]
+                mesh_uvs = np.empty_like(uvs)
+                mesh_uvs[self.order] = uvs
+                uvs = mesh_uvs
+            usd.write_cloth_usd(os.path.join(self.out, "cloth.usdc"), frames, faces, uvs,
+                                start_frame=self.start_frame, fps=self.fps)
+            outputs["usd"] = "cloth.usdc"
         if self.matrix is None:
             outputs["preview"] = "preview.gif"
         if self.fmt != "none":

@@ -8,10 +8,10 @@ import numpy as np
 
 from metaphys.bake import spec as spec_schema
 from metaphys.bake.driver import BakeError, input_error
-from metaphys.io import images, preview, vdb
+from metaphys.io import images, preview, usd, vdb
 
 # The files a smoke bake owns in its folder (cleared when the folder is reused without --resume).
-OWNED_FILES = ("flipbook.png", "flipbook.json", "preview.gif")
+OWNED_FILES = ("flipbook.png", "flipbook.json", "preview.gif", "smoke.usda")
 OWNED_DIRS = {"density": r"density_\d+\.(png|npz|vdb)"}
 
 
@@ -68,7 +68,9 @@ class SmokeWriter:
         images.write_frame_npz(self._name(number, "npz"), density=d, velocity=sim.velocity, pressure=sim.pressure)
         files["npz"] = os.path.relpath(self._name(number, "npz"), self.out)
         if self.want_vdb:
-            vdb.write_density_vdb(self._name(number, "vdb"), dens, voxel_size=self.cell_size)
+            # velocity beside density (cells/step -> m/s: one step per frame) for motion blur and pipelines
+            vdb.write_density_vdb(self._name(number, "vdb"), dens, voxel_size=self.cell_size,
+                                  velocity=sim.velocity, velocity_scale=self.cell_size * self.fps)
             files["vdb"] = os.path.relpath(self._name(number, "vdb"), self.out)
         return files
 
@@ -82,5 +84,15 @@ class SmokeWriter:
         images.write_flipbook(os.path.join(self.out, "flipbook.png"), frames, columns=cols, vmax=vmax,
                               sidecar=os.path.join(self.out, "flipbook.json"), fps=self.fps)
         preview.density_gif(os.path.join(self.out, "preview.gif"), frames, vmax=vmax, fps=self.fps)
-        return {"flipbook": "flipbook.png", "flipbook_layout": "flipbook.json", "preview": "preview.gif",
-                "density": "density"}
+        outputs = {"flipbook": "flipbook.png", "flipbook_layout": "flipbook.json", "preview": "preview.gif",
+                   "density": "density"}
+        # smoke.usda: a UsdVolVolume over the VDB sequence (needs usd-core and the VDB files)
+        vdbs = {int(f[len("density_"):-len(".vdb")]): os.path.join(self.dir, f)
+                for f in sorted(os.listdir(self.dir)) if f.startswith("density_") and f.endswith(".vdb")}
+        if vdbs and usd.usd_available():
+            fields = {"density": vdbs}
+            if vdb.has_velocity(next(iter(vdbs.values()))):
+                fields["velocity"] = vdbs  # the same files hold a vec3 grid "velocity"
+            usd.write_volume_usd(os.path.join(self.out, "smoke.usda"), fields, fps=self.fps)
+            outputs["usd"] = "smoke.usda"
+        return outputs
