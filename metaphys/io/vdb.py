@@ -14,7 +14,14 @@ import time):
 1. ``$METAPHYS_OPENVDB``: an ``openvdb*.so``/``.pyd`` file or a directory holding one;
 2. an ``openvdb`` module already imported or importable the normal way;
 3. the module bundled in bpy, found with ``importlib.util.find_spec('bpy')`` (which locates
-   bpy without importing it) and a glob under its folder.
+   bpy without importing it) and a glob under its folder;
+4. ``pyopenvdb`` importable the normal way, or Debian/Ubuntu's ``python3-openvdb``
+   (``apt-get install python3-openvdb``: OpenVDB 10 built for the system Python 3.11, at
+   ``/usr/lib/python3/dist-packages/pyopenvdb.cpython-311-*.so``), loaded from that path by any
+   CPython of the same version, a venv included. This is the CLI's OpenVDB without Blender.
+
+PyPI has no OpenVDB binding for CPython 3.11 on Linux (``openvdb`` and ``pyopenvdb`` have no
+installable distribution there; checked with usd-core's registry, 2026).
 
 Only the single extension file is loaded (``spec_from_file_location``), so bpy's other bundled
 packages (pxr, MaterialX, OpenImageIO...) are not put on ``sys.path``.
@@ -53,11 +60,17 @@ OPENVDB_ENV = "METAPHYS_OPENVDB"
 _cache: dict = {}  # lazily filled by load_openvdb(): {"module": module-or-None, "tried": [...]}
 
 
-def _ext_files(directory: str) -> list[str]:
+def _ext_files(directory: str, names=("openvdb", "pyopenvdb")) -> list[str]:
     out = []
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        out += glob.glob(os.path.join(directory, "openvdb" + suffix))
+    for name in names:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            out += glob.glob(os.path.join(directory, name + suffix))
     return sorted(set(out))
+
+
+# Debian/Ubuntu's python3-openvdb (`apt-get install python3-openvdb`) installs ``pyopenvdb`` for the
+# system Python 3; a venv does not see dist-packages, but the same-ABI extension loads from its path.
+SYSTEM_DIRS = ("/usr/lib/python3/dist-packages",)
 
 
 def _bpy_candidates() -> list[str]:
@@ -81,17 +94,20 @@ def _bpy_candidates() -> list[str]:
 
 
 def _load_file(path: str):
-    if "openvdb" in sys.modules:  # never load a second copy of the extension
-        return sys.modules["openvdb"]
-    spec = importlib.util.spec_from_file_location("openvdb", path)
+    # the module name must be the one the extension was built as (PyInit_openvdb / PyInit_pyopenvdb)
+    name = os.path.basename(path).split(".")[0]
+    for loaded in ("openvdb", "pyopenvdb"):
+        if loaded in sys.modules:  # never load a second copy of an OpenVDB extension
+            return sys.modules[loaded]
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot make an import spec for {path}")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["openvdb"] = mod
+    sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
     except BaseException:
-        del sys.modules["openvdb"]
+        del sys.modules[name]
         raise
     return mod
 
@@ -128,6 +144,21 @@ def load_openvdb(refresh: bool = False):
                 break
             except Exception as e:  # noqa: BLE001
                 tried.append(f"{f}: {type(e).__name__}: {e}")
+    if mod is None:  # Debian/Ubuntu python3-openvdb: importable as pyopenvdb, or loaded from its folder
+        try:
+            mod = importlib.import_module("pyopenvdb")
+        except Exception as e:  # noqa: BLE001
+            tried.append(f"import pyopenvdb: {type(e).__name__}: {e}")
+    if mod is None:
+        cands = [f for d in SYSTEM_DIRS for f in _ext_files(d, ("pyopenvdb",))]
+        if not cands:
+            tried.append(f"system pyopenvdb (apt-get install python3-openvdb): none in {', '.join(SYSTEM_DIRS)}")
+        for f in cands:
+            try:
+                mod = _load_file(f)
+                break
+            except Exception as e:  # noqa: BLE001
+                tried.append(f"{f}: {type(e).__name__}: {e}")
     if mod is not None and not hasattr(mod, "FloatGrid"):
         tried.append(f"{getattr(mod, '__file__', mod)!r} has no FloatGrid: not the OpenVDB binding")
         mod = None
@@ -152,9 +183,11 @@ def _require():
     if mod is None:
         tried = "\n  ".join(_cache.get("tried", []))
         raise RuntimeError(
-            "writing .vdb needs an OpenVDB Python module, and none was found. Install Blender's "
-            "Python module into this environment (`pip install bpy==5.0.1`): metaphys loads the "
-            "openvdb module bundled inside it, without importing bpy. Or set "
+            "writing .vdb needs an OpenVDB Python module, and none was found (PyPI has none for this "
+            "Python). On Debian/Ubuntu: `apt-get install python3-openvdb` (metaphys loads its pyopenvdb "
+            "into any same-version Python, venvs included). Or install Blender's Python module into "
+            "this environment (`pip install bpy==5.0.1`): metaphys loads the openvdb module bundled "
+            "inside it, without importing bpy. Or set "
             f"${OPENVDB_ENV} to an openvdb extension module (or its folder) built for Python "
             f"{sys.version_info.major}.{sys.version_info.minor}. Tried:\n  {tried}")
     return mod
