@@ -154,3 +154,30 @@ def test_a_sim_error_mid_bake_names_the_frame_and_keeps_finished_ones(tmp_path):
                                "values; the 1 finished frames are kept")
     d = read_manifest(tmp_path / "manifest.json")
     assert d["status"] == "failed" and d["frames_done"] == 1 and "frame 11" in d["error"]
+
+
+def test_clearing_a_reused_folder_never_leaves_it(tmp_path):
+    from metaphys.bake.driver import clear_previous_bake
+    from metaphys.io.manifest import BakeManifest
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the bake's")
+    for name in ("cloth.pc2", "frames/frame_0001.obj", "frames/frame_0007.obj", "frames/notes.txt", "mine.txt"):
+        (out / name).write_text("x")
+    m = BakeManifest(out / "manifest.json", kind="cloth")
+    m.add_frame(1, files={"mesh": "frames/frame_0001.obj", "evil": "../victim.txt", "abs": str(victim)})
+    removed = clear_previous_bake(str(out), "cloth")
+    assert victim.read_text() == "not the bake's"
+    assert sorted(removed) == ["cloth.pc2", "frames/frame_0001.obj", "frames/frame_0007.obj"]
+    assert sorted(os.listdir(out)) == ["frames", "mine.txt"] and os.listdir(out / "frames") == ["notes.txt"]
+
+
+def test_pin_target_tracks_are_recorded_by_digest():
+    import numpy as np
+    from metaphys.bake.cloth import manifest_parameters
+    a = {"pin_targets": np.zeros((3, 256, 3)), "frames": 2}
+    b = {"pin_targets": np.zeros((3, 256, 3)) + 1e-9, "frames": 2}
+    pa, pb = manifest_parameters(a), manifest_parameters(b)
+    assert pa["pin_targets"]["shape"] == [3, 256, 3] and len(pa["pin_targets"]["sha256"]) == 64
+    assert pa != pb and manifest_parameters(dict(a)) == pa and a["pin_targets"].shape == (3, 256, 3)
