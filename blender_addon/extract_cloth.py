@@ -239,6 +239,16 @@ def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (lo + hi), 0.5 * (hi - lo)
 
 
+def solver_keys(s) -> dict:
+    """The solver part of the cloth spec (docs/bake-spec.md): solver, tol (null = a fixed Metamizer budget,
+    allowed with the Metamizer alone), iteration budgets and the strain limit."""
+    solver = s.solver.lower()
+    fixed = solver == "metamizer" and not s.use_tolerance
+    return {"solver": solver, "tol": None if fixed else float(s.tolerance),
+            "iterations_per_step": int(s.iterations), "max_iterations": int(s.max_iterations),
+            "newton_max_iterations": int(s.newton_max_iterations), "strain_limit": float(s.strain_limit)}
+
+
 def frame_range(scene, settings) -> tuple[int, int]:
     if settings.use_scene_range:
         return int(scene.frame_start), int(scene.frame_end)
@@ -324,16 +334,12 @@ def cloth_spec(context, obj, frames_override: int | None = None):
         "substeps": int(s.substeps),
         "gravity": list(map(float, scene.gravity)) if scene.use_gravity else [0.0, 0.0, 0.0],
         "mass_per_area": float(s.mass_per_area),
-        "stretch": float(s.stretch), "shear": float(s.shear), "bend": float(s.bend),
-        "damping": float(s.damping),
+        "tension": float(s.tension), "shear": float(s.shear), "bending": float(s.bending),
+        "air_damping": float(s.air_damping),
         "wind": list(map(float, s.wind)),
         "pin_weights": weights[vidx].tolist(),
     }
-    if s.solver_mode == "TOLERANCE":
-        spec["tol"] = float(s.tolerance)
-        spec["max_iterations"] = int(s.max_iterations)
-    else:
-        spec["iterations_per_step"] = int(s.iterations)
+    spec.update(solver_keys(s))
 
     moving = len(P) > 1 and float(np.abs(P[:, pinned] - rest[pinned]).max(initial=0.0)) > 1e-7
     if moving:

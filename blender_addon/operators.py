@@ -182,6 +182,15 @@ class BakeJob:
             else:
                 results.reload_volume(vol)
         g.bake_info = msg
+        try:  # the per-frame residual / strain of this bake, shown in the panel (manifest.json has them all)
+            stats = results.bake_stats(os.path.join(final, "manifest.json"))
+            g.bake_stats = json.dumps(stats)
+            summary = results.stats_summary(stats)
+            if summary:
+                msg += f"; {summary}"
+        except (OSError, ValueError) as e:
+            g.bake_stats = ""
+            warnings.append(f"manifest.json unreadable ({e})")
         text = f"metaphys: baked '{self.obj_name}' ({msg}) to {final}"
         if warnings:
             return "WARNING", text + ". " + " ".join(warnings)
@@ -360,7 +369,75 @@ class METAPHYS_OT_free_smoke(_FreeBase, bpy.types.Operator):
     kind = "smoke"
 
 
-classes = (METAPHYS_OT_bake_cloth, METAPHYS_OT_bake_smoke, METAPHYS_OT_free_cloth, METAPHYS_OT_free_smoke)
+class METAPHYS_OT_export_alembic(bpy.types.Operator):
+    """Export the baked cloth (the Mesh Cache result) as an Alembic cache with Blender's own exporter"""
+    bl_idname = "metaphys.export_alembic"
+    bl_label = "Export Alembic"
+    bl_options = {"REGISTER"}
+
+    object_name: StringProperty(name="Object", options={"SKIP_SAVE"})
+    filepath: StringProperty(name="File", subtype="FILE_PATH", options={"SKIP_SAVE"},
+                             description="Alembic file to write (default: cloth.abc in the bake's cache folder)")
+
+    def execute(self, context):
+        try:
+            obj = _target(context, self.object_name)
+            path = export_alembic(context, obj, self.filepath)
+        except (ExtractError, RuntimeError, OSError) as e:
+            self.report({"ERROR"}, f"metaphys: {e}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"metaphys: exported '{obj.name}' to {path}")
+        return {"FINISHED"}
+
+
+def export_alembic(context, obj, filepath: str = "") -> str:
+    """Write ``obj``'s baked cloth over the bake's frames with ``wm.alembic_export`` (evaluated mesh: the Mesh
+    Cache modifier applied, UVs and normals), atomically; returns the file's absolute path."""
+    g = obj.metaphys_cloth
+    if not g.baked_dir or obj.modifiers.get(results.CACHE_MODIFIER) is None:
+        raise ExtractError(f"'{obj.name}' has no metaphys cloth bake to export (Bake Cloth first)")
+    folder = bpy.path.abspath(g.baked_dir)
+    with open(os.path.join(folder, "manifest.json")) as fh:
+        man = json.load(fh)
+    first = int(man.get("start_frame") or (man["frames"][0]["frame"] if man.get("frames") else 1))
+    last = first + int(man.get("frames_done") or len(man.get("frames") or [])) - 1
+    if last < first:
+        raise ExtractError(f"the bake of '{obj.name}' has no finished frames")
+    path = os.path.abspath(bpy.path.abspath(filepath)) if filepath else os.path.join(folder, "cloth.abc")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".cloth.", suffix=".metaphys-tmp.abc", dir=os.path.dirname(path))
+    os.close(fd)
+    view_layer = context.view_layer
+    selected = [o for o in view_layer.objects if o.select_get()]
+    active = view_layer.objects.active
+    frame = context.scene.frame_current
+    try:
+        for o in selected:
+            o.select_set(False)
+        obj.select_set(True)
+        view_layer.objects.active = obj
+        r = bpy.ops.wm.alembic_export(filepath=tmp, start=first, end=last, selected=True, uvs=True,
+                                      normals=True, flatten=False, as_background_job=False,
+                                      evaluation_mode="RENDER", check_existing=False)
+        if "FINISHED" not in r or os.path.getsize(tmp) == 0:
+            raise RuntimeError(f"Blender's Alembic exporter did not write {path!r} ({r})")
+        os.replace(tmp, path)  # a reader never sees a half-written cache
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        obj.select_set(False)
+        for o in selected:
+            if o.name in view_layer.objects:
+                o.select_set(True)
+        view_layer.objects.active = active
+        context.scene.frame_set(frame)
+    return path
+
+
+classes = (METAPHYS_OT_bake_cloth, METAPHYS_OT_bake_smoke, METAPHYS_OT_free_cloth, METAPHYS_OT_free_smoke,
+           METAPHYS_OT_export_alembic)
 
 
 def cancel_all() -> None:

@@ -1,6 +1,7 @@
 """Per-object settings: ``Object.metaphys_cloth``, ``Object.metaphys_collider``, ``Object.metaphys_smoke``.
 
-Defaults and ranges follow docs/bake-spec.md (stiffness in the units of the trained model).
+Defaults and ranges follow the bake spec schema (``metaphys bake --limits``, docs/bake-spec.md): cloth
+materials in physical units (N/m, N*m, kg/m², 1/s); tests/blender checks the defaults against it.
 """
 from __future__ import annotations
 
@@ -20,24 +21,39 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
     pin_group: StringProperty(name="Pin Group",
                               description="Vertex group of pinned vertices (weight 1 = hard pin, between 0 and 1 "
                                           "= soft). Pinned vertices follow the mesh's animation")
-    stretch: FloatProperty(name="Stretch", description="Stretch stiffness (100 - 1000)", default=1000.0,
-                           min=100.0, max=1000.0)
-    shear: FloatProperty(name="Shear", description="Shear stiffness (1 - 1000)", default=10.0, min=1.0, max=1000.0)
-    bend: FloatProperty(name="Bend", description="Bending stiffness (0.01 - 1000)", default=0.1, min=0.01,
-                        max=1000.0, precision=3)
-    mass_per_area: FloatProperty(name="Mass", description="Mass per area (kg/m²)", default=0.2, min=0.001,
-                                 soft_max=10.0, precision=3)
-    damping: FloatProperty(name="Damping", description="Velocity damping per second", default=0.1, min=0.0,
-                           max=10.0)
+    tension: FloatProperty(name="Tension", description="Membrane stretch stiffness (N/m); cotton about 100 - 1000",
+                           default=250.0, min=1e-6, soft_min=1.0, soft_max=5000.0, precision=1)
+    shear: FloatProperty(name="Shear", description="In-plane shear stiffness (N/m)", default=10.0, min=0.0,
+                         soft_max=1000.0, precision=2)
+    bending: FloatProperty(name="Bending", description="Bending stiffness (N*m); silk about 1e-6, denim about 1e-4",
+                           default=2.5e-5, min=0.0, soft_max=1e-2, precision=7, step=0.001)
+    mass_per_area: FloatProperty(name="Mass", description="Areal density of the cloth (kg/m²)", default=0.2,
+                                 min=1e-6, soft_min=0.01, soft_max=2.0, precision=3)
+    air_damping: FloatProperty(name="Air Damping", description="Velocity damping (1/s)", default=0.1, min=0.0,
+                               soft_max=10.0, precision=3)
     wind: FloatVectorProperty(name="Wind", description="Uniform wind acceleration (m/s²), world space",
                               size=3, default=(0.0, 0.0, 0.0), subtype="ACCELERATION", unit="ACCELERATION")
     substeps: IntProperty(name="Substeps", description="Solver time steps per frame", default=1, min=1, max=64)
-    solver_mode: EnumProperty(name="Solver", items=_SOLVER_MODES, default="ITERATIONS")
-    iterations: IntProperty(name="Iterations", description="Optimizer iterations per time step", default=30,
-                            min=1, max=10000)
-    tolerance: FloatProperty(name="Tolerance", description="Residual tolerance", default=1e-6, min=1e-12, max=1.0,
-                             precision=8)
-    max_iterations: IntProperty(name="Max Iterations", default=200, min=1, max=100000)
+    solver: EnumProperty(name="Solver", default="AUTO", items=[
+        ("AUTO", "Auto", "Metamizer iterations, then a Newton finishing stage when the frame is above the tolerance"),
+        ("METAMIZER", "Metamizer", "The learned optimizer alone (fast; accuracy not guaranteed)"),
+        ("NEWTON", "Newton", "The Newton reference solver alone (slow, exact to the tolerance)"),
+    ])
+    use_tolerance: BoolProperty(name="Use Tolerance", default=True,
+                                description="Iterate each step to the tolerance (off, Metamizer only: a fixed "
+                                            "number of iterations per step)")
+    tolerance: FloatProperty(name="Tolerance", description="Relative residual per step: |grad| / max(|grad at "
+                                                           "frame start|, |gravity force|)",
+                             default=1e-6, min=1e-14, max=1.0, precision=8)
+    iterations: IntProperty(name="Iterations", description="Metamizer iterations per time step (before the Newton "
+                                                           "stage with Auto)", default=30, min=1, max=10000)
+    max_iterations: IntProperty(name="Max Iterations", description="Metamizer iteration cap per step", default=200,
+                                min=1, max=100000)
+    newton_max_iterations: IntProperty(name="Newton Max Iterations", description="Newton iteration cap per step",
+                                       default=100, min=1, max=10000)
+    strain_limit: FloatProperty(name="Strain Limit", description="Largest edge strain before a frame is flagged "
+                                                                 "(0.5 = 50%)", default=0.5, min=1e-6, soft_max=2.0,
+                                subtype="FACTOR")
     use_scene_range: BoolProperty(name="Scene Frame Range", default=True,
                                   description="Bake the scene's frame range")
     frame_start: IntProperty(name="Start", default=1)
@@ -48,6 +64,8 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
     # state (written by the bake)
     baked_dir: StringProperty(name="Baked Cache", options={"HIDDEN"})
     bake_info: StringProperty(name="Bake Info", options={"HIDDEN"})
+    bake_stats: StringProperty(name="Bake Stats", options={"HIDDEN"},
+                               description="Per-frame residual and strain of the last bake (JSON, from manifest.json)")
 
 
 class MetaphysColliderSettings(bpy.types.PropertyGroup):
@@ -97,6 +115,8 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
     # state
     baked_dir: StringProperty(name="Baked Cache", options={"HIDDEN"})
     bake_info: StringProperty(name="Bake Info", options={"HIDDEN"})
+    bake_stats: StringProperty(name="Bake Stats", options={"HIDDEN"},
+                               description="Per-frame residual and strain of the last bake (JSON, from manifest.json)")
 
 
 classes = (MetaphysClothSettings, MetaphysColliderSettings, MetaphysSmokeSettings)

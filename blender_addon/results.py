@@ -229,3 +229,95 @@ def reload_volume(ob) -> None:
     vol.filepath = path
     vol.grids.load()
     ob.update_tag()
+
+
+# -- the last bake at a glance: per-frame numbers from manifest.json --------------------------------
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, log: bool = False, width: int = 48) -> str:
+    """A one-line bar chart of ``values`` (None/non-finite -> a space), resampled to at most ``width``."""
+    v = np.array([np.nan if x is None else float(x) for x in values], dtype=np.float64)
+    if v.size == 0:
+        return ""
+    if v.size > width:  # keep the worst value of each bucket: a spike must stay visible
+        edges = np.linspace(0, v.size, width + 1).astype(int)
+        v = np.array([np.nanmax(v[a:b]) if np.isfinite(v[a:b]).any() else np.nan
+                      for a, b in zip(edges[:-1], edges[1:])])
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(v > 0, np.log10(v), np.nan)
+    ok = np.isfinite(v)
+    if not ok.any():
+        return " " * v.size
+    lo, hi = v[ok].min(), v[ok].max()
+    idx = np.zeros(v.size, dtype=int) if hi <= lo else np.round((v - lo) / (hi - lo) * (len(_BARS) - 1))
+    return "".join(_BARS[int(i)] if k else " " for i, k in zip(np.nan_to_num(idx), ok))
+
+
+def bake_stats(manifest_path: str) -> dict:
+    """Per-frame convergence and strain of a finished bake (from its manifest.json), for the panel and report:
+    ``{"frames", "residual", "residual_key", "max_strain", "finished_by", "converged", "summary"}``."""
+    import json
+    with open(manifest_path) as fh:
+        m = json.load(fh)
+    recs = m.get("frames") or []
+    key = "relative_residual" if any(r.get("relative_residual") is not None for r in recs) else "residual"
+    return {"frames": [r.get("frame") for r in recs],
+            "residual": [r.get(key) for r in recs], "residual_key": key,
+            "max_strain": [r.get("max_strain") for r in recs],
+            "finished_by": [r.get("finished_by") for r in recs],
+            "converged": [r.get("converged") for r in recs],
+            "tol": (m.get("parameters") or {}).get("tol"),
+            "strain_limit": (m.get("parameters") or {}).get("strain_limit"),
+            "summary": m.get("summary") or {}}
+
+
+def _worst(values, frames):
+    pairs = [(float(v), f) for v, f in zip(values, frames) if v is not None and np.isfinite(float(v))]
+    return max(pairs) if pairs else (None, None)
+
+
+def stats_lines(stats: dict) -> list[str]:
+    """Text lines for the panel: a sparkline each for the residual (log scale) and the strain, and a summary."""
+    if not stats or not stats.get("frames"):
+        return []
+    fr = stats["frames"]
+    lines = []
+    res, res_f = _worst(stats["residual"], fr)
+    if res is not None:
+        name = "rel. residual" if stats.get("residual_key") == "relative_residual" else "residual"
+        lines.append(f"{name} (log) {sparkline(stats['residual'], log=True)}  max {res:.1e} @ {res_f}")
+    strain, st_f = _worst(stats.get("max_strain") or [], fr)
+    if strain is not None:
+        lines.append(f"max strain {sparkline(stats['max_strain'])}  max {100 * strain:.2f}% @ {st_f}")
+    by = [b for b in stats.get("finished_by") or [] if b]
+    conv = [c for c in stats.get("converged") or [] if c is not None]
+    parts = []
+    if by:
+        parts.append(f"Newton finished {sum(b == 'newton' for b in by)}/{len(by)} frames")
+    if conv:
+        bad = [f for f, c in zip(fr, stats["converged"]) if c is False]
+        parts.append("all converged" if not bad else f"{len(bad)} not converged (first: frame {bad[0]})")
+    if parts:
+        lines.append(", ".join(parts))
+    return lines
+
+
+def stats_summary(stats: dict) -> str:
+    """One sentence for the bake report."""
+    if not stats or not stats.get("frames"):
+        return ""
+    fr = stats["frames"]
+    res, res_f = _worst(stats["residual"], fr)
+    out = []
+    if res is not None:
+        out.append(f"worst {'relative ' if stats.get('residual_key') == 'relative_residual' else ''}"
+                   f"residual {res:.1e} (frame {res_f})")
+    strain, st_f = _worst(stats.get("max_strain") or [], fr)
+    if strain is not None:
+        out.append(f"max strain {100 * strain:.2f}% (frame {st_f})")
+    bad = [f for f, c in zip(fr, stats.get("converged") or []) if c is False]
+    if bad:
+        out.append(f"{len(bad)} frame(s) missed the tolerance")
+    return "; ".join(out)

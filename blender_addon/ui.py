@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators
+from . import operators, results
 
 
 class _PhysicsPanel:
@@ -28,6 +28,25 @@ def _bake_box(layout, obj, group, kind):
     if group.baked_dir:
         col.label(text=f"Baked: {group.bake_info}", icon="CHECKMARK")
         col.label(text=group.baked_dir, icon="FILE_FOLDER")
+        _stats_box(col, group)
+        if kind == "cloth":
+            col.operator("metaphys.export_alembic", icon="EXPORT").object_name = obj.name
+
+
+def _stats_box(layout, group):
+    """The last bake's per-frame residual (log scale) and strain as sparklines (from its manifest.json)."""
+    if not group.bake_stats:
+        return
+    import json
+    try:
+        lines = results.stats_lines(json.loads(group.bake_stats))
+    except ValueError:
+        return
+    if lines:
+        box = layout.box()
+        box.label(text="Last bake, per frame:", icon="GRAPH")
+        for line in lines:
+            box.label(text=line)
 
 
 def _solver(layout, group):
@@ -38,6 +57,22 @@ def _solver(layout, group):
         col.prop(group, "max_iterations")
     else:
         col.prop(group, "iterations")
+
+
+def _cloth_solver(layout, s):
+    col = layout.column(align=True)
+    col.prop(s, "solver")
+    if s.solver == "METAMIZER":
+        col.prop(s, "use_tolerance")
+    if s.solver != "METAMIZER" or s.use_tolerance:
+        col.prop(s, "tolerance")
+    if s.solver != "NEWTON":
+        col.prop(s, "iterations")
+        if s.use_tolerance or s.solver == "AUTO":
+            col.prop(s, "max_iterations")
+    if s.solver != "METAMIZER":
+        col.prop(s, "newton_max_iterations")
+    layout.prop(s, "strain_limit")
 
 
 def _range(layout, group):
@@ -71,15 +106,15 @@ class METAPHYS_PT_cloth(_PhysicsPanel, bpy.types.Panel):
             return
         layout.prop_search(s, "pin_group", ob, "vertex_groups", text="Pin Group")
         col = layout.column(align=True)
-        col.prop(s, "stretch")
+        col.prop(s, "tension")
         col.prop(s, "shear")
-        col.prop(s, "bend")
+        col.prop(s, "bending")
         col = layout.column(align=True)
         col.prop(s, "mass_per_area")
-        col.prop(s, "damping")
+        col.prop(s, "air_damping")
         layout.prop(s, "wind")
         layout.prop(s, "substeps")
-        _solver(layout, s)
+        _cloth_solver(layout, s)
         _range(layout, s)
         scene = context.scene
         g = scene.gravity if scene.use_gravity else (0.0, 0.0, 0.0)

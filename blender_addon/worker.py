@@ -213,32 +213,43 @@ class WorkerProcess:
                 on_event(ev)
         return self.outcome()
 
-    def cancel(self, grace: float = 15.0) -> None:
-        """SIGTERM the worker (its process group), wait ``grace`` seconds, then kill it."""
+    def cancel(self, grace: float = 15.0, settle: float = 0.1) -> None:
+        """SIGTERM the worker (its process group); kill it after ``grace`` seconds.
+
+        The engine turns SIGTERM into KeyboardInterrupt between two bytecodes, i.e. inside the running
+        solver iteration, marks its manifest "cancelled" (finished frames kept) and reports an "error"
+        event. What follows is only the interpreter's teardown (about 0.5 s with torch loaded), so
+        ``settle`` seconds after that report the process group is killed instead of waited for."""
         self.cancelled = True
         p = self.proc
         if p is None or p.poll() is not None:
             self._join()
             return
-        try:
-            if _IS_WIN:
-                p.terminate()
-            else:
-                os.killpg(p.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                if _IS_WIN:
-                    p.kill()
-                else:
-                    os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, OSError):
-                pass
+        seen = len(self.events)
+        self._signal(signal.SIGTERM)
+        t_end = time.monotonic() + grace
+        reported_at = None
+        while p.poll() is None and time.monotonic() < t_end:
+            self.poll()
+            if reported_at is None and any(e.get("event") == "error" for e in self.events[seen:]):
+                reported_at = time.monotonic()
+            if reported_at is not None and time.monotonic() - reported_at > settle:
+                break
+            time.sleep(0.005)
+        if p.poll() is None:
+            self._signal(signal.SIGKILL if not _IS_WIN else None)
             p.wait()
         self._join()
+
+    def _signal(self, sig) -> None:
+        p = self.proc
+        try:
+            if _IS_WIN:
+                p.terminate() if sig == signal.SIGTERM else p.kill()
+            else:
+                os.killpg(p.pid, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
 
     def _join(self) -> None:
         if self._reader is not None:

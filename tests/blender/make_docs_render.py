@@ -36,8 +36,8 @@ def main():
     # cloth: a square falling onto a sphere
     ob = add_grid(a.size, a.size, size=1.6, location=(0.0, 0.0, 1.25), pins=False)
     ob.name = "Cloth"
-    ob.metaphys_cloth.bend = 0.5
-    ob.metaphys_cloth.damping = 0.5
+    ob.metaphys_cloth.bending = 1e-4
+    ob.metaphys_cloth.air_damping = 0.5
     bpy.ops.object.shade_smooth()
     sub = ob.modifiers.new("Subdivision", "SUBSURF")
     sub.levels = sub.render_levels = 1

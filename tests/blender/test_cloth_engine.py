@@ -112,7 +112,7 @@ def test_cancel_keeps_previous_cache(baked, tmp_path):
     ob = _open_copy(baked, str(tmp_path))
     d = os.path.join(str(tmp_path), "metaphys_cache", "Grid")
     before = cache.cache_files_hash(d)
-    ob.metaphys_cloth.stretch = 500.0
+    ob.metaphys_cloth.tension = 500.0
     job = ops.BakeJob(bpy.context, ob, "cloth", frames=400)
     job.prepare(bpy.context)
     job.start()
@@ -123,7 +123,7 @@ def test_cancel_keeps_previous_cache(baked, tmp_path):
     assert job.frames_done >= 1 and not job.finished(), job.proc.stderr_tail()
     job.cancel()  # what Esc does
     assert job.outcome.status == "cancelled"
-    assert job.proc.returncode in (130, -15)
+    assert job.proc.returncode in (130, -15, -9)  # -9: killed in its teardown, after its cancel report
     assert cache.cache_files_hash(d) == before
     assert not [p for p in os.listdir(os.path.dirname(d)) if p.startswith(".")]  # staging removed
     assert ob.modifiers["metaphys cloth"].filepath == "//metaphys_cache/Grid/cloth.pc2"

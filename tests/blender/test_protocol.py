@@ -32,8 +32,8 @@ def test_spec_from_scene(blend_dir, stub_engine):
     scene.render.fps = 30
     ob = add_grid(8, 8)
     s = ob.metaphys_cloth
-    s.stretch, s.shear, s.bend, s.damping, s.wind = 500.0, 20.0, 0.5, 0.3, (1.0, 0.0, 0.0)
-    s.solver_mode, s.tolerance, s.max_iterations = "TOLERANCE", 1e-5, 77
+    s.tension, s.shear, s.bending, s.air_damping, s.wind = 500.0, 20.0, 1e-4, 0.3, (1.0, 0.0, 0.0)
+    s.solver, s.tolerance, s.max_iterations, s.strain_limit = "AUTO", 1e-5, 77, 0.25
     bpy.ops.mesh.primitive_uv_sphere_add(radius=0.25, location=(0.1, 0.0, 0.2))
     sph = bpy.context.object
     sph.metaphys_collider.enabled = True
@@ -48,8 +48,14 @@ def test_spec_from_scene(blend_dir, stub_engine):
     assert spec["gravity"] == [0.0, 0.0, -5.0] and spec["fps"] == 30.0
     assert spec["frames"] == 10 and spec["start_frame"] == 1
     assert (spec["rows"], spec["cols"]) == (8, 8) and len(spec["rest_positions"]) == 64
-    assert spec["tol"] == pytest.approx(1e-5) and spec["max_iterations"] == 77 and "iterations_per_step" not in spec
-    assert spec["wind"] == [1.0, 0.0, 0.0] and spec["stretch"] == 500.0
+    assert spec["tol"] == pytest.approx(1e-5) and spec["max_iterations"] == 77 and spec["solver"] == "auto"
+    assert spec["strain_limit"] == pytest.approx(0.25) and spec["iterations_per_step"] == 30
+    assert spec["wind"] == [1.0, 0.0, 0.0] and spec["tension"] == 500.0 and spec["bending"] == pytest.approx(1e-4)
+    assert spec["shear"] == 20.0 and spec["air_damping"] == pytest.approx(0.3)
+    assert not {"stretch", "bend", "damping"} & set(spec)  # the pre-#12 keys, refused by the engine
+    s.solver, s.use_tolerance = "METAMIZER", False  # a fixed Metamizer budget: tol null
+    spec2, _ = addon_module("extract_cloth").cloth_spec(bpy.context, ob)
+    assert spec2["tol"] is None and spec2["solver"] == "metamizer"
     assert sum(spec["pin_weights"]) == 2.0 and "pin_targets" not in spec
     M = np.array(spec["output_matrix"])
     assert np.allclose(M[:3, 3], [0, 0, -1])  # inverse of the object's world matrix
@@ -136,7 +142,7 @@ def test_failed_and_cancelled_bakes_keep_previous_cache(blend_dir, stub_engine):
     assert "cloth.pc2" in before
     # a failing bake
     os.environ["METAPHYS_STUB_FAIL_AT"] = "2"
-    ob.metaphys_cloth.stretch = 300.0
+    ob.metaphys_cloth.tension = 300.0
     try:
         with pytest.raises(RuntimeError, match="stub failure"):
             bpy.ops.metaphys.bake_cloth(object_name=ob.name)
