@@ -42,7 +42,7 @@ def stationary(opt, problem, iterations: int) -> Dict:
     return out
 
 
-def rollout(opt, problem, steps: int, ipt: int, hook=None, metric=None) -> Dict:
+def rollout(opt, problem, steps: int, ipt: int, hook=None, metric=None, line_search: bool = False) -> Dict:
     u = problem.initial_guess()
     state = opt.init_state(tuple(u.shape))
     per_step: List[float] = []
@@ -52,7 +52,7 @@ def rollout(opt, problem, steps: int, ipt: int, hook=None, metric=None) -> Dict:
         for k in range(steps):
             if hook is not None:
                 hook(problem, k + 1)
-            res = iterate(problem, opt, u, state, iterations=ipt)
+            res = iterate(problem, opt, u, state, iterations=ipt, line_search=line_search)
             state = res.state
             per_step.append(float(res.residual.max()))
             if metric is not None:
@@ -107,6 +107,9 @@ def run_eval(model, quick: bool = False, only=None, log=print) -> Dict:
         for ipt in ipts:
             if want("diffusion"):
                 results[f"diffusion_D{D}_ipt{ipt}"] = rollout(opt, cases.diffusion_rotating(n, D), steps, ipt)
+            if want("diffusion"):  # the robust-iteration variant: line search along the network's steps
+                results[f"diffusion_D{D}_ipt{ipt}_ls"] = rollout(opt, cases.diffusion_rotating(n, D), steps, ipt,
+                                                                 line_search=True)
     for c in s([0.5, 1.0, 2.0], [1.0]):
         for ipt in ipts:
             if want("wave"):
@@ -116,6 +119,8 @@ def run_eval(model, quick: bool = False, only=None, log=print) -> Dict:
         for ipt in ipts:
             if want("burgers"):
                 results[f"burgers_mu{mu}_ipt{ipt}"] = rollout(opt, cases.burgers_random(n, mu), steps, ipt)
+                results[f"burgers_mu{mu}_ipt{ipt}_ls"] = rollout(opt, cases.burgers_random(n, mu), steps, ipt,
+                                                                 line_search=True)
     for rho, mu in s([(1.0, 1.0), (1.0, 0.1), (4.0, 0.02)], [(1.0, 0.1)]):
         re = rho * 0.5 * (n / 10) / mu
         for ipt in ipts:
@@ -139,6 +144,9 @@ TARGETS = [
     ("burgers_mu0.3_ipt20", "mean", 2.5e-10, "Burgers μ=0.3, 20 it/step (paper 2.5e-10)"),
     ("burgers_mu0.3_ipt100", "mean", 5e-32, "Burgers μ=0.3, 100 it/step (paper 5e-32)"),
     ("diffusion_D0.1_ipt20", "mean", 5.6e-11, "advection-diffusion D=0.1, 20 it/step (paper 5.6e-11)"),
+    ("burgers_mu0.3_ipt5_ls", "mean", 8.5e-6, "Burgers μ=0.3, 5 it/step, line search (paper 8.5e-6)"),
+    ("burgers_mu0.3_ipt20_ls", "mean", 2.5e-10, "Burgers μ=0.3, 20 it/step, line search (paper 2.5e-10)"),
+    ("diffusion_D0.1_ipt20_ls", "mean", 5.6e-11, "advection-diffusion D=0.1, 20 it/step, line search"),
     ("wave_c2.0_ipt100", "mean", 1e-28, "wave c=2, 100 it/step"),
 ]
 

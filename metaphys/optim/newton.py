@@ -115,6 +115,8 @@ class NewtonResult:
     converged: bool = False
     regularized: int = 0                                           # iterations that needed lambda > 0
     line_search_halvings: int = 0
+    hessians: int = 0                                              # Hessians assembled and factored
+    chord_steps: int = 0                                           # steps that reused a factorization
 
 
 class NewtonSolver:
@@ -128,7 +130,7 @@ class NewtonSolver:
     name = "newton"
 
     def __init__(self, tol: float = 1e-10, atol: float = 0.0, max_iterations: int = 50,
-                 armijo: float = 1e-4, max_halvings: int = 30):
+                 armijo: float = 1e-4, max_halvings: int = 30, exact_below: float = float("inf")):
         if not (tol >= 0 and atol >= 0) or (tol == 0 and atol == 0):
             raise ValueError(f"give tol > 0 or atol > 0, got tol={tol!r}, atol={atol!r}")
         if int(max_iterations) < 1:
@@ -136,6 +138,9 @@ class NewtonSolver:
         self.tol, self.atol = float(tol), float(atol)
         self.max_iterations = int(max_iterations)
         self.armijo, self.max_halvings = float(armijo), int(max_halvings)
+        # far from the solution (relative residual above this) only the projected Hessian is used:
+        # exact Newton steps aim at saddles where the energy is not convex
+        self.exact_below = float(exact_below)
 
     @staticmethod
     def _check(problem):
@@ -153,24 +158,26 @@ class NewtonSolver:
         return (self.tol > 0 and rel <= self.tol) or (self.atol > 0 and rms <= self.atol)
 
     @staticmethod
-    def _direction(Hm, g, regularize: bool):
+    def _factor(Hm, g):
+        """(LU, d) for H d = -g, or (None, None) when H is singular or d is not downhill."""
         import scipy.sparse.linalg as spla
         try:
-            d = spla.splu(Hm).solve(-g)
+            lu = spla.splu(Hm)
         except RuntimeError:  # exactly singular
-            return None
+            return None, None
+        d = lu.solve(-g)
         if not np.all(np.isfinite(d)) or float(g @ d) >= 0:
-            return None
-        return d
+            return None, None
+        return lu, d
 
-    def _regularized_direction(self, Hm, g, lam):
-        """Solve (H + lam D) d = -g, D = |diag H|, raising lam until d is downhill."""
+    def _regularized_factor(self, Hm, g, lam):
+        """Factor H + lam D (D = |diag H|), raising lam until the direction is downhill."""
         import scipy.sparse as sp
         D = sp.diags(np.abs(Hm.diagonal()) + 1e-300)
         for _ in range(40):
-            d = self._direction((Hm + lam * D).tocsc(), g, regularize=True)
-            if d is not None:
-                return d, lam
+            lu, d = self._factor((Hm + lam * D).tocsc(), g)
+            if lu is not None:
+                return lu, d, lam
             lam = max(1e-8, lam * 10)
         raise NewtonError("no descent direction found (Hessian regularization exhausted)")
 
@@ -215,36 +222,55 @@ class NewtonSolver:
         rel, rms = self._measure(problem, loss, grad, scale)
         out = NewtonResult(u=u, residuals=[rel])
         lam = 0.0
+        lu = None  # the last factorization, reused (chord steps) while it keeps paying off
         for it in range(self.max_iterations):
             if self._done(rel, rms):
                 out.converged = True
                 break
-            H_exact = sparse_hessian(problem, u).tocsr()[idx][:, idx].tocsc()
             g = grad.flatten()[free].cpu().numpy()
-            # 1) the exact Newton step, taken when it is downhill with (nearly) a full step: near
-            #    a minimum this is quadratic convergence, also where springs are compressed
             accepted = False
-            d = self._direction(H_exact, g, regularize=False)
-            if d is not None:
-                accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad, g, d, idx,
-                                                                                  min_alpha=0.25)
-                out.line_search_halvings += halvings
-            # 2) otherwise the projected Hessian (compressed-spring curvature removed), regularized
-            #    until downhill, with a full backtracking line search
+            # 0) a chord step with the previous factorization: one kernel call and two triangular
+            #    solves instead of a Hessian; kept only while it cuts the residual by 2x or more
+            if lu is not None:
+                d = lu.solve(-g)
+                if np.all(np.isfinite(d)) and float(g @ d) < 0:
+                    accepted, u_new, loss_new, grad_new, _ = self._line_search(problem, u, loss, grad, g, d, idx,
+                                                                               min_alpha=1.0)
+                    if accepted and self._measure(problem, loss_new, grad_new, scale)[0] > 0.5 * rel:
+                        lu = None  # slow progress: take the step, refresh the Hessian next time
+                else:
+                    accepted = False
+                if not accepted:
+                    lu = None
+                else:
+                    out.chord_steps += 1
             if not accepted:
-                Hm = H_exact
-                if hasattr(problem, "hessian_psd_correction"):
-                    Hm = (sparse_hessian_correction(problem, u)[idx][:, idx] + Hm).tocsc()
-                lam = 0.0 if lam == 0.0 else lam / 10  # try less regularization again
-                for _ in range(6):
-                    d, lam = self._regularized_direction(Hm, g, lam)
-                    out.regularized += int(lam > 0)
+                H_exact = sparse_hessian(problem, u).tocsr()[idx][:, idx].tocsc()
+                out.hessians += 1
+                # 1) the exact Newton step, taken when it is downhill with (nearly) a full step:
+                #    near a minimum this converges quadratically, also where springs are compressed
+                lu, d = self._factor(H_exact, g) if rel < self.exact_below else (None, None)
+                if d is not None:
                     accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad, g, d,
-                                                                                      idx, min_alpha=0.0)
+                                                                                      idx, min_alpha=0.25)
                     out.line_search_halvings += halvings
-                    if accepted:
-                        break
-                    lam = max(1e-6, lam * 100)  # the quadratic model was poor here: regularize more
+                # 2) otherwise the projected Hessian (compressed-spring curvature removed),
+                #    regularized until downhill, with a full backtracking line search
+                if not accepted:
+                    Hm = H_exact
+                    if hasattr(problem, "hessian_psd_correction"):
+                        Hm = (sparse_hessian_correction(problem, u)[idx][:, idx] + Hm).tocsc()
+                    lam = 0.0 if lam == 0.0 else lam / 10  # try less regularization again
+                    for _ in range(6):
+                        lu, d, lam = self._regularized_factor(Hm, g, lam)
+                        out.regularized += int(lam > 0)
+                        accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad,
+                                                                                          g, d, idx, min_alpha=0.0)
+                        out.line_search_halvings += halvings
+                        if accepted:
+                            break
+                        lam = max(1e-6, lam * 100)  # the quadratic model was poor here: regularize more
+                    lu = None  # a regularized factorization is a poor chord: refresh next time
             if not accepted:
                 break  # stalled (round-off): report the residual reached
             u, loss, grad = u_new, loss_new, grad_new

@@ -84,7 +84,8 @@ class ClothSim:
                  pin_targets=None, colliders: Optional[List[dict]] = None, contact_margin: float = 0.25,
                  solver: str = "auto", tol: Optional[float] = 1e-6, iterations_per_step: Optional[int] = 30,
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
-                 guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None):
+                 guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
+                 line_search: bool = True):
         rows, cols = _grid_int("rows", rows), _grid_int("cols", cols)
         self.rows, self.cols = rows, cols
         nv = rows * cols
@@ -101,6 +102,7 @@ class ClothSim:
             self.settings = SolverSettings(iterations_per_step, self.tol if iterations_per_step is None else None,
                                            max_iterations, guard)
         self.newton_max_iterations = int(newton_max_iterations)
+        self.line_search = bool(line_search)  # along the Metamizer's steps (issue #13)
         self.strain_limit = check_positive("strain_limit", strain_limit)
         self.threads = threads_for_grid(rows, cols) if threads is None else int(threads)
         if self.threads < 1:
@@ -261,18 +263,20 @@ class ClothSim:
             if self.tol is not None and "iterations" in kwargs:  # early stop at the gauge's tolerance
                 kwargs = {"tol": self.tol * scale, "max_iterations": kwargs["iterations"]}
             res = iterate(p, self.optimizer, a, self.state, guard=self.settings.guard,
-                          guard_growth=0.0, **kwargs)
+                          guard_growth=0.0, line_search=self.line_search, **kwargs)
             self.state, a = res.state, res.u
             iters, rej, cap = res.iterations, res.guard_rejections, res.hit_cap
         _, grad = p.loss_and_grad(a)
         rel = rms(grad) / scale
         finished_by = "metamizer"
         if self.solver != "metamizer" and rel > self.tol:
-            # warm start: the better of the Metamizer's answer and the last step's acceleration
-            if self.solver == "newton" or rel > 1.0:
-                _, g_prev = p.loss_and_grad(p.impose(self.a_prev))
-                if rms(g_prev) < rms(grad):
-                    a = p.impose(self.a_prev)
+            # warm start: the best (lowest energy) of the Metamizer's answer, the last step's
+            # acceleration, and that acceleration projected out of the colliders
+            guesses = [a] if self.solver != "newton" else []
+            prev = p.impose(self.a_prev)
+            guesses += [prev, p.project_out_of_colliders(prev)]
+            energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
+            a = guesses[int(np.argmin(energies))]
             out = self.newton.solve(p, a, scale=scale)
             a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
             finished_by = "newton"
