@@ -97,3 +97,31 @@ def test_no_torchscript_deprecation_warning_reaches_the_user(exported, recwarn):
     _, path, _ = exported
     load_torchscript(path)
     assert not [w for w in recwarn if "TorchScript" in str(w.message) or "torch.jit" in str(w.message)]
+
+
+def test_metamizer_accepts_a_weights_path_and_rejects_other_types(tmp_path):
+    import pytest
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.weights import WeightsError, default_weights_path
+    opt = Metamizer(default_weights_path())
+    assert hasattr(opt.model, "forward")
+    with pytest.raises(TypeError, match="MetamizerNet, a TorchScript module or a path"):
+        Metamizer(42)
+    with pytest.raises(WeightsError, match="not found"):
+        Metamizer(str(tmp_path / "missing.pt"))
+
+
+def test_a_truncated_weights_file_is_a_weights_error(tmp_path):
+    import json
+    import shutil
+    import pytest
+    from metaphys.optim.weights import WeightsError, default_weights_path, load_torchscript, sha256_of
+    src = default_weights_path()
+    dst = tmp_path / "metamizer.pt"
+    data = open(src, "rb").read()
+    dst.write_bytes(data[: len(data) // 2])
+    meta = json.load(open(src[:-3] + ".json"))
+    meta["sha256"] = sha256_of(str(dst))  # a matching checksum: only the archive itself is broken
+    (tmp_path / "metamizer.json").write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="not a loadable TorchScript"):
+        load_torchscript(str(dst))

@@ -14,6 +14,7 @@ C single-channel samples, holds the state as tensors (``MetamizerState``) and ca
 """
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -129,6 +130,12 @@ class Metamizer:
         if model is None:
             from metaphys.optim.weights import load_default_model
             model = load_default_model()
+        elif isinstance(model, (str, os.PathLike)):  # a path to TorchScript weights (checksummed)
+            from metaphys.optim.weights import load_torchscript
+            model = load_torchscript(os.fspath(model))
+        elif not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a MetamizerNet, a TorchScript module or a path to weights, "
+                            f"got {type(model).__name__}")
         self.model = model.to(device) if device is not None else model
         self.model.eval()
         self.initial_scale = float(initial_scale)

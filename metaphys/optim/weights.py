@@ -113,6 +113,10 @@ def load_torchscript(path: Optional[str] = None, verify: bool = True, map_locati
     ctx = _quiet_torchscript()
     try:
         return torch.jit.load(path, map_location=map_location)
+    except (RuntimeError, ValueError, OSError) as exc:  # truncated / not a TorchScript archive
+        raise WeightsError(f"{path} is not a loadable TorchScript Metamizer ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}); re-export it with "
+                           "`metaphys export-weights`") from None
     finally:
         ctx.__exit__(None, None, None)
 
