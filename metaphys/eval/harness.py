@@ -91,9 +91,9 @@ def run_eval(model, quick: bool = False, only=None, log=print) -> Dict:
     def want(name):
         return only is None or any(name.startswith(o) for o in only)
 
-    for size in s([32, 64, 100, 400], [32]):
+    for size in s([32, 64, 100, 256, 400, 1000], [32]):  # the size sweep (trained at <= 128^2)
         if want(f"laplace{size}"):
-            its = s(500 if size < 400 else 300, 60)
+            its = s(500 if size < 256 else 300, 60)
             results[f"laplace{size}"] = stationary(opt, cases.laplace_random(size), its)
             log(f"laplace{size}: {results[f'laplace{size}'].get('it50', 'diverged')}")
     if want("laplace_bilinear"):
@@ -139,6 +139,7 @@ def run_eval(model, quick: bool = False, only=None, log=print) -> Dict:
 TARGETS = [
     ("laplace100", "it50", 1e-30, "Laplace 100², MSR by iteration 50"),
     ("laplace400", "it200", 1e-20, "Laplace 400², MSR by iteration 150-200"),
+    ("laplace1000", "it200", 1e-20, "Laplace 1000², MSR by iteration 300 (it200 shown)"),
     ("poisson100", "it100", 1e-25, "Poisson (charges) 100², MSR by iteration 100"),
     ("burgers_mu0.3_ipt5", "mean", 8.5e-6, "Burgers μ=0.3, 5 it/step (paper 8.5e-6)"),
     ("burgers_mu0.3_ipt20", "mean", 2.5e-10, "Burgers μ=0.3, 20 it/step (paper 2.5e-10)"),
