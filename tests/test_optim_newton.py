@@ -57,9 +57,10 @@ def test_newton_reaches_a_tight_gradient_tolerance_on_a_small_cloth():
     assert out.converged and out.residuals[-1] <= 1e-12
     _, grad = prob.loss_and_grad(out.u)
     assert float(grad.norm()) / grad.numel() ** 0.5 < 1e-10 * prob.residual_scale(grad) + 1e-300 or out.converged
-    # quadratic convergence at the end: the last steps shrink the residual by orders of magnitude
+    # factorizations are reused while they cut the residual >= 2x per step: fewer Hessians than steps
+    assert 0 < out.hessians < out.iterations and out.chord_steps > 0
     r = out.residuals
-    assert r[-1] < 1e-3 * r[-3]
+    assert r[-1] < 1e-6 * r[len(r) // 2]  # and the tail still converges fast
 
 
 def test_newton_refuses_problems_without_a_twice_differentiable_loss():

@@ -123,5 +123,5 @@ def test_a_truncated_weights_file_is_a_weights_error(tmp_path):
     meta = json.load(open(src[:-3] + ".json"))
     meta["sha256"] = sha256_of(str(dst))  # a matching checksum: only the archive itself is broken
     (tmp_path / "metamizer.json").write_text(json.dumps(meta))
-    with pytest.raises(WeightsError, match="not a loadable TorchScript"):
+    with pytest.raises(WeightsError, match="not a readable TorchScript file"):
         load_torchscript(str(dst))

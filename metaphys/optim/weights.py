@@ -114,9 +114,9 @@ def load_torchscript(path: Optional[str] = None, verify: bool = True, map_locati
     try:
         return torch.jit.load(path, map_location=map_location)
     except (RuntimeError, ValueError, OSError) as exc:  # truncated / not a TorchScript archive
-        raise WeightsError(f"{path} is not a loadable TorchScript Metamizer ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''}); re-export it with "
-                           "`metaphys export-weights`") from None
+        raise WeightsError(f"cannot load the Metamizer weights {path}: not a readable TorchScript file "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                           "re-export it with `metaphys export-weights`") from None
     finally:
         ctx.__exit__(None, None, None)
 
