@@ -70,6 +70,9 @@ def _check_args(args) -> None:
         raise ValueError(f"--max-iterations must be >= 1, got {args.max_iterations}")
     if args.tol is not None and not (args.tol > 0 and args.tol != float("inf")):
         raise ValueError(f"--tol must be a positive number, got {args.tol}")
+    if args.force and args.resume:
+        raise ValueError("--force and --resume contradict each other: --resume continues the bake in --out, "
+                         "--force replaces it")
     if args.solver is not None and args.kind != "cloth":
         raise ValueError("--solver applies to cloth bakes only")
     if args.threads is not None and args.threads != "auto":
@@ -154,7 +157,7 @@ def cmd_bake(args) -> int:
     try:
         manifest = run_bake(args.kind, sim, writer, args.out, frames, parameters=manifest_params, model_sha256=sha,
                             progress=args.progress, resume=args.resume, start_frame=params["start_frame"],
-                            settings=settings, strict=args.strict)
+                            settings=settings, strict=args.strict, force=args.force)
     except KeyboardInterrupt:
         print(f"metaphys bake: cancelled; finished frames are kept in {args.out} (continue with --resume)",
               file=sys.stderr)
@@ -203,8 +206,9 @@ def cmd_demo(args) -> int:
     rc = 0
     # 48^2 smoke keeps the whole demo (cloth + smoke) within a few minutes on 2 CPU cores
     for kind, extra in (("cloth", []), ("smoke", ["--size", "48"])):
+        # the demo's folders are its own: a second `make demo` replaces the first one's bakes
         a = build_parser().parse_args(["bake", kind, "--out", os.path.join(out, kind), "--progress",
-                                       "bar" if sys.stderr.isatty() else "none"] + extra)
+                                       "bar" if sys.stderr.isatty() else "none", "--force"] + extra)
         rc = cmd_bake(a) or rc
         if rc:
             return rc
@@ -285,7 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a frame that misses the tolerance or the strain limit is an error (exit 1; it is not "
                         "written, finished frames are kept)")
     b.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
-    b.add_argument("--resume", action="store_true", help="continue an interrupted bake in OUT")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted bake in OUT (or extend it)")
+    b.add_argument("--force", action="store_true",
+                   help="bake into a non-empty OUT: first remove the previous bake's outputs (only files a "
+                        "metaphys bake wrote; without --force a non-empty OUT is refused)")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
     b.add_argument("--threads", help="CPU threads: an integer >= 1 or auto (default: the spec's, else auto = 1 "
                                      "for grids up to 96^2; --resume: the bake's own)")

@@ -181,3 +181,20 @@ def test_pin_target_tracks_are_recorded_by_digest():
     pa, pb = manifest_parameters(a), manifest_parameters(b)
     assert pa["pin_targets"]["shape"] == [3, 256, 3] and len(pa["pin_targets"]["sha256"]) == 64
     assert pa != pb and manifest_parameters(dict(a)) == pa and a["pin_targets"].shape == (3, 256, 3)
+
+
+def test_a_second_bake_into_the_folder_needs_force(tmp_path):
+    out = str(tmp_path)
+    good = [(True, 0.01, "metamizer")] * 3
+    run_bake("cloth", ScriptedSim(good), ListWriter(out), out, 3, parameters=PARAMS, model_sha256="x",
+             progress="none")
+    with pytest.raises(BakeError) as info:
+        run_bake("cloth", ScriptedSim(good), ListWriter(out), out, 2, parameters=PARAMS, model_sha256="x",
+                 progress="none")
+    assert info.value.code == 2
+    assert str(info.value).startswith(f"output folder {out!r} is not empty (it holds a complete cloth bake "
+                                      "(3 frames): .state/, f_0001.txt")
+    assert read_manifest(tmp_path / "manifest.json")["frames_done"] == 3  # refused: untouched
+    m = run_bake("cloth", ScriptedSim(good), ListWriter(out), out, 2, parameters=PARAMS, model_sha256="x",
+                 progress="none", force=True)
+    assert m.frames_done == 2 and read_manifest(tmp_path / "manifest.json")["frames_done"] == 2

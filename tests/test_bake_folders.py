@@ -1,5 +1,5 @@
-"""Owned output folders: one bake at a time, a reused folder is cleared of the previous bake's files
-(and only those), --resume keeps the recorded format/threads and may extend a bake; rest.obj fits
+"""Owned output folders: one bake at a time, a non-empty folder is refused unless --resume (the same
+bake) or --force (which clears the previous bake's files, and only those), --resume keeps the recorded format/threads and may extend a bake; rest.obj fits
 cloth.pc2 with vertex_index + output_matrix; smoke fps reaches its outputs."""
 import json
 import os
@@ -64,13 +64,49 @@ def test_stale_lock_of_a_dead_bake_is_taken_over(tmp_path, weights_path):
     assert not (out / ".metaphys.lock").exists()
 
 
-def test_reused_folder_keeps_no_old_frames_and_no_foreign_file_is_touched(tmp_path, weights_path):
+def test_reused_folder_without_force_is_refused_and_untouched(tmp_path, weights_path):
+    out = tmp_path / "s"
+    args = ["smoke", "--out", str(out), "--size", "16", "--iterations", "2", "--progress", "none"]
+    assert bake(*args, "--frames", "3").returncode == 0
+    before = {p: os.path.getmtime(p) for p in out.rglob("*")}
+    r = bake(*args, "--frames", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"output folder {str(out)!r} is not empty (it holds a complete smoke bake (3 of 3 frames)" in r.stderr
+    assert "density/" in r.stderr and "manifest.json" in r.stderr
+    assert "--resume" in r.stderr and "--force" in r.stderr
+    assert {p: os.path.getmtime(p) for p in out.rglob("*")} == before  # nothing was touched
+    assert manifest(out)["frames_done"] == 3 and json.load(open(out / "flipbook.json"))["frames"] == 3
+
+
+def test_folder_with_foreign_files_is_refused_unless_forced(tmp_path, weights_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = cloth(out, "--frames", "1")
+    assert r.returncode == 2 and f"output folder {str(out)!r} is not empty (it holds notes.txt)" in r.stderr
+    assert "--resume" not in r.stderr and sorted(os.listdir(out)) == ["notes.txt"]
+    r = cloth(out, "--frames", "1", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (out / "notes.txt").read_text() == "mine" and manifest(out)["frames_done"] == 1
+
+
+def test_resume_without_a_bake_in_a_non_empty_folder_is_refused(tmp_path, weights_path):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = cloth(out, "--frames", "1", "--resume")
+    assert r.returncode == 2 and "is not empty (it holds notes.txt)" in r.stderr, r.stderr
+    r = cloth(out, "--frames", "1", "--resume", "--force")
+    assert r.returncode == 2 and "--force and --resume contradict each other" in r.stderr
+
+
+def test_forced_reuse_keeps_no_old_frames_and_no_foreign_file_is_touched(tmp_path, weights_path):
     out = tmp_path / "s"
     args = ["smoke", "--out", str(out), "--size", "16", "--iterations", "2", "--progress", "none"]
     assert bake(*args, "--frames", "4").returncode == 0
     (out / "notes.txt").write_text("mine")
     (out / "density" / "keep.txt").write_text("mine too")
-    r = bake(*args, "--frames", "2")
+    r = bake(*args, "--frames", "2", "--force")
     assert r.returncode == 0, r.stderr
     names = sorted(os.listdir(out / "density"))
     assert [n for n in names if n.endswith(".npz")] == ["density_0001.npz", "density_0002.npz"]
@@ -82,9 +118,9 @@ def test_reused_folder_keeps_no_old_frames_and_no_foreign_file_is_touched(tmp_pa
 def test_reused_cloth_folder_with_another_format(tmp_path, weights_path):
     out = tmp_path / "c"
     assert cloth(out, "--frames", "3").returncode == 0
-    assert cloth(out, "--frames", "2", "--format", "ply").returncode == 0
+    assert cloth(out, "--frames", "2", "--format", "ply", "--force").returncode == 0
     assert sorted(os.listdir(out / "frames")) == ["frame_0001.ply", "frame_0002.ply"]
-    assert cloth(out, "--frames", "2", "--format", "none").returncode == 0
+    assert cloth(out, "--frames", "2", "--format", "none", "--force").returncode == 0
     assert not (out / "frames").exists()
 
 
@@ -92,7 +128,7 @@ def test_folder_with_unowned_bake_files_is_refused(tmp_path, weights_path):
     out = tmp_path / "c"
     out.mkdir()
     (out / "cloth.pc2").write_bytes(b"somebody else's cache")
-    r = cloth(out, "--frames", "1")
+    r = cloth(out, "--frames", "1", "--force")  # --force replaces a bake, never files no bake owns
     assert r.returncode == 2 and "already holds cloth.pc2 but no metaphys manifest.json owns them" in r.stderr
     assert (out / "cloth.pc2").read_bytes() == b"somebody else's cache"
 

@@ -9,9 +9,10 @@ Protocol per frame (makes every bake resumable and every interruption harmless):
 The manifest therefore always lists exactly the complete frames on disk; ``resume`` restarts
 from the state of the last listed frame and reproduces an uninterrupted bake bit for bit.
 
-The output folder is owned by one bake at a time (``OUT/.metaphys.lock``); a reused folder is
-cleared of the previous bake's outputs (the files its manifest and naming scheme own, never
-others) unless the bake resumes.
+The output folder is owned by one bake at a time (``OUT/.metaphys.lock``). A bake starts only in
+an empty folder or resumes the bake already there (``resume``); any other non-empty folder is
+refused unless ``force``, which first clears the previous bake's outputs (the files its manifest
+and naming scheme own, never others).
 """
 from __future__ import annotations
 
@@ -219,6 +220,42 @@ def clear_previous_bake(out: str, new_kind: str) -> List[str]:
     return removed
 
 
+def folder_contents(out: str) -> List[str]:
+    """What is in ``out`` (top level, folders with a trailing /), ignoring bake locks: a lock held by a
+    live bake has already been refused, a stale one is taken over."""
+    try:
+        names = os.listdir(out)
+    except FileNotFoundError:
+        return []
+    return sorted(n + ("/" if os.path.isdir(os.path.join(out, n)) else "") for n in names
+                  if not n.startswith(LOCK_NAME))
+
+
+def _describe_previous(out: str) -> str:
+    try:
+        old = read_manifest(os.path.join(out, MANIFEST))
+        frames = len(old.get("frames") or [])
+        total = (old.get("parameters") or {}).get("frames")
+        count = f"{frames} of {total} frames" if total is not None else f"{frames} frames"
+        return f"a {old.get('status', '?')} {old.get('kind', '?')} bake ({count})"
+    except (OSError, ValueError, AttributeError):
+        return "an unreadable manifest.json"
+
+
+def refuse_non_empty(out: str, contents: List[str], resume: bool) -> BakeError:
+    """The error for a bake into a folder that holds something and is not resumed (exit 2, untouched)."""
+    shown = ", ".join(contents[:8]) + (f" ... ({len(contents) - 8} more)" if len(contents) > 8 else "")
+    if MANIFEST in contents:
+        what = f"it holds {_describe_previous(out)}: {shown}"
+        hint = ("continue that bake with --resume (same spec, --frames may extend it), " if not resume else "")
+    else:
+        what = f"it holds {shown}"
+        hint = ""
+    return input_error(f"output folder {out!r} is not empty ({what}); {hint}choose an empty --out, or pass "
+                       "--force to replace the previous bake (--force removes only the files a metaphys "
+                       "bake wrote there, never other files)")
+
+
 def previous_settings(out: str) -> dict:
     """The run settings (format, threads...) the bake in ``out`` recorded, or {} (for --resume defaults)."""
     try:
@@ -269,24 +306,26 @@ def _record_fields(record) -> dict:
 
 def run_bake(kind: str, sim, writer, out: str, frames: int, *, parameters: dict, model_sha256: str,
              progress: str = "bar", resume: bool = False, start_frame: int = 1, settings: dict = None,
-             strict: bool = False, finalize: Callable = None) -> BakeManifest:
+             strict: bool = False, finalize: Callable = None, force: bool = False) -> BakeManifest:
     """Bake ``frames`` frames of ``sim`` into ``out`` with ``writer(sim, frame_number, index)``.
 
     ``settings`` (format, threads, device...) are recorded; ``--resume`` refuses different ones.
     ``manifest.extra["warnings"]`` lists the frames that missed the tolerance or the strain limit;
     with ``strict`` such a frame ends the bake (BakeError, code 1) before it is written.
+    A non-empty ``out`` that is not resumed is refused (code 2) unless ``force``, which clears the
+    previous bake's outputs first.
     """
     check_output_dir(out)
     lock = OutputLock(out, kind).acquire()
     try:
         return _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progress, resume,
-                           start_frame, dict(settings or {}), strict)
+                           start_frame, dict(settings or {}), strict, force)
     finally:
         lock.release()
 
 
 def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progress, resume, start_frame,
-                settings, strict) -> BakeManifest:
+                settings, strict, force=False) -> BakeManifest:
     manifest_path = os.path.join(out, MANIFEST)
     if resume and os.path.exists(manifest_path):
         try:
@@ -312,6 +351,9 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
         manifest.settings = {**settings, **manifest.settings}  # a manifest older than settings records them now
         manifest.save()
     else:
+        contents = folder_contents(out)
+        if contents and not force:  # never replace what is there without being asked to
+            raise refuse_non_empty(out, contents, resume)
         clear_previous_bake(out, kind)
         manifest = BakeManifest(manifest_path, kind=kind, parameters=parameters, model_sha256=model_sha256,
                                 start_frame=start_frame, settings=settings)
