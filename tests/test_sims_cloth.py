@@ -121,3 +121,15 @@ def test_converged_results_do_not_depend_on_the_thread_count():
         return sim.positions
     a, b = final(1), final(2)
     assert np.abs(a - b).max() < 1e-8  # metres: far below anything visible, set by the tolerance
+
+
+def test_auto_skips_a_metamizer_stage_that_keeps_missing_and_the_result_is_unchanged():
+    def run(solver):
+        sim = ClothSim(16, 16, colliders=[], optimizer=TorchOptimizer("sgd", lr=1e-9), iterations_per_step=4,
+                       solver=solver, tol=1e-8)
+        sim.run(6)
+        return sim
+    auto, newton = run("auto"), run("newton")
+    its = [r.iterations for r in auto.records]
+    assert its[:3] == [4, 4, 4] and 0 in its[3:]  # three misses, then the stage is skipped
+    assert np.abs(auto.positions - newton.positions).max() < 1e-9  # same starts -> same converged answer

@@ -150,6 +150,8 @@ class ClothSim:
         self.state = None if self.optimizer is None else self.optimizer.init_state(tuple(self.u.shape),
                                                                                  device=self.device)
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
+        self._metamizer_misses = 0     # consecutive steps the Metamizer stage missed tol ("auto")
+        self._substep_count = 0
         self.frame = 0
         self.records: List[StepRecord] = []
 
@@ -258,7 +260,11 @@ class ClothSim:
         iters = rej = newton_iters = 0
         cap = False
         a = self.u
-        if self.solver != "newton":
+        # "auto": the Metamizer's iterations are wasted when Newton finishes anyway (its answer is
+        # not Newton's start); after 3 misses in a row it only tries every 8th step
+        retry = self._metamizer_misses < 3 or self._substep_count % 8 == 0
+        self._substep_count += 1
+        if self.solver == "metamizer" or (self.solver == "auto" and retry):
             kwargs = self.settings.solve_kwargs()
             if self.tol is not None and "iterations" in kwargs:  # early stop at the gauge's tolerance
                 kwargs = {"tol": self.tol * scale, "max_iterations": kwargs["iterations"]}
@@ -269,6 +275,8 @@ class ClothSim:
         _, grad = p.loss_and_grad(a)
         rel = rms(grad) / scale
         finished_by = "metamizer"
+        if self.solver == "auto" and retry:
+            self._metamizer_misses = 0 if rel <= self.tol else self._metamizer_misses + 1
         if self.solver != "metamizer" and rel > self.tol:
             # warm start: the lower-energy of the last step's acceleration and that acceleration
             # projected out of the colliders -- the same start in "auto" and "newton", so the
@@ -337,7 +345,8 @@ class ClothSim:
     def state_dict(self) -> dict:
         return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
                 "state": None if self.state is None else vars(self.state).copy(), "frame": self.frame,
-                "a_prev": self.a_prev.clone(),
+                "a_prev": self.a_prev.clone(), "metamizer_misses": self._metamizer_misses,
+                "substep_count": self._substep_count,
                 "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -347,5 +356,7 @@ class ClothSim:
         self.state = None if sd["state"] is None else MetamizerState(
             **{k: v.to(self.device) for k, v in sd["state"].items()})
         self.a_prev = sd.get("a_prev", torch.zeros_like(self.u)).to(self.device)
+        self._metamizer_misses = int(sd.get("metamizer_misses", 0))
+        self._substep_count = int(sd.get("substep_count", 0))
         self.frame = int(sd["frame"])
         self.records = [StepRecord(**r) for r in sd["records"]]
