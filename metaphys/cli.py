@@ -10,7 +10,7 @@ import time
 
 def _load_optimizer(weights, device):
     from metaphys.optim.metamizer import Metamizer
-    from metaphys.optim.weights import WeightsError, load_torchscript, sha256_of, default_weights_path
+    from metaphys.optim.weights import WeightsError, load_torchscript, self_test, sha256_of, default_weights_path
     path = weights or default_weights_path()
     try:
         model = load_torchscript(path, map_location=device)
@@ -19,7 +19,9 @@ def _load_optimizer(weights, device):
     except Exception as exc:  # a truncated or foreign file whose checksum was updated: torch's zip/pickle errors
         raise WeightsError(f"cannot load the Metamizer weights {path}: not a readable TorchScript file "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-    return Metamizer(model, device=device), sha256_of(path)
+    optimizer, sha = Metamizer(model, device=device), sha256_of(path)
+    self_test(optimizer, sha, source=path)  # a checksum does not prove the weights can solve anything
+    return optimizer, sha
 
 
 def _read_spec(path):

@@ -125,3 +125,79 @@ def test_a_truncated_weights_file_is_a_weights_error(tmp_path):
     (tmp_path / "metamizer.json").write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="not a readable TorchScript file"):
         load_torchscript(str(dst))
+
+
+# ---- the self-test at load: a checksum does not prove the weights can solve anything ----------------------
+def _untrained_weights(tmp_path, nan=False):
+    """Weights exported with a matching checksum: untrained (random init) or with NaN parameters."""
+    from metaphys.optim.weights import default_weights_path, sha256_of
+    torch.manual_seed(3)
+    path = tmp_path / ("nan.pt" if nan else "untrained.pt")
+    if nan:
+        model = load_torchscript(default_weights_path())
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        torch.jit.save(model, str(path))
+        meta = json.load(open(os.path.splitext(default_weights_path())[0] + ".json"))
+        meta["sha256"] = sha256_of(str(path))
+        path.with_suffix(".json").write_text(json.dumps(meta))
+    else:
+        export_torchscript(MetamizerNet(), str(path))
+    return path
+
+
+def test_shipped_weights_pass_the_self_test_quickly(weights_path):
+    import time
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim import weights as W
+    opt = Metamizer(weights_path)
+    W.self_test(opt, None, weights_path)  # warm-up: TorchScript's first calls profile the graph
+    t = time.perf_counter()
+    W.self_test(opt, None, weights_path)
+    assert time.perf_counter() - t < 0.2
+    # the check is real: the residual it demands is far below where the problem starts
+    p = W.self_test_problem()
+    assert float(p.residual(p.initial_guess()).max()) > 1e-3
+
+
+@pytest.mark.parametrize("nan", [False, True], ids=["untrained", "nan"])
+def test_weights_that_cannot_solve_are_a_weights_error(tmp_path, nan):
+    from metaphys.sims.common import default_optimizer
+    path = _untrained_weights(tmp_path, nan)
+    with pytest.raises(WeightsError, match=f"the weights {path} cannot solve: on the self-test") as info:
+        default_optimizer("cpu", weights=path)
+    assert ("residual nan" if nan else "the residual went from") in str(info.value)
+
+
+def test_self_test_verdict_is_cached_per_sha256(tmp_path, monkeypatch):
+    from metaphys.optim import weights as W
+    from metaphys.optim.metamizer import Metamizer
+    path = _untrained_weights(tmp_path)
+    opt = Metamizer(str(path))
+    sha = W.sha256_of(str(path))
+    monkeypatch.setattr(W, "_SELF_TESTS", {})  # earlier tests may have cached these very weights
+    calls = []
+    import metaphys.optim.solve as S
+    real = S.iterate
+    monkeypatch.setattr(S, "iterate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for _ in range(3):
+        with pytest.raises(WeightsError, match="cannot solve"):
+            W.self_test(opt, sha, str(path))
+    assert len(calls) == 1  # the failure is remembered, not recomputed
+    W.self_test(Metamizer(W.default_weights_path()), "shipped-key", "shipped")
+    W.self_test(Metamizer(W.default_weights_path()), "shipped-key", "shipped")
+    assert len(calls) == 2
+
+
+def test_cli_bake_with_untrained_weights_exits_2(tmp_path):
+    path = _untrained_weights(tmp_path)
+    out = tmp_path / "o"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "metaphys", "bake", "smoke", "--out", str(out), "--size", "16",
+                        "--frames", "1", "--iterations", "2", "--weights", str(path), "--progress", "none"],
+                       capture_output=True, text=True, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"the weights {path} cannot solve" in r.stderr
+    assert not (out / "manifest.json").exists()

@@ -71,7 +71,23 @@ def check_vector(name: str, value, n: int):
     return t
 
 
-def default_optimizer(device):
-    """The shipped Metamizer; a clear error if the weights are missing."""
+def default_optimizer(device, weights=None):
+    """The Metamizer with the shipped weights (or ``weights``, a path to TorchScript weights), checked by
+    the weights self-test; a WeightsError names the file if they are missing, corrupted or cannot solve."""
+    import os
     from metaphys.optim.metamizer import Metamizer
-    return Metamizer(device=device)
+    from metaphys.optim.weights import default_weights_path, self_test, sha256_of
+    if weights is not None and not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be a path to Metamizer TorchScript weights, got {type(weights).__name__} "
+                        "(pass a built optimizer as optimizer=)")
+    path = os.fspath(weights) if weights is not None else default_weights_path()
+    opt = Metamizer(path, device=device)
+    self_test(opt, sha256_of(path), source=path)
+    return opt
+
+
+def optimizer_for(optimizer, weights, device):
+    """The optimizer a sim uses: ``optimizer`` as given, else the Metamizer from ``weights`` (default: shipped)."""
+    if optimizer is not None and weights is not None:
+        raise ValueError("give either optimizer= or weights=, not both")
+    return optimizer if optimizer is not None else default_optimizer(device, weights)
