@@ -91,6 +91,12 @@ def _norm(u):
     return torch.linalg.vector_norm(u, dim=1)
 
 
+def _norm_fast(u):
+    """|u| over dim 1 as sqrt(u.u): 5x faster than vector_norm's reduction (and its double
+    backward) on [N,3,H,W]; for the Hessian path, where |u| > 0 (edges, non-degenerate quads)."""
+    return torch.sqrt((u * u).sum(1).clamp_min(1e-300))
+
+
 def _atan_ratio(t2):
     """atan(t) / t as a smooth function of t^2 (series near 0: no 0/0 in any derivative)."""
     small = t2 < 1e-6
@@ -119,22 +125,23 @@ def internal_energies(x, rest, k_stretch, k_shear, k_bend, smooth: bool = False)
     ``smooth``: bend angles through ``bend_angle_sq_smooth`` (for second derivatives)."""
     n, _, h, w = x.shape
     hw = float(h * w)
+    norm = _norm_fast if smooth else _norm
     ev = x[:, :, 1:, :] - x[:, :, :-1, :]
     eh = x[:, :, :, 1:] - x[:, :, :, :-1]
     L0 = rest.view(-1, 1, 1)
     zero = x.new_zeros(n)
     stretch = zero
     if h > 1:
-        stretch = stretch + ((_norm(ev) - L0) ** 2).flatten(1).mean(1)
+        stretch = stretch + ((norm(ev) - L0) ** 2).flatten(1).mean(1)
     if w > 1:
-        stretch = stretch + ((_norm(eh) - L0) ** 2).flatten(1).mean(1)
+        stretch = stretch + ((norm(eh) - L0) ** 2).flatten(1).mean(1)
     stretch = k_stretch * stretch
     shear = zero
     if h > 1 and w > 1:
         left, right = ev[..., :, :-1], ev[..., :, 1:]
         top, bottom = eh[..., :-1, :], eh[..., 1:, :]
         for u, v in ((left, top), (left, bottom), (right, top), (right, bottom)):
-            psi = torch.atan2(_dot(u, v), _norm(_cross(u, v)))
+            psi = torch.atan2(_dot(u, v), norm(_cross(u, v)))
             shear = shear + (psi ** 2).flatten(1).sum(1)
     shear = k_shear * shear / hw
     bend = zero
