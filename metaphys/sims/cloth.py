@@ -85,7 +85,7 @@ class ClothSim:
                  solver: str = "auto", tol: Optional[float] = 1e-6, iterations_per_step: Optional[int] = 30,
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
-                 line_search: bool = True):
+                 line_search: bool = True, weights=None):
         rows, cols = _grid_int("rows", rows), _grid_int("cols", cols)
         self.rows, self.cols = rows, cols
         nv = rows * cols
@@ -132,8 +132,10 @@ class ClothSim:
         self.pin_w = self._pin_weights(pin_weights)
         self.pin_targets = self._pin_targets(pin_targets)
         self.colliders = self._colliders(colliders or [])
-        if optimizer is None and solver != "newton":
-            optimizer = default_optimizer(self.device)
+        if optimizer is not None and weights is not None:
+            raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
+        if optimizer is None and (solver != "newton" or weights is not None):
+            optimizer = default_optimizer(self.device, weights)  # weights: a path, self-tested at load
         self.optimizer = optimizer
         self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations)
         k = model_material(self.material, rows, cols, self.length_unit, self.dt)
@@ -152,6 +154,7 @@ class ClothSim:
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
         self._metamizer_misses = 0     # consecutive steps the Metamizer stage missed tol ("auto")
         self._substep_count = 0
+        self._newton_carry: dict = {}  # Newton's last factorization, tried first in the next step
         self.frame = 0
         self.records: List[StepRecord] = []
 
@@ -287,7 +290,7 @@ class ClothSim:
             guesses = [prev, p.project_out_of_colliders(prev)]
             energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
             a = guesses[int(np.argmin(energies))]
-            out = self.newton.solve(p, a, scale=scale)
+            out = self.newton.solve(p, a, scale=scale, carry=self._newton_carry)
             a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
             finished_by = "newton"
             cap = not out.converged

@@ -69,7 +69,7 @@ class SmokeSim:
                  iterations_per_step: Optional[int] = 20, tol: Optional[float] = None,
                  max_iterations: int = 200, density_tol: float = 1e-6, density_max_iterations: int = 300,
                  density_solver: str = "gmres", emitter_smoothing: float = 1.0, guard: bool = True,
-                 batch: int = 1, device="cpu", optimizer=None):
+                 batch: int = 1, device="cpu", optimizer=None, weights=None):
         if len(resolution) != 2 or min(int(r) for r in resolution) < 16:
             raise ValueError(f"resolution must be (rows, cols) with both >= 16, got {tuple(resolution)}")
         self.h, self.w = int(resolution[0]), int(resolution[1])
@@ -113,6 +113,10 @@ class SmokeSim:
         for k, s in enumerate(self.obstacle_shapes):
             if s.get("type") not in ("circle", "box"):
                 raise ValueError(f"obstacle_shapes[{k}].type must be 'circle' or 'box', got {s.get('type')!r}")
+        if optimizer is not None and weights is not None:
+            raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
+        if optimizer is None and weights is not None:  # a path, self-tested at load
+            optimizer = self.fastest_optimizer(self.device, default_optimizer(self.device, weights))
         self.optimizer = optimizer if optimizer is not None else self.fastest_optimizer(self.device)
         self.frame = 0
         mask, bc = self._geometry(0)
