@@ -145,3 +145,22 @@ def test_sims_take_a_weights_path(tmp_path, weights_path, shipped_optimizer):
         mp.WaveSim((16, 16), weights=str(untrained))
     with pytest.raises(ValueError, match="either optimizer= or weights="):
         mp.BurgersSim(np.zeros((2, 16, 16)), optimizer=shipped_optimizer, weights=weights_path)
+
+
+def test_cloth_and_smoke_take_a_weights_path(tmp_path, weights_path, shipped_optimizer):
+    from metaphys.optim.metamizer import MetamizerNet
+    from metaphys.optim.weights import WeightsError, export_torchscript
+    cloth = mp.ClothSim(16, 16, solver="metamizer", tol=None, iterations_per_step=2, weights=weights_path)
+    assert cloth.run(1).shape == (1, 256, 3)
+    smoke = mp.SmokeSim((16, 16), iterations_per_step=2, weights=weights_path)
+    smoke.run(1)
+    assert np.isfinite(smoke.density).all()
+    torch.manual_seed(1)
+    untrained = tmp_path / "untrained.pt"
+    export_torchscript(MetamizerNet(), str(untrained))
+    for make in (lambda: mp.ClothSim(16, 16, weights=str(untrained)),
+                 lambda: mp.SmokeSim((16, 16), weights=str(untrained))):
+        with pytest.raises(WeightsError, match="cannot solve"):
+            make()
+    with pytest.raises(ValueError, match="either optimizer= or weights="):
+        mp.ClothSim(16, 16, optimizer=shipped_optimizer, weights=weights_path)
