@@ -229,7 +229,14 @@ def cmd_export_weights(args) -> int:
     steps, wall time and hardware from the run folder, and the snapshot's held-out scores."""
     import platform
     import torch
-    from metaphys.optim.weights import export_torchscript, model_from_snapshot
+    from metaphys.optim.weights import export_torchscript, model_from_snapshot, sha256_of
+    if os.path.exists(args.out) and not args.overwrite:  # shipped weights are replaced only on purpose
+        print(f"metaphys export-weights: error: {args.out} already exists (sha256 {sha256_of(args.out)[:16]}...); "
+              "pass --overwrite to replace it, or --out another path", file=sys.stderr)
+        return 2
+    if not os.path.isfile(args.source):
+        print(f"metaphys export-weights: error: snapshot {args.source} not found", file=sys.stderr)
+        return 2
     model = model_from_snapshot(args.source)
     sd = torch.load(args.source, map_location="cpu", weights_only=False)
     run_dir = os.path.dirname(os.path.abspath(args.source))
@@ -321,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("source", help="EMA snapshot or checkpoint (runs/*/best.pt)")
     w.add_argument("--out", default=os.path.join("weights", "metamizer.pt"))
     w.add_argument("--metadata", help="JSON file with extra model-card fields")
+    w.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     w.set_defaults(func=cmd_export_weights)
 
     o = sub.add_parser("export-onnx", help="export the weights to ONNX for game engines (needs `onnx`)")

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from metaphys.io import pc2
 from metaphys.io.manifest import read_manifest
@@ -123,3 +124,37 @@ def test_unwritable_output_folder_is_reported(tmp_path, weights_path):
     blocker.write_text("x")
     r = bake("smoke", "--out", str(blocker / "sub"), "--size", "16", "--frames", "1", "--progress", "none")
     assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_export_weights_never_overwrites_without_overwrite(tmp_path):
+    from metaphys.cli import build_parser
+    from metaphys.optim.metamizer import MetamizerNet
+    a = build_parser().parse_args(["export-weights", "snap.pt"])
+    assert a.out == os.path.join("weights", "metamizer.pt") and a.overwrite is False  # the default is guarded
+    torch.manual_seed(0)
+    snap = tmp_path / "best.pt"
+    torch.save({"ema": MetamizerNet(hidden=6).state_dict(), "hidden": 6}, snap)
+    target = tmp_path / "metamizer.pt"
+    target.write_bytes(b"the weights everyone bakes with")
+    r = subprocess.run([sys.executable, "-m", "metaphys", "export-weights", str(snap), "--out", str(target)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 2 and f"{target} already exists" in r.stderr and "--overwrite" in r.stderr
+    assert target.read_bytes() == b"the weights everyone bakes with"
+    r = subprocess.run([sys.executable, "-m", "metaphys", "export-weights", str(snap), "--out", str(target),
+                        "--overwrite"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert target.read_bytes()[:2] == b"PK" and json.load(open(tmp_path / "metamizer.json"))["hidden"] == 6
+
+
+def test_eval_report_states_the_machine_it_ran_on(tmp_path):
+    from metaphys.eval.harness import write_report
+    torch.set_num_threads(1)
+    report = tmp_path / "eval.md"
+    write_report({}, str(report), "test weights", 1.0)
+    text = report.read_text()
+    machine = text.split("Machine: ", 1)[1].split(". Wall time", 1)[0]
+    assert f"{os.cpu_count()} logical cores" in machine and f"torch {torch.__version__}" in machine
+    assert "1 torch thread(s)" in machine and "training run shared" not in machine
+    with open("/proc/cpuinfo") as fh:  # the CPU model read at run time (Linux)
+        model = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    assert machine.startswith(model)

@@ -162,10 +162,37 @@ def _fmt(v):
     return f"{v:.1e}"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, sysctl on macOS), else platform's best guess."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        import subprocess
+        r = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5)
+        if r.returncode == 0 and r.stdout.strip():
+            return r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_description() -> str:
+    """The machine this report was measured on, read at run time (timings mean nothing without it)."""
+    text = (f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} logical cores, {platform.system()} "
+            f"{platform.release()}, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)")
+    if hasattr(os, "getloadavg"):  # other work on the machine (a training run...) slows the timings
+        text += f", load average {os.getloadavg()[0]:.1f} at the end of the run"
+    return text
+
+
 def write_report(results: Dict, path: str, weights_desc: str, wall: float) -> List[str]:
     lines = [f"# Evaluation of the Metamizer weights", "",
-             f"Weights: {weights_desc}. Machine: {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, torch {torch.__version__}, 1 thread (a training run shared the machine). "
+             f"Weights: {weights_desc}. Machine: {machine_description()}. "
              f"Wall time {wall:.0f} s. Held-out seeds disjoint from training.", "",
              "## Stationary problems (geometric-mean MSR after k iterations; iterations to reach a level)", "",
              "| case | it10 | it25 | it50 | it100 | it200 | it500 | →1e-10 | →1e-20 | →1e-30 | it/s |",
