@@ -154,7 +154,6 @@ class ClothSim:
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
         self._metamizer_misses = 0     # consecutive steps the Metamizer stage missed tol ("auto")
         self._substep_count = 0
-        self._newton_carry: dict = {}  # Newton's last factorization, tried first in the next step
         self.frame = 0
         self.records: List[StepRecord] = []
 
@@ -290,7 +289,7 @@ class ClothSim:
             guesses = [prev, p.project_out_of_colliders(prev)]
             energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
             a = guesses[int(np.argmin(energies))]
-            out = self.newton.solve(p, a, scale=scale, carry=self._newton_carry)
+            out = self.newton.solve(p, a, scale=scale)
             a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
             finished_by = "newton"
             cap = not out.converged
