@@ -13,7 +13,8 @@ def test_cloth_accuracy_benchmark_tiny(tmp_path):
                         "--frames", "3", "--scenes", "curtain", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = {row["method"]: row for row in json.load(open(tmp_path / "cloth_accuracy.json"))}
+    rows = {row["method"]: row for row in json.load(open(tmp_path / "cloth_accuracy.json"))
+            if not row["method"].startswith("Blender")}  # Blender rows appear where bpy is installed
     assert set(rows) == {"reference", "newton_1e-8", "default", "metamizer"}
     assert rows["default"]["converged"] == 3 and rows["default"]["final_err_pct"] < 1e-3
     assert rows["metamizer"]["final_err_pct"] > 100 * rows["default"]["final_err_pct"]

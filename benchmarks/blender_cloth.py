@@ -1,0 +1,106 @@
+"""Blender's own cloth on the scenes of benchmarks/cloth_accuracy.py: the speed anchor (issue #12).
+
+Runs in Blender as a Python module (bpy 5.0.1, `make test-blender` installs it into .venv):
+
+    python benchmarks/blender_cloth.py --size 32 --frames 12 --scenes drape curtain
+prints one JSON line per scene: {"scene", "size", "frames", "ms": median ms per frame, "quality"}.
+
+The same geometry as ClothSim's scenes (1 m cloth, n x n vertices, the same pins and sphere
+colliders; wind is left out: Blender models it as a force field with its own units); Blender's
+default cloth material and quality 5 (its default). The cloth is simulated as frames advance
+(`frame_set`), so the time of each frame change is the time of one simulated frame.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def grid(n: int, plane: str):
+    """Vertices of a 1 m square, row-major like ClothSim's flat_cloth, and its quads."""
+    verts = []
+    for i in range(n):
+        for j in range(n):
+            x, t = j / (n - 1) - 0.5, i / (n - 1)
+            verts.append((x, t - 0.5, 1.0) if plane == "xy" else (x, 0.0, 1.0 - t))
+    faces = [(i * n + j, i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j)
+             for i in range(n - 1) for j in range(n - 1)]
+    return verts, faces
+
+
+def build(bpy, name: str, n: int, frames: int, quality: int):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frames + 1
+    plane = "xy" if name in ("drape", "stiff_bend") else "xz"
+    verts, faces = grid(n, plane)
+    mesh = bpy.data.meshes.new("cloth")
+    mesh.from_pydata(verts, [], faces)
+    obj = bpy.data.objects.new("cloth", mesh)
+    scene.collection.objects.link(obj)
+    pins = [0, n - 1] if plane == "xy" else list(range(n))
+    group = obj.vertex_groups.new(name="pin")
+    group.add(pins, 1.0, "REPLACE")
+    mod = obj.modifiers.new("Cloth", "CLOTH")
+    mod.settings.vertex_group_mass = "pin"
+    mod.settings.quality = quality
+    if name == "stiff_bend":
+        mod.settings.bending_stiffness *= 100
+    mod.point_cache.frame_start, mod.point_cache.frame_end = 1, frames + 1
+    spheres = []
+    if name == "drape":
+        spheres.append(((0.0, 0.15, 0.55), 0.25, None))
+    if name == "moving_collider":
+        spheres.append(((0.0, -0.4, 0.5), 0.15, [(0.0, -0.4 + 0.8 * k / frames, 0.5) for k in range(frames + 1)]))
+    for center, radius, track in spheres:
+        bm_mesh = bpy.data.meshes.new("sphere")
+        import bmesh
+        bm = bmesh.new()
+        bmesh.ops.create_uvsphere(bm, u_segments=32, v_segments=16, radius=radius)
+        bm.to_mesh(bm_mesh)
+        bm.free()
+        sph = bpy.data.objects.new("sphere", bm_mesh)
+        scene.collection.objects.link(sph)
+        sph.location = center
+        sph.modifiers.new("Collision", "COLLISION")
+        if track:
+            for k, loc in enumerate(track):
+                sph.location = loc
+                sph.keyframe_insert("location", frame=k + 1)
+    return scene
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--quality", type=int, default=5)
+    ap.add_argument("--scenes", nargs="+", default=["curtain", "stiff_bend", "drape", "moving_collider"])
+    args = ap.parse_args(argv)
+    try:
+        import bpy
+    except ImportError:
+        print("bpy is not installed (make test-blender installs bpy==5.0.1 into .venv)", file=sys.stderr)
+        return 2
+    for name in args.scenes:
+        scene = build(bpy, name, args.size, args.frames, args.quality)
+        scene.frame_set(1)
+        times = []
+        for f in range(2, args.frames + 2):
+            t0 = time.perf_counter()
+            scene.frame_set(f)
+            times.append(time.perf_counter() - t0)
+        obj = bpy.data.objects["cloth"]
+        evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        rest = [v.co.copy() for v in obj.data.vertices]
+        moved = max((v.co - r).length for v, r in zip(evaluated.data.vertices, rest))
+        print(json.dumps({"scene": name, "size": args.size, "frames": args.frames, "quality": args.quality,
+                          "ms": 1000 * statistics.median(times), "max_displacement_m": moved}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
