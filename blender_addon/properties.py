@@ -100,7 +100,7 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
                               size=2, default=(0.0, 0.0))
     solver_mode: EnumProperty(name="Solver", items=_SOLVER_MODES, default="ITERATIONS")
     iterations: IntProperty(name="Iterations", default=20, min=1, max=10000)
-    tolerance: FloatProperty(name="Tolerance", default=1e-6, min=1e-12, max=1.0, precision=8)
+    tolerance: FloatProperty(name="Tolerance", default=1e-8, min=1e-12, max=1.0, precision=8)
     max_iterations: IntProperty(name="Max Iterations", default=200, min=1, max=100000)
     use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
     frame_start: IntProperty(name="Start", default=1)

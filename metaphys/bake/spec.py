@@ -76,7 +76,7 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                           "collision distance kept from colliders"),
     "solver": Key(Choice("auto", "metamizer", "newton"), "auto",
                   "`auto`: Metamizer iterations, then a Newton finishing stage when above `tol`"),
-    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-6,
+    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-8,
                "|grad| / max(|grad at frame start|, |gravity force|); null only with solver `metamizer`"),
     "iterations_per_step": Key(Int(1), 30, "Metamizer iterations per time step"),
     "max_iterations": Key(Int(1), 200, "Metamizer iteration cap per step"),

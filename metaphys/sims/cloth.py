@@ -82,7 +82,7 @@ class ClothSim:
                  mass_per_area: float = 0.2, tension: float = 250.0, shear: float = 10.0, bending: float = 2.5e-5,
                  air_damping: float = 0.1, wind: Sequence[float] = (0.0, 0.0, 0.0), pin_weights=None,
                  pin_targets=None, colliders: Optional[List[dict]] = None, contact_margin: float = 0.25,
-                 solver: str = "auto", tol: Optional[float] = 1e-6, iterations_per_step: Optional[int] = 30,
+                 solver: str = "auto", tol: Optional[float] = 1e-8, iterations_per_step: Optional[int] = 30,
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
                  line_search: bool = True, weights=None):
