@@ -44,7 +44,7 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
                                             "number of iterations per step)")
     tolerance: FloatProperty(name="Tolerance", description="Relative residual per step: |grad| / max(|grad at "
                                                            "frame start|, |gravity force|)",
-                             default=1e-6, min=1e-14, max=1.0, precision=8)
+                             default=1e-8, min=1e-14, max=1.0, precision=8)
     iterations: IntProperty(name="Iterations", description="Metamizer iterations per time step (before the Newton "
                                                            "stage with Auto)", default=30, min=1, max=10000)
     max_iterations: IntProperty(name="Max Iterations", description="Metamizer iteration cap per step", default=200,
@@ -100,7 +100,7 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
                               size=2, default=(0.0, 0.0))
     solver_mode: EnumProperty(name="Solver", items=_SOLVER_MODES, default="ITERATIONS")
     iterations: IntProperty(name="Iterations", default=20, min=1, max=10000)
-    tolerance: FloatProperty(name="Tolerance", default=1e-8, min=1e-12, max=1.0, precision=8)
+    tolerance: FloatProperty(name="Tolerance", default=1e-6, min=1e-12, max=1.0, precision=8)
     max_iterations: IntProperty(name="Max Iterations", default=200, min=1, max=100000)
     use_scene_range: BoolProperty(name="Scene Frame Range", default=True)
     frame_start: IntProperty(name="Start", default=1)
