@@ -253,8 +253,8 @@ class ClothSim:
 
     def _solve_substep(self):
         """One backward-Euler step: Metamizer, then (per ``solver``) Newton's finishing stage.
-        Returns (a, iterations, guard rejections, hit_cap, residual start, relative residual,
-        newton iterations)."""
+        Returns (a, Metamizer iterations, guard rejections, hit_cap, gradient RMS at the start,
+        relative residual at the end, Newton iterations, the solver that finished)."""
         p = self.problem
         _, grad0 = p.loss_and_grad(self.u)
         scale = p.residual_scale(grad0)
