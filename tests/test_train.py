@@ -75,3 +75,20 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(a, b)
+
+
+def test_product_cloth_pool_uses_the_sims_material_mapping():
+    import torch
+    from metaphys.sims.cloth import model_material
+    from metaphys.train import generators
+    make = generators.get("cloth_product")
+    small = make(8, 16, 16, torch.Generator().manual_seed(3))
+    large = make(8, 64, 64, torch.Generator().manual_seed(3))
+    # same draws, 4x finer grid: the model's stretch stiffness grows ~16x (dt^2 / (rho L0^2))
+    ratio = (large.fields["k_stretch"] / small.fields["k_stretch"]).median()
+    assert 10 < float(ratio) < 25
+    lo = model_material({"tension": 50.0, "shear": 1.0, "bending": 1e-6, "mass_per_area": 0.5, "air_damping": 0},
+                        16, 16, 1 / 15, 1 / 60)["k_stretch"]
+    assert float(small.fields["k_stretch"].min()) >= 0.99 * lo
+    loss, grad = small.loss_and_grad(small.initial_guess())
+    assert torch.isfinite(loss).all() and torch.isfinite(grad).all()

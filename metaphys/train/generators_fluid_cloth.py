@@ -106,3 +106,38 @@ def _cloth_on_advance(problem, time, gen):
 
 make_cloth.on_advance = _cloth_on_advance
 register("cloth", make_cloth)
+
+
+def make_cloth_product(n, h, w, gen, device=None):
+    """Cloth as the product runs it (issue #13): the scenes of ``make_cloth`` with materials drawn in
+    physical units (tension 50-2000 N/m, shear 1-100 N/m, bending 1e-6-1e-3 N*m, 0.05-0.5 kg/m^2,
+    air damping 0-1 /s) for a 1 m cloth at 24-60 fps, mapped to the model's units exactly as
+    ``ClothSim`` maps them (``sims.cloth.model_material``): stiffness grows with resolution."""
+    from metaphys.sims.cloth import model_material
+    problem = make_cloth(n, h, w, gen, device=device)
+    fl = problem.fields
+    length = 1.0 / (max(h, w) - 1)
+    dt = 1.0 / _uniform(gen, n, 24.0, 60.0)
+    ks, kh, kb = [], [], []
+    for k in range(n):
+        mat = {"tension": float(_log_uniform(gen, 1, 50.0, 2000.0)), "shear": float(_log_uniform(gen, 1, 1.0, 100.0)),
+               "bending": float(_log_uniform(gen, 1, 1e-6, 1e-3)),
+               "mass_per_area": float(_log_uniform(gen, 1, 0.05, 0.5)), "air_damping": 0.0}
+        m = model_material(mat, h, w, length, float(dt[k]))
+        ks.append(m["k_stretch"])
+        kh.append(m["k_shear"])
+        kb.append(m["k_bend"])
+    dev = fl["k_stretch"].device
+    fl["k_stretch"] = torch.tensor(ks, dtype=F64, device=dev)
+    fl["k_shear"] = torch.tensor(kh, dtype=F64, device=dev)
+    fl["k_bend"] = torch.tensor(kb, dtype=F64, device=dev)
+    fl["k_contact"] = torch.clamp(fl["k_stretch"], min=1000.0)
+    scale = (dt * dt / length).to(dev)                                  # m/s^2 -> model units
+    fl["gravity"] = fl["gravity"] * (9.81 * scale).view(n, 1)
+    fl["wind"] = fl["wind"] * (10.0 * scale).view(n, 1)                # |wind| ~ 3 m/s^2
+    fl["damping"] = _uniform(gen, n, 0.0, 1.0).to(dev) * dt.to(dev)
+    return problem
+
+
+make_cloth_product.on_advance = _cloth_on_advance
+register("cloth_product", make_cloth_product)
