@@ -66,16 +66,18 @@ def test_jacobi_probe_finds_the_exact_diagonal():
     assert bool(res.converged.all())
 
 
-def test_fgmres_reaches_tight_tolerance_where_plain_metamizer_iterations_stall(shipped_optimizer):
+def test_fgmres_reaches_tight_tolerance_where_first_order_iterations_stall():
+    from metaphys.optim.baselines import TorchOptimizer
     p = _problem(n=32, D=0.1, seed=3)
     start = p.residual(p.initial_guess())
     res = fgmres(p, rtol=1e-12, max_iterations=200)
     assert bool(res.converged.all()) and res.iterations < 200
     free = (1 - p.fields["mask"]).flatten(1).sum(1)
     krylov_msr = res.residual_norm ** 2 / free
-    state = shipped_optimizer.init_state(p.shape)
-    plain = iterate(p, shipped_optimizer, p.initial_guess(), state, iterations=res.iterations, guard=True)
-    # the same number of network iterations as GMRES products leaves the MSR many decades higher
+    adam = TorchOptimizer("adam", lr=0.05)
+    plain = iterate(p, adam, p.initial_guess(), adam.init_state(p.shape), iterations=res.iterations, guard=True)
+    # the same number of first-order iterations as GMRES products leaves the MSR many decades higher
+    # (the shipped Metamizer is no longer a stalling baseline here: it reaches round-off on some seeds)
     assert bool((krylov_msr <= 1e-20 * start).all())
     assert bool((plain.residual > 1e6 * krylov_msr).all()), (plain.residual, krylov_msr)
 
