@@ -92,3 +92,27 @@ def test_product_cloth_pool_uses_the_sims_material_mapping():
     assert float(small.fields["k_stretch"].min()) >= 0.99 * lo
     loss, grad = small.loss_and_grad(small.initial_guess())
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
+
+
+def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path):
+    """training/cpu/checkpoint.pt (committed, without the local pools.pt) continues: network, EMA
+    and optimizer come back, pools start fresh, and a training step runs."""
+    import os
+    import shutil
+    import torch
+    from metaphys.train.config import TrainConfig
+    from metaphys.train.loop import Trainer
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(root, "training", "cpu", "checkpoint.pt")
+    shutil.copy(src, tmp_path / "checkpoint.pt")  # no pools.pt: a fresh clone
+    cfg = TrainConfig.load(os.path.join(root, "configs", "cpu.yaml"))
+    for spec in cfg.pools:  # the committed recipe, shrunk so the test stays fast
+        spec.pool, spec.batch, spec.size = 2, 1, 16
+    trainer = Trainer(cfg, str(tmp_path))
+    assert trainer.load_checkpoint()
+    saved = torch.load(src, map_location="cpu", weights_only=False)
+    assert trainer.step == saved["step"] > 0
+    for k, v in saved["ema"].items():
+        assert torch.equal(trainer.ema.state_dict()[k], v)
+    trainer.train_step()
+    assert trainer.step == saved["step"] + 1
