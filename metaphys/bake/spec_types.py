@@ -273,12 +273,7 @@ class Object(Type):
                 if key.required:
                     errors.append(Invalid(p, f"missing (expected {key.type.describe()})"))
                 continue
-            try:
-                out[k] = key.type.check(value[k], p)
-            except Invalid as e:
-                errors.append(e)
-            except Many as many:
-                errors.extend(many.errors)
+            _collect(errors, lambda: out.__setitem__(k, key.type.check(value[k], p)))
         if errors:
             raise Many(errors)
         return out
@@ -287,6 +282,16 @@ class Object(Type):
 class Many(Exception):
     def __init__(self, errors):
         self.errors = errors
+
+
+def _collect(errors: list, check) -> None:
+    """Run one check; keep its error(s) so a spec reports every problem at once."""
+    try:
+        check()
+    except Invalid as e:
+        errors.append(e)
+    except Many as many:
+        errors.extend(many.errors)
 
 
 class ListOf(Type):
@@ -301,12 +306,7 @@ class ListOf(Type):
             self.fail(value, path)
         out, errors = [], []
         for i, v in enumerate(value):
-            try:
-                out.append(self.item.check(v, f"{path}[{i}]"))
-            except Invalid as e:
-                errors.append(e)
-            except Many as many:
-                errors.extend(many.errors)
+            _collect(errors, lambda: out.append(self.item.check(v, f"{path}[{i}]")))
         if errors:
             raise Many(errors)
         return out

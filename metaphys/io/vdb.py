@@ -112,6 +112,16 @@ def _load_file(path: str):
     return mod
 
 
+
+def _first_loadable(files, tried: list):
+    """The first of ``files`` that loads as an extension module (failures appended to ``tried``)."""
+    for f in files:
+        try:
+            return _load_file(f)
+        except Exception as e:  # noqa: BLE001
+            tried.append(f"{f}: {type(e).__name__}: {e}")
+    return None
+
 def load_openvdb(refresh: bool = False):
     """Return the ``openvdb`` module, or None if none can be loaded (see module docstring for the lookup)."""
     if _cache and not refresh:
@@ -138,12 +148,7 @@ def load_openvdb(refresh: bool = False):
         cands = _bpy_candidates()
         if not cands:
             tried.append("bpy's bundled openvdb: bpy is not installed (or has no openvdb module)")
-        for f in cands:
-            try:
-                mod = _load_file(f)
-                break
-            except Exception as e:  # noqa: BLE001
-                tried.append(f"{f}: {type(e).__name__}: {e}")
+        mod = _first_loadable(cands, tried)
     if mod is None:  # Debian/Ubuntu python3-openvdb: importable as pyopenvdb, or loaded from its folder
         try:
             mod = importlib.import_module("pyopenvdb")
@@ -153,12 +158,7 @@ def load_openvdb(refresh: bool = False):
         cands = [f for d in SYSTEM_DIRS for f in _ext_files(d, ("pyopenvdb",))]
         if not cands:
             tried.append(f"system pyopenvdb (apt-get install python3-openvdb): none in {', '.join(SYSTEM_DIRS)}")
-        for f in cands:
-            try:
-                mod = _load_file(f)
-                break
-            except Exception as e:  # noqa: BLE001
-                tried.append(f"{f}: {type(e).__name__}: {e}")
+        mod = _first_loadable(cands, tried)
     if mod is not None and not hasattr(mod, "FloatGrid"):
         tried.append(f"{getattr(mod, '__file__', mod)!r} has no FloatGrid: not the OpenVDB binding")
         mod = None
