@@ -124,6 +124,8 @@ class Metamizer:
     """
 
     name = "metamizer"
+    # the subspace acceleration (optim/accelerate.py) rescales the state to the step it took
+    state_follows_taken_step = True
 
     def __init__(self, model: Optional[nn.Module] = None, initial_scale: float = INITIAL_SCALE,
                  device=None):

@@ -18,6 +18,8 @@ from typing import Callable, List, Optional
 
 import torch
 
+from metaphys.optim.accelerate import DEFAULT_MEMORY, SubspaceAccelerator
+
 DIVERGENCE_FACTOR = 1e10
 
 
@@ -55,10 +57,10 @@ def _check_stopping(iterations, tol, max_iterations):
 
 
 ALPHA_MIN, ALPHA_MAX = 1.0 / 16.0, 8.0
-# measured on the eval cases (2026-11-29, shipped weights): taking another length only when it
+# measured on the eval cases (2026-11-29, previous weights): taking another length only when it
 # halves the loss, and rescaling the optimizer state with it, gave advection-diffusion D=0.1 at
-# 20 it/step 9.0 -> 8.8e-8 and Burgers mu=0.3 at 5 it/step 7.6e-3 -> 1.8e-4; on stationary Laplace
-# it hurts (100^2 at 50 iterations 7.7e-26 -> 3e-9), so it is on by default for time steps only
+# 20 it/step 9.0 -> 8.8e-8 and Burgers mu=0.3 at 5 it/step 7.6e-3 -> 1.8e-4; the subspace
+# acceleration (optim/accelerate.py) does better everywhere and is the default instead
 LS_GAIN = 0.5
 
 
@@ -93,15 +95,42 @@ def _line_search(problem, optimizer, new_state, u, loss, step, u1, loss1, grad1,
     return u_new, loss_new, grad_new, step * alpha.view(shape).to(step.dtype)
 
 
+def _accelerated(problem, optimizer, accel, new_state, u, grad, step, u_p, loss_p, grad_p, active, shape):
+    """The subspace-accelerated point where it beats the optimizer's own step ``u_p``.
+
+    Where it is taken, an optimizer with ``state_follows_taken_step`` (the Metamizer) has its state
+    rescaled by |taken step| / |its step|, so the network sees the length actually taken (measured:
+    memory 5 without it, Burgers mu=0.3 at 20 it/step went 1.3e-5 -> 1.5, with it 3e-5). Baselines keep
+    their own state (their ``shrink`` means a learning-rate cut)."""
+    accel.push(u, grad)
+    correction = accel.propose(u_p, grad_p) * active.view(shape).to(u_p.dtype)
+    u_a = problem.apply(u_p, correction)
+    loss_a, grad_a = problem.loss_and_grad(u_a)
+    better = active & torch.isfinite(loss_a) & (loss_a < loss_p)
+    if bool(better.any()):
+        accel.push(u_p, grad_p)
+    if bool(better.any()) and getattr(optimizer, "state_follows_taken_step", False):
+        taken = (u_a - u).flatten(1).norm(dim=1)
+        own = step.flatten(1).norm(dim=1).clamp_min(1e-300)
+        optimizer.shrink(new_state, torch.where(better, taken / own, torch.ones_like(taken)).to(step.dtype))
+    pick = better.view(shape)
+    return torch.where(pick, u_a, u_p), torch.where(better, loss_a, loss_p), torch.where(pick, grad_a, grad_p)
+
+
 def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[int] = None,
             tol: Optional[float] = None, max_iterations: int = 1000, guard: bool = False,
             guard_growth: float = 1.0, guard_shrink: float = 0.25, guard_retries: int = 3,
-            line_search: bool = False, callback: Optional[Callable] = None) -> SolveResult:
+            line_search: bool = False, accelerate: int = 0,
+            callback: Optional[Callable] = None) -> SolveResult:
     """Run the optimizer loop from ``u`` with optimizer ``state``; returns a SolveResult.
 
     ``line_search``: rescale each proposed step by the alpha minimizing the loss along it (see
-    ``_line_search``: two extra kernel evaluations per iteration, no extra network pass)."""
+    ``_line_search``: two extra kernel evaluations per iteration, no extra network pass).
+    ``accelerate``: memory m of the subspace acceleration (``optim/accelerate.py``; one extra
+    kernel evaluation per iteration, kept only where it lowers the loss); 0 = off."""
     _check_stopping(iterations, tol, max_iterations)
+    accel = (SubspaceAccelerator(accelerate, getattr(problem, "subspace_model", "energy"))
+             if accelerate else None)
     limit = iterations if iterations is not None else max_iterations
     loss, grad = problem.loss_and_grad(u)
     if not bool(torch.isfinite(loss).all()):
@@ -154,6 +183,9 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
                     f"optimizer diverged at iteration {it + 1}: sample {worst} has residual "
                     f"{float(res_new[worst]):.3e} (started at {float(start[worst]):.3e}); "
                     "enable the step guard (guard=True) or use more iterations per time step")
+        if accel is not None:
+            u_new, loss_new, grad_new = _accelerated(problem, optimizer, accel, new_state, u, grad, step,
+                                                     u_new, loss_new, grad_new, active, shape)
         u, loss, grad, state = u_new, loss_new, grad_new, new_state
         residual = problem.residual_from(loss, grad) if hasattr(problem, "residual_from") else loss
         result.residuals.append(residual)
@@ -168,15 +200,18 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
 
 def solve(problem, optimizer=None, *, iterations: Optional[int] = None, tol: Optional[float] = None,
           max_iterations: int = 1000, u0: Optional[torch.Tensor] = None, guard: bool = False,
-          **guard_options) -> SolveResult:
-    """Solve a stationary problem (or one time step) from ``u0`` (default: problem.initial_guess())."""
+          accelerate: int = DEFAULT_MEMORY, **guard_options) -> SolveResult:
+    """Solve a stationary problem (or one time step) from ``u0`` (default: problem.initial_guess()).
+
+    ``accelerate`` (default on, memory 20): the subspace acceleration of ``optim/accelerate.py``;
+    0 gives the paper's plain iteration."""
     if optimizer is None:
         from metaphys.optim.metamizer import Metamizer
         optimizer = Metamizer(device=problem.device)
     u = problem.initial_guess() if u0 is None else problem.check_unknown(u0)
     state = optimizer.init_state(tuple(u.shape), device=u.device)
     return iterate(problem, optimizer, u, state, iterations=iterations, tol=tol,
-                   max_iterations=max_iterations, guard=guard, **guard_options)
+                   max_iterations=max_iterations, guard=guard, accelerate=accelerate, **guard_options)
 
 
 @dataclass
@@ -198,7 +233,8 @@ class TimeStepper:
 
     def __init__(self, problem, optimizer=None, *, iterations_per_step: Optional[int] = None,
                  tol: Optional[float] = None, max_iterations: int = 200, guard: bool = True,
-                 rescale_on_step: Optional[float] = None, line_search: Optional[bool] = None, **guard_options):
+                 rescale_on_step: Optional[float] = None, line_search: bool = False,
+                 accelerate: int = DEFAULT_MEMORY, **guard_options):
         _check_stopping(iterations_per_step, tol, max_iterations)
         if optimizer is None:
             from metaphys.optim.metamizer import Metamizer
@@ -211,8 +247,10 @@ class TimeStepper:
         self.guard = guard
         self.guard_options = guard_options
         self.rescale_on_step = rescale_on_step
-        # default: on for time-dependent problems (measured gains above), off otherwise
-        self.line_search = bool(getattr(problem, "time_dependent", False)) if line_search is None else line_search
+        # the subspace acceleration contains the line search's direction and beats it on every
+        # eval case (optim/accelerate.py), so the line search is off by default
+        self.line_search = bool(line_search)
+        self.accelerate = accelerate
         self.u = problem.initial_guess()
         self.state = optimizer.init_state(tuple(self.u.shape), device=self.u.device)
         self.reports: List[StepReport] = []
@@ -222,7 +260,7 @@ class TimeStepper:
             self.optimizer.shrink(self.state, torch.full_like(self.state_scale_per_sample(), self.rescale_on_step))
         res = iterate(self.problem, self.optimizer, self.u, self.state, iterations=self.iterations_per_step,
                       tol=self.tol, max_iterations=self.max_iterations, guard=self.guard,
-                      line_search=self.line_search, **self.guard_options)
+                      line_search=self.line_search, accelerate=self.accelerate, **self.guard_options)
         self.state = res.state
         report = StepReport(res.iterations, res.residuals[0], res.residuals[-1], res.guard_rejections, res.hit_cap)
         self.solution = res.u

@@ -7,15 +7,19 @@ from typing import Optional
 
 import torch
 
+from metaphys.optim.accelerate import DEFAULT_MEMORY
+
 
 @dataclass
 class SolverSettings:
-    """Iterations per time step, or a residual tolerance with an iteration cap."""
+    """Iterations per time step, or a residual tolerance with an iteration cap; ``accelerate`` is
+    the memory of the subspace acceleration (optim/accelerate.py; 0 = the paper's plain iteration)."""
 
     iterations_per_step: Optional[int] = 30
     tol: Optional[float] = None
     max_iterations: int = 200
     guard: bool = True
+    accelerate: int = DEFAULT_MEMORY
 
     def __post_init__(self):
         if self.tol is not None:
@@ -26,11 +30,13 @@ class SolverSettings:
             raise ValueError(f"iterations_per_step must be >= 1 (or give tol), got {self.iterations_per_step!r}")
         if int(self.max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations!r}")
+        if isinstance(self.accelerate, bool) or not isinstance(self.accelerate, int) or self.accelerate < 0:
+            raise ValueError(f"accelerate must be an int >= 0 (0 = off), got {self.accelerate!r}")
 
     def solve_kwargs(self) -> dict:
         if self.tol is not None:
-            return {"tol": self.tol, "max_iterations": int(self.max_iterations)}
-        return {"iterations": int(self.iterations_per_step)}
+            return {"tol": self.tol, "max_iterations": int(self.max_iterations), "accelerate": self.accelerate}
+        return {"iterations": int(self.iterations_per_step), "accelerate": self.accelerate}
 
 
 @dataclass

@@ -69,7 +69,7 @@ class _PDESim:
         opt = optimizer_for(optimizer, weights, problem.device)
         self.stepper = TimeStepper(problem, opt, iterations_per_step=settings.iterations_per_step,
                                    tol=settings.tol, max_iterations=settings.max_iterations, guard=settings.guard,
-                                   rescale_on_step=rescale_on_step)
+                                   rescale_on_step=rescale_on_step, accelerate=settings.accelerate)
         self.records: List[StepRecord] = []
 
     def step(self) -> StepRecord:
