@@ -3,7 +3,9 @@
 Per grid size n, all in one process (PhiFlow in a subprocess with its own interpreter):
 
 * metaphys, default settings: fluid 20 Metamizer it/step (frozen channels_last forward of
-  optim/fast.py), density by GMRES to ``density_tol`` 1e-4 (relative to the density peak).
+  optim/fast.py) with the subspace acceleration (optim/accelerate.py), density by GMRES to
+  ``density_tol`` (relative to the density peak).
+* metaphys with the plain fluid iteration (``accelerate=0``, the paper's), for comparison.
 * metaphys, the earlier density path (Metamizer iterations) at the same tolerance (``--old``).
 * two references of the same scene: "density-converged" (same fluid, density GMRES to 1e-10:
   isolates the density tolerance) and "converged" (fluid ``--ref-iterations`` it/step as well).
@@ -67,7 +69,7 @@ def measure_all(n: int, frames: int, args, optimizer) -> dict:
     """All metaphys runs of one size (errors against both references), then PhiFlow."""
     entry = {"n": n, "frames": frames, "ref_iterations": args.ref_iterations, "runs": {}}
     stacks = {}
-    configs = [("default", {})]
+    configs = [("default", {}), ("plain fluid iteration", {"accelerate": 0})]
     if args.old:
         configs.append(("metamizer density", {"density_solver": "metamizer"}))
     configs += [("density-converged", {"density_tol": 1e-10}),

@@ -97,8 +97,9 @@ def test_tiny_gradients_do_not_underflow(shipped, variants):
 def test_solve_trajectory_matches(shipped):
     _, plain = shipped
     problem = make_laplace(2, 32, 32, torch.Generator().manual_seed(5))
-    a = solve(problem, Metamizer(plain), iterations=15)
-    b = solve(problem, FastMetamizer(plain), iterations=15)
+    # the plain iteration: the subspace acceleration would amplify float32 summation-order noise
+    a = solve(problem, Metamizer(plain), iterations=15, accelerate=0)
+    b = solve(problem, FastMetamizer(plain), iterations=15, accelerate=0)
     ha, hb = a.history(), b.history()
     assert ha.shape == hb.shape
     # the same optimizer up to float32 summation order: residuals agree closely over 15 steps
@@ -138,7 +139,7 @@ def test_bf16_converges_on_laplace(shipped):
     """A random (untrained) net does not converge; check the bf16 run tracks the float32 run."""
     _, plain = shipped
     problem = LaplaceProblem(frame_mask(1, 32, 32), torch.ones(1, 1, 32, 32, dtype=torch.float64))
-    a = solve(problem, Metamizer(plain), iterations=10).history()
-    b = solve(problem, FastMetamizer(plain, dtype=torch.bfloat16), iterations=10).history()
+    a = solve(problem, Metamizer(plain), iterations=10, accelerate=0).history()
+    b = solve(problem, FastMetamizer(plain, dtype=torch.bfloat16), iterations=10, accelerate=0).history()
     assert torch.isfinite(b).all()
     assert float(b[-1, 0]) < 10 * float(a[-1, 0]) + 1e-30

@@ -98,17 +98,22 @@ def _line_search(problem, optimizer, new_state, u, loss, step, u1, loss1, grad1,
 def _accelerated(problem, optimizer, accel, new_state, u, grad, step, u_p, loss_p, grad_p, active, shape):
     """The subspace-accelerated point where it beats the optimizer's own step ``u_p``.
 
-    Where it is taken, an optimizer with ``state_follows_taken_step`` (the Metamizer) has its state
-    rescaled by |taken step| / |its step|, so the network sees the length actually taken (measured:
-    memory 5 without it, Burgers mu=0.3 at 20 it/step went 1.3e-5 -> 1.5, with it 3e-5). Baselines keep
-    their own state (their ``shrink`` means a learning-rate cut)."""
-    accel.push(u, grad)
+    Both evaluated points (the step's and the candidate's) join the history whether or not the
+    candidate is taken: each is a valid secant sample, and the history then does not depend on the
+    other samples of a batch. A candidate is taken where it lowers the loss without raising the
+    residual (for energies such as cloth, where the residual is a gradient norm). Where it is
+    taken, an optimizer with ``state_follows_taken_step`` (the Metamizer) has its state rescaled
+    by |taken step| / |its step|, so the network sees the length actually taken (measured with
+    memory 5: without it, Burgers mu=0.3 at 20 it/step went 1.3e-5 -> 1.5, with it 3e-5).
+    Baselines keep their own state (their ``shrink`` means a learning-rate cut)."""
     correction = accel.propose(u_p, grad_p) * active.view(shape).to(u_p.dtype)
     u_a = problem.apply(u_p, correction)
     loss_a, grad_a = problem.loss_and_grad(u_a)
+    accel.push(u_p, grad_p)
+    accel.push(u_a, grad_a)
     better = active & torch.isfinite(loss_a) & (loss_a < loss_p)
-    if bool(better.any()):
-        accel.push(u_p, grad_p)
+    if hasattr(problem, "residual_from"):
+        better = better & (problem.residual_from(loss_a, grad_a) <= problem.residual_from(loss_p, grad_p))
     if bool(better.any()) and getattr(optimizer, "state_follows_taken_step", False):
         taken = (u_a - u).flatten(1).norm(dim=1)
         own = step.flatten(1).norm(dim=1).clamp_min(1e-300)
@@ -141,6 +146,8 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
     # never on a loss that may start at exactly 0
     start = residual.abs().clamp_min(1e-300)
     result.residuals.append(residual)
+    if accel is not None:
+        accel.push(u, grad)
     n = u.shape[0]
     shape = (-1,) + (1,) * (u.dim() - 1)
     for it in range(limit):

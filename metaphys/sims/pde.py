@@ -16,6 +16,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.solve import TimeStepper, solve
 from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem, frame_mask
 from metaphys.optim.solve import DivergenceError
@@ -135,13 +136,13 @@ class DiffusionSim(_PDESim):
 
     def __init__(self, shape=(64, 64), *, D=0.1, velocity=None, source=None, mask=None, bc=0.0, c0=None,
                  dt=1.0, batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200,
-                 guard=True, device="cpu", optimizer=None, weights=None):
+                 guard=True, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
         h, w = _shape(shape)
         m = _mask(mask, batch, h, w, device)
         problem = DiffusionProblem(m, _field(bc, batch, 1, h, w, device), c_old=_field(c0, batch, 1, h, w, device),
                                    velocity=_field(velocity, batch, 2, h, w, device),
                                    source=_field(source, batch, 1, h, w, device), D=D, dt=dt)
-        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard),
+        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
                          weights=weights)
 
     def _state_tensor(self):
@@ -159,13 +160,13 @@ class WaveSim(_PDESim):
 
     def __init__(self, shape=(64, 64), *, x0=None, v0=None, c=1.0, mask=None, bc=0.0, boundary=None, dt=1.0,
                  batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200, guard=True,
-                 device="cpu", optimizer=None, weights=None):
+                 device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
         h, w = _shape(shape)
         m = _mask(mask, batch, h, w, device)
         problem = WaveProblem(m, _field(bc, batch, 1, h, w, device), x_old=_field(x0, batch, 1, h, w, device),
                               v_old=_field(v0, batch, 1, h, w, device), c=c, dt=dt)
         self.boundary = boundary
-        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard),
+        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
                          weights=weights)
 
     def _state_tensor(self):
@@ -186,7 +187,8 @@ class BurgersSim(_PDESim):
     """2D coupled Burgers (periodic stencils); ``v0`` [2, H, W] = (u, v) initial velocity."""
 
     def __init__(self, v0, *, mu=0.3, mask=None, dt=1.0, iterations_per_step: Optional[int] = 20, tol=None,
-                 max_iterations=200, guard=True, device="cpu", optimizer=None, weights=None):
+                 max_iterations=200, guard=True, device="cpu", optimizer=None, weights=None,
+                 accelerate: int = DEFAULT_MEMORY):
         v = _field(v0, 1, 2, 0, 0, device)
         if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[1] != 2:
             raise ValueError(f"v0 must be an array [2, H, W] (or [N, 2, H, W]) of (u, v) velocities, got "
@@ -197,7 +199,7 @@ class BurgersSim(_PDESim):
             raise ValueError("v0 must be finite (it holds NaN or inf)")
         m = _mask(mask, n, h, w, device)
         problem = BurgersProblem(m, 0.0, v_old=v, mu=mu, dt=dt)
-        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard),
+        super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
                          weights=weights)
 
     def _state_tensor(self):
@@ -209,7 +211,8 @@ class BurgersSim(_PDESim):
 
 
 def solve_poisson(f, *, mask=None, bc=0.0, iterations: Optional[int] = None, tol: Optional[float] = 1e-20,
-                  max_iterations: int = 500, optimizer=None, device="cpu", weights=None):
+                  max_iterations: int = 500, optimizer=None, device="cpu", weights=None,
+                  accelerate: int = DEFAULT_MEMORY):
     """Solve -Laplace(u) = f with Dirichlet cells (default: a 2-cell zero frame).
     Returns (u [H, W] numpy, SolveResult)."""
     f_t = _field(f, 1, 1, 0, 0, device)
@@ -220,6 +223,6 @@ def solve_poisson(f, *, mask=None, bc=0.0, iterations: Optional[int] = None, tol
     problem = LaplaceProblem(_mask(mask, n, h, w, device), _field(bc, n, 1, h, w, device), f_t)
     opt = optimizer_for(optimizer, weights, problem.device)
     res = solve(problem, opt, iterations=iterations, tol=None if iterations is not None else tol,
-                max_iterations=max_iterations)
+                max_iterations=max_iterations, accelerate=accelerate)
     u = res.u[:, 0].cpu().numpy()
     return (u[0] if n == 1 else u), res

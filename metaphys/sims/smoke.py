@@ -33,6 +33,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
 from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
@@ -69,7 +70,7 @@ class SmokeSim:
                  iterations_per_step: Optional[int] = 20, tol: Optional[float] = None,
                  max_iterations: int = 200, density_tol: float = 1e-6, density_max_iterations: int = 300,
                  density_solver: str = "gmres", emitter_smoothing: float = 1.0, guard: bool = True,
-                 batch: int = 1, device="cpu", optimizer=None, weights=None):
+                 batch: int = 1, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
         if len(resolution) != 2 or min(int(r) for r in resolution) < 16:
             raise ValueError(f"resolution must be (rows, cols) with both >= 16, got {tuple(resolution)}")
         self.h, self.w = int(resolution[0]), int(resolution[1])
@@ -77,7 +78,8 @@ class SmokeSim:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
         self.n = batch
         self.device = torch.device(device)
-        self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard)
+        # accelerate: the fluid step's subspace acceleration (optim/accelerate.py; 0 = plain)
+        self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate)
         self.density_tol = check_positive("density_tol", density_tol)
         if not 0 < self.density_tol < 1:
             raise ValueError(f"density_tol is relative to the density's peak and must be in (0, 1), got {density_tol!r}")
