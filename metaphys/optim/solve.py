@@ -100,8 +100,7 @@ def _accelerated(problem, optimizer, accel, new_state, u, grad, step, u_p, loss_
 
     Both evaluated points (the step's and the candidate's) join the history whether or not the
     candidate is taken: each is a valid secant sample, and the history then does not depend on the
-    other samples of a batch. A candidate is taken where it lowers the loss without raising the
-    residual (for energies such as cloth, where the residual is a gradient norm). Where it is
+    other samples of a batch. A candidate is taken where it lowers the loss. Where it is
     taken, an optimizer with ``state_follows_taken_step`` (the Metamizer) has its state rescaled
     by |taken step| / |its step|, so the network sees the length actually taken (measured with
     memory 5: without it, Burgers mu=0.3 at 20 it/step went 1.3e-5 -> 1.5, with it 3e-5).
@@ -111,9 +110,9 @@ def _accelerated(problem, optimizer, accel, new_state, u, grad, step, u_p, loss_
     loss_a, grad_a = problem.loss_and_grad(u_a)
     accel.push(u_p, grad_p)
     accel.push(u_a, grad_a)
+    # the loss decides, also for energies (cloth) whose residual is a gradient norm: requiring both
+    # to fall was measured to cost the cloth curtain 100x (relative residual 1e-5 -> 2e-3 at 100 it)
     better = active & torch.isfinite(loss_a) & (loss_a < loss_p)
-    if hasattr(problem, "residual_from"):
-        better = better & (problem.residual_from(loss_a, grad_a) <= problem.residual_from(loss_p, grad_p))
     if bool(better.any()) and getattr(optimizer, "state_follows_taken_step", False):
         taken = (u_a - u).flatten(1).norm(dim=1)
         own = step.flatten(1).norm(dim=1).clamp_min(1e-300)
