@@ -324,10 +324,11 @@ def laplace_random(h: int, seed: int = HELD_OUT_SEED):
 
 
 def run_iterations(problem, optimizer, iterations: int, tol: Optional[float] = None, u0=None,
-                   guard: bool = False):
-    """The product loop metaphys.optim.solve.iterate (paper-faithful without the step guard;
-    ``guard=True`` is the TimeStepper default) with a wall-clock and a CPU-time stamp after every
-    iteration: (residual history [K+1], wall stamps [K+1] (0 first), CPU stamps [K+1], final u)."""
+                   guard: bool = False, accelerate: int = 0):
+    """The product loop metaphys.optim.solve.iterate (paper-faithful without the step guard and
+    the subspace acceleration; ``guard=True`` is the TimeStepper default, ``accelerate=20`` the
+    product's) with a wall-clock and a CPU-time stamp after every iteration: (residual history
+    [K+1], wall stamps [K+1] (0 first), CPU stamps [K+1], final u)."""
     from metaphys.optim.solve import iterate
     u = problem.initial_guess() if u0 is None else u0
     stamps, cpu = [0.0], [0.0]
@@ -341,7 +342,7 @@ def run_iterations(problem, optimizer, iterations: int, tol: Optional[float] = N
     t0[0] = time.perf_counter()
     state = optimizer.init_state(tuple(u.shape), device=u.device)
     res = iterate(problem, optimizer, u, state, iterations=None if tol else iterations, tol=tol,
-                  max_iterations=iterations, callback=cb, guard=guard)
+                  max_iterations=iterations, callback=cb, guard=guard, accelerate=accelerate)
     hist = [float(r[0]) for r in res.residuals]
     return hist, stamps, cpu, res.u
 

@@ -7,7 +7,9 @@ and 400^2 (--quick: the benchmark problem at 32^2).
 Methods:
 * Metamizer, the shipped TorchScript module as loaded ("metamizer") and the frozen channels_last
   module of metaphys.optim.fast ("metamizer-fast", same steps to ~1e-6), plus the opt-in bfloat16
-  network ("metamizer-fast-bf16") where the CPU has native bf16;
+  network ("metamizer-fast-bf16") where the CPU has native bf16, and "metamizer-fast-acc": the
+  fast module with the subspace acceleration (optim/accelerate.py, memory 20), the product's
+  default iteration;
 * torch.optim SGD/Adam/AdamW/RMSprop/Adagrad/Adadelta fed the same pseudo-gradient, each with an
   lr sweep (short budget), the best lr (lowest MSR reached) rerun with the full budget;
 * scipy cg/minres/gmres/lgmres/gcrotmk on the SPD system of baselines.laplace_system, pyamg
@@ -65,13 +67,13 @@ def sgd_grid(problem):
 # --------------------------------------------------------------------------------------------
 # torch loops
 # --------------------------------------------------------------------------------------------
-def run_torch_loop(problem, optimizer, iterations, repeats, tol=None):
+def run_torch_loop(problem, optimizer, iterations, repeats, tol=None, accelerate=0):
     """Histories/stamps of ``repeats`` runs; returns (history, median stamps, u)."""
     from metaphys.optim.solve import DivergenceError
     runs = []
     for _ in range(repeats):
         try:
-            hist, stamps, cpu, u = common.run_iterations(problem, optimizer, iterations, tol=tol)
+            hist, stamps, cpu, u = common.run_iterations(problem, optimizer, iterations, tol=tol, accelerate=accelerate)
         except DivergenceError as exc:
             return {"diverged": str(exc)}
         runs.append((hist, stamps, cpu, u))
@@ -225,6 +227,7 @@ def run_linear(problem, method, A, b, free_index, cap, repeats, quick):
 # --------------------------------------------------------------------------------------------
 def bench_problem(label, problem, models, args, caps, monitor):
     from metaphys.optim.baselines import TORCH_OPTIMIZERS, laplace_system
+    from metaphys.optim.accelerate import DEFAULT_MEMORY
     from metaphys.optim.metamizer import Metamizer
 
     h = problem.shape[-1]
@@ -232,8 +235,11 @@ def bench_problem(label, problem, models, args, caps, monitor):
     res = {}
     print(f"[laplace] {label}: MSR(u0) = {float(problem.residual(problem.initial_guess())[0]):.3e}", flush=True)
     # learned optimizer (stop at the last threshold or the cap)
-    for name, model in models.items():
-        r = run_torch_loop(problem, Metamizer(model), caps["metamizer"], repeats, tol=THRESHOLDS[-1] * 0.999)
+    runs = [(name, model, 0) for name, model in models.items()]
+    runs.append(("metamizer-fast-acc", models["metamizer-fast"], DEFAULT_MEMORY))  # the product's default
+    for name, model, accelerate in runs:
+        r = run_torch_loop(problem, Metamizer(model), caps["metamizer"], repeats, tol=THRESHOLDS[-1] * 0.999,
+                           accelerate=accelerate)
         res[name] = r
         monitor.sample()
         print(f"  {name}: {r.get('iters')} its, final {r.get('final', float('nan')):.2e}, "
@@ -349,7 +355,7 @@ def main(argv=None):
         if not args.quick:  # the quick (CI) run checks the plumbing on the benchmark problem only
             problems.append((f"random {s}x{s} (held out)", common.laplace_random(s)))
     from metaphys.optim.baselines import TORCH_OPTIMIZERS
-    torch_names = set(models) | set(TORCH_OPTIMIZERS)
+    torch_names = set(models) | {"metamizer-fast-acc"} | set(TORCH_OPTIMIZERS)
     sections, headline = [], []
     for label, problem in problems:
         s = problem.shape[-1]
@@ -387,7 +393,7 @@ def main(argv=None):
         if label.startswith("benchmark"):
             b = problem.fields["bc"]
             errs = []
-            for name in list(models) + ["cg", "pyamg_sa", "direct"]:
+            for name in list(models) + ["metamizer-fast-acc", "cg", "pyamg_sa", "direct"]:
                 r = res.get(name, {})
                 if "u" in r:
                     errs.append(f"{name} {float((r['u'] - b).abs().max()):.1e}")
@@ -400,7 +406,7 @@ def main(argv=None):
                                                                                             key=lambda t: t[1])))
         text.insert(-3, f"lr sweep ({caps['sweep']} iterations each; lowest MSR reached): " + "; ".join(sweeps) + "\n")
         sections.append("\n".join(text))
-        for name in models:
+        for name in list(models) + ["metamizer-fast-acc"]:
             headline.append(headline_row(label, name, res))
     load = monitor.report()
     md = ["# Laplace: Metamizer vs torch.optim vs scipy/pyamg (paper Fig. 6/13)", "",
