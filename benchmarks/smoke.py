@@ -108,7 +108,9 @@ def render(raw: dict, out: str, machine_md: str) -> None:
             rows.append([f"{e['n']}²", e["frames"], f"PhiFlow {pf.get('version', '?')} (tol 1e-3)", f"{pf_ms:.0f}",
                          "1.00", "-", "-", f"{pf['density_rel_l2']:.1e} (vs itself at 1e-6)", "-"])
         else:
-            rows.append([f"{e['n']}²", e["frames"], "PhiFlow", "-", "-", "-", "-", pf.get("error", "?"), "-"])
+            # one table cell: the error's last line (the exception), not its traceback
+            err = " ".join(pf.get("error", "?").strip().splitlines()[-1:]).replace("|", "/")[:160]
+            rows.append([f"{e['n']}²", e["frames"], "PhiFlow", "-", "-", "-", "-", f"failed: {err}", "-"])
     table = common.md_table(["grid", "frames", "method", "ms/frame (median)", "× PhiFlow", "fluid it/frame",
                              "density it/frame", "rel. L2 vs converged", "rel. L2 vs density-converged"], rows)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -137,7 +139,8 @@ def render(raw: dict, out: str, machine_md: str) -> None:
             "the default fluid (20 it/step) with the density to 1e-10, which isolates the density tolerance. "
             "Errors are relative L2 over all frames' densities. PhiFlow runs its own comparable plume "
             "(`benchmarks/smoke_phiflow.py`): its error is against itself at pressure tolerance 1e-6.\n\n"
-            + table + "\n\n![time per frame](smoke.png)\n\n" + machine_md)
+            + table + "\n\n![time per frame](smoke.png)\n\nWhat the runs showed, session by session: "
+            "[smoke_notes.md](smoke_notes.md).\n\n" + machine_md)
     common.write(os.path.join(out, "smoke.md"), text)
 
 
