@@ -308,18 +308,15 @@ def write(path: str, text: str) -> None:
 # --------------------------------------------------------------------------------------------
 def laplace_benchmark(h: int, w: Optional[int] = None):
     """Notes 9.1: 2-cell frame, b = (j/W)(i/H), f = 0, u0 = 0; the exact solution is b itself."""
-    from metaphys.physics.laplace import LaplaceProblem, frame_mask
-    w = w or h
-    ii = torch.arange(h, dtype=F64).view(1, 1, h, 1)
-    jj = torch.arange(w, dtype=F64).view(1, 1, 1, w)
-    return LaplaceProblem(frame_mask(1, h, w), (jj / w) * (ii / h))
+    from metaphys.physics.laplace import bilinear_laplace
+    return bilinear_laplace(h, w)
 
 
-HELD_OUT_SEED = 2025_0009  # disjoint from the training seeds and from metaphys.eval.quick's held-out seed
+from metaphys.seeds import BENCHMARK as HELD_OUT_SEED  # noqa: E402  (all held-out seeds in one place; no numpy)
 
 
 def laplace_random(h: int, seed: int = HELD_OUT_SEED):
-    from metaphys.train.generators import make_laplace
+    from metaphys.problems.grid import make_laplace
     return make_laplace(1, h, h, torch.Generator().manual_seed(seed + h))
 
 

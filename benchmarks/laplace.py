@@ -1,7 +1,7 @@
 """Laplace solver comparison (paper Fig. 6/13; notes section 9.1), all methods side by side.
 
 Problems: the notes' benchmark (2-cell frame, b = (j/W)(i/H), exact solution b) and a held-out
-random problem (metaphys.train.generators.make_laplace, seed disjoint from training), at 100^2
+random problem (metaphys.problems.grid.make_laplace, seed disjoint from training), at 100^2
 and 400^2 (--quick: the benchmark problem at 32^2).
 
 Methods:

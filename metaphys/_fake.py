@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import torch
 
-# op name -> position of the unknown among the arguments (always 0)
-_OPS = ("laplace_loss_grad", "diffusion_loss_grad", "wave_loss_grad", "burgers_loss_grad",
-        "fluid_loss_grad", "cloth_loss_grad")
+from metaphys.registry import KERNELS  # the unknown is always the first argument
 
 
 def _fake(u, *args):
@@ -25,7 +23,7 @@ def _backward(ctx, grad_loss, grad_grad):
     return (grad_loss.reshape(shape) * grad,) + (None,) * (ctx.n_inputs - 1)
 
 
-for _name in _OPS:
+for _name in KERNELS:
     if hasattr(torch.ops.metaphys, _name):
         qual = f"metaphys::{_name}"
         torch.library.register_fake(qual)(_fake)

@@ -134,10 +134,12 @@ def cmd_bake(args) -> int:
         threads_arg = args.threads if args.threads is not None else prev.get("threads")
         spec = _overrides(args, _read_spec(args.spec))
         if args.kind == "smoke":
-            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim, smoke_parameters
+            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim
+            from metaphys.spec.params import smoke_parameters
             params = smoke_parameters(spec, size=args.size or 128)
         else:
-            from metaphys.bake.cloth import ClothWriter, cloth_parameters, make_cloth_sim, manifest_parameters
+            from metaphys.bake.cloth import ClothWriter, make_cloth_sim, manifest_parameters
+            from metaphys.spec.params import cloth_parameters
             params = cloth_parameters(spec, size=args.size or 32)
         threads = _resolve_threads(threads_arg, params)
         import torch

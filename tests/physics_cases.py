@@ -1,8 +1,7 @@
-"""Shared helpers for the grid-op tests (laplace, diffusion, wave, burgers).
-
-Random problem generators (masks with a Dirichlet frame plus random interior Dirichlet cells,
-random boundary values, fields and per-sample parameters), the argument tuples of the four
-``torch.ops.metaphys.*_loss_grad`` ops, and the comparison used for kernel == twin.
+"""Shared helpers for the op tests: random problem pieces (masks with a Dirichlet frame plus random
+interior Dirichlet cells, boundary values, fields and per-sample parameters), the argument tuples of
+every ``torch.ops.metaphys.*_loss_grad`` op (``OPS`` for the four grid ops, ``FULL_ARGS`` for all),
+the comparison used for kernel == twin, and a damped Newton solver for physics tests.
 """
 from __future__ import annotations
 
@@ -15,7 +14,9 @@ except ImportError:  # benchmarks/gpu_check.sh may run tests/test_cuda_ops.py as
 
 from metaphys import _ops
 from metaphys.physics.burgers import burgers_twin
+from metaphys.physics.cloth import cloth_twin, rest_grid
 from metaphys.physics.diffusion import diffusion_twin
+from metaphys.physics.fluid import fluid_twin
 from metaphys.physics.laplace import laplace_twin
 from metaphys.physics.wave import wave_twin
 
@@ -99,6 +100,63 @@ OPS = {
 }
 
 
+def fluid_args(seed, n, h, w, weights=(1.3, 20.0, 0.1, 0.7)):
+    """Random op arguments: frame walls + random obstacle corners, random bc/force/params."""
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(n, 1, h, w, generator=g) < 0.2).to(F64)
+    mask[..., 0, :] = 1
+    mask[..., -1, :] = 1
+    mask[..., :, 0] = 1
+    mask[..., :, -1] = 1
+
+    def rnd(c, s=1.0):
+        return s * torch.randn(n, c, h, w, generator=g, dtype=F64)
+
+    def par(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)
+
+    u, a_old, bc, force = rnd(2), rnd(1), rnd(2), rnd(2, 0.3)
+    return (u, a_old, mask, bc, force, par(0.2, 3.0), par(0.01, 1.0), par(0.3, 4.0)) + tuple(weights)
+
+
+def cloth_args(seed, n, h, w):
+    """Random op arguments (a first): perturbed grid, velocities, hard/soft/no pins, active and
+    padding colliders, random gravity/wind and parameters. Every term of the loss is active."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, s=1.0):
+        return s * torch.randn(*shape, generator=g, dtype=F64)
+
+    def par(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)
+
+    rest = par(0.5, 1.5)
+    x = rest_grid(n, h, w, rest) + rnd(n, 3, h, w, s=0.2)
+    v = rnd(n, 3, h, w, s=0.3)
+    pw = torch.rand(n, 1, h, w, generator=g, dtype=F64)
+    pw[pw < 0.4] = 0.0
+    pw[pw > 0.85] = 1.0
+    px = x + rnd(n, 3, h, w, s=0.1)
+    # colliders centred on random vertices so that some vertices are in contact
+    idx = torch.randint(0, h * w, (n, 3), generator=g)
+    centres = x.flatten(2).gather(2, idx[:, None, :].expand(n, 3, 3)).permute(0, 2, 1)
+    spheres = torch.cat([centres + rnd(n, 3, 3, s=0.3), 0.3 + torch.rand(n, 3, 1, generator=g, dtype=F64)], 2)
+    spheres[:, 2] = 0.0  # a padding entry
+    boxes = torch.cat([centres[:, :2] + rnd(n, 2, 3, s=0.3), 0.2 + torch.rand(n, 2, 3, generator=g, dtype=F64)], 2)
+    boxes[:, 1, 3:] = 0.0  # a padding entry
+    params = (rest, par(10, 200), par(0, 20), par(0, 2), par(0.5, 2), par(0, 0.5), par(0, 50), par(100, 1000),
+              par(0.05, 0.5), par(0.3, 1.5))
+    a = rnd(n, 3, h, w, s=0.3)
+    return (a, x, v, pw, px, spheres, boxes, rnd(n, 3), rnd(n, 3)) + params
+
+
+# op name -> (seed, n, h, w) -> its complete argument tuple (every op in metaphys.registry)
+FULL_ARGS = {name: (lambda name: lambda seed, n, h, w: OPS[name][1](gen(seed), (n, 1, h, w)) + (9, False))(name)
+             for name in OPS}
+FULL_ARGS.update({"fluid_loss_grad": fluid_args, "cloth_loss_grad": cloth_args})
+TWINS = {**{name: twin for name, (twin, _) in OPS.items()}, "fluid_loss_grad": fluid_twin, "cloth_loss_grad": cloth_twin}
+
+
 def kernel(name: str):
     return getattr(torch.ops.metaphys, name)
 
@@ -131,14 +189,18 @@ def check_kernel_matches_twin(name: str, size, stencil: int, true_grad: bool, se
 
 
 def check_opcheck(name: str, size=(2, 1, 6, 7), seed: int = 3):
-    """torch.library.opcheck on one op with both gradient modes."""
+    """torch.library.opcheck on one grid op with both gradient modes."""
     _, make = OPS[name]
     for true_grad in (False, True):
-        args = make(gen(seed), size)
-        u = args[0].clone().requires_grad_(True)
-        torch.library.opcheck(kernel(name), (u,) + args[1:] + (9, true_grad),
-                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
-                                          "test_aot_dispatch_dynamic"))
+        opcheck(name, make(gen(seed), size) + (9, true_grad))
+
+
+def opcheck(name: str, args):
+    """torch.library.opcheck: schema, autograd registration, fake kernel and AOT dispatch of one op."""
+    u = args[0].clone().requires_grad_(True)
+    torch.library.opcheck(kernel(name), (u,) + tuple(args[1:]),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                      "test_aot_dispatch_dynamic"))
 
 
 def bad_input_cases(name: str, size=(2, 1, 6, 7)):
@@ -216,18 +278,65 @@ def check_gradcheck(name: str, which: str, stencil: int, true_grad: bool = True,
 def check_row_chunks(name: str, true_grad: bool, size=(3, 1, 301, 150), seed: int = 17):
     """Several threads split the rows mid-sample (chunks recompute their halo rows): the result must
     match the twin and be bitwise identical to the single-thread result (deterministic reduction)."""
-    twin, make = OPS[name]
-    args = make(gen(seed), size, frame=0 if name == "burgers_loss_grad" else 1) + (9, true_grad)
+    _, make = OPS[name]
+    check_thread_counts(name, make(gen(seed), size, frame=0 if name == "burgers_loss_grad" else 1) + (9, true_grad))
+
+
+def check_thread_counts(name: str, args, threads=(1, 2, 3)):
+    """The op gives bitwise the same result at every thread count, and matches its twin."""
     old = torch.get_num_threads()
     results = []
     try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
+        for n in threads:
+            torch.set_num_threads(n)
             results.append(kernel(name)(*args))
     finally:
         torch.set_num_threads(old)
     for loss, grad in results[1:]:
         assert torch.equal(loss, results[0][0]) and torch.equal(grad, results[0][1]), "depends on the thread count"
-    lt, gt = twin(*args)
+    lt, gt = TWINS[name](*args)
     assert_close_rel(results[-1][0], lt, 1e-12, f"{name} loss")
     assert_close_rel(results[-1][1], gt, 1e-12, f"{name} grad")
+
+
+# --- a reference solver for physics tests ------------------------------------------------------
+
+def hessian(problem, u, h=1e-5):
+    """Dense Hessian by central differences of the op's exact gradient (one batched call)."""
+    n = u[0].numel()
+    sub = problem.select(torch.zeros(2 * n, dtype=torch.long))
+    E = h * torch.eye(n, dtype=F64).view(n, *u.shape[1:])
+    grads = sub.loss_and_grad(torch.cat([u + E, u - E]))[1].reshape(2 * n, n)
+    H = (grads[:n] - grads[n:]) / (2 * h)
+    return 0.5 * (H + H.T)
+
+
+def damped_newton(problem, u, tol, max_iter, h=1e-5, lam_floor=1e-10, free_only=False):
+    """Damped Newton (Levenberg-regularized Cholesky, backtracking) on one sample; with ``free_only``
+    restricted to the unknowns ``problem.impose`` leaves free (not hard-pinned). It needs only
+    gradients near the optimum, so it gets far below the ~1e-8 gradient floor where L-BFGS line
+    searches stop resolving float64 losses."""
+    free = (problem.impose(torch.ones_like(u)) if free_only else torch.ones_like(u)).reshape(-1).bool()
+    l, g = problem.loss_and_grad(u)
+    for _ in range(max_iter):
+        if float(g.abs().max()) < tol:
+            break
+        H = hessian(problem, u, h)[free][:, free]
+        eye = torch.eye(H.shape[0], dtype=F64)
+        lam = 0.0
+        while True:
+            L, info = torch.linalg.cholesky_ex(H + lam * eye)
+            if int(info) == 0:
+                break
+            lam = max(10 * lam, lam_floor * float(H.diagonal().abs().max()))
+        d = torch.zeros(u.numel(), dtype=F64)
+        d[free] = torch.cholesky_solve(-g.reshape(-1)[free, None], L)[:, 0]
+        d = d.view_as(u)
+        t = 1.0
+        while True:
+            l2, g2 = problem.loss_and_grad(u + t * d)
+            if float(l2) < float(l) or float(g2.norm()) < float(g.norm()) or t < 1e-6:
+                break
+            t *= 0.5
+        u, l, g = u + t * d, l2, g2
+    return u

@@ -4,9 +4,9 @@ from the schema; the docs tables are generated from it."""
 import numpy as np
 import pytest
 
-from metaphys.bake import spec as S
-from metaphys.bake.cloth import cloth_parameters
-from metaphys.bake.smoke import smoke_parameters
+from metaphys.spec import schema as S
+from metaphys.spec.params import cloth_parameters
+from metaphys.spec.params import smoke_parameters
 
 
 def errors_of(kind, spec, **kw):
@@ -121,7 +121,7 @@ def test_non_object_spec():
 def test_docs_tables_are_generated_from_the_schema(tmp_path):
     with open(S.docs_path(), encoding="utf-8") as fh:
         text = fh.read()
-    assert S.render_docs(text) == text, "docs/bake-spec.md is stale: python -m metaphys.bake.spec --write-docs"
+    assert S.render_docs(text) == text, "docs/bake-spec.md is stale: python -m metaphys.spec.schema --write-docs"
     for kind, schema in S.SCHEMAS.items():
         for name in schema:
             assert f"| `{name}` |" in text, (kind, name)

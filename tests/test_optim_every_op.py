@@ -5,23 +5,25 @@ import torch
 from metaphys.optim.baselines import TorchOptimizer
 from metaphys.optim.metamizer import Metamizer, MetamizerNet
 from metaphys.optim.solve import TimeStepper, solve
-from metaphys.train import generators
+from metaphys import problems
 from metaphys.eval import cases
+from metaphys.registry import BY_NAME
 
-PROBLEMS = {
-    "laplace": lambda: generators.get("laplace")(1, 20, 20, torch.Generator().manual_seed(1)),
-    "diffusion": lambda: generators.get("diffusion")(1, 20, 20, torch.Generator().manual_seed(1)),
-    "wave": lambda: _wave(),
-    "burgers": lambda: cases.burgers_random(20, 1.0),
-    "fluid": lambda: generators.get("fluid")(1, 20, 20, torch.Generator().manual_seed(1)),
-    "cloth": lambda: generators.get("cloth")(1, 16, 16, torch.Generator().manual_seed(1)),
-}
+SIZE = {"cloth": 16}  # else 20
 
 
-def _wave():
-    problem, hook = cases.wave_emitters(20, 1.0)
-    hook(problem, 3)  # emitters raised: a non-zero residual to work on
-    return problem
+def make_problem(name):
+    """A small problem of every registry op: its first training generator, else its eval case."""
+    op, size = BY_NAME[name], SIZE.get(name, 20)
+    if op.generators:
+        return problems.get(op.generators[0])(1, size, size, torch.Generator().manual_seed(1))
+    builder, kwargs = op.eval_case
+    made = getattr(cases, builder)(size, **kwargs)
+    if isinstance(made, tuple):  # time-dependent scenery: move it once for a non-zero residual to work on
+        problem, hook = made
+        hook(problem, 3)
+        return problem
+    return made
 
 
 def _metamizer():
@@ -29,11 +31,11 @@ def _metamizer():
     return Metamizer(MetamizerNet(hidden=4).eval())
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", sorted(BY_NAME))
 @pytest.mark.parametrize("make_opt", [_metamizer, lambda: TorchOptimizer("adam", 1e-3),
                                       lambda: TorchOptimizer("sgd", 1e-4)], ids=["metamizer", "adam", "sgd"])
 def test_solve_runs_every_op_with_every_optimizer(name, make_opt):
-    problem = PROBLEMS[name]()
+    problem = make_problem(name)
     res = solve(problem, make_opt(), iterations=5, guard=True, accelerate=0)
     assert res.iterations == 5 and torch.isfinite(res.u).all()
     assert res.history().shape == (6, 1)
@@ -41,13 +43,13 @@ def test_solve_runs_every_op_with_every_optimizer(name, make_opt):
     assert float(res.residual) <= 2 * float(res.residuals[0])
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", sorted(BY_NAME))
 @pytest.mark.parametrize("make_opt", [_metamizer, lambda: TorchOptimizer("sgd", 1e-4)], ids=["metamizer", "sgd"])
 def test_acceleration_runs_on_every_op_and_only_lowers_the_loss(name, make_opt):
     """One accelerated iteration keeps the lower-loss of the optimizer's point and the candidate
     (a line search along the step, the only direction in the history yet), so it can never end
     above the plain iteration; and the run stays finite on every op."""
-    problem = PROBLEMS[name]()
+    problem = make_problem(name)
     plain = solve(problem, make_opt(), iterations=1, guard=True, accelerate=0)
     fast = solve(problem, make_opt(), iterations=1, guard=True, accelerate=5)
     assert torch.isfinite(fast.u).all()
@@ -57,7 +59,7 @@ def test_acceleration_runs_on_every_op_and_only_lowers_the_loss(name, make_opt):
 
 @pytest.mark.parametrize("name", ["diffusion", "wave", "fluid", "cloth"])
 def test_time_stepper_with_rescale(name):
-    problem = PROBLEMS[name]()
+    problem = make_problem(name)
     opt = _metamizer()
     stepper = TimeStepper(problem, opt, iterations_per_step=3, rescale_on_step=2.0)
     before = stepper.state.scale.clone()

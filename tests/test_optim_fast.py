@@ -7,7 +7,7 @@ from metaphys.optim.metamizer import Metamizer, MetamizerNet
 from metaphys.optim.solve import solve
 from metaphys.optim.weights import export_torchscript, load_torchscript
 from metaphys.physics import LaplaceProblem, frame_mask
-from metaphys.train.generators import make_laplace
+from metaphys.problems.grid import make_laplace
 
 TOL = 1e-6
 

@@ -7,7 +7,7 @@ import torch
 from metaphys.optim.metamizer import Metamizer, MetamizerNet, MetamizerState
 from metaphys.optim.solve import DivergenceError, solve
 from metaphys.physics import LaplaceProblem, frame_mask
-from metaphys.train.generators import make_laplace
+from metaphys.problems.grid import make_laplace
 
 
 def _net(seed=0, hidden=6):

@@ -1,26 +1,14 @@
-"""burgers_loss_grad: C++ kernel vs PyTorch twin, gradcheck, opcheck, periodic physics, validation."""
+"""burgers_loss_grad: periodic kernel, physics and Problem validation (the checks every grid op shares:
+test_physics_grid_ops.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metaphys import _ops
 from metaphys.physics import BurgersProblem
-from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,
-                           check_opcheck, check_row_chunks, field, gen, random_mask, requires_kernels)
+from physics_cases import GRAD_MODES, STENCILS, field, gen, random_mask, requires_kernels
 
 OP = "burgers_loss_grad"
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-@pytest.mark.parametrize("stencil", STENCILS)
-@pytest.mark.parametrize("size", SIZES + [(2, 1, 3, 4), (1, 1, 2, 5), (1, 1, 1, 3)])
-def test_kernel_matches_twin(size, stencil, true_grad):
-    # tiny periodic grids too (no frame, so cells are free): with 2 rows the up and down
-    # neighbours are the same cell, with 1 row they are the cell itself
-    frame = 1 if size[2] > 3 else 0
-    check_kernel_matches_twin(OP, size, stencil, true_grad, seed=sum(size) + stencil + 300, frame=frame)
 
 
 @requires_kernels
@@ -36,42 +24,10 @@ def test_kernel_matches_twin_without_frame(true_grad):
     assert_close_rel(gk, gt, 1e-12, "grad")
 
 
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-def test_row_chunks_match_twin_and_thread_count(true_grad):
-    check_row_chunks(OP, true_grad)
-
-@pytest.mark.parametrize("which", ["kernel", "twin"])
-@pytest.mark.parametrize("stencil", STENCILS)
-def test_gradcheck_true_grad(which, stencil):
-    assert check_gradcheck(OP, which, stencil)
-
-
-@requires_kernels
-def test_pseudo_grad_is_not_the_true_gradient():
-    with pytest.raises(RuntimeError, match="Jacobian mismatch"):
-        check_gradcheck(OP, "kernel", 9, true_grad=False)
-
-
-@requires_kernels
-def test_opcheck():
-    check_opcheck(OP)
-
-
 # --- physics sanity -----------------------------------------------------------------------------
 
-@pytest.fixture(params=["kernel", "twin"])
-def backend(request):
-    if request.param == "kernel" and not _ops.kernels_available():
-        pytest.skip("metaphys._C is not built")
-    old = _ops.backend()
-    _ops.set_backend(request.param)
-    yield request.param
-    _ops.set_backend(old)
-
-
 @pytest.mark.parametrize("stencil", STENCILS)
-def test_uniform_flow_is_steady_on_the_torus(backend, stencil):
+def test_uniform_flow_is_steady_on_the_torus(each_backend, stencil):
     """No Dirichlet cells, periodic grid: a uniform flow has no advection or diffusion, r = 0."""
     n, h, w = 2, 8, 11
     v = torch.tensor([0.75, -1.5], dtype=torch.float64).view(1, 2, 1, 1).expand(n, 2, h, w).contiguous()
@@ -81,7 +37,7 @@ def test_uniform_flow_is_steady_on_the_torus(backend, stencil):
 
 
 @pytest.mark.parametrize("true_grad", GRAD_MODES)
-def test_periodic_shift_equivariance(backend, true_grad):
+def test_periodic_shift_equivariance(each_backend, true_grad):
     """Rolling every input on the torus rolls the gradient and keeps the loss (no preferred border)."""
     g = gen(33)
     n, h, w = 2, 9, 12
@@ -98,7 +54,7 @@ def test_periodic_shift_equivariance(backend, true_grad):
     torch.testing.assert_close(grad2, roll(grad), rtol=1e-10, atol=1e-12)
 
 
-def test_one_dimensional_reduction(backend):
+def test_one_dimensional_reduction(each_backend):
     """v_1 = 0 and u independent of the row: the y-equation is satisfied and r_u is the 1-D Burgers residual."""
     n, h, w = 1, 6, 16
     x = torch.arange(w, dtype=torch.float64)
@@ -116,14 +72,6 @@ def test_one_dimensional_reduction(backend):
 
 
 # --- validation ---------------------------------------------------------------------------------
-
-@requires_kernels
-@pytest.mark.parametrize("case", bad_input_cases(OP), ids=lambda c: c[0])
-def test_kernel_rejects_bad_input(case):
-    _, args, msg = case
-    with pytest.raises(RuntimeError, match=msg):
-        torch.ops.metaphys.burgers_loss_grad(*args)
-
 
 @pytest.mark.parametrize("label", ["float32", "bc channels", "mask 0.5", "NaN mu", "negative dt", "stencil 7"])
 def test_problem_rejects_bad_input(label):

@@ -8,67 +8,10 @@ import torch
 
 from metaphys import _ops
 from metaphys.physics import cloth as C
+from physics_cases import assert_close_rel, check_thread_counts, damped_newton, opcheck, requires_kernels
+from physics_cases import cloth_args as random_args  # also tests/test_cuda_fluid_cloth.py's builder
 
-OP = "cloth_loss_grad"
 F64 = torch.float64
-requires_kernels = pytest.mark.skipif(not _ops.kernels_available(), reason="metaphys._C is not built (run `make build`)")
-
-
-@pytest.fixture
-def one_thread():
-    """The Newton loops below are many small calls: one intra-op thread is several times faster
-    than two on a loaded 2-core machine (no oversubscription of the parallel regions)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def backend():
-    old = _ops.backend()
-    yield _ops.set_backend
-    _ops.set_backend(old)
-
-
-def assert_close_rel(got, want, rel=1e-12, what=""):
-    """|got - want| <= rel * (|want| + max|want|) elementwise."""
-    assert got.shape == want.shape and got.dtype == want.dtype, what
-    assert bool(torch.isfinite(got).all()), f"{what}: non-finite values"
-    scale = float(want.abs().max()) if want.numel() else 0.0
-    err = float(((got - want).abs() - rel * (want.abs() + scale)).max()) if want.numel() else 0.0
-    assert err <= 0.0, f"{what}: max |diff| {float((got - want).abs().max()):.3e} exceeds {rel:g} relative"
-
-
-def random_args(seed, n, h, w):
-    """Random op arguments (a first): perturbed grid, velocities, hard/soft/no pins, active and
-    padding colliders, random gravity/wind and parameters. Every term of the loss is active."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape, s=1.0):
-        return s * torch.randn(*shape, generator=g, dtype=F64)
-
-    def par(lo, hi):
-        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)
-
-    rest = par(0.5, 1.5)
-    x = C.rest_grid(n, h, w, rest) + rnd(n, 3, h, w, s=0.2)
-    v = rnd(n, 3, h, w, s=0.3)
-    pw = torch.rand(n, 1, h, w, generator=g, dtype=F64)
-    pw[pw < 0.4] = 0.0
-    pw[pw > 0.85] = 1.0
-    px = x + rnd(n, 3, h, w, s=0.1)
-    # colliders centred on random vertices so that some vertices are in contact
-    idx = torch.randint(0, h * w, (n, 3), generator=g)
-    centres = x.flatten(2).gather(2, idx[:, None, :].expand(n, 3, 3)).permute(0, 2, 1)
-    spheres = torch.cat([centres + rnd(n, 3, 3, s=0.3), 0.3 + torch.rand(n, 3, 1, generator=g, dtype=F64)], 2)
-    spheres[:, 2] = 0.0  # a padding entry
-    boxes = torch.cat([centres[:, :2] + rnd(n, 2, 3, s=0.3), 0.2 + torch.rand(n, 2, 3, generator=g, dtype=F64)], 2)
-    boxes[:, 1, 3:] = 0.0  # a padding entry
-    params = (rest, par(10, 200), par(0, 20), par(0, 2), par(0.5, 2), par(0, 0.5), par(0, 50), par(100, 1000),
-              par(0.05, 0.5), par(0.3, 1.5))
-    a = rnd(n, 3, h, w, s=0.3)
-    return (a, x, v, pw, px, spheres, boxes, rnd(n, 3), rnd(n, 3)) + params
 
 
 # --- kernel == twin ---------------------------------------------------------------------------
@@ -91,18 +34,7 @@ def test_kernel_matches_twin_without_colliders_and_thread_count():
     args = list(random_args(8, 2, 40, 33))
     args[5] = args[5][:, :0].contiguous()
     args[6] = args[6][:, :0].contiguous()
-    lt, gt = C.cloth_twin(*args)
-    old = torch.get_num_threads()
-    try:
-        outs = []
-        for nt in (1, 2):
-            torch.set_num_threads(nt)
-            outs.append(torch.ops.metaphys.cloth_loss_grad(*args))
-    finally:
-        torch.set_num_threads(old)
-    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), "thread count changed bits"
-    assert_close_rel(outs[0][0], lt, 1e-12, "loss")
-    assert_close_rel(outs[0][1], gt, 1e-12, "grad")
+    check_thread_counts("cloth_loss_grad", args, threads=(1, 2))
 
 
 def _problem(seed=1, n=2, h=4, w=5):
@@ -124,10 +56,7 @@ def test_gradcheck(backend, which):
 @requires_kernels
 def test_opcheck():
     args = random_args(3, 2, 4, 5)
-    a = args[0].clone().requires_grad_(True)
-    torch.library.opcheck(torch.ops.metaphys.cloth_loss_grad.default, (a,) + args[1:],
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
-                                      "test_aot_dispatch_dynamic"))
+    opcheck("cloth_loss_grad", args)
 
 
 # --- physics ---------------------------------------------------------------------------------
@@ -193,46 +122,6 @@ def test_bend_gradient_is_smooth_at_zero_angle(backend, which):
         assert abs(gz - want_g) <= 1e-9 * want_g + 1e-300
 
 
-def hessian(problem, u, h=1e-5):
-    """Dense Hessian by central differences of the op's exact gradient (one batched call)."""
-    n = u[0].numel()
-    sub = problem.select(torch.zeros(2 * n, dtype=torch.long))
-    E = h * torch.eye(n, dtype=F64).view(n, *u.shape[1:])
-    grads = sub.loss_and_grad(torch.cat([u + E, u - E]))[1].reshape(2 * n, n)
-    H = (grads[:n] - grads[n:]) / (2 * h)
-    return 0.5 * (H + H.T)
-
-
-def newton_solve(problem, u, tol=1e-13, max_iter=60):
-    """Damped Newton (Levenberg-regularized Cholesky, backtracking) on one sample, restricted to
-    the free (not hard-pinned) unknowns. It needs only gradients near the optimum, so it gets far
-    below the ~1e-8 gradient floor where L-BFGS line searches stop resolving float64 losses."""
-    free = problem.impose(torch.ones_like(u)).reshape(-1).bool()
-    l, g = problem.loss_and_grad(u)
-    for _ in range(max_iter):
-        if float(g.abs().max()) < tol:
-            break
-        H = hessian(problem, u)[free][:, free]
-        eye = torch.eye(H.shape[0], dtype=F64)
-        lam = 0.0
-        while True:
-            L, info = torch.linalg.cholesky_ex(H + lam * eye)
-            if int(info) == 0:
-                break
-            lam = max(10 * lam, 1e-8 * float(H.diagonal().abs().max()))
-        d = torch.zeros(u.numel(), dtype=F64)
-        d[free] = torch.cholesky_solve(-g.reshape(-1)[free, None], L)[:, 0]
-        d = d.view_as(u)
-        t = 1.0
-        while True:
-            l2, g2 = problem.loss_and_grad(u + t * d)
-            if float(l2) < float(l) or float(g2.norm()) < float(g.norm()) or t < 1e-6:
-                break
-            t *= 0.5
-        u, l, g = u + t * d, l2, g2
-    return u
-
-
 def test_cloth_hanging_from_two_pins_reaches_a_static_state(one_thread):
     h = w = 8
     pw = torch.zeros(1, 1, h, w, dtype=F64)
@@ -241,7 +130,7 @@ def test_cloth_hanging_from_two_pins_reaches_a_static_state(one_thread):
                           dt=3.0, gravity=(0.0, 0.0, -1.0))
     grad_at_rest = None
     for step in range(120):
-        a = newton_solve(prob, prob.initial_guess())
+        a = damped_newton(prob, prob.initial_guess(), tol=1e-13, max_iter=60, lam_floor=1e-8, free_only=True)
         prob.advance(a)
         grad_at_rest = float(prob.loss_and_grad(prob.initial_guess())[1].abs().max())
         if grad_at_rest < 1e-10:
@@ -268,7 +157,7 @@ def test_cloth_drapes_over_a_collider_without_penetration(one_thread, collider):
     fields = prob.fields
     sdf_min = []
     for _ in range(15):
-        a = newton_solve(prob, prob.initial_guess(), tol=1e-11, max_iter=30)
+        a = damped_newton(prob, prob.initial_guess(), tol=1e-11, max_iter=30, lam_floor=1e-8, free_only=True)
         prob.advance(a)
         xo = fields["x_old"]
         sdf = C.sphere_sdf(xo, fields["spheres"]) if collider == "sphere" else C.box_sdf(xo, fields["boxes"])

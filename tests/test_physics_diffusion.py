@@ -1,61 +1,19 @@
-"""diffusion_loss_grad: C++ kernel vs PyTorch twin, gradcheck, opcheck, physics sanity, validation."""
+"""diffusion_loss_grad: physics sanity and Problem validation (the checks every grid op shares:
+test_physics_grid_ops.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metaphys import _ops
 from metaphys.physics import DiffusionProblem, frame_mask
-from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,
-                           check_opcheck, check_row_chunks, field, gen, random_mask, requires_kernels)
+from physics_cases import STENCILS, field, gen, random_mask
 
-OP = "diffusion_loss_grad"
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-@pytest.mark.parametrize("stencil", STENCILS)
-@pytest.mark.parametrize("size", SIZES)
-def test_kernel_matches_twin(size, stencil, true_grad):
-    check_kernel_matches_twin(OP, size, stencil, true_grad, seed=sum(size) + stencil + 100)
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-def test_row_chunks_match_twin_and_thread_count(true_grad):
-    check_row_chunks(OP, true_grad)
-
-@pytest.mark.parametrize("which", ["kernel", "twin"])
-@pytest.mark.parametrize("stencil", STENCILS)
-def test_gradcheck_true_grad(which, stencil):
-    assert check_gradcheck(OP, which, stencil)
-
-
-@requires_kernels
-def test_pseudo_grad_is_not_the_true_gradient():
-    with pytest.raises(RuntimeError, match="Jacobian mismatch"):
-        check_gradcheck(OP, "kernel", 9, true_grad=False)
-
-
-@requires_kernels
-def test_opcheck():
-    check_opcheck(OP)
 
 
 # --- physics sanity -----------------------------------------------------------------------------
 
-@pytest.fixture(params=["kernel", "twin"])
-def backend(request):
-    if request.param == "kernel" and not _ops.kernels_available():
-        pytest.skip("metaphys._C is not built")
-    old = _ops.backend()
-    _ops.set_backend(request.param)
-    yield request.param
-    _ops.set_backend(old)
-
-
 @pytest.mark.parametrize("stencil", STENCILS)
-def test_uniform_field_is_steady_in_a_uniform_flow(backend, stencil):
+def test_uniform_field_is_steady_in_a_uniform_flow(each_backend, stencil):
     """c = const with a spatially constant velocity, no source: every term of r vanishes."""
     n, h, w = 2, 14, 11
     m = frame_mask(n, h, w)
@@ -67,7 +25,7 @@ def test_uniform_field_is_steady_in_a_uniform_flow(backend, stencil):
     assert float(loss.min()) > 1e-3
 
 
-def test_reaction_only_step_is_solved_exactly(backend):
+def test_reaction_only_step_is_solved_exactly(each_backend):
     """D = 0 and v = 0: r = (c - c_old)/dt - R, so c = c_old + dt*R has zero loss."""
     g = gen(21)
     n, h, w = 2, 9, 13
@@ -80,7 +38,7 @@ def test_reaction_only_step_is_solved_exactly(backend):
 
 
 @pytest.mark.parametrize("stencil", STENCILS)
-def test_pseudo_gradient_formula(backend, stencil):
+def test_pseudo_gradient_formula(each_backend, stencil):
     """pseudo grad = 2/N * free * (1/dt - D*w_c + div v) * free*r (neighbours and v.grad c detached)."""
     from metaphys.physics import stencils
     g = gen(22)
@@ -104,14 +62,6 @@ def test_pseudo_gradient_formula(backend, stencil):
 
 
 # --- validation ---------------------------------------------------------------------------------
-
-@requires_kernels
-@pytest.mark.parametrize("case", bad_input_cases(OP), ids=lambda c: c[0])
-def test_kernel_rejects_bad_input(case):
-    _, args, msg = case
-    with pytest.raises(RuntimeError, match=msg):
-        torch.ops.metaphys.diffusion_loss_grad(*args)
-
 
 @pytest.mark.parametrize("label", ["float32", "velocity shape", "mask 0.5", "NaN D", "negative dt", "stencil 7",
                                    "NaN velocity"])

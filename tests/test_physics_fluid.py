@@ -9,55 +9,10 @@ import torch
 from metaphys import _ops
 from metaphys.physics import fluid as F
 from metaphys.physics import stencils
+from physics_cases import assert_close_rel, check_thread_counts, damped_newton, opcheck, requires_kernels
+from physics_cases import fluid_args as random_args  # also tests/test_cuda_fluid_cloth.py's builder
 
-OP = "fluid_loss_grad"
 F64 = torch.float64
-requires_kernels = pytest.mark.skipif(not _ops.kernels_available(), reason="metaphys._C is not built (run `make build`)")
-
-
-@pytest.fixture
-def one_thread():
-    """The Newton loops below are many small calls: one intra-op thread is several times faster
-    than two on a loaded 2-core machine (no oversubscription of the parallel regions)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def backend():
-    old = _ops.backend()
-    yield _ops.set_backend
-    _ops.set_backend(old)
-
-
-def assert_close_rel(got, want, rel=1e-12, what=""):
-    """|got - want| <= rel * (|want| + max|want|) elementwise."""
-    assert got.shape == want.shape and got.dtype == want.dtype, what
-    assert bool(torch.isfinite(got).all()), f"{what}: non-finite values"
-    scale = float(want.abs().max()) if want.numel() else 0.0
-    err = float(((got - want).abs() - rel * (want.abs() + scale)).max()) if want.numel() else 0.0
-    assert err <= 0.0, f"{what}: max |diff| {float((got - want).abs().max()):.3e} exceeds {rel:g} relative"
-
-
-def random_args(seed, n, h, w, weights=(1.3, 20.0, 0.1, 0.7)):
-    """Random op arguments: frame walls + random obstacle corners, random bc/force/params."""
-    g = torch.Generator().manual_seed(seed)
-    mask = (torch.rand(n, 1, h, w, generator=g) < 0.2).to(F64)
-    mask[..., 0, :] = 1
-    mask[..., -1, :] = 1
-    mask[..., :, 0] = 1
-    mask[..., :, -1] = 1
-
-    def rnd(c, s=1.0):
-        return s * torch.randn(n, c, h, w, generator=g, dtype=F64)
-
-    def par(lo, hi):
-        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)
-
-    u, a_old, bc, force = rnd(2), rnd(1), rnd(2), rnd(2, 0.3)
-    return (u, a_old, mask, bc, force, par(0.2, 3.0), par(0.01, 1.0), par(0.3, 4.0)) + tuple(weights)
 
 
 # --- kernel == twin ---------------------------------------------------------------------------
@@ -76,18 +31,7 @@ def test_kernel_matches_twin(size):
 @requires_kernels
 def test_kernel_matches_twin_weights_and_thread_count():
     args = random_args(5, 2, 33, 130, weights=(0.0, 3.0, 0.0, 2.5))
-    lt, gt = F.fluid_twin(*args)
-    old = torch.get_num_threads()
-    try:
-        outs = []
-        for nt in (1, 2):
-            torch.set_num_threads(nt)
-            outs.append(torch.ops.metaphys.fluid_loss_grad(*args))
-    finally:
-        torch.set_num_threads(old)
-    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1]), "thread count changed bits"
-    assert_close_rel(outs[0][0], lt, 1e-12, "loss")
-    assert_close_rel(outs[0][1], gt, 1e-12, "grad")
+    check_thread_counts("fluid_loss_grad", args, threads=(1, 2))
 
 
 def _problem(seed=1, n=2, h=6, w=7):
@@ -107,10 +51,7 @@ def test_gradcheck(backend, which):
 @requires_kernels
 def test_opcheck():
     args = random_args(3, 2, 6, 7)
-    u = args[0].clone().requires_grad_(True)
-    torch.library.opcheck(torch.ops.metaphys.fluid_loss_grad.default, (u,) + args[1:],
-                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
-                                      "test_aot_dispatch_dynamic"))
+    opcheck("fluid_loss_grad", args)
 
 
 # --- physics ---------------------------------------------------------------------------------
@@ -126,42 +67,6 @@ def test_velocity_of_any_potential_is_divergence_free():
     assert scale > 10
 
 
-def hessian(problem, u, h=1e-4):
-    """Dense Hessian of the loss by central differences of the op's exact gradient (batched)."""
-    n = u[0].numel()
-    sub = problem.select(torch.zeros(2 * n, dtype=torch.long))
-    E = h * torch.eye(n, dtype=F64).view(n, *u.shape[1:])
-    grads = sub.loss_and_grad(torch.cat([u + E, u - E]))[1].reshape(2 * n, n)
-    H = (grads[:n] - grads[n:]) / (2 * h)
-    return 0.5 * (H + H.T)
-
-
-def newton_solve(problem, u, tol=1e-14, max_iter=30):
-    """Damped Newton (Levenberg-regularized Cholesky, backtracking) on one sample; gradient only
-    near the optimum, so it converges far below the float64 loss-comparison floor of L-BFGS."""
-    l, g = problem.loss_and_grad(u)
-    for _ in range(max_iter):
-        if float(g.abs().max()) < tol:
-            break
-        H = hessian(problem, u)
-        eye = torch.eye(H.shape[0], dtype=F64)
-        lam = 0.0
-        while True:
-            L, info = torch.linalg.cholesky_ex(H + lam * eye)
-            if int(info) == 0:
-                break
-            lam = max(10 * lam, 1e-10 * float(H.diagonal().abs().max()))
-        d = torch.cholesky_solve(-g.reshape(-1, 1), L).view_as(u)
-        t = 1.0
-        while True:
-            l2, g2 = problem.loss_and_grad(u + t * d)
-            if float(l2) < float(l) or float(g2.norm()) < float(g.norm()) or t < 1e-6:
-                break
-            t *= 0.5
-        u, l, g = u + t * d, l2, g2
-    return u
-
-
 def test_poiseuille_channel_flow_matches_the_analytic_profile(one_thread):
     """Low-Re channel with the Poiseuille profile on the inflow/outflow strips: the minimizer of
     the loss is the parabola everywhere and dp/dx = -8 mu U / width^2. (L9 and the MAC stencils
@@ -173,7 +78,7 @@ def test_poiseuille_channel_flow_matches_the_analytic_profile(one_thread):
     prob = F.FluidProblem(mask, bc, rho=rho, mu=mu, dt=1e9)
     u = prob.initial_guess()
     for _ in range(2):
-        u = newton_solve(prob, u)
+        u = damped_newton(prob, u, tol=1e-14, max_iter=30, h=1e-4)
         u = prob.advance(u)
     assert float(prob.loss_and_grad(u)[0]) < 1e-18  # steady residual of the final field
     vx, vy = prob.velocity(u)
@@ -244,7 +149,7 @@ def test_closed_box_smoke_step_conserves_density(one_thread):
     g = torch.Generator().manual_seed(3)
     c_old = torch.rand(n, 1, h, w, generator=g, dtype=F64) * (1 - mask)
     dens = F.density_problem(prob, u, c_old, D=0.0, true_grad=True)
-    c_new = torch.cat([newton_solve(dens.select(torch.tensor([k])), c_old[k:k + 1]) for k in range(n)])
+    c_new = torch.cat([damped_newton(dens.select(torch.tensor([k])), c_old[k:k + 1], tol=1e-14, max_iter=30, h=1e-4) for k in range(n)])
     assert float(dens.loss_and_grad(c_new)[0].max()) < 1e-26
     assert float((c_new - c_old).abs().max()) > 1e-2, "the density should move"
     s0, s1 = c_old.flatten(1).sum(1), c_new.flatten(1).sum(1)

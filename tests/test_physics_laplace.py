@@ -1,4 +1,5 @@
-"""laplace_loss_grad: C++ kernel vs PyTorch twin, gradcheck, opcheck, discrete physics, validation."""
+"""laplace_loss_grad: gradcheck, discrete physics and Problem validation (the checks every grid op
+shares: test_physics_grid_ops.py)."""
 from __future__ import annotations
 
 import math
@@ -11,32 +12,9 @@ import torch
 
 from metaphys import _ops
 from metaphys.physics import LaplaceProblem, stencils
-from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_kernel_matches_twin, check_opcheck,
-                           check_row_chunks, field, gen, random_mask, requires_kernels)
-
-OP = "laplace_loss_grad"
+from physics_cases import STENCILS, field, gen, random_mask, requires_kernels
 
 
-@pytest.fixture
-def backend():
-    """Run a test under a given backend and restore the previous one afterwards."""
-    old = _ops.backend()
-    yield _ops.set_backend
-    _ops.set_backend(old)
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-@pytest.mark.parametrize("stencil", STENCILS)
-@pytest.mark.parametrize("size", SIZES)
-def test_kernel_matches_twin(size, stencil, true_grad):
-    check_kernel_matches_twin(OP, size, stencil, true_grad, seed=sum(size) + stencil)
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-def test_row_chunks_match_twin_and_thread_count(true_grad):
-    check_row_chunks(OP, true_grad)
 
 def _problem(seed, size=(2, 1, 6, 7), stencil=9, true_grad=True):
     g = gen(seed)
@@ -64,9 +42,7 @@ def test_pseudo_grad_is_not_the_true_gradient(backend):
         torch.autograd.gradcheck(prob.loss, (u.requires_grad_(True),), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-@requires_kernels
-def test_opcheck():
-    check_opcheck(OP)
+
 
 
 # --- discrete physics --------------------------------------------------------------------------
@@ -166,14 +142,6 @@ def test_pseudo_gradient_is_minus_residual_on_free_cells(backend, which, stencil
 
 
 # --- validation ---------------------------------------------------------------------------------
-
-@requires_kernels
-@pytest.mark.parametrize("case", bad_input_cases(OP), ids=lambda c: c[0])
-def test_kernel_rejects_bad_input(case):
-    _, args, msg = case
-    with pytest.raises(RuntimeError, match=msg):
-        torch.ops.metaphys.laplace_loss_grad(*args)
-
 
 def _valid(g):
     n, h, w = 2, 6, 7

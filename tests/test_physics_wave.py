@@ -1,61 +1,19 @@
-"""wave_loss_grad: C++ kernel vs PyTorch twin, gradcheck, opcheck, physics sanity, validation."""
+"""wave_loss_grad: physics sanity and Problem validation (the checks every grid op shares:
+test_physics_grid_ops.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metaphys import _ops
 from metaphys.physics import WaveProblem, frame_mask
-from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,
-                           check_opcheck, check_row_chunks, field, gen, random_mask, requires_kernels)
+from physics_cases import STENCILS, field, gen, random_mask
 
-OP = "wave_loss_grad"
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-@pytest.mark.parametrize("stencil", STENCILS)
-@pytest.mark.parametrize("size", SIZES)
-def test_kernel_matches_twin(size, stencil, true_grad):
-    check_kernel_matches_twin(OP, size, stencil, true_grad, seed=sum(size) + stencil + 200)
-
-
-@requires_kernels
-@pytest.mark.parametrize("true_grad", GRAD_MODES)
-def test_row_chunks_match_twin_and_thread_count(true_grad):
-    check_row_chunks(OP, true_grad)
-
-@pytest.mark.parametrize("which", ["kernel", "twin"])
-@pytest.mark.parametrize("stencil", STENCILS)
-def test_gradcheck_true_grad(which, stencil):
-    assert check_gradcheck(OP, which, stencil)
-
-
-@requires_kernels
-def test_pseudo_grad_is_not_the_true_gradient():
-    with pytest.raises(RuntimeError, match="Jacobian mismatch"):
-        check_gradcheck(OP, "kernel", 9, true_grad=False)
-
-
-@requires_kernels
-def test_opcheck():
-    check_opcheck(OP)
 
 
 # --- physics sanity -----------------------------------------------------------------------------
 
-@pytest.fixture(params=["kernel", "twin"])
-def backend(request):
-    if request.param == "kernel" and not _ops.kernels_available():
-        pytest.skip("metaphys._C is not built")
-    old = _ops.backend()
-    _ops.set_backend(request.param)
-    yield request.param
-    _ops.set_backend(old)
-
-
 @pytest.mark.parametrize("stencil", STENCILS)
-def test_linear_height_at_rest_is_steady(backend, stencil):
+def test_linear_height_at_rest_is_steady(each_backend, stencil):
     """x = a + b*i + c*j held on the frame, at rest: the Laplacian vanishes, a = 0 solves the step."""
     n, h, w = 2, 12, 15
     i = torch.arange(h, dtype=torch.float64).view(1, 1, h, 1)
@@ -66,7 +24,7 @@ def test_linear_height_at_rest_is_steady(backend, stencil):
     assert float(loss.max()) == 0.0 and float(grad.abs().max()) == 0.0
 
 
-def test_zero_wave_speed_gives_free_acceleration(backend):
+def test_zero_wave_speed_gives_free_acceleration(each_backend):
     """c = 0: r = (v_new - v_old)/dt = a on free cells, so the loss is the mean of a^2 there."""
     g = gen(31)
     n, h, w = 2, 9, 11
@@ -80,7 +38,7 @@ def test_zero_wave_speed_gives_free_acceleration(backend):
 
 
 @pytest.mark.parametrize("stencil", STENCILS)
-def test_pseudo_gradient_formula(backend, stencil):
+def test_pseudo_gradient_formula(each_backend, stencil):
     """pseudo grad = 2/N * free*r * (1 - c^2 w_c dt^2 / 2) on free cells, 0 on Dirichlet cells."""
     from metaphys.physics import stencils
     from metaphys.physics.wave import wave_state_update
@@ -103,14 +61,6 @@ def test_pseudo_gradient_formula(backend, stencil):
 
 
 # --- validation ---------------------------------------------------------------------------------
-
-@requires_kernels
-@pytest.mark.parametrize("case", bad_input_cases(OP), ids=lambda c: c[0])
-def test_kernel_rejects_bad_input(case):
-    _, args, msg = case
-    with pytest.raises(RuntimeError, match=msg):
-        torch.ops.metaphys.wave_loss_grad(*args)
-
 
 @pytest.mark.parametrize("label", ["float32", "x_old shape", "mask 0.5", "NaN c", "negative dt", "stencil 7"])
 def test_problem_rejects_bad_input(label):

@@ -80,8 +80,8 @@ def test_ddp_on_cpu_with_two_gloo_processes(tmp_path):
 def test_product_cloth_pool_uses_the_sims_material_mapping():
     import torch
     from metaphys.sims.cloth import model_material
-    from metaphys.train import generators
-    make = generators.get("cloth_product")
+    from metaphys import problems
+    make = problems.get("cloth_product")
     small = make(8, 16, 16, torch.Generator().manual_seed(3))
     large = make(8, 64, 64, torch.Generator().manual_seed(3))
     # same draws, 4x finer grid: the model's stretch stiffness grows ~16x (dt^2 / (rho L0^2))

@@ -1,5 +1,5 @@
 """Cloth bake: spec -> ClothSim; PC2 cache (mesh vertex order, output_matrix applied), rest OBJ in the
-same order and space, one mesh per frame, preview GIF. Spec keys: metaphys.bake.spec (docs/bake-spec.md)."""
+same order and space, one mesh per frame, preview GIF. Spec keys: metaphys.spec.schema (docs/bake-spec.md)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,29 +8,12 @@ from typing import Dict
 
 import numpy as np
 
-from metaphys.bake import spec as spec_schema
-from metaphys.bake.driver import input_error
+from metaphys.bake.errors import input_error
+from metaphys.sims.cloth import ClothSim
 from metaphys.io import meshseq, pc2, preview, usd
-
-# The files a cloth bake owns in its folder (cleared when the folder is reused without --resume).
-OWNED_FILES = ("cloth.pc2", "rest.obj", "preview.gif", "cloth.usdc")
-OWNED_DIRS = {"frames": r"frame_\d+\.(obj|ply|glb)"}
 
 # Arrays kept out of the manifest by value (a digest still makes --resume refuse a changed track).
 _DIGESTED = ("pin_targets",)
-
-
-def default_colliders(size_m: float, height: float):
-    """The default scene: a sphere under the cloth's free half, so the cloth swings onto it."""
-    return [{"type": "sphere", "center": [0.0, 0.15 * size_m, height - 0.45 * size_m], "radius": 0.25 * size_m}]
-
-
-def cloth_parameters(spec: dict, size: int = 32) -> dict:
-    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError)."""
-    p = spec_schema.validate("cloth", spec, size=size)
-    if p["colliders"] is None and p["rest_positions"] is None:
-        p["colliders"] = default_colliders(p["size_m"], p["height"])
-    return p
 
 
 def manifest_parameters(p: dict) -> dict:
@@ -41,11 +24,6 @@ def manifest_parameters(p: dict) -> dict:
             arr = np.ascontiguousarray(out[k], dtype=np.float64)
             out[k] = {"shape": list(arr.shape), "sha256": hashlib.sha256(arr.tobytes()).hexdigest()}
     return out
-
-
-_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tension", "shear", "bending", "air_damping",
-             "wind", "pin_weights", "pin_targets", "colliders", "contact_margin", "solver", "tol",
-             "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard", "threads")
 
 
 MESH_FORMATS = ("obj", "ply", "glb")
@@ -76,16 +54,9 @@ def usd_note() -> str:
 
 
 def make_cloth_sim(p: dict, optimizer, device: str = "cpu", threads: int = None):
-    from metaphys.sims.cloth import ClothSim, flat_cloth
-    rows, cols = p["rows"], p["cols"]
-    rest = p.get("rest_positions")
-    if rest is None:
-        rest = flat_cloth(rows, cols, p["size_m"], p["height"])
-    kwargs = {k: p[k] for k in _SIM_KEYS if k in p}
-    if threads is not None:
-        kwargs["threads"] = threads
+    """The bake's ClothSim from validated parameters; a parameter the sim refuses is an input error."""
     try:
-        return ClothSim(rows, cols, rest_positions=rest, device=device, optimizer=optimizer, **kwargs)
+        return ClothSim.from_params(p, optimizer=optimizer, device=device, threads=threads)
     except (ValueError, TypeError) as exc:
         raise input_error(str(exc)) from None
 

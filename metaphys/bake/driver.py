@@ -28,21 +28,11 @@ from typing import Callable, List, Optional
 
 import torch
 
+from metaphys.bake.errors import BakeError, input_error
+from metaphys.bake.owned import OWNED
 from metaphys.bake.progress import Progress
+from metaphys.io.atomic import atomic_path, is_temp_name, make_temp
 from metaphys.io.manifest import BakeManifest, read_manifest
-
-
-class BakeError(RuntimeError):
-    """A bake that cannot start (``code`` 2: bad input, nothing written) or that failed at a named
-    frame (``code`` 1: finished frames kept)."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
-def input_error(message: str) -> BakeError:
-    return BakeError(message, code=2)
 
 
 STATE_DIR = ".state"
@@ -58,9 +48,8 @@ def _state_path(out: str, index: int) -> str:
 def save_state(out: str, index: int, state: dict) -> None:
     path = _state_path(out, index)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     for old in glob.glob(os.path.join(out, STATE_DIR, "frame_*.pt")):
         if old != path and int(os.path.basename(old)[6:11]) < index - 1:
             os.remove(old)
@@ -131,7 +120,7 @@ class OutputLock:
                 json.dump(self.info, fh)
 
     def acquire(self) -> "OutputLock":
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        tmp = str(make_temp(self.path))  # linked to the lock's name: the lock appears complete or not at all
         with open(tmp, "w") as fh:
             json.dump(self.info, fh)
         try:
@@ -166,9 +155,7 @@ class OutputLock:
 
 
 def _owned(kind: str):
-    from metaphys.bake import cloth, smoke
-    mod = {"cloth": cloth, "smoke": smoke}.get(kind)
-    return (mod.OWNED_FILES, mod.OWNED_DIRS) if mod else ((), {})
+    return OWNED.get(kind, ((), {}))
 
 
 def clear_previous_bake(out: str, new_kind: str) -> List[str]:
@@ -210,7 +197,7 @@ def clear_previous_bake(out: str, new_kind: str) -> List[str]:
         if not os.path.isdir(folder):
             continue
         for name in os.listdir(folder):  # frames of an interrupted bake that the manifest missed
-            if re.fullmatch(pattern + r"(\.tmp)?", name) or re.fullmatch(r"\..*\.tmp", name):
+            if re.fullmatch(pattern, name) or is_temp_name(name):
                 os.remove(os.path.join(folder, name))
                 removed.append(os.path.join(d, name))
         if not os.listdir(folder):

@@ -6,35 +6,15 @@ from typing import Dict
 
 import numpy as np
 
-from metaphys.bake import spec as spec_schema
-from metaphys.bake.driver import BakeError, input_error
+from metaphys.bake.errors import BakeError, input_error
+from metaphys.sims.smoke import SmokeSim
 from metaphys.io import images, preview, usd, vdb
-
-# The files a smoke bake owns in its folder (cleared when the folder is reused without --resume).
-OWNED_FILES = ("flipbook.png", "flipbook.json", "preview.gif", "smoke.usda")
-OWNED_DIRS = {"density": r"density_\d+\.(png|npz|vdb)"}
-
-
-def smoke_parameters(spec: dict, size: int = 128) -> dict:
-    """Validated parameters with every default filled in (raises spec.SpecError, a ValueError);
-    the defaults live in metaphys.bake.spec."""
-    return spec_schema.validate("smoke", spec, size=size)
 
 
 def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
-    from metaphys.sims.smoke import SmokeSim
-    kwargs = {k: p[k] for k in ("emitters", "obstacles", "obstacle_shapes", "emitter_density", "emitter_velocity",
-                                "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations", "density_tol")
-              if p.get(k) is not None}
-    if p.get("tol") is not None:
-        kwargs["tol"] = p["tol"]
-        kwargs["iterations_per_step"] = None
-    else:
-        kwargs["iterations_per_step"] = int(p["iterations_per_step"])
+    """The bake's SmokeSim from validated parameters; a parameter the sim refuses is an input error."""
     try:
-        # the fastest measured forward pass (optim/fast.py on CPU; the same steps to ~1e-6)
-        optimizer = SmokeSim.fastest_optimizer(device, optimizer)
-        return SmokeSim(tuple(p["resolution"]), optimizer=optimizer, device=device, **kwargs)
+        return SmokeSim.from_params(p, optimizer=optimizer, device=device)
     except (ValueError, TypeError, OSError) as exc:
         raise input_error(str(exc)) from None
 

@@ -10,22 +10,20 @@ import math
 import numpy as np
 import torch
 
+from metaphys import problems
 from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem, frame_mask
-from metaphys.train import generators
+from metaphys.physics.laplace import bilinear_laplace
+from metaphys.seeds import EVAL as HELD_OUT_SEED
 
 F64 = torch.float64
-HELD_OUT_SEED = 2 * 10**9 + 11
 
 
 def laplace_random(size: int, n: int = 2):
-    return generators.get("laplace")(n, size, size, torch.Generator().manual_seed(HELD_OUT_SEED + size))
+    return problems.get("laplace")(n, size, size, torch.Generator().manual_seed(HELD_OUT_SEED + size))
 
 
 def laplace_bilinear(size: int):
-    """Notes 9.1: 2-cell frame, b = (j/W)(i/H); the exact discrete solution is b itself."""
-    ii = torch.arange(size, dtype=F64).view(1, 1, size, 1)
-    jj = torch.arange(size, dtype=F64).view(1, 1, 1, size)
-    return LaplaceProblem(frame_mask(1, size, size), (jj / size) * (ii / size))
+    return bilinear_laplace(size)
 
 
 def poisson_charges(size: int):

@@ -33,6 +33,8 @@ __all__ = [
     "atomic_write_text",
     "atomic_directory",
     "remove_stale_temps",
+    "make_temp",
+    "is_temp_name",
     "TEMP_MARKER",
 ]
 
@@ -80,11 +82,18 @@ def _split_ext(name: str) -> tuple[str, str]:
     return stem, "." + ext
 
 
-def _make_temp(target: Path) -> Path:
+def make_temp(target: PathLike) -> Path:
+    """A new empty temporary file beside ``target`` (hidden, marked, ending in the target's extension)."""
+    target = Path(target)
     stem, ext = _split_ext(target.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f"{TEMP_MARKER}{ext}", dir=target.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temporary file or folder of this module (a killed write's leftover)."""
+    return name.startswith(".") and TEMP_MARKER in name
 
 
 def _remove_quietly(path: Path) -> None:
@@ -122,7 +131,7 @@ def atomic_path(path: PathLike) -> Iterator[str]:
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"atomic write target {str(target)!r} is a directory")
-    tmp = _make_temp(target)
+    tmp = make_temp(target)
     try:
         yield str(tmp)
         _commit(tmp, target)
@@ -207,7 +216,7 @@ def remove_stale_temps(directory: PathLike) -> list[str]:
     if not d.is_dir():
         return removed
     for p in sorted(d.iterdir()):
-        if p.name.startswith(".") and TEMP_MARKER in p.name:
+        if is_temp_name(p.name):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -197,7 +197,7 @@ class FastMetamizer(Metamizer):
     def __init__(self, model=None, initial_scale: float = INITIAL_SCALE, device=None, *,
                  dtype: torch.dtype = torch.float32, channels_last: bool = True, mkldnn: bool = False):
         if model is None:
-            from metaphys.optim.weights import load_default_model
+            from metaphys.optim.weights_file import load_default_model
             model = load_default_model()
         fast = optimize_for_inference(model, dtype=dtype, channels_last=channels_last, mkldnn=mkldnn,
                                       device=device)

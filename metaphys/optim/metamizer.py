@@ -130,10 +130,10 @@ class Metamizer:
     def __init__(self, model: Optional[nn.Module] = None, initial_scale: float = INITIAL_SCALE,
                  device=None):
         if model is None:
-            from metaphys.optim.weights import load_default_model
+            from metaphys.optim.weights_file import load_default_model
             model = load_default_model()
         elif isinstance(model, (str, os.PathLike)):  # a path to TorchScript weights (checksummed)
-            from metaphys.optim.weights import load_torchscript
+            from metaphys.optim.weights_file import load_torchscript
             model = load_torchscript(os.fspath(model))
         elif not isinstance(model, nn.Module):
             raise TypeError(f"model must be a MetamizerNet, a TorchScript module or a path to weights, "

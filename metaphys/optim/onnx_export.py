@@ -7,11 +7,11 @@ The export traces the eager module rebuilt from the TorchScript weights' paramet
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 
 import torch
 
+from metaphys.io.atomic import atomic_path
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
 
@@ -34,10 +34,8 @@ def export_onnx(weights: str | None, out: str, opset: int = 17) -> str:
     axes = {"grad": {0: "N", 2: "H", 3: "W"}, "prev_grad": {0: "N", 2: "H", 3: "W"},
             "prev_step": {0: "N", 2: "H", 3: "W"}, "scale": {0: "N"}, "step": {0: "N", 2: "H", 3: "W"},
             "new_scale": {0: "N"}}
-    tmp = out + ".tmp"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(out) as tmp:
         warnings.simplefilter("ignore")
         torch.onnx.export(model, args, tmp, input_names=["grad", "prev_grad", "prev_step", "scale"],
                           output_names=["step", "new_scale"], dynamic_axes=axes, opset_version=opset, dynamo=False)
-    os.replace(tmp, out)
     return out

@@ -8,59 +8,26 @@ verified at load.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import re
-import warnings
 from typing import Optional
 
 import torch
 
+from metaphys.io.atomic import atomic_path, atomic_write_text
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
-
-DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                               "weights", "metamizer.pt")
-
-
-class WeightsError(RuntimeError):
-    """Missing, corrupted or mismatching weights; the message names the file."""
-
-
-def default_weights_path() -> str:
-    return os.environ.get("METAPHYS_WEIGHTS", DEFAULT_WEIGHTS)
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def metadata_path(pt_path: str) -> str:
-    return os.path.splitext(pt_path)[0] + ".json"
-
-
-def _quiet_torchscript():
-    """TorchScript is deprecated upstream and warns on use; hide only those warnings."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*torch\.jit.*", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*TorchScript.*", category=UserWarning)
-    return ctx
+from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path,  # noqa: F401
+                                         load_default_model, load_metadata, load_torchscript, metadata_path,
+                                         quiet_torchscript, sha256_of)
 
 
 def script_model(model: MetamizerNet) -> torch.jit.ScriptModule:
     m = copy.deepcopy(model).cpu().eval()
     m.normalize_head_gradients = False
     fold_batchnorm(m.unet)
-    ctx = _quiet_torchscript()
+    ctx = quiet_torchscript()
     try:
         return torch.jit.script(m)
     finally:
@@ -71,13 +38,12 @@ def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] 
     """Script (eval, BatchNorm folded), save atomically, write the metadata JSON with the sha256."""
     scripted = script_model(model)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    ctx = _quiet_torchscript()
+    ctx = quiet_torchscript()
     try:
-        scripted.save(tmp)
+        with atomic_path(path) as tmp:
+            scripted.save(tmp)
     finally:
         ctx.__exit__(None, None, None)
-    os.replace(tmp, path)
     meta = {"format": "metaphys-metamizer-torchscript/1",
             "contract": "forward(grad f64 [N,1,H,W], prev_grad f64 [N,1,H,W], prev_step f64 [N,1,H,W], "
                         "scale f64 [N]) -> (step f64 [N,1,H,W], new_scale f64 [N]); u <- u + step; "
@@ -87,47 +53,8 @@ def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] 
             "initial_scale": 0.05}
     meta.update(metadata or {})
     meta["sha256"] = sha256_of(path)
-    mtmp = metadata_path(path) + ".tmp"
-    with open(mtmp, "w") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True)
-    os.replace(mtmp, metadata_path(path))
+    atomic_write_text(metadata_path(path), json.dumps(meta, indent=2, sort_keys=True))
     return meta
-
-
-def load_torchscript(path: Optional[str] = None, verify: bool = True, map_location="cpu"):
-    """Load shipped weights; verify the sha256 recorded in the JSON beside them."""
-    path = path or default_weights_path()
-    if not os.path.exists(path):
-        raise WeightsError(f"Metamizer weights not found: {path}. Train them (`metaphys train`) or set "
-                           "METAPHYS_WEIGHTS to a metamizer.pt")
-    if verify:
-        mpath = metadata_path(path)
-        if not os.path.exists(mpath):
-            raise WeightsError(f"metadata file {mpath} (with the sha256 of {path}) is missing")
-        with open(mpath) as fh:
-            expected = json.load(fh).get("sha256")
-        actual = sha256_of(path)
-        if expected != actual:
-            raise WeightsError(f"checksum mismatch for {path}: metadata {mpath} records {expected}, "
-                               f"file has {actual}; the weights file is corrupted or was replaced")
-    ctx = _quiet_torchscript()
-    try:
-        return torch.jit.load(path, map_location=map_location)
-    except (RuntimeError, ValueError, OSError) as exc:  # truncated / not a TorchScript archive
-        raise WeightsError(f"cannot load the Metamizer weights {path}: not a readable TorchScript file "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                           "re-export it with `metaphys export-weights`") from None
-    finally:
-        ctx.__exit__(None, None, None)
-
-
-def load_metadata(path: Optional[str] = None) -> dict:
-    with open(metadata_path(path or default_weights_path())) as fh:
-        return json.load(fh)
-
-
-def load_default_model(device=None):
-    return load_torchscript(map_location=device or "cpu")
 
 
 def unfold_torchscript_state(ts_state: dict) -> dict:
@@ -167,7 +94,7 @@ def load_state_dict_any(path: str) -> dict:
     except RuntimeError as exc:
         if "TorchScript" not in str(exc) and "torch.jit.load" not in str(exc):
             raise
-        ctx = _quiet_torchscript()
+        ctx = quiet_torchscript()
         try:
             ts = torch.jit.load(path, map_location="cpu")
         finally:
@@ -206,11 +133,8 @@ _SELF_TESTS: dict = {}       # sha256 -> None (passed) or the failure message, p
 
 def self_test_problem(device=None):
     """The fixed self-test problem: 32^2 Laplace, 2-cell Dirichlet frame, b = (j/W)(i/H)."""
-    from metaphys.physics import LaplaceProblem, frame_mask
-    n = SELF_TEST_SIZE
-    ii = torch.arange(n, dtype=torch.float64, device=device).view(1, 1, n, 1)
-    jj = torch.arange(n, dtype=torch.float64, device=device).view(1, 1, 1, n)
-    return LaplaceProblem(frame_mask(1, n, n, device=device), (jj / n) * (ii / n))
+    from metaphys.physics.laplace import bilinear_laplace
+    return bilinear_laplace(SELF_TEST_SIZE, device=device)
 
 
 def _model_device(optimizer):

@@ -582,3 +582,15 @@ def rotation_matrix(yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> 
     rx = torch.tensor([[1, 0, 0], [0, cp, -sp], [0, sp, cp]], dtype=torch.float64)
     rz = torch.tensor([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]], dtype=torch.float64)
     return ry @ rx @ rz
+
+
+def model_material(material: dict, rows: int, cols: int, length: float, dt: float) -> dict:
+    """Physical material (N/m, N*m, kg/m^2) -> the dimensionless coefficients of ClothProblem
+    (metaphys.sims.cloth's docstring). Unit mass = an interior vertex, rho * L0^2."""
+    rho = material["mass_per_area"]
+    hw = rows * cols
+    edge_share = 0.5 * ((rows - 1) * cols + rows * (cols - 1)) / hw   # the loss's edge means -> sums
+    base = dt * dt / (rho * length * length)
+    return {"k_stretch": 0.5 * material["tension"] * base * edge_share,
+            "k_shear": material["shear"] * base / 8.0,
+            "k_bend": 0.5 * material["bending"] * base / (length * length)}

@@ -70,3 +70,12 @@ def frame_mask(n: int, h: int, w: int, width: int = 2, device=None) -> torch.Ten
     m[..., :, :width] = 1
     m[..., :, -width:] = 1
     return m
+
+
+def bilinear_laplace(h: int, w: int = None, device=None) -> LaplaceProblem:
+    """Notes 9.1 (the eval case, the weights' self-test, the Laplace benchmark): 2-cell frame,
+    b = (j/W)(i/H), f = 0; the exact discrete solution is b itself (a bilinear field is harmonic)."""
+    w = w or h
+    ii = torch.arange(h, dtype=torch.float64, device=device).view(1, 1, h, 1)
+    jj = torch.arange(w, dtype=torch.float64, device=device).view(1, 1, 1, w)
+    return LaplaceProblem(frame_mask(1, h, w, device=device), (jj / w) * (ii / h))

@@ -6,7 +6,7 @@ shear angle), ``bending`` is a bending stiffness in N*m, ``mass_per_area`` is in
 ``air_damping`` in 1/s. One material therefore behaves the same at 16^2 ... 128^2 and at any
 fps / substeps. Internally the cloth is solved in the units the Metamizer was trained in
 (length = the mean rest edge length L0, time = one solver step dt, mass = the mass of an interior
-vertex rho*L0^2); the mapping (see ``model_material``) stays inside this module:
+vertex rho*L0^2); the mapping (``physics.cloth.model_material``) is applied only here:
 
     k_stretch = Y dt^2 / (2 rho L0^2) * (edges per direction) / (H W)
     k_shear   = G dt^2 / (8 rho L0^2)        k_bend = B dt^2 / (2 rho L0^4)
@@ -31,8 +31,9 @@ import torch
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
-from metaphys.physics.cloth import ClothProblem
+from metaphys.physics.cloth import ClothProblem, model_material
 from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
+from metaphys.spec.params import cloth_parameters, cloth_sim_kwargs
 
 F64 = torch.float64
 SOLVERS = ("auto", "metamizer", "newton")
@@ -49,18 +50,6 @@ def threads_for_grid(rows: int, cols: int) -> int:
     synchronization than it gains there, and is 10x slower on a busy machine), else all cores."""
     import os
     return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
-
-
-def model_material(material: dict, rows: int, cols: int, length: float, dt: float) -> dict:
-    """Physical material (N/m, N*m, kg/m^2) -> the dimensionless coefficients of ClothProblem
-    (module docstring). Unit mass = an interior vertex, rho * L0^2."""
-    rho = material["mass_per_area"]
-    hw = rows * cols
-    edge_share = 0.5 * ((rows - 1) * cols + rows * (cols - 1)) / hw   # the loss's edge means -> sums
-    base = dt * dt / (rho * length * length)
-    return {"k_stretch": 0.5 * material["tension"] * base * edge_share,
-            "k_shear": material["shear"] * base / 8.0,
-            "k_bend": 0.5 * material["bending"] * base / (length * length)}
 
 
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
@@ -164,8 +153,18 @@ class ClothSim:
     @classmethod
     def from_spec(cls, spec: dict, *, optimizer=None, device="cpu", size: int = 32) -> "ClothSim":
         """Build from a bake spec (docs/bake-spec.md)."""
-        from metaphys.bake.cloth import cloth_parameters, make_cloth_sim
-        return make_cloth_sim(cloth_parameters(spec, size=size), optimizer, device=device)
+        return cls.from_params(cloth_parameters(spec, size=size), optimizer=optimizer, device=device)
+
+    @classmethod
+    def from_params(cls, p: dict, *, optimizer=None, device="cpu", threads: Optional[int] = None) -> "ClothSim":
+        """Build from validated spec parameters (metaphys.spec.params.cloth_parameters)."""
+        rest = p.get("rest_positions")
+        if rest is None:
+            rest = flat_cloth(p["rows"], p["cols"], p["size_m"], p["height"])
+        kwargs = cloth_sim_kwargs(p)
+        if threads is not None:
+            kwargs["threads"] = threads
+        return cls(p["rows"], p["cols"], rest_positions=rest, device=device, optimizer=optimizer, **kwargs)
 
     def _pin_weights(self, w):
         nv = self.rows * self.cols

@@ -38,6 +38,7 @@ from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
 from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
 from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
+from metaphys.spec.params import smoke_parameters, smoke_sim_kwargs
 
 F64 = torch.float64
 DENSITY_SOLVERS = ("gmres", "fgmres-metamizer", "metamizer")
@@ -130,6 +131,18 @@ class SmokeSim:
         self.records: List[StepRecord] = []
         self.density_records: List[StepRecord] = []
         self.injected = torch.zeros(self.n, dtype=F64, device=self.device)
+
+    @classmethod
+    def from_spec(cls, spec: dict, *, optimizer=None, device="cpu", size: int = 128) -> "SmokeSim":
+        """Build from a bake spec (docs/bake-spec.md)."""
+        return cls.from_params(smoke_parameters(spec, size=size), optimizer=optimizer, device=device)
+
+    @classmethod
+    def from_params(cls, p: dict, *, optimizer=None, device="cpu") -> "SmokeSim":
+        """Build from validated spec parameters (metaphys.spec.params.smoke_parameters), with the
+        fastest measured forward pass of the given (or shipped) Metamizer."""
+        optimizer = cls.fastest_optimizer(device, optimizer)
+        return cls(tuple(p["resolution"]), optimizer=optimizer, device=device, **smoke_sim_kwargs(p))
 
     @staticmethod
     def fastest_optimizer(device, optimizer=None):

@@ -7,6 +7,8 @@ import json
 import os
 from collections import defaultdict
 
+from metaphys.io.atomic import atomic_path
+
 
 def plot_training(run_dir: str, out_png: str) -> str:
     import matplotlib
@@ -47,8 +49,7 @@ def plot_training(run_dir: str, out_png: str) -> str:
         ax.set_ylabel("held-out score (mean log10 error, lower is better)")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out_png + ".tmp.png"
-    fig.savefig(tmp)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, out_png)
     return out_png

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from metaphys.optim.metamizer import MetamizerState, split_channels, merge_channels
-from metaphys.train import generators
+from metaphys import problems
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Pool:
     def __init__(self, spec: PoolSpec, seed: int, device=None):
         self.spec = spec
         self.device = device
-        self.make = generators.get(spec.pde)
+        self.make = problems.get(spec.pde)
         self.gen = torch.Generator().manual_seed(seed)
         h, w = spec.shape
         self.problem = self.make(spec.pool, h, w, self.gen, device=device)

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+from metaphys.io.atomic import atomic_path
 from metaphys.eval.quick import evaluate_snapshot
 from metaphys.optim.weights import model_from_snapshot
 
@@ -34,8 +35,8 @@ class SnapshotJudge:
                       scheme=SCHEME)
         if result["score"] < self.best_score:
             self.best_score = result["score"]
-            shutil.copyfile(snapshot_path, self.best_path + ".tmp")
-            os.replace(self.best_path + ".tmp", self.best_path)
+            with atomic_path(self.best_path) as tmp:
+                shutil.copyfile(snapshot_path, tmp)
             result["best"] = True
         with open(os.path.join(self.out_dir, "snapshots.jsonl"), "a") as fh:
             fh.write(json.dumps(result) + "\n")

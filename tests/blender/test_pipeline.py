@@ -109,7 +109,7 @@ def test_last_bake_numbers_reach_the_panel(baked, tmp_path):
 
 
 def test_cloth_settings_follow_the_engine_schema(blend_dir, stub_engine):
-    from metaphys.bake.spec import property_limits, validate
+    from metaphys.spec.schema import property_limits, validate
     limits = property_limits("cloth")
     props = bpy.types.Object.bl_rna.properties["metaphys_cloth"].fixed_type.properties
     pairs = {"tension": "tension", "shear": "shear", "bending": "bending", "mass_per_area": "mass_per_area",

@@ -1,4 +1,4 @@
-"""Value types of the bake spec schemas (metaphys.bake.spec): each checks one JSON value without
+"""Value types of the bake spec schemas (metaphys.spec.schema): each checks one JSON value without
 coercion and describes what it expects, so errors read ``path: expected <describe()>, got <value>``."""
 from __future__ import annotations
 
