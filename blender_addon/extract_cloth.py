@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .common import CACHE_MODIFIER, ExtractError, cache_modifier_index, frame_range, np_matrix, scene_fps
+
 __all__ = ["ExtractError", "detect_grid", "mesh_topology", "cloth_spec", "collider_shape", "CACHE_MODIFIER",
            "cache_modifier_index"]
 
-CACHE_MODIFIER = "metaphys cloth"
 FLAT_HALF = 0.005  # m: half thickness given to flat box colliders (the engine needs positive extents)
-
-# Modifiers that move vertices but keep the topology: they may sit before the cache modifier.
-DEFORM_TYPES = {
-    "ARMATURE", "CAST", "CURVE", "DISPLACE", "HOOK", "LAPLACIANDEFORM", "LATTICE", "MESH_DEFORM",
-    "SHRINKWRAP", "SIMPLE_DEFORM", "SMOOTH", "CORRECTIVE_SMOOTH", "LAPLACIANSMOOTH", "SURFACE_DEFORM",
-    "WARP", "WAVE", "VOLUME_DISPLACE", "GREASE_PENCIL_NOISE", "MESH_SEQUENCE_CACHE", "NORMAL_EDIT",
-    "WEIGHTED_NORMAL", "UV_PROJECT", "UV_WARP", "VERTEX_WEIGHT_EDIT", "VERTEX_WEIGHT_MIX",
-    "VERTEX_WEIGHT_PROXIMITY", "DATA_TRANSFER",
-}
-
-
-class ExtractError(ValueError):
-    """A problem with the scene the user can fix; the message is shown as a Blender report."""
 
 
 # -- grid detection (pure) ---------------------------------------------------------------------
@@ -166,22 +154,6 @@ def mesh_topology(mesh):
 
 
 # -- bpy side ----------------------------------------------------------------------------------
-def _np_matrix(m) -> np.ndarray:
-    return np.array([list(r) for r in m], dtype=np.float64)
-
-
-def cache_modifier_index(obj) -> int:
-    """Where the cache modifier sits (or will be inserted): after the leading deform modifiers."""
-    mods = list(obj.modifiers)
-    for k, md in enumerate(mods):
-        if md.type == "MESH_CACHE" and md.name == CACHE_MODIFIER:
-            return k
-    for k, md in enumerate(mods):
-        if md.type not in DEFORM_TYPES:
-            return k
-    return len(mods)
-
-
 class _PreCacheEval:
     """Context manager: hide the cache modifier and everything after it in the viewport."""
 
@@ -209,7 +181,7 @@ def _world_positions(obj_eval, V: int, name: str, frame: int) -> np.ndarray:
     co = np.empty(V * 3, dtype=np.float32)
     me.vertices.foreach_get("co", co)
     co = co.reshape(V, 3).astype(np.float64)
-    m = _np_matrix(obj_eval.matrix_world)
+    m = np_matrix(obj_eval.matrix_world)
     return co @ m[:3, :3].T + m[:3, 3]
 
 
@@ -232,7 +204,7 @@ def collider_shape(obj) -> str:
 
 def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray]:
     """World AABB (center, half extents) of the evaluated object's bounding box, and the local dims."""
-    m = _np_matrix(obj_eval.matrix_world)
+    m = np_matrix(obj_eval.matrix_world)
     bb = np.array([list(c) for c in obj_eval.bound_box], dtype=np.float64)
     w = bb @ m[:3, :3].T + m[:3, 3]
     lo, hi = w.min(axis=0), w.max(axis=0)
@@ -247,16 +219,6 @@ def solver_keys(s) -> dict:
     return {"solver": solver, "tol": None if fixed else float(s.tolerance),
             "iterations_per_step": int(s.iterations), "max_iterations": int(s.max_iterations),
             "newton_max_iterations": int(s.newton_max_iterations), "strain_limit": float(s.strain_limit)}
-
-
-def frame_range(scene, settings) -> tuple[int, int]:
-    if settings.use_scene_range:
-        return int(scene.frame_start), int(scene.frame_end)
-    return int(settings.frame_start), int(settings.frame_end)
-
-
-def scene_fps(scene) -> float:
-    return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
 
 
 def colliders_in(context, exclude=None) -> list:
@@ -313,7 +275,7 @@ def cloth_spec(context, obj, frames_override: int | None = None):
                 dg = context.evaluated_depsgraph_get()
                 oe = obj.evaluated_get(dg)
                 positions.append(_world_positions(oe, V, name, f0 + k))
-                matrices.append(_np_matrix(oe.matrix_world))
+                matrices.append(np_matrix(oe.matrix_world))
                 for ci, c in enumerate(colliders):
                     ce = c.evaluated_get(dg)
                     cen, half = _collider_state(ce)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .extract_cloth import ExtractError, _np_matrix, frame_range, scene_fps
+from .common import ExtractError, frame_range, np_matrix, scene_fps
 
 __all__ = ["domain_geometry", "smoke_spec", "cell_centers_world", "rasterize"]
 
@@ -67,7 +67,7 @@ def cell_centers_local(g: dict) -> np.ndarray:
 
 
 def cell_centers_world(g: dict, matrix_world) -> np.ndarray:
-    m = _np_matrix(matrix_world)
+    m = np_matrix(matrix_world)
     p = cell_centers_local(g)
     return p @ m[:3, :3].T + m[:3, 3]
 
@@ -79,7 +79,7 @@ def rasterize(obj_eval, depsgraph, points_world: np.ndarray, tol_world: float) -
 
     shape = points_world.shape[:-1]
     pts = points_world.reshape(-1, 3)
-    m = _np_matrix(obj_eval.matrix_world)
+    m = np_matrix(obj_eval.matrix_world)
     try:
         minv = np.linalg.inv(m)
     except np.linalg.LinAlgError:
@@ -130,7 +130,7 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
     if s.role != "DOMAIN":
         raise ExtractError(f"'{domain.name}' is not a metaphys smoke domain (Physics > metaphys Smoke > Role)")
     scene = context.scene
-    m0 = _np_matrix(domain.matrix_world)
+    m0 = np_matrix(domain.matrix_world)
     g = domain_geometry(domain, s.resolution, np.linalg.norm(m0[:3, :2], axis=0))
     f0, f1 = frame_range(scene, s)
     frames = f1 - f0 + 1 if frames_override is None else int(frames_override)
@@ -151,7 +151,7 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
             scene.frame_set(f0 + k)
             dg = context.evaluated_depsgraph_get()
             de = domain.evaluated_get(dg)
-            dm.append(_np_matrix(de.matrix_world))
+            dm.append(np_matrix(de.matrix_world))
             pts = cell_centers_world(g, de.matrix_world)
             tol = 0.25 * g["cell"]
             for e in emitters:

@@ -13,7 +13,7 @@ import struct
 
 import numpy as np
 
-from .extract_cloth import CACHE_MODIFIER, cache_modifier_index
+from .common import CACHE_MODIFIER, cache_modifier_index
 
 __all__ = ["apply_cloth_cache", "remove_cloth_cache", "pc2_apply_matrices", "import_smoke_volume",
            "remove_smoke_volume", "vdb_files", "VOLUME_SUFFIX", "blend_path"]

@@ -1,8 +1,6 @@
 """fluid_loss_grad (MAC Navier-Stokes): kernel vs twin, gradcheck, opcheck, physics, validation."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 

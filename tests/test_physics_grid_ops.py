@@ -5,7 +5,6 @@ gradient and proof that the pseudo-gradient differs. Each op's own physics lives
 from __future__ import annotations
 
 import pytest
-import torch
 
 from metaphys.registry import OPS
 from physics_cases import (GRAD_MODES, SIZES, STENCILS, bad_input_cases, check_gradcheck, check_kernel_matches_twin,

@@ -109,7 +109,7 @@ def test_bad_parameters_fail_fast(shipped_optimizer, kwargs, message):
 
 def test_numpy_ints_are_accepted_and_run_zero_is_an_error(shipped_optimizer):
     sim = _sim(shipped_optimizer, rows=np.int64(16), cols=np.int64(16))
-    with pytest.raises(ValueError, match="frames must be an int >= 1"):
+    with pytest.raises(ValueError, match="frames must be >= 1, got 0"):
         sim.run(0)
 
 

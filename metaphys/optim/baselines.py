@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import copy
 import time
 from typing import Dict, List, Optional
 
@@ -41,6 +42,19 @@ class TorchOptimizer:
         p.grad = grad.detach().clone()
         opt.step()
         return p.detach() - before, state
+
+    @staticmethod
+    def export_state(state) -> dict:
+        """The state as a snapshot to save (resumable bakes): displacement and torch.optim state."""
+        return {"param": state["param"].detach().clone(), "opt": copy.deepcopy(state["opt"].state_dict())}
+
+    @staticmethod
+    def import_state(saved: dict, fresh):
+        """``fresh`` (an ``init_state``) continuing from ``saved`` (``export_state``)."""
+        with torch.no_grad():
+            fresh["param"].copy_(saved["param"])
+        fresh["opt"].load_state_dict(saved["opt"])
+        return fresh
 
     @staticmethod
     def shrink(state, factor):

@@ -6,7 +6,6 @@ The export traces the eager module rebuilt from the TorchScript weights' paramet
 """
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch

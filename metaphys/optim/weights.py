@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import re
+import warnings
 from typing import Optional
 
 import torch

@@ -32,7 +32,8 @@ from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
 from metaphys.physics.cloth import ClothProblem, model_material
-from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
+from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
+from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, optimizer_for
 from metaphys.spec.params import cloth_parameters, cloth_sim_kwargs
 
 F64 = torch.float64
@@ -66,7 +67,9 @@ def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
     return pos.reshape(-1, 3)
 
 
-class ClothSim:
+class ClothSim(Sim):
+    step_unit = "frames"
+
     def __init__(self, rows: int = 32, cols: int = 32, *, rest_positions=None, size_m: float = 1.0,
                  fps: float = 24.0, substeps: int = 1, gravity: Sequence[float] = (0.0, 0.0, -9.81),
                  mass_per_area: float = 0.2, tension: float = 250.0, shear: float = 10.0, bending: float = 2.5e-5,
@@ -124,11 +127,9 @@ class ClothSim:
         self.pin_w = self._pin_weights(pin_weights)
         self.pin_targets = self._pin_targets(pin_targets)
         self.colliders = self._colliders(colliders or [])
-        if optimizer is not None and weights is not None:
-            raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
-        if optimizer is None and (solver != "newton" or weights is not None):
-            optimizer = default_optimizer(self.device, weights)  # weights: a path, self-tested at load
-        self.optimizer = optimizer
+        # Newton alone needs no optimizer: none is loaded unless one is given
+        needs_optimizer = solver != "newton" or optimizer is not None or weights is not None
+        self.optimizer = optimizer_for(optimizer, weights, self.device) if needs_optimizer else None
         self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations)
         k = model_material(self.material, rows, cols, self.length_unit, self.dt)
         scale = self.dt ** 2 / self.length_unit
@@ -323,23 +324,16 @@ class ClothSim:
         self.records.append(rec)
         return rec
 
-    def run(self, frames: int, callback=None) -> np.ndarray:
-        """Simulate ``frames`` frames; world positions [frames, rows*cols, 3] (grid order)."""
-        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
-            raise ValueError(f"frames must be an int >= 1, got {frames!r}")
-        out = []
-        for _ in range(int(frames)):
-            self.step()
-            out.append(self.positions.reshape(-1, 3).copy())
-            if callback is not None:
-                callback(self)
-        return np.stack(out)
-
     # --- results ------------------------------------------------------------------------------
     @property
     def positions(self) -> np.ndarray:
         """Current world positions [rows, cols, 3] in metres."""
         return self._to_world(self.problem.fields["x_old"]).reshape(self.rows, self.cols, 3)
+
+    @property
+    def field(self) -> np.ndarray:
+        """The protocol's result (sims/base.py): world positions [rows*cols, 3], grid order."""
+        return self.positions.reshape(-1, 3)
 
     def max_stretch(self) -> float:
         return float(self.problem.max_stretch().max()) * 1.0
@@ -349,17 +343,16 @@ class ClothSim:
 
     def state_dict(self) -> dict:
         return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
-                "state": None if self.state is None else vars(self.state).copy(), "frame": self.frame,
+                "state": optimizer_state(self.optimizer, self.state), "frame": self.frame,
                 "a_prev": self.a_prev.clone(), "metamizer_misses": self._metamizer_misses,
                 "substep_count": self._substep_count,
                 "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
-        from metaphys.optim.metamizer import MetamizerState
         self.problem.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
-        self.state = None if sd["state"] is None else MetamizerState(
-            **{k: v.to(self.device) for k, v in sd["state"].items()})
+        self.state = (None if self.optimizer is None else
+                      restore_optimizer_state(self.optimizer, sd["state"], self.u.shape, self.device))
         self.a_prev = sd.get("a_prev", torch.zeros_like(self.u)).to(self.device)
         self._metamizer_misses = int(sd.get("metamizer_misses", 0))
         self._substep_count = int(sd.get("substep_count", 0))

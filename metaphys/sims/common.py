@@ -92,8 +92,24 @@ def default_optimizer(device, weights=None):
     return opt
 
 
-def optimizer_for(optimizer, weights, device):
-    """The optimizer a sim uses: ``optimizer`` as given, else the Metamizer from ``weights`` (default: shipped)."""
+def optimizer_for(optimizer=None, weights=None, device="cpu", fastest: bool = False):
+    """The one factory of a sim's optimizer: ``optimizer`` as given (a built optimizer is the caller's
+    choice and runs unchanged), else the Metamizer from ``weights`` (a path; default: the shipped
+    weights), self-tested at load; with ``fastest`` that Metamizer runs ``fastest_forward``."""
     if optimizer is not None and weights is not None:
-        raise ValueError("give either optimizer= or weights=, not both")
-    return optimizer if optimizer is not None else default_optimizer(device, weights)
+        raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
+    if optimizer is not None:
+        return optimizer
+    loaded = default_optimizer(device, weights)
+    return fastest_forward(loaded, device) if fastest else loaded
+
+
+def fastest_forward(optimizer, device):
+    """A plain Metamizer on CPU as the frozen channels_last module of optim/fast.py (the fastest
+    measured forward pass; the same steps to ~1e-6); any other optimizer or device unchanged."""
+    import torch
+    from metaphys.optim.metamizer import Metamizer
+    if torch.device(device).type != "cpu" or type(optimizer) is not Metamizer:
+        return optimizer
+    from metaphys.optim.fast import FastMetamizer
+    return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale)

@@ -1,7 +1,8 @@
 """The paper's other systems through the same API: DiffusionSim, WaveSim, BurgersSim, solve_poisson.
 
-Each wraps a batched Problem and a TimeStepper; ``step()`` advances one time step, ``run(n)``
-returns the field after every step, ``records`` holds iterations and residual per step.
+Each wraps a batched Problem and a TimeStepper and follows the sim protocol (sims/base.py):
+``step()`` advances one time step, ``run(n)`` returns ``field`` after every step, ``records`` holds
+iterations and residual per step, ``state_dict()`` / ``load_state_dict()`` continue bit for bit.
 Fields are numpy arrays [H, W] (batch 1) or [N, H, W]; row 0 is the top of the grid.
 ``weights=`` (a path to TorchScript weights) or ``optimizer=`` choose the optimizer (default: the
 shipped Metamizer, self-tested at load). A step whose residual or field blows up ends the sim with a
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.solve import TimeStepper, solve
+from metaphys.optim.solve import DivergenceError, TimeStepper, solve
 from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem, frame_mask
-from metaphys.optim.solve import DivergenceError
+from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
 from metaphys.sims.common import SolverSettings, StepRecord, optimizer_for
 
 F64 = torch.float64
@@ -61,7 +62,7 @@ def _field(value, n, c, h, w, device):
     return t
 
 
-class _PDESim:
+class _PDESim(Sim):
     problem = None
 
     def __init__(self, problem, optimizer, settings: SolverSettings, rescale_on_step=None, weights=None):
@@ -111,19 +112,22 @@ class _PDESim:
     def _state_tensor(self):
         raise NotImplementedError
 
-    def run(self, steps: int) -> np.ndarray:
-        """Advance ``steps`` (>= 1) time steps; the field after each, stacked: [steps, ...]."""
-        try:
-            n = operator.index(steps)
-        except TypeError:
-            raise TypeError(f"steps must be an integer, got {steps!r}") from None
-        if n < 1:
-            raise ValueError(f"steps must be >= 1, got {n}")
-        out = []
-        for _ in range(n):
-            self.step()
-            out.append(self.field.copy())
-        return np.stack(out)
+    def finite(self) -> bool:
+        return bool(torch.isfinite(self._state_tensor()).all())
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit for bit: the problem's fields, the stepper's unknown and
+        optimizer state, the records."""
+        st = self.stepper
+        return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": st.u.clone(),
+                "state": optimizer_state(st.optimizer, st.state), "records": [r.as_dict() for r in self.records]}
+
+    def load_state_dict(self, sd: dict) -> None:
+        st, device = self.stepper, self.problem.device
+        self.problem.fields = {k: v.to(device) for k, v in sd["fields"].items()}
+        st.u = sd["u"].to(device)
+        st.state = restore_optimizer_state(st.optimizer, sd["state"], st.u.shape, device)
+        self.records = [StepRecord(**r) for r in sd["records"]]
 
     @staticmethod
     def _np(t):

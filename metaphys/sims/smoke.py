@@ -27,7 +27,6 @@ from a converged-density run, each GMRES iteration costs ~1 residual evaluation,
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -37,7 +36,9 @@ from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
 from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
-from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, default_optimizer
+from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
+from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_vector, fastest_forward,
+                                  optimizer_for)
 from metaphys.spec.params import smoke_parameters, smoke_sim_kwargs
 
 F64 = torch.float64
@@ -60,8 +61,10 @@ def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
     return arr
 
 
-class SmokeSim:
-    """Batched 2D smoke simulation (``batch`` independent sims of the same size)."""
+class SmokeSim(Sim):
+    """Batched 2D smoke simulation (``batch`` independent sims of the same size); one step per frame."""
+
+    step_unit = "frames"
 
     def __init__(self, resolution: Sequence[int] = (64, 64), *, emitters=None, obstacles=None,
                  obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 0.1,
@@ -116,11 +119,7 @@ class SmokeSim:
         for k, s in enumerate(self.obstacle_shapes):
             if s.get("type") not in ("circle", "box"):
                 raise ValueError(f"obstacle_shapes[{k}].type must be 'circle' or 'box', got {s.get('type')!r}")
-        if optimizer is not None and weights is not None:
-            raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
-        if optimizer is None and weights is not None:  # a path, self-tested at load
-            optimizer = self.fastest_optimizer(self.device, default_optimizer(self.device, weights))
-        self.optimizer = optimizer if optimizer is not None else self.fastest_optimizer(self.device)
+        self.optimizer = optimizer_for(optimizer, weights, self.device, fastest=True)
         self.frame = 0
         mask, bc = self._geometry(0)
         self.fluid = FluidProblem(mask, bc, rho=self.fluid_density, mu=self.viscosity, dt=self.dt)
@@ -148,13 +147,7 @@ class SmokeSim:
     def fastest_optimizer(device, optimizer=None):
         """The shipped (or given plain) Metamizer with the fastest measured forward pass: on CPU
         the frozen channels_last module of optim/fast.py (same steps to ~1e-6), else as is."""
-        from metaphys.optim.metamizer import Metamizer
-        if optimizer is None:
-            optimizer = default_optimizer(device)
-        if torch.device(device).type != "cpu" or type(optimizer) is not Metamizer:
-            return optimizer
-        from metaphys.optim.fast import FastMetamizer
-        return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale)
+        return fastest_forward(optimizer_for(optimizer, None, device), device)
 
     @staticmethod
     def default_emitter(h: int, w: int) -> np.ndarray:
@@ -259,21 +252,14 @@ class SmokeSim:
         return res.u, StepRecord(frame, res.iterations, msr(res.residual_norm), msr(res.residual_norms[0]), 0,
                                  res.hit_cap)
 
-    def run(self, frames: int, callback=None):
-        out = []
-        for _ in range(int(frames)):
-            self.step()
-            out.append(self.density.copy())
-            if callback is not None:
-                callback(self)
-        return np.stack(out)
-
     # --- results ------------------------------------------------------------------------------
     @property
     def density(self) -> np.ndarray:
         """[H, W] (batch 1) or [N, H, W] density on the grid corners, row 0 = top."""
         d = self.density_field[:, 0].cpu().numpy()
         return d[0] if self.n == 1 else d
+
+    field = density  # the protocol's result name (sims/base.py)
 
     @property
     def velocity(self) -> np.ndarray:
@@ -295,18 +281,19 @@ class SmokeSim:
     def state_dict(self) -> dict:
         """Everything needed to continue bit-identically (used by resumable bakes)."""
         return {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
-                "fluid_state": vars(self.fluid_state).copy(), "density_field": self.density_field.clone(),
-                "density_state": vars(self.density_state).copy(), "injected": self.injected.clone(),
+                "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
+                "density_field": self.density_field.clone(),
+                "density_state": optimizer_state(self.optimizer, self.density_state), "injected": self.injected.clone(),
                 "frame": self.frame, "records": [r.as_dict() for r in self.records],
                 "density_records": [r.as_dict() for r in self.density_records]}
 
     def load_state_dict(self, sd: dict) -> None:
-        from metaphys.optim.metamizer import MetamizerState
         self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
-        self.fluid_state = MetamizerState(**{k: v.to(self.device) for k, v in sd["fluid_state"].items()})
+        self.fluid_state = restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device)
         self.density_field = sd["density_field"].to(self.device)
-        self.density_state = MetamizerState(**{k: v.to(self.device) for k, v in sd["density_state"].items()})
+        self.density_state = restore_optimizer_state(self.optimizer, sd["density_state"], self.density_field.shape,
+                                                     self.device)
         self.injected = sd["injected"].to(self.device)
         self.frame = int(sd["frame"])
         self.records = [StepRecord(**r) for r in sd["records"]]

@@ -1,0 +1,87 @@
+"""The protocol every simulation follows (ClothSim, SmokeSim, DiffusionSim, WaveSim, BurgersSim).
+
+* Construction: the grid first (``ClothSim(rows, cols)``, ``SmokeSim(resolution)``,
+  ``DiffusionSim(shape)``, ``WaveSim(shape)``, ``BurgersSim(v0)``: the grid of its initial field),
+  everything else by keyword; every sim takes ``optimizer=`` (built) or ``weights=`` (a path) and
+  ``device=``; ``sims.common.optimizer_for`` turns them into the optimizer, in one place.
+* Stepping: ``step()`` advances one step (a frame for cloth and smoke) and returns its
+  ``StepRecord``, also kept in ``records``; ``run(n, callback=None)`` steps n times and returns
+  ``field`` after each step, stacked.
+* Result: ``field`` is the sim's state as a numpy array (cloth: world positions [rows*cols, 3];
+  smoke: density; the PDE sims: their unknown). The domain names (``positions``, ``density``,
+  ``velocity``, ``pressure``) stay beside it.
+* Health and resume: ``finite()``; ``state_dict()`` / ``load_state_dict()`` continue bit for bit.
+  The optimizer's per-problem state is saved in the optimizer's own format
+  (``optimizer_state`` / ``restore_optimizer_state``), so a bake with any optimizer resumes.
+"""
+from __future__ import annotations
+
+import operator
+from typing import List
+
+import numpy as np
+
+from metaphys.sims.common import StepRecord
+
+
+class Sim:
+    records: List[StepRecord]
+    step_unit = "steps"  # what one step() advances, as messages name it
+
+    def step(self) -> StepRecord:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def field(self) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load_state_dict(self, sd: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.field).all())
+
+    def run(self, steps: int, callback=None) -> np.ndarray:
+        """Advance ``steps`` (>= 1) steps; ``field`` after each, stacked: [steps, ...]. ``callback(sim)``
+        runs after every step (progress bars, early looks at the result)."""
+        if isinstance(steps, bool):
+            raise TypeError(f"{self.step_unit} must be an integer, got {steps!r}")
+        try:
+            n = operator.index(steps)
+        except TypeError:
+            raise TypeError(f"{self.step_unit} must be an integer, got {steps!r}") from None
+        if n < 1:
+            raise ValueError(f"{self.step_unit} must be >= 1, got {n}")
+        out = []
+        for _ in range(n):
+            self.step()
+            out.append(np.array(self.field, copy=True))
+            if callback is not None:
+                callback(self)
+        return np.stack(out)
+
+
+def optimizer_state(optimizer, state):
+    """An optimizer's per-problem state as tensors to save: the optimizer's own ``export_state`` where
+    it has one, else the fields of its state object (the Metamizer's dataclass)."""
+    if state is None:
+        return None
+    export = getattr(optimizer, "export_state", None)
+    return export(state) if export is not None else dict(vars(state))
+
+
+def restore_optimizer_state(optimizer, saved, shape, device):
+    """The state ``optimizer_state`` saved, rebuilt by the optimizer for an unknown of ``shape``:
+    a fresh ``init_state`` filled in (``import_state`` where the optimizer has one)."""
+    if saved is None:
+        return None
+    fresh = optimizer.init_state(tuple(shape), device=device)
+    load = getattr(optimizer, "import_state", None)
+    if load is not None:
+        return load(saved, fresh)
+    for name, value in saved.items():
+        setattr(fresh, name, value.to(device))
+    return fresh
