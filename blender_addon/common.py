@@ -1,6 +1,11 @@
 """What the add-on's scene readers (extract_cloth, extract_smoke) and results.py share: the
-user-facing error, the cache modifier's name and place in the stack, matrices, frame range, fps."""
+user-facing error, the cache modifier's name and place in the stack, matrices, frame range, fps,
+and atomic file writes."""
 from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
 
 import numpy as np
 
@@ -44,3 +49,24 @@ def frame_range(scene, settings) -> tuple[int, int]:
 
 def scene_fps(scene) -> float:
     return float(scene.render.fps) / float(scene.render.fps_base or 1.0)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """A temporary file beside ``path`` to write (same extension last, for writers that pick the format
+    by name); it replaces ``path`` when the body succeeds and is removed when it fails. The add-on runs
+    in Blender's Python without metaphys, so this is its one copy of metaphys.io.atomic.atomic_path."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".metaphys-tmp{ext}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        mask = os.umask(0)  # reading the umask means setting it: put it straight back
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # a new file's usual mode, not mkstemp's private 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

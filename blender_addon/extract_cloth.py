@@ -313,12 +313,10 @@ def cloth_spec(context, obj, frames_override: int | None = None):
     animated_matrix = len(mats) > 1 and float(np.abs(mats - mats[0]).max()) > 1e-7
     info = {"rows": rows, "cols": cols, "vertex_index": vidx, "frames": frames, "start_frame": f0,
             "animated_matrix": animated_matrix, "warnings": []}
-    if animated_matrix:
-        # One output_matrix cannot follow an animated object; the add-on maps each frame itself.
-        spec["output_matrix"] = np.eye(4).tolist()
-        info["world_to_local"] = [np.linalg.inv(m) for m in mats]
-    else:
-        spec["output_matrix"] = np.linalg.inv(mats[0]).tolist()
+    # the cache in object-local space: world -> local at each output frame's scene frame (the engine
+    # applies entry k to output frame k), or one matrix when the object does not move
+    spec["output_matrix"] = ([np.linalg.inv(m).tolist() for m in mats] if animated_matrix
+                             else np.linalg.inv(mats[0]).tolist())
 
     cl = []
     for c, shape, cs, hs in zip(colliders, shapes, col_c, col_h):

@@ -25,6 +25,7 @@ import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
 from . import cache, preferences, results, worker
+from .common import atomic_path
 from .extract_cloth import ExtractError, cloth_spec
 from .extract_smoke import smoke_spec
 
@@ -160,8 +161,6 @@ class BakeJob:
                 pc2 = os.path.join(self.staging.out_dir, "cloth.pc2")
                 if not os.path.exists(pc2):
                     raise RuntimeError("the worker finished but wrote no cloth.pc2")
-                if self.info.get("animated_matrix"):
-                    results.pc2_apply_matrices(pc2, self.info["world_to_local"])
             final = cache.commit(self.staging)
             self.staging = None
         except Exception as e:  # noqa: BLE001 - shown to the user
@@ -405,8 +404,6 @@ def export_alembic(context, obj, filepath: str = "") -> str:
         raise ExtractError(f"the bake of '{obj.name}' has no finished frames")
     path = os.path.abspath(bpy.path.abspath(filepath)) if filepath else os.path.join(folder, "cloth.abc")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cloth.", suffix=".metaphys-tmp.abc", dir=os.path.dirname(path))
-    os.close(fd)
     view_layer = context.view_layer
     selected = [o for o in view_layer.objects if o.select_get()]
     active = view_layer.objects.active
@@ -416,16 +413,12 @@ def export_alembic(context, obj, filepath: str = "") -> str:
             o.select_set(False)
         obj.select_set(True)
         view_layer.objects.active = obj
-        r = bpy.ops.wm.alembic_export(filepath=tmp, start=first, end=last, selected=True, uvs=True,
-                                      normals=True, flatten=False, as_background_job=False,
-                                      evaluation_mode="RENDER", check_existing=False)
-        if "FINISHED" not in r or os.path.getsize(tmp) == 0:
-            raise RuntimeError(f"Blender's Alembic exporter did not write {path!r} ({r})")
-        os.replace(tmp, path)  # a reader never sees a half-written cache
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:  # a reader never sees a half-written cache
+            r = bpy.ops.wm.alembic_export(filepath=tmp, start=first, end=last, selected=True, uvs=True,
+                                          normals=True, flatten=False, as_background_job=False,
+                                          evaluation_mode="RENDER", check_existing=False)
+            if "FINISHED" not in r or os.path.getsize(tmp) == 0:
+                raise RuntimeError(f"Blender's Alembic exporter did not write {path!r} ({r})")
     finally:
         obj.select_set(False)
         for o in selected:

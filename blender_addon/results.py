@@ -1,25 +1,24 @@
 """Bring bake results into the scene: Mesh Cache modifier (cloth), Volume object (smoke).
 
-Also the one numpy pass the add-on does on a result: ``pc2_apply_matrices`` maps a world-space
-PC2 to object-local space frame by frame when the object's transform is animated (the contract
-has a single ``output_matrix``).
+The add-on never rewrites a result: the engine writes the cloth cache in object-local space (the
+spec's ``output_matrix``, one per frame for an animated object) and records the VDB grids'
+transform in the manifest.
 """
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
-import struct
 
 import numpy as np
 
 from .common import CACHE_MODIFIER, cache_modifier_index
 
-__all__ = ["apply_cloth_cache", "remove_cloth_cache", "pc2_apply_matrices", "import_smoke_volume",
+__all__ = ["apply_cloth_cache", "remove_cloth_cache", "import_smoke_volume",
            "remove_smoke_volume", "vdb_files", "VOLUME_SUFFIX", "blend_path"]
 
 VOLUME_SUFFIX = " metaphys smoke"
-_PC2_HEADER = struct.Struct("<12siiffi")
 
 
 def blend_path(path: str) -> str:
@@ -31,25 +30,6 @@ def blend_path(path: str) -> str:
         except ValueError:  # other drive (Windows)
             return path
     return path
-
-
-def pc2_apply_matrices(path: str, matrices) -> None:
-    """Transform the positions of PC2 sample k by ``matrices[k]`` (4x4), in place (staging copy only)."""
-    with open(path, "r+b") as fh:
-        head = fh.read(_PC2_HEADER.size)
-        magic, _ver, V, _start, _rate, F = _PC2_HEADER.unpack(head)
-        if magic != b"POINTCACHE2\0":
-            raise RuntimeError(f"{path!r} is not a PC2 file")
-        data = np.fromfile(fh, dtype="<f4", count=F * V * 3).reshape(F, V, 3).astype(np.float64)
-        if F > len(matrices):
-            raise RuntimeError(f"{path!r} holds {F} frames, only {len(matrices)} transforms were given")
-        for k in range(F):
-            m = np.asarray(matrices[k], dtype=np.float64)
-            data[k] = data[k] @ m[:3, :3].T + m[:3, 3]
-        fh.seek(_PC2_HEADER.size)
-        fh.write(data.astype("<f4").tobytes())
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def apply_cloth_cache(obj, pc2_path: str, start_frame: int):
@@ -122,12 +102,15 @@ def _index_to_plane_local(g: dict) -> np.ndarray:
     return A
 
 
-def _assumed_index_to_object(spec: dict) -> np.ndarray:
-    """The engine's VDB transform if a grid cannot be read: voxel size = cell_size, origin 0."""
-    c = float(spec.get("cell_size", 1.0))
-    m = np.diag([c, c, c, 1.0])
-    m[:3, 3] = 0.5 * c
-    return m
+def engine_index_to_object(out_dir: str):
+    """The VDB grids' index-to-object transform as the engine recorded it in the bake's manifest.json
+    (``extra.vdb_index_to_world``, OpenVDB's row-vector form), as a column-vector 4x4; None if absent."""
+    try:
+        with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as fh:
+            recorded = (json.load(fh).get("extra") or {}).get("vdb_index_to_world")
+    except (OSError, ValueError):
+        return None
+    return None if recorded is None else np.asarray(recorded, dtype=np.float64).T
 
 
 def import_smoke_volume(context, domain, out_dir: str, spec: dict, geometry: dict, density_scale: float = 10.0):
@@ -165,8 +148,11 @@ def import_smoke_volume(context, domain, out_dir: str, spec: dict, geometry: dic
     # Blender loads file number (scene frame - frame_start + 1 + frame_offset).
     vol.frame_offset = first_num - 1
     vol.sequence_mode = "CLIP"
-    if M_g is None or abs(np.linalg.det(M_g[:3, :3])) < 1e-30:
-        M_g = _assumed_index_to_object(spec)
+    if M_g is None or abs(np.linalg.det(M_g[:3, :3])) < 1e-30:  # Blender could not read the grid's own
+        M_g = engine_index_to_object(out_dir)
+    if M_g is None:
+        raise RuntimeError(f"cannot place the smoke volume: {first!r} has no readable grid transform and the "
+                           "bake's manifest.json records none; bake again with this version of metaphys")
     A = _index_to_plane_local(geometry)
     D = np.array([list(r) for r in domain.matrix_world], dtype=np.float64)
     M = D @ A @ np.linalg.inv(M_g)

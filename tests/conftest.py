@@ -52,3 +52,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture
+def frames():
+    """A vertex cache: 4 frames of 15 random float32 positions (PC2, MDD)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((4, 15, 3)) * 10).astype(np.float32)

@@ -150,10 +150,15 @@ def cloth_args(seed, n, h, w):
     return (a, x, v, pw, px, spheres, boxes, rnd(n, 3), rnd(n, 3)) + params
 
 
+def _grid_full_args(name: str):
+    """(seed, n, h, w) -> a grid op's complete arguments (9-point stencil, pseudo-gradient)."""
+    _, make = OPS[name]
+    return lambda seed, n, h, w: make(gen(seed), (n, 1, h, w)) + (9, False)
+
+
 # op name -> (seed, n, h, w) -> its complete argument tuple (every op in metaphys.registry)
-FULL_ARGS = {name: (lambda name: lambda seed, n, h, w: OPS[name][1](gen(seed), (n, 1, h, w)) + (9, False))(name)
-             for name in OPS}
-FULL_ARGS.update({"fluid_loss_grad": fluid_args, "cloth_loss_grad": cloth_args})
+FULL_ARGS = {**{name: _grid_full_args(name) for name in OPS}, "fluid_loss_grad": fluid_args,
+             "cloth_loss_grad": cloth_args}
 TWINS = {**{name: twin for name, (twin, _) in OPS.items()}, "fluid_loss_grad": fluid_twin, "cloth_loss_grad": cloth_twin}
 
 

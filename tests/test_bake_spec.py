@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from metaphys.spec import schema as S
-from metaphys.spec.params import cloth_parameters
-from metaphys.spec.params import smoke_parameters
+from metaphys.spec.params import cloth_parameters, smoke_parameters
 
 
 def errors_of(kind, spec, **kw):
@@ -151,3 +150,21 @@ def test_smoke_schema_defaults_are_the_smoke_sims_defaults():
         default = S.SMOKE_SCHEMA[key].default
         sim_default = list(sig[key].default) if isinstance(default, list) else sig[key].default
         assert sim_default == default, (key, sim_default, default)
+
+
+def test_output_matrix_is_one_or_one_per_frame(tmp_path):
+    """An animated object's world -> local transform goes to the engine per frame, so the cache is
+    written in the object's space and no client rewrites it."""
+    from metaphys.bake.cloth import ClothWriter
+    shift = [np.eye(4) for _ in range(2)]
+    shift[1][:3, 3] = [1.0, 2.0, 3.0]
+    p = cloth_parameters({"rows": 16, "output_matrix": np.array(shift).tolist()})
+    w = ClothWriter(str(tmp_path), p, fmt="none")
+    grid = np.arange(16 * 16 * 3, dtype=np.float64).reshape(-1, 3)
+    assert np.array_equal(w._to_output(grid, 0), grid)
+    assert np.array_equal(w._to_output(grid, 1), grid + [1.0, 2.0, 3.0])
+    assert np.array_equal(w._to_output(grid, 7), grid + [1.0, 2.0, 3.0])  # a shorter list holds its last entry
+    assert np.array_equal(ClothWriter(str(tmp_path), cloth_parameters({"rows": 16, "output_matrix": shift[1].tolist()}),
+                                      fmt="none")._to_output(grid, 5), grid + [1.0, 2.0, 3.0])
+    with pytest.raises(S.SpecError, match=r"output_matrix: expected shape \[4, 4\] or \[frames, 4, 4\]"):
+        cloth_parameters({"output_matrix": np.zeros((2, 3, 4)).tolist()})

@@ -7,12 +7,6 @@ import pytest
 from metaphys.io.mdd import read_mdd, write_mdd
 
 
-@pytest.fixture
-def frames():
-    rng = np.random.default_rng(0)
-    return (rng.standard_normal((4, 15, 3)) * 10).astype(np.float32)
-
-
 def test_mdd_roundtrip(tmp_path, frames):
     p = tmp_path / "c.mdd"
     write_mdd(p, frames, fps=24.0)

@@ -8,12 +8,6 @@ import pytest
 from metaphys.io.pc2 import PC2Writer, append_pc2, read_pc2, read_pc2_header, truncate_pc2, write_pc2
 
 
-@pytest.fixture
-def frames():
-    rng = np.random.default_rng(0)
-    return (rng.standard_normal((4, 15, 3)) * 10).astype(np.float32)
-
-
 def test_pc2_roundtrip_header_and_size(tmp_path, frames):
     p = tmp_path / "c.pc2"
     write_pc2(p, frames, start=1.0, sample_rate=1.0)

@@ -165,4 +165,9 @@ def test_smoke_usda_references_the_vdb_sequence_with_velocity(tmp_path, weights_
     scale = (1.0 / 16) * 24.0
     assert np.allclose(v[..., 0], npz["velocity"][..., 0] * scale, atol=1e-6)
     assert np.allclose(v[..., 2], npz["velocity"][..., 1] * scale, atol=1e-6)
-    assert read_manifest(out / "manifest.json")["outputs"]["usd"] == "smoke.usda"
+    man = read_manifest(out / "manifest.json")
+    assert man["outputs"]["usd"] == "smoke.usda"
+    # the grids' transform, recorded for readers that cannot read it from a grid (the Blender add-on)
+    _, info = vdb.read_vdb_grid(out / "density" / "density_0002.vdb")
+    assert np.allclose(man["extra"]["vdb_index_to_world"], vdb.index_to_world(info["voxel_size"], info["origin"]))
+    assert np.allclose(np.diag(man["extra"]["vdb_index_to_world"])[:3], 1.0 / 16)

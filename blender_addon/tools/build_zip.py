@@ -17,6 +17,16 @@ import zipfile
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # blender_addon/
 
 
+def _addon_common():
+    """blender_addon/common.py (its atomic_path), loaded by file: this script runs outside Blender and the
+    add-on is not an importable package here."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("metaphys_addon_common", os.path.join(HERE, "common.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _excluded(rel: str, is_dir: bool, patterns: list[str]) -> bool:
     name = os.path.basename(rel)
     for p in patterns:
@@ -44,9 +54,8 @@ def build(out_dir: str) -> str:
     patterns = list(manifest.get("build", {}).get("paths_exclude_pattern", []))
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{manifest['id']}-{manifest['version']}.zip")
-    tmp = path + ".tmp"
     n = 0
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    with _addon_common().atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for base, dirs, files in os.walk(HERE):
             rel_base = os.path.relpath(base, HERE)
             rel_base = "" if rel_base == "." else rel_base.replace(os.sep, "/")
@@ -57,7 +66,6 @@ def build(out_dir: str) -> str:
                     continue
                 zf.write(os.path.join(base, f), rel)
                 n += 1
-    os.replace(tmp, path)
     print(f"{path} ({n} files)")
     return path
 

@@ -72,16 +72,18 @@ class ClothWriter:
         order = params.get("vertex_index")
         self.order = None if order is None else np.asarray(order, dtype=np.int64)
         m = params.get("output_matrix")
-        self.matrix = None if m is None else np.asarray(m, dtype=np.float64)
+        self.matrix = None if m is None else np.asarray(m, dtype=np.float64).reshape(-1, 4, 4)  # one per frame
         self.rest = None
         self.pc2_path = os.path.join(out, "cloth.pc2")
         self.pc2 = None
 
-    def _to_output(self, grid_positions: np.ndarray) -> np.ndarray:
-        """Grid-order world positions -> mesh-order positions with the output matrix applied."""
+    def _to_output(self, grid_positions: np.ndarray, index: int = 0) -> np.ndarray:
+        """Grid-order world positions of output frame ``index`` -> mesh-order positions with that
+        frame's output matrix applied (the rest mesh uses the first)."""
         p = grid_positions.reshape(-1, 3)
         if self.matrix is not None:
-            p = p @ self.matrix[:3, :3].T + self.matrix[:3, 3]
+            m = self.matrix[min(index, len(self.matrix) - 1)]
+            p = p @ m[:3, :3].T + m[:3, 3]
         if self.order is not None:
             out = np.empty_like(p)
             out[self.order] = p
@@ -121,7 +123,7 @@ class ClothWriter:
             self.rest = sim.rest_positions
             self._write_rest(self.rest)
         grid = sim.positions.reshape(-1, 3)
-        self.pc2.write(self._to_output(grid)[None].astype(np.float32))
+        self.pc2.write(self._to_output(grid, index)[None].astype(np.float32))
         files = {"pc2_sample": index}
         if self.fmt != "none":
             path = meshseq.sequence_path(os.path.join(self.out, "frames"), number, self.fmt)

@@ -377,6 +377,7 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
                 prog.emit("warning", frame=number, message=msg)
         for name, path in writer.finish(sim).items():
             manifest.outputs[name] = path
+        manifest.extra.update(getattr(writer, "manifest_extra", dict)())  # e.g. the VDB transform
         manifest.finish("complete")
         prog.emit("done", out=out, manifest=manifest_path, elapsed=round(time.time() - started, 3),
                   summary=manifest.summary())

@@ -54,6 +54,10 @@ class SmokeWriter:
             files["vdb"] = os.path.relpath(self._name(number, "vdb"), self.out)
         return files
 
+    def manifest_extra(self) -> dict:
+        """Facts readers of the bake need beside the files: the VDB grids' index-to-world transform."""
+        return {"vdb_index_to_world": vdb.index_to_world(self.cell_size).tolist()} if self.want_vdb else {}
+
     def finish(self, sim) -> Dict[str, str]:
         names = sorted(f for f in os.listdir(self.dir) if f.endswith(".npz"))
         frames = [np.clip(images.read_frame_npz(os.path.join(self.dir, f))["density"], 0, None) for f in names]

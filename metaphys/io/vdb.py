@@ -218,6 +218,18 @@ def _vec3(x, name: str) -> np.ndarray:
     return v
 
 
+def index_to_world(voxel_size=1.0, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """The grids' index-to-world transform (OpenVDB's row-vector form, translation in the last row):
+    voxel centres at ``origin + voxel_size * (index + 1/2)``. Bakes record it in their manifest, so
+    readers that cannot read a grid's own transform need not know this convention."""
+    vs = _vec3(voxel_size, "voxel_size")
+    if (vs <= 0).any():
+        raise ValueError(f"voxel_size must be > 0, got {voxel_size!r}")
+    m = np.diag([vs[0], vs[1], vs[2], 1.0])
+    m[3, :3] = _vec3(origin, "origin") + 0.5 * vs
+    return m
+
+
 def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "density", origin=(0.0, 0.0, 0.0),
                       transform=None, row0: str = "top", clamp_negative: bool = True, tolerance: float = 0.0,
                       metadata: dict | None = None, velocity=None, velocity_scale: float = 1.0) -> None:
@@ -251,12 +263,7 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
         if m.shape != (4, 4) or not np.isfinite(m).all():
             raise ValueError(f"transform must be a finite 4x4 matrix, got shape {m.shape}")
     else:
-        vs = _vec3(voxel_size, "voxel_size")
-        if (vs <= 0).any():
-            raise ValueError(f"voxel_size must be > 0, got {voxel_size!r}")
-        o = _vec3(origin, "origin")
-        m = np.diag([vs[0], vs[1], vs[2], 1.0])
-        m[3, :3] = o + 0.5 * vs
+        m = index_to_world(voxel_size, origin)
     # [D, H, W] -> VDB [x=W, y=D, z=H]
     vol = a.transpose(2, 0, 1)
     if row0 == "top":

@@ -51,8 +51,9 @@ CLOTH_SCHEMA: Dict[str, Key] = {
     "vertex_index": Key(Array("a list of rows*cols integers", integer=True), None,
                         "mesh vertex index of each grid vertex; caches and rest.obj are written in mesh order",
                         "grid order"),
-    "output_matrix": Key(Array("a 4x4 row-major matrix"), None,
-                         "applied to positions before writing (e.g. world -> object local)", "identity"),
+    "output_matrix": Key(Array("a 4x4 row-major matrix, or one per frame (frames x 4 x 4)"), None,
+                         "applied to positions before writing (e.g. world -> object local); per frame: output "
+                         "frame k uses entry k (a shorter list holds its last entry)", "identity"),
     "frames": Key(Int(1), 48, "number of frames"),
     "fps": Key(Number(0, lo_open=True, unit="frames per second"), 24.0, "time per frame = 1 / fps"),
     "start_frame": Key(Int(), 1, "number of the first baked frame"),
@@ -155,8 +156,9 @@ def _cloth_cross(p: dict, given: dict, errors: list) -> None:
         elif not np.array_equal(np.sort(vi), np.arange(nv)):
             errors.append(Invalid("vertex_index", f"expected a permutation of 0..{nv - 1} (one mesh vertex per "
                                                    "grid vertex), got repeated or out-of-range indices"))
-    if p["output_matrix"] is not None and p["output_matrix"].shape != (4, 4):
-        shape_err("output_matrix", "shape [4, 4]", p["output_matrix"])
+    om = p["output_matrix"]
+    if om is not None and not (om.shape == (4, 4) or (om.ndim == 3 and om.shape[1:] == (4, 4) and len(om))):
+        shape_err("output_matrix", "shape [4, 4] or [frames, 4, 4]", om)
     pw = p["pin_weights"]
     if pw is not None and pw.shape != (nv,):
         shape_err("pin_weights", f"{nv} numbers (rows*cols)", pw)

@@ -78,6 +78,7 @@ def main(argv=None):
             fps = float(spec.get("fps", 24))
             vidx = np.asarray(spec.get("vertex_index", np.arange(rows * cols)))
             M = np.asarray(spec.get("output_matrix", np.eye(4)), dtype=float)
+            M = M[None] if M.ndim == 2 else M  # one matrix, or one per output frame (the last holds)
             targets = np.asarray(spec.get("pin_targets", rest), dtype=float)
             if targets.ndim == 2:
                 targets = targets[None]
@@ -91,7 +92,8 @@ def main(argv=None):
                 p = (1 - w[:, None]) * (rest + 0.5 * g * t * t) + w[:, None] * tgt
                 mesh = np.empty_like(p)
                 mesh[vidx] = p
-                out.append(mesh @ M[:3, :3].T + M[:3, 3])
+                Mk = M[min(k, len(M) - 1)]
+                out.append(mesh @ Mk[:3, :3].T + Mk[:3, 3])
                 write_pc2(os.path.join(a.out, "cloth.pc2"), out)
                 time.sleep(delay)
                 emit(event="frame", frame=spec.get("start_frame", 1) + k, index=k, frames=frames, iterations=1,
