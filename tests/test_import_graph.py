@@ -124,3 +124,16 @@ def test_no_module_imports_itself_through_others():
 def test_subpackages_import_in_one_direction():
     cycle = find_cycle(subpackage_graph(import_graph()))
     assert cycle is None, "subpackage import loop: " + " -> ".join(cycle)
+
+
+# ARCHITECTURE.md's import layers: metaphys.<name> may import only from earlier layers
+LAYERS = [["version"], ["seeds", "registry", "io"], ["_fake"], ["_ops"], ["physics"], ["problems", "spec", "optim"],
+          ["sims"], ["bake", "eval"], ["train"], ["cli"], ["__main__"]]
+
+
+def test_subpackages_follow_the_documented_layers():
+    layer = {f"{PACKAGE}.{name}": k for k, names in enumerate(LAYERS) for name in names}
+    graph = subpackage_graph(import_graph())
+    assert set(graph) <= set(layer), f"not in LAYERS (add it here and in ARCHITECTURE.md): {set(graph) - set(layer)}"
+    wrong = [f"{a} -> {b}" for a, targets in graph.items() for b in targets if layer[b] >= layer[a]]
+    assert not wrong, "imports against the layers: " + ", ".join(sorted(wrong))
