@@ -7,7 +7,7 @@ from metaphys.optim.accelerate import SubspaceAccelerator
 from metaphys.optim.baselines import TorchOptimizer
 from metaphys.optim.solve import TimeStepper, solve
 from metaphys.sims.common import SolverSettings
-from metaphys.train.generators import make_laplace
+from metaphys.problems.grid import make_laplace
 
 F64 = torch.float64
 

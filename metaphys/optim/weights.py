@@ -19,9 +19,15 @@ import torch
 from metaphys.io.atomic import atomic_path, atomic_write_text
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
-from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path,  # noqa: F401
-                                         load_default_model, load_metadata, load_torchscript, metadata_path,
-                                         quiet_torchscript, sha256_of)
+from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path, load_default_model,
+                                         load_metadata, load_torchscript, metadata_path, quiet_torchscript,
+                                         sha256_of)
+
+# the file functions stay importable from here (their public home before weights_file.py)
+__all__ = ["DEFAULT_WEIGHTS", "WeightsError", "default_weights_path", "load_default_model", "load_metadata",
+           "load_torchscript", "metadata_path", "sha256_of", "script_model", "export_torchscript",
+           "unfold_torchscript_state", "load_state_dict_any", "model_from_snapshot", "self_test_problem",
+           "self_test", "SELF_TEST_SIZE", "SELF_TEST_ITERATIONS", "SELF_TEST_REDUCTION"]
 
 
 def script_model(model: MetamizerNet) -> torch.jit.ScriptModule:
