@@ -12,6 +12,7 @@ from typing import Dict, List
 import torch
 
 from metaphys.eval import cases
+from metaphys.io.atomic import atomic_path, atomic_write_text
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.metamizer import Metamizer
 from metaphys.optim.solve import DivergenceError, iterate
@@ -255,10 +256,7 @@ def write_report(results: Dict, path: str, weights_desc: str, wall: float) -> Li
     diverged = [k for k, r in results.items() if "diverged" in r]
     lines += ["", f"Diverged cases: {', '.join(diverged) if diverged else 'none'}.", ""]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write("\n".join(lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))
     _plot(results, os.path.splitext(path)[0] + ".png")
     return lines
 
@@ -277,9 +275,9 @@ def _plot(results: Dict, path: str) -> None:
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(path + ".tmp.png", path)
 
 
 def load_any(path: str):

@@ -148,10 +148,10 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
+        from metaphys.io.atomic import atomic_path
         for path, sd in ((self.pools_path(), self.pools_state_dict()), (self.checkpoint_path(), self.state_dict())):
-            tmp = path + ".tmp"
-            torch.save(sd, tmp)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:  # a killed save never leaves a half-written checkpoint
+                torch.save(sd, tmp)
 
     def load_checkpoint(self, path: Optional[str] = None) -> bool:
         path = path or self.checkpoint_path()
