@@ -105,11 +105,10 @@ def _resolve_threads(requested, params) -> int:
         return int(requested)
     if params.get("threads") is not None:
         return int(params["threads"])
-    if "resolution" not in params:  # cloth: the sim's own rule, so a bake and ClothSim(threads=None) agree
-        from metaphys.sims.cloth import threads_for_grid
-        return int(threads_for_grid(params["rows"], params["cols"]))
+    # the sims' own rule, so a bake and ClothSim/SmokeSim(threads=None) agree
+    from metaphys.sims.common import threads_for_grid
     shape = params.get("resolution") or (params["rows"], params["cols"])
-    return 1 if int(shape[0]) * int(shape[1]) <= 96 * 96 else os.cpu_count() or 1
+    return int(threads_for_grid(int(shape[0]), int(shape[1])))
 
 
 def cmd_bake(args) -> int:
@@ -146,7 +145,7 @@ def cmd_bake(args) -> int:
         torch.set_num_threads(threads)
         optimizer, sha = _load_optimizer(args.weights, args.device)
         if args.kind == "smoke":
-            sim = make_smoke_sim(params, optimizer, device=args.device)
+            sim = make_smoke_sim(params, optimizer, device=args.device, threads=threads)
             writer = SmokeWriter(args.out, params)
             manifest_params, settings = params, {"threads": threads, "device": args.device}
         else:

@@ -88,3 +88,27 @@ def test_other_density_solvers_agree_with_gmres(shipped_optimizer, solver):
     assert np.linalg.norm(d - ref) / np.linalg.norm(ref) <= 1e-4
     if solver == "fgmres-metamizer":   # plain Metamizer iterations may stall at their cap at 1e-6
         assert not any(r.hit_cap for r in sim.density_records)
+
+
+def test_threads_are_chosen_per_grid_and_restored(shipped_optimizer):
+    import torch
+    sim = _sim(shipped_optimizer)
+    assert sim.threads == 1          # 32^2: below the size where a second thread pays (threads_for_grid)
+    seen = []
+    original = sim.fluid.loss_and_grad
+
+    def spy(u):
+        seen.append(torch.get_num_threads())
+        return original(u)
+
+    sim.fluid.loss_and_grad = spy
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sim.step()
+        assert set(seen) == {1}                       # stepped on the sim's thread count...
+        assert torch.get_num_threads() == 2           # ... and the caller's count is back
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        _sim(shipped_optimizer, threads=0)

@@ -11,10 +11,10 @@ from metaphys.sims.smoke import SmokeSim
 from metaphys.io import images, preview, usd, vdb
 
 
-def make_smoke_sim(p: dict, optimizer, device: str = "cpu"):
+def make_smoke_sim(p: dict, optimizer, device: str = "cpu", threads=None):
     """The bake's SmokeSim from validated parameters; a parameter the sim refuses is an input error."""
     try:
-        return SmokeSim.from_params(p, optimizer=optimizer, device=device)
+        return SmokeSim.from_params(p, optimizer=optimizer, device=device, threads=threads)
     except (ValueError, TypeError, OSError) as exc:
         raise input_error(str(exc)) from None
 

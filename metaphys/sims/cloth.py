@@ -33,7 +33,8 @@ from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
 from metaphys.physics.cloth import ClothProblem, model_material
 from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import SolverSettings, StepRecord, check_positive, check_vector, optimizer_for
+from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_threads, check_vector,
+                                  optimizer_for, torch_threads)
 from metaphys.spec.params import cloth_parameters, cloth_sim_kwargs
 
 F64 = torch.float64
@@ -44,13 +45,6 @@ def _grid_int(name, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 16:
         raise ValueError(f"{name} must be an int >= 16 (the optimizer's minimum grid), got {v!r}")
     return int(v)
-
-
-def threads_for_grid(rows: int, cols: int) -> int:
-    """Fastest torch thread count for a grid: 1 up to 96^2 (a second thread costs more in
-    synchronization than it gains there, and is 10x slower on a busy machine), else all cores."""
-    import os
-    return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
 
 
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
@@ -99,9 +93,7 @@ class ClothSim(Sim):
         # on) replaces it: at 32^2, 100 it/frame, relative residual 3e-2 -> 1e-5 (curtain scene)
         self.line_search = bool(line_search)
         self.strain_limit = check_positive("strain_limit", strain_limit)
-        self.threads = threads_for_grid(rows, cols) if threads is None else int(threads)
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (or None for automatic), got {threads!r}")
+        self.threads = check_threads(threads, rows, cols)
         self.fps = check_positive("fps", fps)
         if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
             raise ValueError(f"substeps must be a positive int, got {substeps!r}")
@@ -247,12 +239,8 @@ class ClothSim(Sim):
     # --- stepping -----------------------------------------------------------------------------
     def step(self) -> StepRecord:
         """Advance one frame (``substeps`` solver steps); returns the frame's record."""
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             return self._step()
-        finally:
-            torch.set_num_threads(previous)
 
     def _solve_substep(self):
         """One backward-Euler step: Metamizer, then (per ``solver``) Newton's finishing stage.

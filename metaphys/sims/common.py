@@ -1,7 +1,9 @@
 """Shared pieces of the simulations: the speed/accuracy dial and per-step records."""
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, asdict
 from typing import Optional
 
@@ -113,3 +115,30 @@ def fastest_forward(optimizer, device):
         return optimizer
     from metaphys.optim.fast import FastMetamizer
     return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale)
+
+
+def threads_for_grid(rows: int, cols: int) -> int:
+    """Fastest torch thread count for a grid: 1 up to 96^2 (a second thread costs more in
+    synchronization than it gains there, and is 10x slower on a busy machine; measured on cloth),
+    else all cores (at most 4). Cloth and smoke sims and the CLI's bakes all use this rule."""
+    return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
+
+
+def check_threads(threads, rows: int, cols: int) -> int:
+    """``threads`` (None = automatic, ``threads_for_grid``) checked: an int >= 1."""
+    if threads is None:
+        return threads_for_grid(rows, cols)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1 (or None for automatic), got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with ``n`` torch intra-op threads, restoring the caller's count after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

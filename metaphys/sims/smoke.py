@@ -37,8 +37,8 @@ from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
 from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
 from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_vector, fastest_forward,
-                                  optimizer_for)
+from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_threads, check_vector,
+                                  fastest_forward, optimizer_for, torch_threads)
 from metaphys.spec.params import smoke_parameters, smoke_sim_kwargs
 
 F64 = torch.float64
@@ -74,10 +74,13 @@ class SmokeSim(Sim):
                  iterations_per_step: Optional[int] = 20, tol: Optional[float] = None,
                  max_iterations: int = 200, density_tol: float = 1e-6, density_max_iterations: int = 300,
                  density_solver: str = "gmres", emitter_smoothing: float = 1.0, guard: bool = True,
-                 batch: int = 1, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
+                 batch: int = 1, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
+                 threads: Optional[int] = None):
         if len(resolution) != 2 or min(int(r) for r in resolution) < 16:
             raise ValueError(f"resolution must be (rows, cols) with both >= 16, got {tuple(resolution)}")
         self.h, self.w = int(resolution[0]), int(resolution[1])
+        # torch threads while stepping (None: sims.common.threads_for_grid, the rule bakes use too)
+        self.threads = check_threads(threads, self.h, self.w)
         if not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
         self.n = batch
@@ -137,11 +140,12 @@ class SmokeSim(Sim):
         return cls.from_params(smoke_parameters(spec, size=size), optimizer=optimizer, device=device)
 
     @classmethod
-    def from_params(cls, p: dict, *, optimizer=None, device="cpu") -> "SmokeSim":
+    def from_params(cls, p: dict, *, optimizer=None, device="cpu", threads: Optional[int] = None) -> "SmokeSim":
         """Build from validated spec parameters (metaphys.spec.params.smoke_parameters), with the
         fastest measured forward pass of the given (or shipped) Metamizer."""
         optimizer = cls.fastest_optimizer(device, optimizer)
-        return cls(tuple(p["resolution"]), optimizer=optimizer, device=device, **smoke_sim_kwargs(p))
+        return cls(tuple(p["resolution"]), optimizer=optimizer, device=device, threads=threads,
+                   **smoke_sim_kwargs(p))
 
     @staticmethod
     def fastest_optimizer(device, optimizer=None):
@@ -199,6 +203,11 @@ class SmokeSim(Sim):
 
     # --- stepping -----------------------------------------------------------------------------
     def step(self) -> StepRecord:
+        """Advance one frame with ``threads`` torch threads; returns the fluid step's record."""
+        with torch_threads(self.threads):
+            return self._step()
+
+    def _step(self) -> StepRecord:
         frame = self.frame
         mask, bc = self._geometry(frame)
         em_np = self._pick(self.emitters, frame)
