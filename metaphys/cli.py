@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", help="TorchScript weights or a training snapshot (default weights/metamizer.pt)")
     e.add_argument("--out", default=os.path.join("benchmarks", "results", "eval.md"))
     e.add_argument("--quick", action="store_true", help="small sizes and few iterations (CI)")
-    e.add_argument("--only", help="comma-separated subset of cases")
+    e.add_argument("--only", help="comma-separated case families or names (laplace, laplace100, diffusion, ...)")
     e.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("export-weights", help="export a training snapshot as the TorchScript weights contract")
