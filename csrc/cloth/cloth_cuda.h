@@ -1,15 +1,16 @@
-// Launcher of the CUDA cloth kernel (plain CUDA C++, no ATen): cloth_cuda.cu implements it,
-// cloth_cuda_binding.cpp (ATen glue) allocates the buffers and calls it on the current stream.
+// Host interface of the cloth_loss_grad CUDA kernels (cloth_cuda.cu, plain CUDA C++), called
+// through run_cuda (common/cuda_binding.h) by cloth_cuda_binding.cpp.
 #pragma once
-#include <cuda_runtime.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
 
 #include "cloth/cloth_math.h"
 
 namespace metaphys {
-namespace cloth {
 
-// g: inputs, zero-filled work planes (kWorkPlanes * N*(H+2)*(W+2) doubles) and grad set; loss: device [N].
-cudaError_t launch_cloth_loss_grad(Args g, double* loss, cudaStream_t stream);
+// g: the inputs (cloth_args); the launcher points the work planes into `scratch`.
+int64_t cloth_cuda_scratch(const cloth::Args& g);
+cudaError_t cloth_cuda_launch(const cloth::Args& g, double* loss, double* grad, double* scratch, cudaStream_t stream);
 
-}  // namespace cloth
 }  // namespace metaphys

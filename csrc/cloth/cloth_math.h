@@ -10,19 +10,16 @@
 //           parts that belong to the vertex's own two edges already summed
 //                                                                             (cloth_element_at)
 //   pass C  gather the edge gradients into d loss / d a                       (cloth_grad_at)
-// then the caller sums cell_loss per sample in a fixed order.
+// cloth_element_at returns the vertex's whole energy; the caller sums them per sample in a fixed order.
 //
-// Work planes are [N, H+2, W+2] with a zero halo (zeroed by the caller), point (i, j) at
-// (i+1)*(W+2) + (j+1); elements that do not exist store 0, so gathers need no bounds checks.
+// Work planes are [N, H+2, W+2] with a zero halo (the caller zeroes only the halo: passes A and B
+// write every interior entry), point (i, j) at (i+1)*(W+2) + (j+1); elements that do not exist
+// store 0, so gathers need no bounds checks.
 #pragma once
 #include <math.h>
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define MP_HD __host__ __device__ __forceinline__
-#else
-#define MP_HD inline
-#endif
+#include "common/hd.h"
 
 namespace metaphys {
 namespace cloth {
@@ -75,6 +72,7 @@ MP_HD int64_t pidx(const Args& g, int64_t n, int64_t i, int64_t j) {
   return (n * (g.H + 2) + i + 1) * (g.W + 2) + j + 1;
 }
 MP_HD int64_t plane_size(const Args& g) { return g.N * (g.H + 2) * (g.W + 2); }
+MP_HD int64_t work_doubles(const Args& g) { return kWorkPlanes * plane_size(g); }
 MP_HD V3 get3(const Args& g, int plane, int64_t k) {
   const int64_t sz = plane_size(g);
   const double* p = g.work + plane * sz + k;
@@ -220,7 +218,8 @@ MP_HD void cloth_vertex_at(const Args& g, int64_t n, int64_t i, int64_t j) {
 }
 
 // ---- pass B --------------------------------------------------------------------------------
-MP_HD void cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+// Returns the vertex's energy: its per-vertex terms (pass A) plus the elements it owns.
+MP_HD double cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   const int64_t k = pidx(g, n, i, j);
   const int64_t s = g.W + 2;
   const double hw = (double)(g.H * g.W);
@@ -281,7 +280,9 @@ MP_HD void cloth_element_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   set3(g, kQB, k, gb);
   set3(g, kBV1, k, gbv1);
   set3(g, kBH1, k, gbh1);
-  g.work[kLOSS * plane_size(g) + k] += e;
+  double& energy = g.work[kLOSS * plane_size(g) + k];
+  energy += e;
+  return energy;
 }
 
 // total gradient w.r.t. the vertical edge vector (i,j)->(i+1,j) at flat index k

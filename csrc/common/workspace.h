@@ -1,8 +1,6 @@
-// Shared CPU helpers of the staggered-grid kernels (fluid, cloth): padded work planes with a
-// zeroed halo, per-thread scratch memory, and a row-parallel loop.
+// CPU scratch of the staggered-grid kernels (fluid, cloth): padded work planes with a zeroed halo.
 #pragma once
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
@@ -12,6 +10,7 @@ namespace workspace {
 
 // Zero the one-cell halo of each of the `planes` padded [H+2, W+2] planes of `work`; every
 // interior entry is written by a pass before any pass reads it, so no full zero fill is needed.
+// The CUDA twin is launch_zero_halo (common/workspace_cuda.cuh).
 inline void zero_halo(double* work, int64_t planes, int64_t H, int64_t W) {
   const int64_t Hp = H + 2, Wp = W + 2;
   for (int64_t p = 0; p < planes; ++p) {
@@ -52,13 +51,11 @@ inline Scratch work_buffer(int64_t n, const at::TensorOptions& opts) {
   return s;
 }
 
-// `work` = entries per parallel chunk (rows per chunk = work / w).
-template <typename F>
-void for_rows(int64_t rows, int64_t w, const F& f, int64_t work = 4096) {
-  const int64_t grain = std::max<int64_t>(1, work / std::max<int64_t>(1, w));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) f(r);
-  });
+// Padded work planes with a zero halo, ready for the passes.
+inline Scratch halo_planes(int64_t planes, int64_t H, int64_t W, const at::TensorOptions& opts) {
+  Scratch s = work_buffer(planes * (H + 2) * (W + 2), opts);
+  zero_halo(s.ptr, planes, H, W);
+  return s;
 }
 
 }  // namespace workspace

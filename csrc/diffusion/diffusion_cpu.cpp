@@ -1,15 +1,9 @@
-// diffusion_loss_grad, CPU. Backward-Euler advection-diffusion residual (velocity channels:
-// 0 = v_y, 1 = v_x), with c~ = m*b + (1-m)*c:
-//   r = (c~ - c_old)/dt - D*L(c~) + v_x*Dx_c(c~) + v_y*Dy_c(c~) + div(v)*c~ - R,  div(v) = Dx_c v_x + Dy_c v_y
-// loss = sum(free*r^2) / N, N = max(1, sum free). With q = free*r:
-//   pseudo gradient (L's neighbours and v.grad c detached): 2/N * free * (1/dt - D*w_c + div v) * q
-//   true gradient: 2/N * free * (q/dt - D*L(q) - Dx_c(v_x q) - Dy_c(v_y q) + div(v)*q)
-//   (L^T = L and Dx_c^T = -Dx_c under zero padding).
-// One fused sweep (stencil.h): rows of (q, v_x q, v_y q, div v) are computed into a window.
-// Twin: metaphys.physics.diffusion.diffusion_twin.
+// diffusion_loss_grad, CPU (math in diffusion_math.h): one fused sweep (common/row_window.h), rows
+// of (q, v_x q, v_y q, div v) are computed into a window from windows of c~, v_y and v_x rows.
 #include <torch/library.h>
 
-#include "diffusion/diffusion.h"
+#include "common/row_window.h"
+#include "diffusion/diffusion_args.h"
 
 namespace metaphys {
 namespace {
@@ -22,30 +16,30 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
                                                            const at::Tensor& vel, const at::Tensor& source,
                                                            const at::Tensor& D, const at::Tensor& dt,
                                                            int64_t stencil_size, bool true_grad) {
-  check_diffusion_inputs(c, c_old, mask, bc, vel, source, D, dt, stencil_size);
-  stencil::check_cpu(c, "diffusion_loss_grad");
-  stencil::check_param_values(D, "D", /*positive=*/false);
-  stencil::check_param_values(dt, "dt", /*positive=*/true);
-  const int64_t N = c.size(0), H = c.size(2), W = c.size(3);
+  const diffusion::Args g = diffusion_args(c, c_old, mask, bc, vel, source, D, dt, stencil_size, true_grad);
+  check_cpu(c, "diffusion_loss_grad");
+  check_param_values(D, "D", /*positive=*/false);
+  check_param_values(dt, "dt", /*positive=*/true);
+  const int64_t N = g.N, H = g.H, W = g.W;
   const int64_t HW = H * W;
   at::Tensor loss = at::empty({N}, c.options());
   at::Tensor grad = at::empty_like(c);
   const std::vector<double> count = stencil::free_counts(mask, 1);
 
-  const double* C = c.const_data_ptr<double>();
-  const double* C0 = c_old.const_data_ptr<double>();
-  const double* M = mask.const_data_ptr<double>();
-  const double* B = bc.const_data_ptr<double>();
-  const double* V = vel.const_data_ptr<double>();
-  const double* R = source.const_data_ptr<double>();
-  const double* Dp = D.const_data_ptr<double>();
-  const double* DT = dt.const_data_ptr<double>();
+  const double* C = g.c;
+  const double* C0 = g.c_old;
+  const double* M = g.mask;
+  const double* B = g.bc;
+  const double* V = g.vel;
+  const double* R = g.source;
+  const double* Dp = g.D;
+  const double* DT = g.dt;
   double* G = grad.mutable_data_ptr<double>();
   std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
 
   auto fill_ct = [&](int64_t n, int64_t i, double* out) {
     const int64_t o = n * HW + i * W;
-    for (int64_t j = 0; j < W; ++j) out[j] = M[o + j] * B[o + j] + (1.0 - M[o + j]) * C[o + j];
+    for (int64_t j = 0; j < W; ++j) out[j] = stencil::impose(M[o + j], B[o + j], C[o + j]);
   };
   auto fill_vy = [&](int64_t n, int64_t i, double* out) {
     const double* src = V + 2 * n * HW + i * W;
@@ -58,8 +52,7 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
 
   stencil::dispatch_stencil(stencil_size, [&](auto S_) {
     constexpr int S = decltype(S_)::value;
-    constexpr double wc = stencil::centre<S>();
-    stencil::for_rows(N, H, W, [&](int64_t begin, int64_t end) {
+    for_rows(N * H, W, stencil::kChunkCells, [&](int64_t begin, int64_t end) {
       const stencil::OwnedRows own{begin, end};
       RowWindow ct(H, W, false), vy(H, W, false), vx(H, W, false);
       RowWindow qw(H, W, false, 4);  // fields: q, v_x*q, v_y*q, div v
@@ -76,11 +69,8 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
         const double Dn = Dp[n], dtn = DT[n];
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
-          const double cc = c3.mid[j];
-          const double div = stencil::dx_c(x3, j) + stencil::dy_c(y3, j);
-          const double r = (cc - C0[o + j]) / dtn - Dn * stencil::laplacian<S>(c3, j) +
-                           x3.mid[j] * stencil::dx_c(c3, j) + y3.mid[j] * stencil::dy_c(c3, j) + div * cc -
-                           R[o + j];
+          const double div = diffusion::divergence(x3.at(j), y3.at(j));
+          const double r = diffusion::residual<S>(c3.at(j), x3.at(j), y3.at(j), div, C0[o + j], R[o + j], Dn, dtn);
           const double q = (1.0 - M[o + j]) * r;
           acc += q * r;
           oq[j] = q;
@@ -99,23 +89,18 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
         const double Dn = Dp[n], dtn = DT[n], scale = 2.0 / count[n];
         if (true_grad) {
           for (int64_t j = 0; j < W; ++j) {
-            const double q = q3.mid[j];
-            const double g = q / dtn - Dn * stencil::laplacian<S>(q3, j) - stencil::dx_c(xq3, j) -
-                             stencil::dy_c(yq3, j) + div[j] * q;
-            G[o + j] = scale * (1.0 - M[o + j]) * g;
+            G[o + j] = diffusion::grad_true<S>(q3.at(j), xq3.at(j), yq3.at(j), 1.0 - M[o + j], div[j], Dn, dtn, scale);
           }
         } else {
           for (int64_t j = 0; j < W; ++j) {
-            G[o + j] = scale * (1.0 - M[o + j]) * (1.0 / dtn - Dn * wc + div[j]) * q3.mid[j];
+            G[o + j] = diffusion::grad_pseudo<S>(q3.mid[j], 1.0 - M[o + j], div[j], Dn, dtn, scale);
           }
         }
       }
     });
   });
 
-  double* L = loss.mutable_data_ptr<double>();
-  stencil::sum_rows(partial, N, H, L);
-  for (int64_t n = 0; n < N; ++n) L[n] /= count[n];
+  stencil::finish_loss(partial, count, H, loss.mutable_data_ptr<double>());
   return {loss, grad};
 }
 

@@ -1,94 +1,81 @@
-// CUDA kernel of metaphys::fluid_loss_grad: the passes of fluid_math.h, one thread per grid point
-// (grid-stride loops), and deterministic per-sample reductions (one block per sample, fixed
-// strided partial sums + a fixed shared-memory tree). Plain CUDA C++: no ATen headers here.
-#include <cuda_runtime.h>
-
+// fluid_loss_grad, CUDA: the passes of fluid_math.h, one thread per grid point in 2-D tiles
+// (common/launch_cuda.cuh), and two-level deterministic per-sample reductions for the means and
+// the loss (common/reduce_cuda.cuh). The work planes get only their halo zeroed.
+#include "common/reduce_cuda.cuh"
+#include "common/workspace_cuda.cuh"
 #include "fluid/fluid_cuda.h"
-#include "fluid/fluid_math.h"
 
 namespace metaphys {
-namespace fluid {
 namespace {
 
-constexpr int kThreads = 256;
+using namespace cudak;
+using namespace fluid;
 
-__device__ double block_sum(double v) {
-  __shared__ double buf[kThreads];
-  buf[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = kThreads / 2; half > 0; half /= 2) {
-    if ((int)threadIdx.x < half) buf[threadIdx.x] += buf[threadIdx.x + half];
-    __syncthreads();
+// Channel ch (0 = a, 1 = p) of the unknown u [N, 2, H, W].
+struct Channel {
+  const double* u;
+  int H, W, ch;
+  __device__ double operator()(int64_t n, int i, int j) const {
+    return u[((n * 2 + ch) * H + i) * static_cast<int64_t>(W) + j];
   }
-  const double r = buf[0];
-  __syncthreads();
-  return r;
-}
-
-// means[n] = mean of a, means[N + n] = mean of p; one block per sample
-__global__ void means_kernel(Args g, double* means) {
-  const int64_t n = blockIdx.x;
-  const int64_t hw = g.H * g.W;
-  const double* a = g.u + n * 2 * hw;
-  const double* p = a + hw;
-  double sa = 0.0, sp = 0.0;
-  for (int64_t k = threadIdx.x; k < hw; k += kThreads) {
-    sa += a[k];
-    sp += p[k];
+};
+struct ToMean {
+  double cells;
+  double* mean;
+  __device__ void operator()(int64_t n, double s) const { mean[n] = s / cells; }
+};
+// loss = sum of the point contributions + the gauge terms
+struct ToFluidLoss {
+  const double* mean_a;
+  const double* mean_p;
+  double w_a, w_p;
+  double* loss;
+  __device__ void operator()(int64_t n, double s) const {
+    loss[n] = s + w_a * mean_a[n] * mean_a[n] + w_p * mean_p[n] * mean_p[n];
   }
-  sa = block_sum(sa);
-  sp = block_sum(sp);
-  if (threadIdx.x == 0) {
-    means[n] = sa / (double)hw;
-    means[g.N + n] = sp / (double)hw;
-  }
-}
+};
 
 template <int PASS>
-__global__ void pass_kernel(Args g) {
-  const int64_t total = g.N * g.H * g.W;
-  for (int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; t < total; t += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t j = t % g.W;
-    const int64_t i = (t / g.W) % g.H;
-    const int64_t n = t / (g.W * g.H);
-    if (PASS == 1) fluid_velocity_at(g, n, i, j);
-    if (PASS == 2) fluid_residual_at(g, n, i, j);
-    if (PASS == 3) fluid_adjoint_at(g, n, i, j);
-    if (PASS == 4) fluid_grad_a_at(g, n, i, j);
-  }
-}
-
-// loss[n] = sum of cell_loss over the sample + gauge terms; one block per sample
-__global__ void loss_kernel(Args g, const double* means, double* loss) {
-  const int64_t n = blockIdx.x;
-  const int64_t hw = g.H * g.W;
-  double s = 0.0;
-  for (int64_t t = threadIdx.x; t < hw; t += kThreads) s += g.cell_loss[pidx(g, n, t / g.W, t % g.W)];
-  s = block_sum(s);
-  if (threadIdx.x == 0) {
-    const double ma = means[n], mp = means[g.N + n];
-    loss[n] = s + g.w_a * ma * ma + g.w_p * mp * mp;
+__global__ void fluid_pass_kernel(Args g, Shape s, double* __restrict__ partials) {
+  const Cell c = this_cell();
+  const bool in = c.in(s.H, s.W);
+  if constexpr (PASS == 2) {
+    store_block_partial(in ? fluid_residual_at(g, c.n, c.i, c.j) : 0.0, partials);
+  } else if (in) {
+    if constexpr (PASS == 1) fluid_velocity_at(g, c.n, c.i, c.j);
+    if constexpr (PASS == 3) fluid_adjoint_at(g, c.n, c.i, c.j);
+    if constexpr (PASS == 4) fluid_grad_a_at(g, c.n, c.i, c.j);
   }
 }
 
 }  // namespace
 
-cudaError_t launch_fluid_loss_grad(Args g, double* means, double* loss, cudaStream_t stream) {
-  if (g.N == 0) return cudaSuccess;
+// work planes, then means [2N], then two partial arrays [N * blocks_per_sample]
+int64_t fluid_cuda_scratch(const Args& g) {
+  return work_doubles(g) + 2 * g.N + 2 * g.N * shape_of(g.N, g.H, g.W).blocks_per_sample();
+}
+
+cudaError_t fluid_cuda_launch(const Args& args, double* loss, double* grad, double* scratch, cudaStream_t stream) {
+  Args g = args;
+  const Shape s = shape_of(g.N, g.H, g.W);
+  assign_work(g, scratch);
+  double* means = scratch + work_doubles(g);
+  double* part_a = means + 2 * g.N;
+  double* part_p = part_a + g.N * s.blocks_per_sample();
   g.mean_a = means;
   g.mean_p = means + g.N;
-  const int64_t total = g.N * g.H * g.W;
-  int64_t blocks = (total + kThreads - 1) / kThreads;
-  if (blocks > 65535) blocks = 65535;
-  const unsigned nb = (unsigned)blocks, ns = (unsigned)g.N;
-  means_kernel<<<ns, kThreads, 0, stream>>>(g, means);
-  pass_kernel<1><<<nb, kThreads, 0, stream>>>(g);
-  pass_kernel<2><<<nb, kThreads, 0, stream>>>(g);
-  pass_kernel<3><<<nb, kThreads, 0, stream>>>(g);
-  pass_kernel<4><<<nb, kThreads, 0, stream>>>(g);
-  loss_kernel<<<ns, kThreads, 0, stream>>>(g, means, loss);
+  g.grad = grad;
+  launch_zero_halo(scratch, kWorkPlanes * g.N, s.H, s.W, stream);
+  launch_cell_partials(s, Channel{g.u, s.H, s.W, 0}, part_a, stream);
+  launch_cell_partials(s, Channel{g.u, s.H, s.W, 1}, part_p, stream);
+  launch_finish_sums(part_a, s, ToMean{static_cast<double>(s.plane()), means}, stream);
+  launch_finish_sums(part_p, s, ToMean{static_cast<double>(s.plane()), means + g.N}, stream);
+  fluid_pass_kernel<1><<<s.grid(), s.block(), 0, stream>>>(g, s, part_a);
+  fluid_pass_kernel<2><<<s.grid(), s.block(), 0, stream>>>(g, s, part_a);
+  fluid_pass_kernel<3><<<s.grid(), s.block(), 0, stream>>>(g, s, part_a);
+  fluid_pass_kernel<4><<<s.grid(), s.block(), 0, stream>>>(g, s, part_a);
+  launch_finish_sums(part_a, s, ToFluidLoss{g.mean_a, g.mean_p, g.w_a, g.w_p, loss}, stream);
   return cudaGetLastError();
 }
 
-}  // namespace fluid
 }  // namespace metaphys

@@ -1,16 +1,16 @@
-// Launcher of the CUDA fluid kernel (plain CUDA C++, no ATen): fluid_cuda.cu implements it,
-// fluid_cuda_binding.cpp (ATen glue) allocates the buffers and calls it on the current stream.
+// Host interface of the fluid_loss_grad CUDA kernels (fluid_cuda.cu, plain CUDA C++), called
+// through run_cuda (common/cuda_binding.h) by fluid_cuda_binding.cpp.
 #pragma once
-#include <cuda_runtime.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
 
 #include "fluid/fluid_math.h"
 
 namespace metaphys {
-namespace fluid {
 
-// g: inputs, work planes (zero-filled, kWorkPlanes * N*(H+2)*(W+2) doubles) and grad set;
-// means: device buffer of 2*N doubles (written: mean_a, mean_p); loss: device [N].
-cudaError_t launch_fluid_loss_grad(Args g, double* means, double* loss, cudaStream_t stream);
+// g: the inputs (fluid_args); the launcher points the work planes and means into `scratch`.
+int64_t fluid_cuda_scratch(const fluid::Args& g);
+cudaError_t fluid_cuda_launch(const fluid::Args& g, double* loss, double* grad, double* scratch, cudaStream_t stream);
 
-}  // namespace fluid
 }  // namespace metaphys

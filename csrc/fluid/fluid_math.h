@@ -10,25 +10,23 @@
 //           per-point loss contribution                                     (fluid_residual_at)
 //   pass 3  adjoint: d loss / d v_new on both grids, d loss / d p           (fluid_adjoint_at)
 //   pass 4  d loss / d a = curl^T (d loss / d v_new) + gauge term            (fluid_grad_a_at)
-// then the caller sums cell_loss per sample (fixed order) and adds the gauge terms.
+// fluid_residual_at returns the point's loss contribution; the caller sums them per sample (fixed
+// order) and adds the gauge terms.
 //
 // Work arrays are planes with a one-cell zero halo: [N, H+2, W+2], point (i, j) at
-// (i+1)*(W+2) + (j+1). The halo is zero (the caller zeroes it: the CPU binding the halo only,
-// the CUDA binding the whole buffer) and never written, so neighbour reads need no bounds checks
-// and read 0 outside the grid, which is the zero padding of the twin.
+// (i+1)*(W+2) + (j+1). The halo is zero (the caller zeroes only the halo: every interior entry is
+// written by a pass before a later pass reads it) and never written, so neighbour reads need no
+// bounds checks and read 0 outside the grid, which is the zero padding of the twin.
 #pragma once
 #include <stdint.h>
 
-#if defined(__CUDACC__)
-#define MP_HD __host__ __device__ __forceinline__
-#else
-#define MP_HD inline
-#endif
+#include "common/hd.h"
+#include "common/stencil_math.h"
 
 namespace metaphys {
 namespace fluid {
 
-constexpr int kWorkPlanes = 21;  // number of padded work planes the caller allocates
+constexpr int kWorkPlanes = 20;  // number of padded work planes the caller allocates
 
 struct Args {
   // inputs (unpadded, contiguous)
@@ -51,7 +49,6 @@ struct Args {
   double* pa; double* pb;   // gy*Dx_m(vyb), gy*Dx_p(vyb)
   double* pc; double* pe;   // gx*Dy_m(vxb), gx*Dy_p(vxb)
   double* gvxn; double* gvyn;
-  double* cell_loss;
   const double* mean_a;  // [N]
   const double* mean_p;  // [N]
   // outputs
@@ -71,12 +68,8 @@ MP_HD bool in_crop(const Args& g, int64_t i, int64_t j) {
   return i >= 1 && i <= g.H - 2 && j >= 1 && j <= g.W - 2;
 }
 
-// isotropic 9-point Laplacian 1/4*[[1,2,1],[2,-12,2],[1,2,1]] of a padded plane at flat index k
-MP_HD double lap9(const double* x, int64_t k, int64_t s) {
-  const double diag = x[k - s - 1] + x[k - s + 1] + x[k + s - 1] + x[k + s + 1];
-  const double axis = x[k - s] + x[k + s] + x[k - 1] + x[k + 1];
-  return 0.25 * diag + 0.5 * axis - 3.0 * x[k];
-}
+// isotropic 9-point Laplacian (common/stencil_math.h) of a padded plane at flat index k
+MP_HD double lap9(const double* x, int64_t k, int64_t s) { return stencil::laplacian<9>(stencil::PlaneNb{x + k, s}); }
 
 // Dirichlet flags / values of the faces from the corner mask and bc
 MP_HD double face_cx(const Args& g, int64_t n, int64_t i, int64_t j) {
@@ -110,14 +103,14 @@ MP_HD void fluid_velocity_at(const Args& g, int64_t n, int64_t i, int64_t j) {
 }
 
 // ---- pass 2 ------------------------------------------------------------------------------
-MP_HD void fluid_residual_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+// Returns the point's contribution to the loss (before the gauge terms).
+MP_HD double fluid_residual_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   const int64_t k = pidx(g, n, i, j);
   const int64_t s = g.W + 2;
   if (!in_crop(g, i, j)) {
     g.gx[k] = 0.0; g.gy[k] = 0.0; g.sx[k] = 0.0; g.sy[k] = 0.0; g.tx[k] = 0.0; g.bx[k] = 0.0;
     g.ly[k] = 0.0; g.ry[k] = 0.0; g.pa[k] = 0.0; g.pb[k] = 0.0; g.pc[k] = 0.0; g.pe[k] = 0.0;
-    g.cell_loss[k] = 0.0;
-    return;
+    return 0.0;
   }
   const double ncrop = (double)((g.H - 2) * (g.W - 2));
   const double rho = g.rho[n], mu = g.mu[n], dt = g.dt[n];
@@ -157,8 +150,7 @@ MP_HD void fluid_residual_at(const Args& g, int64_t n, int64_t i, int64_t j) {
   g.pb[k] = gy * dxp_y;
   g.pc[k] = gx * dym_x;
   g.pe[k] = gx * dyp_x;
-  g.cell_loss[k] = g.w_nav * (fx * rx * rx + fy * ry * ry) / ncrop +
-                   g.w_bound * (cx * ex * ex + cy * ey * ey) / (2.0 * ncrop);
+  return g.w_nav * (fx * rx * rx + fy * ry * ry) / ncrop + g.w_bound * (cx * ex * ex + cy * ey * ey) / (2.0 * ncrop);
 }
 
 // ---- pass 3 ------------------------------------------------------------------------------
@@ -204,10 +196,11 @@ MP_HD void fluid_grad_a_at(const Args& g, int64_t n, int64_t i, int64_t j) {
 }
 
 // Point the Args work planes into one buffer (zero halo) of kWorkPlanes * N*(H+2)*(W+2) doubles.
+MP_HD int64_t work_doubles(const Args& g) { return kWorkPlanes * g.N * (g.H + 2) * (g.W + 2); }
 inline void assign_work(Args& g, double* work) {
   const int64_t sz = g.N * (g.H + 2) * (g.W + 2);
   double** planes[kWorkPlanes] = {&g.vxn, &g.vyn, &g.dvx, &g.dvy, &g.vxb, &g.vyb, &g.gx, &g.gy, &g.sx, &g.sy, &g.tx,
-                                  &g.bx, &g.ly, &g.ry, &g.pa, &g.pb, &g.pc, &g.pe, &g.gvxn, &g.gvyn, &g.cell_loss};
+                                  &g.bx, &g.ly, &g.ry, &g.pa, &g.pb, &g.pc, &g.pe, &g.gvxn, &g.gvyn};
   for (int q = 0; q < kWorkPlanes; ++q) *planes[q] = work + q * sz;
 }
 

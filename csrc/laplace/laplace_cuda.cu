@@ -1,5 +1,6 @@
-// laplace_loss_grad, CUDA twin of laplace_cpu.cpp (same formulas, see there):
-//   r = L(u~) + f, q = free*r, loss = sum(q*r)/N;  pseudo grad = 2/N*w_c*free*q;  true grad = 2/N*free*L(q).
+// laplace_loss_grad, CUDA (math in laplace_math.h): a residual kernel (loss partials, and the
+// pseudo-gradient or q), then for the true gradient a second stencil over q.
+#include "common/reduce_cuda.cuh"
 #include "common/stencil_cuda.cuh"
 #include "laplace/laplace_cuda.h"
 
@@ -8,85 +9,76 @@ namespace {
 
 using namespace cudak;
 
-// Residual, per-block loss partials, and the pseudo-gradient (TrueGrad: q for the second pass).
+// u~ = m*b + (1-m)*u of one sample's plane.
+struct Imposed {
+  const double* u;
+  const double* mask;
+  const double* bc;
+  int W;
+  __device__ double operator()(int i, int j) const {
+    const int64_t k = static_cast<int64_t>(i) * W + j;
+    return stencil::impose(mask[k], bc[k], u[k]);
+  }
+};
+
 template <int S, bool TrueGrad>
-__global__ void laplace_residual_kernel(const double* __restrict__ u, const double* __restrict__ mask,
-                                        const double* __restrict__ bc, const double* __restrict__ f,
-                                        const double* __restrict__ count, double* __restrict__ grad,
-                                        double* __restrict__ q, double* __restrict__ partials, int H, int W) {
-  const int j = static_cast<int>(blockIdx.x) * kTileX + static_cast<int>(threadIdx.x);
-  const int i = static_cast<int>(blockIdx.y) * kTileY + static_cast<int>(threadIdx.y);
-  const int64_t n = blockIdx.z;
-  const int64_t base = n * H * W;
+__global__ void laplace_residual_kernel(laplace::Args g, Shape s, const double* __restrict__ count,
+                                        double* __restrict__ grad, double* __restrict__ q,
+                                        double* __restrict__ partials) {
+  const Cell c = this_cell();
   double contrib = 0.0;
-  if (i < H && j < W) {
-    const auto ut = [&](int ii, int jj) {
-      const int64_t k = base + static_cast<int64_t>(ii) * W + jj;
-      return mask[k] * bc[k] + (1.0 - mask[k]) * u[k];
-    };
-    const int64_t k = base + static_cast<int64_t>(i) * W + j;
-    const double fr = 1.0 - mask[k];
-    const double r = laplacian<S, false>(ut, i, j, H, W) + f[k];
+  if (c.in(s.H, s.W)) {
+    const int64_t base = c.n * s.plane();
+    const int64_t k = base + static_cast<int64_t>(c.i) * s.W + c.j;
+    const Imposed ut{g.u + base, g.mask + base, g.bc + base, s.W};
+    const double fr = 1.0 - g.mask[k];
+    const double r = laplace::residual<S>(nb<false>(ut, c, s.H, s.W), g.f[k]);
     const double qq = fr * r;
     contrib = qq * r;
     if constexpr (TrueGrad) {
       q[k] = qq;
     } else {
-      grad[k] = (2.0 / count[n]) * centre<S>() * fr * qq;
+      grad[k] = laplace::grad_pseudo<S>(qq, fr, 2.0 / count[c.n]);
     }
   }
-  const double s = block_sum(contrib);
-  if (is_block_leader()) partials[block_slot()] = s;
-}
-
-// True gradient: 2/N * free * L(q) (the stencil is symmetric).
-template <int S>
-__global__ void laplace_true_grad_kernel(const double* __restrict__ mask, const double* __restrict__ q,
-                                         const double* __restrict__ count, double* __restrict__ grad, int H, int W) {
-  const int j = static_cast<int>(blockIdx.x) * kTileX + static_cast<int>(threadIdx.x);
-  const int i = static_cast<int>(blockIdx.y) * kTileY + static_cast<int>(threadIdx.y);
-  if (i >= H || j >= W) return;
-  const int64_t n = blockIdx.z;
-  const int64_t base = n * H * W;
-  const auto qf = [&](int ii, int jj) { return q[base + static_cast<int64_t>(ii) * W + jj]; };
-  const int64_t k = base + static_cast<int64_t>(i) * W + j;
-  grad[k] = (2.0 / count[n]) * (1.0 - mask[k]) * laplacian<S, false>(qf, i, j, H, W);
+  store_block_partial(contrib, partials);
 }
 
 template <int S>
-void launch(const double* u, const double* mask, const double* bc, const double* f, double* loss, double* grad,
-            double* scratch, const Shape& s, bool true_grad, cudaStream_t stream) {
+__global__ void laplace_true_grad_kernel(laplace::Args g, Shape s, const double* __restrict__ q,
+                                         const double* __restrict__ count, double* __restrict__ grad) {
+  const Cell c = this_cell();
+  if (!c.in(s.H, s.W)) return;
+  const int64_t k = c.n * s.plane() + static_cast<int64_t>(c.i) * s.W + c.j;
+  const auto qn = nb<false>(plane_of(q, c.n, s.H, s.W), c, s.H, s.W);
+  grad[k] = laplace::grad_true<S>(qn, 1.0 - g.mask[k], 2.0 / count[c.n]);
+}
+
+template <int S>
+void launch(const laplace::Args& g, double* loss, double* grad, double* scratch, cudaStream_t stream) {
+  const Shape s = shape_of(g.N, g.H, g.W);
   double* count = scratch;
   double* partials = count + s.N;
   double* q = partials + s.N * s.blocks_per_sample();
-  launch_free_counts(mask, s, 1.0, partials, count, stream);
-  if (true_grad) {
-    laplace_residual_kernel<S, true><<<s.grid(), s.block(), 0, stream>>>(u, mask, bc, f, count, grad, q, partials,
-                                                                         s.H, s.W);
-    laplace_true_grad_kernel<S><<<s.grid(), s.block(), 0, stream>>>(mask, q, count, grad, s.H, s.W);
+  launch_free_counts(g.mask, s, 1.0, partials, count, stream);
+  if (g.true_grad) {
+    laplace_residual_kernel<S, true><<<s.grid(), s.block(), 0, stream>>>(g, s, count, grad, q, partials);
+    laplace_true_grad_kernel<S><<<s.grid(), s.block(), 0, stream>>>(g, s, q, count, grad);
   } else {
-    laplace_residual_kernel<S, false><<<s.grid(), s.block(), 0, stream>>>(u, mask, bc, f, count, grad, q, partials,
-                                                                          s.H, s.W);
+    laplace_residual_kernel<S, false><<<s.grid(), s.block(), 0, stream>>>(g, s, count, grad, q, partials);
   }
   launch_finish_loss(partials, count, s, loss, stream);
 }
 
 }  // namespace
 
-int64_t laplace_cuda_scratch_doubles(int64_t N, int64_t H, int64_t W, bool true_grad) {
-  const Shape s{N, static_cast<int>(H), static_cast<int>(W)};
-  return common_scratch_doubles(s) + (true_grad ? N * H * W : 0);
+int64_t laplace_cuda_scratch(const laplace::Args& g) {
+  return common_scratch_doubles(shape_of(g.N, g.H, g.W)) + (g.true_grad ? g.N * g.H * g.W : 0);
 }
 
-cudaError_t laplace_cuda_launch(const double* u, const double* mask, const double* bc, const double* f, double* loss,
-                                double* grad, double* scratch, int64_t N, int64_t H, int64_t W, int stencil,
-                                bool true_grad, cudaStream_t stream) {
-  const Shape s{N, static_cast<int>(H), static_cast<int>(W)};
-  if (stencil == 9) {
-    launch<9>(u, mask, bc, f, loss, grad, scratch, s, true_grad, stream);
-  } else {
-    launch<5>(u, mask, bc, f, loss, grad, scratch, s, true_grad, stream);
-  }
+cudaError_t laplace_cuda_launch(const laplace::Args& g, double* loss, double* grad, double* scratch,
+                                cudaStream_t stream) {
+  stencil::dispatch_stencil(g.stencil, [&](auto S_) { launch<decltype(S_)::value>(g, loss, grad, scratch, stream); });
   return cudaGetLastError();
 }
 

@@ -1,0 +1,56 @@
+// cloth_loss_grad: argument checks and the Args fill (inputs only; the caller points the work
+// planes), one function for the CPU kernel and the CUDA binding. Value checks (signs, pin weights
+// in [0,1], finiteness) are done in Python (ClothProblem); here: dtype, contiguity, shapes and
+// devices, so the raw-pointer kernels are memory safe.
+#pragma once
+#include "cloth/cloth_math.h"
+#include "common/checks.h"
+
+namespace metaphys {
+
+inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, const at::Tensor& v_old,
+                              const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& spheres,
+                              const at::Tensor& boxes, const at::Tensor& gravity, const at::Tensor& wind,
+                              const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
+                              const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
+                              const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
+                              const at::Tensor& dt) {
+  check_unknown(a, "a", 3, "x, y, z accelerations");
+  check_min_grid(a, 2, 2, "cloth grid (vertices)");
+  check_field(a, x_old, "x_old", 3);
+  check_field(a, v_old, "v_old", 3);
+  check_field(a, pin_w, "pin_w", 1);
+  check_field(a, pin_x, "pin_x", 3);
+  check_per_sample_table(a, spheres, "spheres", true, 4, "[N, S, 4] (cx, cy, cz, r)");
+  check_per_sample_table(a, boxes, "boxes", true, 6, "[N, B, 6] (cx, cy, cz, hx, hy, hz)");
+  check_per_sample_table(a, gravity, "gravity", false, 3, "[N, 3]");
+  check_per_sample_table(a, wind, "wind", false, 3, "[N, 3]");
+  cloth::Args g{};
+  const at::Tensor* params[] = {&rest, &k_stretch, &k_shear, &k_bend, &mass, &damping, &k_pin, &k_contact, &margin, &dt};
+  const char* names[] = {"rest", "k_stretch", "k_shear", "k_bend", "mass", "damping", "k_pin", "k_contact", "margin", "dt"};
+  const double* cloth::Args::*fields[] = {&cloth::Args::rest,   &cloth::Args::k_stretch, &cloth::Args::k_shear,
+                                          &cloth::Args::k_bend, &cloth::Args::mass,      &cloth::Args::damping,
+                                          &cloth::Args::k_pin,  &cloth::Args::k_contact, &cloth::Args::margin,
+                                          &cloth::Args::dt};
+  for (int q = 0; q < 10; ++q) {
+    check_per_sample(a, *params[q], names[q]);
+    g.*fields[q] = params[q]->const_data_ptr<double>();
+  }
+  g.a = a.const_data_ptr<double>();
+  g.x_old = x_old.const_data_ptr<double>();
+  g.v_old = v_old.const_data_ptr<double>();
+  g.pin_w = pin_w.const_data_ptr<double>();
+  g.pin_x = pin_x.const_data_ptr<double>();
+  g.spheres = spheres.const_data_ptr<double>();
+  g.boxes = boxes.const_data_ptr<double>();
+  g.gravity = gravity.const_data_ptr<double>();
+  g.wind = wind.const_data_ptr<double>();
+  g.N = a.size(0);
+  g.H = a.size(2);
+  g.W = a.size(3);
+  g.S = spheres.size(1);
+  g.B = boxes.size(1);
+  return g;
+}
+
+}  // namespace metaphys
