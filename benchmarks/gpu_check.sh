@@ -4,8 +4,8 @@
 #      system torch/pytest), or the system python when METAPHYS_GPU_VENV=0;
 #   2. builds metaphys._C in place with the CUDA kernels (CUDA_HOME, arch of the local GPU);
 #   3. runs the CUDA-vs-CPU-vs-twin tests: pytest -m cuda tests/test_cuda*.py (only those files are
-#      collected, so other tests' optional dependencies do not matter; without pytest,
-#      tests/test_cuda_ops.py runs as a script);
+#      collected, so other tests' optional dependencies do not matter; without pytest, each
+#      tests/test_cuda_*.py runs as a script through tests/cuda_runner.py);
 #   4. times CUDA kernel vs PyTorch twin on the GPU vs C++ kernel on the CPU and writes
 #      benchmarks/results/gpu_check.md (GPU_CHECK_QUICK=1: tiny sizes, printed only).
 # Logs and results are also copied to $OUT when it is set (the device runner's output folder).
@@ -82,9 +82,12 @@ if $PY -c "import pytest" 2>/dev/null; then
   $PY -m pytest -q -m cuda tests/test_cuda*.py -rs -p no:cacheprovider 2>&1 | tee build/gpu_check_tests.log | tail -25 | tee -a "$LOG"
   status=${PIPESTATUS[0]}
 else
-  say "pytest not installed: running tests/test_cuda_ops.py directly"
-  $PY tests/test_cuda_ops.py 2>&1 | tee build/gpu_check_tests.log | grep -v '^PASS' | tail -40 | tee -a "$LOG"
-  status=${PIPESTATUS[0]}
+  say "pytest not installed: running tests/test_cuda_*.py directly"
+  : > build/gpu_check_tests.log
+  for t in tests/test_cuda_*.py; do
+    PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" $PY "$t" 2>&1 | tee -a build/gpu_check_tests.log | grep -v '^PASS' | tail -40 | tee -a "$LOG"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  done
 fi
 [ "$status" = 0 ] && say "tests: OK" || say "FAIL: tests (exit $status)"
 
