@@ -11,22 +11,23 @@ namespace metaphys {
 namespace cudak {
 
 // Border entry t of a padded plane: top row, bottom row, then left/right columns of rows 1..H.
+// 64-bit: the border of a very wide grid exceeds the int range.
 static __global__ void zero_halo_kernel(double* __restrict__ work, int64_t planes, int H, int W) {
-  const int Wp = W + 2, Hp = H + 2;
-  const int border = 2 * Wp + 2 * H;
-  const int t = static_cast<int>(blockIdx.x) * blockDim.x + static_cast<int>(threadIdx.x);
+  const int64_t Wp = static_cast<int64_t>(W) + 2, Hp = static_cast<int64_t>(H) + 2;
+  const int64_t border = 2 * Wp + 2 * static_cast<int64_t>(H);
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (t >= border) return;
-  int i, j;
+  int64_t i, j;
   if (t < Wp) {
     i = 0, j = t;
   } else if (t < 2 * Wp) {
     i = Hp - 1, j = t - Wp;
   } else {
-    const int u = t - 2 * Wp;
-    i = 1 + (u >> 1), j = (u & 1) ? Wp - 1 : 0;
+    const int64_t u = t - 2 * Wp;
+    i = 1 + u / 2, j = (u % 2) ? Wp - 1 : 0;
   }
-  const int64_t at = static_cast<int64_t>(i) * Wp + j;
-  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) work[p * Hp * static_cast<int64_t>(Wp) + at] = 0.0;
+  const int64_t at = i * Wp + j;
+  for (int64_t p = blockIdx.y; p < planes; p += gridDim.y) work[p * Hp * Wp + at] = 0.0;
 }
 
 inline void launch_zero_halo(double* work, int64_t planes, int H, int W, cudaStream_t stream) {
