@@ -24,25 +24,16 @@ std::tuple<at::Tensor, at::Tensor> burgers_loss_grad_cpu(const at::Tensor& v, co
   check_param_values(dt, "dt", /*positive=*/true);
   const int64_t N = g.N, H = g.H, W = g.W;
   const int64_t HW = H * W;
-  at::Tensor loss = at::empty({N}, v.options());
-  at::Tensor grad = at::empty_like(v);
-  const std::vector<double> count = stencil::free_counts(mask, 2);
-
-  const double* Vp = g.v;
-  const double* V0 = g.v_old;
+  stencil::GridCall call(v, mask, 2);
   const double* M = g.mask;
-  const double* B = g.bc;
-  const double* MU = g.mu;
-  const double* DT = g.dt;
-  double* G = grad.mutable_data_ptr<double>();
-  std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
+  double* G = call.grad.mutable_data_ptr<double>();
 
   // v~ rows of both channels (field 0 = x-component, field 1 = y-component).
   auto fill_vt = [&](int64_t n, int64_t i, double* out, int64_t stride) {
     const double* m = M + n * HW + i * W;
     for (int64_t ch = 0; ch < 2; ++ch) {
-      const double* b = B + (2 * n + ch) * HW + i * W;
-      const double* u = Vp + (2 * n + ch) * HW + i * W;
+      const double* b = g.bc + (2 * n + ch) * HW + i * W;
+      const double* u = g.v + (2 * n + ch) * HW + i * W;
       double* o = out + ch * stride;
       for (int64_t j = 0; j < W; ++j) o[j] = stencil::impose(m[j], b[j], u[j]);
     }
@@ -60,9 +51,9 @@ std::tuple<at::Tensor, at::Tensor> burgers_loss_grad_cpu(const at::Tensor& v, co
         const int64_t st = qw.stride();
         const int64_t row = n * H + i, o = i * W;
         const double* m = M + n * HW + o;
-        const double* vold0 = V0 + 2 * n * HW + o;
+        const double* vold0 = g.v_old + 2 * n * HW + o;
         const double* vold1 = vold0 + HW;
-        const double mun = MU[n], dtn = DT[n];
+        const double mun = g.mu[n], dtn = g.dt[n];
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
           const burgers::CellResidual c =
@@ -78,14 +69,14 @@ std::tuple<at::Tensor, at::Tensor> burgers_loss_grad_cpu(const at::Tensor& v, co
           out[kPY0 * st + j] = t1.mid[j] * c.q[0];
           out[kPY1 * st + j] = t1.mid[j] * c.q[1];
         }
-        if (own.owns(row)) partial[row] = acc;
+        if (own.owns(row)) call.partial[row] = acc;
       };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
         qw.move_to(n, i, fill_q);
         const int64_t o = i * W;
         const double* m = M + n * HW + o;
-        const double mun = MU[n], dtn = DT[n], scale = 2.0 / count[n];
+        const double mun = g.mu[n], dtn = g.dt[n], scale = 2.0 / call.count[n];
         for (int ch = 0; ch < 2; ++ch) {
           const Rows3 q3 = qw.rows(kQ0 + ch), px = qw.rows(kPX0 + ch), py = qw.rows(kPY0 + ch);
           const double* s = qw.rows(kS0 + ch).mid;
@@ -98,8 +89,7 @@ std::tuple<at::Tensor, at::Tensor> burgers_loss_grad_cpu(const at::Tensor& v, co
     });
   });
 
-  stencil::finish_loss(partial, count, H, loss.mutable_data_ptr<double>());
-  return {loss, grad};
+  return call.finish();
 }
 
 }  // namespace

@@ -15,36 +15,24 @@ inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, cons
                               const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
                               const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
                               const at::Tensor& dt) {
-  check_unknown(a, "a", 3, "x, y, z accelerations");
-  check_min_grid(a, 2, 2, "cloth grid (vertices)");
-  check_field(a, x_old, "x_old", 3);
-  check_field(a, v_old, "v_old", 3);
-  check_field(a, pin_w, "pin_w", 1);
-  check_field(a, pin_x, "pin_x", 3);
-  check_per_sample_table(a, spheres, "spheres", true, 4, "[N, S, 4] (cx, cy, cz, r)");
-  check_per_sample_table(a, boxes, "boxes", true, 6, "[N, B, 6] (cx, cy, cz, hx, hy, hz)");
-  check_per_sample_table(a, gravity, "gravity", false, 3, "[N, 3]");
-  check_per_sample_table(a, wind, "wind", false, 3, "[N, 3]");
   cloth::Args g{};
+  g.a = check_unknown(a, "a", 3, "x, y, z accelerations");
+  check_min_grid(a, 2, 2, "cloth grid (vertices)");
+  g.x_old = check_field(a, x_old, "x_old", 3);
+  g.v_old = check_field(a, v_old, "v_old", 3);
+  g.pin_w = check_field(a, pin_w, "pin_w", 1);
+  g.pin_x = check_field(a, pin_x, "pin_x", 3);
+  g.spheres = check_per_sample_table(a, spheres, "spheres", true, 4, "[N, S, 4] (cx, cy, cz, r)");
+  g.boxes = check_per_sample_table(a, boxes, "boxes", true, 6, "[N, B, 6] (cx, cy, cz, hx, hy, hz)");
+  g.gravity = check_per_sample_table(a, gravity, "gravity", false, 3, "[N, 3]");
+  g.wind = check_per_sample_table(a, wind, "wind", false, 3, "[N, 3]");
   const at::Tensor* params[] = {&rest, &k_stretch, &k_shear, &k_bend, &mass, &damping, &k_pin, &k_contact, &margin, &dt};
   const char* names[] = {"rest", "k_stretch", "k_shear", "k_bend", "mass", "damping", "k_pin", "k_contact", "margin", "dt"};
   const double* cloth::Args::*fields[] = {&cloth::Args::rest,   &cloth::Args::k_stretch, &cloth::Args::k_shear,
                                           &cloth::Args::k_bend, &cloth::Args::mass,      &cloth::Args::damping,
                                           &cloth::Args::k_pin,  &cloth::Args::k_contact, &cloth::Args::margin,
                                           &cloth::Args::dt};
-  for (int q = 0; q < 10; ++q) {
-    check_per_sample(a, *params[q], names[q]);
-    g.*fields[q] = params[q]->const_data_ptr<double>();
-  }
-  g.a = a.const_data_ptr<double>();
-  g.x_old = x_old.const_data_ptr<double>();
-  g.v_old = v_old.const_data_ptr<double>();
-  g.pin_w = pin_w.const_data_ptr<double>();
-  g.pin_x = pin_x.const_data_ptr<double>();
-  g.spheres = spheres.const_data_ptr<double>();
-  g.boxes = boxes.const_data_ptr<double>();
-  g.gravity = gravity.const_data_ptr<double>();
-  g.wind = wind.const_data_ptr<double>();
+  for (int q = 0; q < 10; ++q) g.*fields[q] = check_per_sample(a, *params[q], names[q]);
   g.N = a.size(0);
   g.H = a.size(2);
   g.W = a.size(3);

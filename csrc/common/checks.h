@@ -1,6 +1,6 @@
 // The argument checks of every op (CPU kernels and CUDA bindings alike). Each message names the
 // argument, says what it was and what it must be. Per op, csrc/<op>/<op>_args.h strings these
-// together once for both backends.
+// together once for both backends; the checks of a tensor return its data for the op's Args.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -22,11 +22,12 @@ inline void check_same_device(const at::Tensor& u, const at::Tensor& t, const ch
 }
 
 // The unknown: a contiguous float64 [N, channels, H, W] tensor; `meaning` names the channels.
-inline void check_unknown(const at::Tensor& u, const char* name, int64_t channels, const char* meaning) {
+inline const double* check_unknown(const at::Tensor& u, const char* name, int64_t channels, const char* meaning) {
   TORCH_CHECK(u.dim() == 4, name, " must have 4 dimensions [N, ", channels, ", H, W], got shape ", u.sizes());
   check_f64_contiguous(u, name);
   TORCH_CHECK(u.size(1) == channels, name, " must have shape [N, ", channels, ", H, W] (", channels, " channel",
               channels == 1 ? "" : "s", ": ", meaning, "), got ", u.sizes());
+  return u.const_data_ptr<double>();
 }
 
 // The grid of the unknown must be at least h x w (`what`: "fluid grid", "cloth grid", ...).
@@ -36,31 +37,34 @@ inline void check_min_grid(const at::Tensor& u, int64_t h, int64_t w, const char
 }
 
 // A field [N, c, H, W] matching the unknown u, on u's device.
-inline void check_field(const at::Tensor& u, const at::Tensor& t, const char* name, int64_t c) {
+inline const double* check_field(const at::Tensor& u, const at::Tensor& t, const char* name, int64_t c) {
   check_f64_contiguous(t, name);
   TORCH_CHECK(t.dim() == 4 && t.size(0) == u.size(0) && t.size(1) == c && t.size(2) == u.size(2) &&
                   t.size(3) == u.size(3),
               name, " must have shape [", u.size(0), ", ", c, ", ", u.size(2), ", ", u.size(3), "], got ", t.sizes());
   check_same_device(u, t, name);
+  return t.const_data_ptr<double>();
 }
 
 // A per-sample parameter [N] on u's device.
-inline void check_per_sample(const at::Tensor& u, const at::Tensor& t, const char* name) {
+inline const double* check_per_sample(const at::Tensor& u, const at::Tensor& t, const char* name) {
   check_f64_contiguous(t, name);
   TORCH_CHECK(t.dim() == 1 && t.size(0) == u.size(0), name, " must have shape [", u.size(0),
               "] (one value per sample), got ", t.sizes());
   check_same_device(u, t, name);
+  return t.const_data_ptr<double>();
 }
 
 // A per-sample table [N, rows, cols] (any rows; rows < 0: a per-sample vector [N, cols]) on u's
 // device; `layout` spells the expected shape for the message, e.g. "[N, S, 4] (cx, cy, cz, r)".
-inline void check_per_sample_table(const at::Tensor& u, const at::Tensor& t, const char* name, bool has_rows,
+inline const double* check_per_sample_table(const at::Tensor& u, const at::Tensor& t, const char* name, bool has_rows,
                                    int64_t cols, const char* layout) {
   check_f64_contiguous(t, name);
   const int64_t dims = has_rows ? 3 : 2;
   TORCH_CHECK(t.dim() == dims && t.size(0) == u.size(0) && t.size(dims - 1) == cols, name, " must have shape ",
               layout, " with N = ", u.size(0), ", got ", t.sizes());
   check_same_device(u, t, name);
+  return t.const_data_ptr<double>();
 }
 
 inline void check_stencil(int64_t stencil) {
@@ -73,9 +77,10 @@ inline stencil::Grid checked_grid(const at::Tensor& u, int64_t stencil, bool tru
   return stencil::Grid{u.size(0), u.size(2), u.size(3), static_cast<int>(stencil), true_grad};
 }
 
-// A non-negative finite scalar weight.
-inline void check_weight(double w, const char* name) {
+// A non-negative finite scalar weight; returns it.
+inline double check_weight(double w, const char* name) {
   TORCH_CHECK(std::isfinite(w) && w >= 0.0, name, " must be a finite number >= 0, got ", w);
+  return w;
 }
 
 // Values of a CPU per-sample parameter: finite, and > 0 (positive) or >= 0 (otherwise). The CUDA

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "common/parallel_cpu.h"
@@ -140,13 +141,28 @@ inline std::vector<double> free_counts(const at::Tensor& mask, int64_t channels)
   return count;
 }
 
-// loss[n] = (sum of the per-row partials of sample n) / count[n].
-inline void finish_loss(const std::vector<double>& partial, const std::vector<double>& count, int64_t H,
-                        double* loss) {
-  const int64_t N = static_cast<int64_t>(count.size());
-  sum_rows(partial, N, H, loss);
-  for (int64_t n = 0; n < N; ++n) loss[n] /= count[n];
-}
+// The outputs and loss bookkeeping of one grid-op call on the unknown u: loss [N], grad like u,
+// the loss denominators count[n] (which validates the mask) and one loss partial per row.
+struct GridCall {
+  at::Tensor loss, grad;
+  std::vector<double> count;
+  std::vector<double> partial;
+
+  GridCall(const at::Tensor& u, const at::Tensor& mask, int64_t channels)
+      : loss(at::empty({u.size(0)}, u.options())),
+        grad(at::empty_like(u)),
+        count(free_counts(mask, channels)),
+        partial(static_cast<size_t>(u.size(0) * u.size(2)), 0.0) {}
+
+  // loss[n] = (sum of the per-row partials of sample n) / count[n].
+  std::tuple<at::Tensor, at::Tensor> finish() {
+    double* L = loss.mutable_data_ptr<double>();
+    const int64_t N = loss.size(0);
+    sum_rows(partial, N, grad.size(2), L);
+    for (int64_t n = 0; n < N; ++n) L[n] /= count[n];
+    return {loss, grad};
+  }
+};
 
 }  // namespace stencil
 }  // namespace metaphys

@@ -44,5 +44,17 @@ __device__ __forceinline__ PlaneOf plane_of(const double* base, int64_t plane, i
   return PlaneOf{base + plane * H * static_cast<int64_t>(W), W};
 }
 
+// The unknown of one sample's plane with its Dirichlet values imposed: m*b + (1-m)*u.
+struct ImposedOf {
+  const double* u;
+  const double* mask;
+  const double* bc;
+  int W;
+  __device__ double operator()(int i, int j) const {
+    const int64_t k = static_cast<int64_t>(i) * W + j;
+    return stencil::impose(mask[k], bc[k], u[k]);
+  }
+};
+
 }  // namespace cudak
 }  // namespace metaphys

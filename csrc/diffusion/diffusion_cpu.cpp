@@ -22,24 +22,14 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
   check_param_values(dt, "dt", /*positive=*/true);
   const int64_t N = g.N, H = g.H, W = g.W;
   const int64_t HW = H * W;
-  at::Tensor loss = at::empty({N}, c.options());
-  at::Tensor grad = at::empty_like(c);
-  const std::vector<double> count = stencil::free_counts(mask, 1);
-
-  const double* C = g.c;
-  const double* C0 = g.c_old;
+  stencil::GridCall call(c, mask, 1);
   const double* M = g.mask;
-  const double* B = g.bc;
   const double* V = g.vel;
-  const double* R = g.source;
-  const double* Dp = g.D;
-  const double* DT = g.dt;
-  double* G = grad.mutable_data_ptr<double>();
-  std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
+  double* G = call.grad.mutable_data_ptr<double>();
 
   auto fill_ct = [&](int64_t n, int64_t i, double* out) {
     const int64_t o = n * HW + i * W;
-    for (int64_t j = 0; j < W; ++j) out[j] = stencil::impose(M[o + j], B[o + j], C[o + j]);
+    for (int64_t j = 0; j < W; ++j) out[j] = stencil::impose(M[o + j], g.bc[o + j], g.c[o + j]);
   };
   auto fill_vy = [&](int64_t n, int64_t i, double* out) {
     const double* src = V + 2 * n * HW + i * W;
@@ -66,11 +56,11 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
         double* oyq = out + 2 * qw.stride();
         double* odiv = out + 3 * qw.stride();
         const int64_t row = n * H + i, o = n * HW + i * W;
-        const double Dn = Dp[n], dtn = DT[n];
+        const double Dn = g.D[n], dtn = g.dt[n];
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
           const double div = diffusion::divergence(x3.at(j), y3.at(j));
-          const double r = diffusion::residual<S>(c3.at(j), x3.at(j), y3.at(j), div, C0[o + j], R[o + j], Dn, dtn);
+          const double r = diffusion::residual<S>(c3.at(j), x3.at(j), y3.at(j), div, g.c_old[o + j], g.source[o + j], Dn, dtn);
           const double q = (1.0 - M[o + j]) * r;
           acc += q * r;
           oq[j] = q;
@@ -78,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
           oyq[j] = y3.mid[j] * q;
           odiv[j] = div;
         }
-        if (own.owns(row)) partial[row] = acc;
+        if (own.owns(row)) call.partial[row] = acc;
       };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
@@ -86,7 +76,7 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
         const Rows3 q3 = qw.rows(0), xq3 = qw.rows(1), yq3 = qw.rows(2);
         const double* div = qw.rows(3).mid;
         const int64_t o = n * HW + i * W;
-        const double Dn = Dp[n], dtn = DT[n], scale = 2.0 / count[n];
+        const double Dn = g.D[n], dtn = g.dt[n], scale = 2.0 / call.count[n];
         if (true_grad) {
           for (int64_t j = 0; j < W; ++j) {
             G[o + j] = diffusion::grad_true<S>(q3.at(j), xq3.at(j), yq3.at(j), 1.0 - M[o + j], div[j], Dn, dtn, scale);
@@ -100,8 +90,7 @@ std::tuple<at::Tensor, at::Tensor> diffusion_loss_grad_cpu(const at::Tensor& c, 
     });
   });
 
-  stencil::finish_loss(partial, count, H, loss.mutable_data_ptr<double>());
-  return {loss, grad};
+  return call.finish();
 }
 
 }  // namespace

@@ -9,18 +9,6 @@ namespace {
 
 using namespace cudak;
 
-// c~ = m*b + (1-m)*c of one sample's plane.
-struct Imposed {
-  const double* c;
-  const double* mask;
-  const double* bc;
-  int W;
-  __device__ double operator()(int i, int j) const {
-    const int64_t k = static_cast<int64_t>(i) * W + j;
-    return stencil::impose(mask[k], bc[k], c[k]);
-  }
-};
-
 template <int S, bool TrueGrad>
 __global__ void diffusion_residual_kernel(diffusion::Args g, Shape s, const double* __restrict__ count,
                                           double* __restrict__ grad, double* __restrict__ q,
@@ -30,7 +18,7 @@ __global__ void diffusion_residual_kernel(diffusion::Args g, Shape s, const doub
   if (c.in(s.H, s.W)) {
     const int64_t base = c.n * s.plane();
     const int64_t k = base + static_cast<int64_t>(c.i) * s.W + c.j;
-    const auto ct = nb<false>(Imposed{g.c + base, g.mask + base, g.bc + base, s.W}, c, s.H, s.W);
+    const auto ct = nb<false>(ImposedOf{g.c + base, g.mask + base, g.bc + base, s.W}, c, s.H, s.W);
     const auto vy = nb<false>(plane_of(g.vel, 2 * c.n, s.H, s.W), c, s.H, s.W);
     const auto vx = nb<false>(plane_of(g.vel, 2 * c.n + 1, s.H, s.W), c, s.H, s.W);
     const double fr = 1.0 - g.mask[k];

@@ -10,32 +10,20 @@ inline fluid::Args fluid_args(const at::Tensor& u, const at::Tensor& a_old, cons
                               const at::Tensor& bc, const at::Tensor& force, const at::Tensor& rho,
                               const at::Tensor& mu, const at::Tensor& dt, double w_nav, double w_bound, double w_a,
                               double w_p) {
-  check_unknown(u, "u", 2, "vector potential a, pressure p");
-  check_min_grid(u, 3, 3, "fluid grid");
-  check_field(u, a_old, "a_old", 1);
-  check_field(u, mask, "mask", 1);
-  check_field(u, bc, "bc", 2);
-  check_field(u, force, "force", 2);
-  check_per_sample(u, rho, "rho");
-  check_per_sample(u, mu, "mu");
-  check_per_sample(u, dt, "dt");
-  check_weight(w_nav, "w_nav");
-  check_weight(w_bound, "w_bound");
-  check_weight(w_a, "w_a");
-  check_weight(w_p, "w_p");
   fluid::Args g{};
-  g.u = u.const_data_ptr<double>();
-  g.a_old = a_old.const_data_ptr<double>();
-  g.mask = mask.const_data_ptr<double>();
-  g.bc = bc.const_data_ptr<double>();
-  g.force = force.const_data_ptr<double>();
-  g.rho = rho.const_data_ptr<double>();
-  g.mu = mu.const_data_ptr<double>();
-  g.dt = dt.const_data_ptr<double>();
-  g.w_nav = w_nav;
-  g.w_bound = w_bound;
-  g.w_a = w_a;
-  g.w_p = w_p;
+  g.u = check_unknown(u, "u", 2, "vector potential a, pressure p");
+  check_min_grid(u, 3, 3, "fluid grid");
+  g.a_old = check_field(u, a_old, "a_old", 1);
+  g.mask = check_field(u, mask, "mask", 1);
+  g.bc = check_field(u, bc, "bc", 2);
+  g.force = check_field(u, force, "force", 2);
+  g.rho = check_per_sample(u, rho, "rho");
+  g.mu = check_per_sample(u, mu, "mu");
+  g.dt = check_per_sample(u, dt, "dt");
+  g.w_nav = check_weight(w_nav, "w_nav");
+  g.w_bound = check_weight(w_bound, "w_bound");
+  g.w_a = check_weight(w_a, "w_a");
+  g.w_p = check_weight(w_p, "w_p");
   g.N = u.size(0);
   g.H = u.size(2);
   g.W = u.size(3);

@@ -17,20 +17,13 @@ std::tuple<at::Tensor, at::Tensor> laplace_loss_grad_cpu(const at::Tensor& u, co
   const laplace::Args g = laplace_args(u, mask, bc, f, stencil_size, true_grad);
   check_cpu(u, "laplace_loss_grad");
   const int64_t N = g.N, H = g.H, W = g.W;
-  at::Tensor loss = at::empty({N}, u.options());
-  at::Tensor grad = at::empty_like(u);
-  const std::vector<double> count = stencil::free_counts(mask, 1);
-
-  const double* U = g.u;
+  stencil::GridCall call(u, mask, 1);
   const double* M = g.mask;
-  const double* B = g.bc;
-  const double* F = g.f;
-  double* G = grad.mutable_data_ptr<double>();
-  std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
+  double* G = call.grad.mutable_data_ptr<double>();
 
   auto fill_ut = [&](int64_t n, int64_t i, double* out) {
     const int64_t o = (n * H + i) * W;
-    for (int64_t j = 0; j < W; ++j) out[j] = stencil::impose(M[o + j], B[o + j], U[o + j]);
+    for (int64_t j = 0; j < W; ++j) out[j] = stencil::impose(M[o + j], g.bc[o + j], g.u[o + j]);
   };
 
   stencil::dispatch_stencil(stencil_size, [&](auto S_) {
@@ -45,19 +38,19 @@ std::tuple<at::Tensor, at::Tensor> laplace_loss_grad_cpu(const at::Tensor& u, co
         const int64_t row = n * H + i, o = row * W;
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
-          const double r = laplace::residual<S>(u3.at(j), F[o + j]);
+          const double r = laplace::residual<S>(u3.at(j), g.f[o + j]);
           const double q = (1.0 - M[o + j]) * r;
           acc += q * r;
           out[j] = q;
         }
-        if (own.owns(row)) partial[row] = acc;
+        if (own.owns(row)) call.partial[row] = acc;
       };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
         qw.move_to(n, i, fill_q);
         const Rows3 q3 = qw.rows();
         const int64_t o = row * W;
-        const double scale = 2.0 / count[n];
+        const double scale = 2.0 / call.count[n];
         if (true_grad) {
           for (int64_t j = 0; j < W; ++j) G[o + j] = laplace::grad_true<S>(q3.at(j), 1.0 - M[o + j], scale);
         } else {
@@ -67,8 +60,7 @@ std::tuple<at::Tensor, at::Tensor> laplace_loss_grad_cpu(const at::Tensor& u, co
     });
   });
 
-  stencil::finish_loss(partial, count, H, loss.mutable_data_ptr<double>());
-  return {loss, grad};
+  return call.finish();
 }
 
 }  // namespace

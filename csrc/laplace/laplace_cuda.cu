@@ -9,18 +9,6 @@ namespace {
 
 using namespace cudak;
 
-// u~ = m*b + (1-m)*u of one sample's plane.
-struct Imposed {
-  const double* u;
-  const double* mask;
-  const double* bc;
-  int W;
-  __device__ double operator()(int i, int j) const {
-    const int64_t k = static_cast<int64_t>(i) * W + j;
-    return stencil::impose(mask[k], bc[k], u[k]);
-  }
-};
-
 template <int S, bool TrueGrad>
 __global__ void laplace_residual_kernel(laplace::Args g, Shape s, const double* __restrict__ count,
                                         double* __restrict__ grad, double* __restrict__ q,
@@ -30,7 +18,7 @@ __global__ void laplace_residual_kernel(laplace::Args g, Shape s, const double* 
   if (c.in(s.H, s.W)) {
     const int64_t base = c.n * s.plane();
     const int64_t k = base + static_cast<int64_t>(c.i) * s.W + c.j;
-    const Imposed ut{g.u + base, g.mask + base, g.bc + base, s.W};
+    const ImposedOf ut{g.u + base, g.mask + base, g.bc + base, s.W};
     const double fr = 1.0 - g.mask[k];
     const double r = laplace::residual<S>(nb<false>(ut, c, s.H, s.W), g.f[k]);
     const double qq = fr * r;

@@ -20,24 +20,17 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
   check_param_values(c, "c", /*positive=*/false);
   check_param_values(dt, "dt", /*positive=*/true);
   const int64_t N = g.N, H = g.H, W = g.W;
-  at::Tensor loss = at::empty({N}, a.options());
-  at::Tensor grad = at::empty_like(a);
-  const std::vector<double> count = stencil::free_counts(mask, 1);
-
+  stencil::GridCall call(a, mask, 1);
   const double* A = g.a;
-  const double* X0 = g.x_old;
   const double* V0 = g.v_old;
   const double* M = g.mask;
-  const double* B = g.bc;
-  const double* Cp = g.c;
   const double* DT = g.dt;
-  double* G = grad.mutable_data_ptr<double>();
-  std::vector<double> partial(static_cast<size_t>(N * H), 0.0);
+  double* G = call.grad.mutable_data_ptr<double>();
 
   auto fill_xm = [&](int64_t n, int64_t i, double* out) {
     const int64_t o = (n * H + i) * W;
     const double dtn = DT[n];
-    for (int64_t j = 0; j < W; ++j) out[j] = wave::midpoint(M[o + j], B[o + j], X0[o + j], V0[o + j], A[o + j], dtn);
+    for (int64_t j = 0; j < W; ++j) out[j] = wave::midpoint(M[o + j], g.bc[o + j], g.x_old[o + j], V0[o + j], A[o + j], dtn);
   };
 
   stencil::dispatch_stencil(stencil_size, [&](auto S_) {
@@ -49,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
         xm.move_to(n, i, fill_xm);
         const Rows3 x3 = xm.rows();
         const int64_t row = n * H + i, o = row * W;
-        const double dtn = DT[n], c2 = Cp[n] * Cp[n];
+        const double dtn = DT[n], c2 = g.c[n] * g.c[n];
         double acc = 0.0;
         for (int64_t j = 0; j < W; ++j) {
           const double fr = 1.0 - M[o + j];
@@ -59,14 +52,14 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
           acc += q * r;
           out[j] = q;
         }
-        if (own.owns(row)) partial[row] = acc;
+        if (own.owns(row)) call.partial[row] = acc;
       };
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, i = row % H;
         qw.move_to(n, i, fill_q);
         const Rows3 q3 = qw.rows();
         const int64_t o = row * W;
-        const double dtn = DT[n], c2 = Cp[n] * Cp[n], scale = 2.0 / count[n];
+        const double dtn = DT[n], c2 = g.c[n] * g.c[n], scale = 2.0 / call.count[n];
         if (true_grad) {
           for (int64_t j = 0; j < W; ++j) G[o + j] = wave::grad_true<S>(q3.at(j), 1.0 - M[o + j], dtn, c2, scale);
         } else {
@@ -76,8 +69,7 @@ std::tuple<at::Tensor, at::Tensor> wave_loss_grad_cpu(const at::Tensor& a, const
     });
   });
 
-  stencil::finish_loss(partial, count, H, loss.mutable_data_ptr<double>());
-  return {loss, grad};
+  return call.finish();
 }
 
 }  // namespace
