@@ -11,8 +11,7 @@ import sys
 import cuda_runner as R
 from metaphys.physics import cloth as C
 from metaphys.physics import fluid as F
-from test_physics_cloth import random_args as cloth_args
-from test_physics_fluid import random_args as fluid_args
+from physics_cases import cloth_args, fluid_args
 
 # op -> (argument builder (seed, n, h, w), twin, index of an input to move to the wrong device, its name)
 OPS = {"fluid_loss_grad": (fluid_args, F.fluid_twin, 4, "force"),
