@@ -13,8 +13,8 @@ from metaphys.physics.base import Problem, masked_mse_and_grad
 from metaphys.physics.laplace import validate_scalar_inputs
 
 
-def burgers_twin(v, v_old, mask, bc, mu, dt, stencil: int, true_grad: bool):
-    """PyTorch twin of the ``burgers_loss_grad`` kernel: (loss [N], grad [N,2,H,W])."""
+def burgers_residual_fn(v_old, mask, bc, mu, dt, stencil: int, true_grad: bool):
+    """r(v) [N,2,H,W] on every cell (the loss masks out the Dirichlet ones)."""
     free = 1 - mask
     mun, dtn = mu.view(-1, 1, 1, 1), dt.view(-1, 1, 1, 1)
 
@@ -25,7 +25,12 @@ def burgers_twin(v, v_old, mask, bc, mu, dt, stencil: int, true_grad: bool):
         lap = stencils.laplacian(vt, stencil, periodic=True, detach_neighbours=not true_grad)
         return (vt - v_old) / dtn + adv - mun * lap
 
-    return masked_mse_and_grad(residual, v, free)
+    return residual
+
+
+def burgers_twin(v, v_old, mask, bc, mu, dt, stencil: int, true_grad: bool):
+    """PyTorch twin of the ``burgers_loss_grad`` kernel: (loss [N], grad [N,2,H,W])."""
+    return masked_mse_and_grad(burgers_residual_fn(v_old, mask, bc, mu, dt, stencil, true_grad), v, 1 - mask)
 
 
 class BurgersProblem(Problem):
@@ -56,6 +61,26 @@ class BurgersProblem(Problem):
 
     def initial_guess(self):
         return self.impose(self.fields["v_old"].clone())
+
+    # --- what the residual Newton (metaphys.optim.newton_residual) needs -----------------------
+    # a residual couples a cell to its 8 neighbours (9-point Laplacian, central differences)
+    jacobian_offsets = tuple((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0))
+
+    def residual_field(self, v: torch.Tensor) -> torch.Tensor:
+        """r(v) [N,2,H,W] with the true Jacobian (no stop-gradients), 0 on Dirichlet cells."""
+        fl = self.fields
+        fn = burgers_residual_fn(fl["v_old"], fl["mask"], fl["bc"], fl["mu"], fl["dt"], self.stencil, True)
+        return (1 - fl["mask"]) * fn(v)
+
+    def jacobian_stencil_problem(self):
+        """Why the non-wrapping Jacobian coloring would be wrong here, or None: with periodic
+        stencils it is exact only where the outer ring of cells is Dirichlet (the notes' frame is)."""
+        m = self.fields["mask"][:, 0]
+        ring = torch.cat([m[:, 0], m[:, -1], m[:, :, 0], m[:, :, -1]], dim=1)
+        if not bool((ring == 1).all()):
+            return ("the residual Newton for Burgers needs the outer ring of cells to be Dirichlet "
+                    "(mask = 1 there): its periodic stencils couple across the wrap")
+        return None
 
     def advance(self, u):
         u = self.impose(u.detach())
