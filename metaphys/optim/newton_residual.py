@@ -24,52 +24,25 @@ from typing import List
 import numpy as np
 import torch
 
-from metaphys.optim.newton import NewtonError, linear_coloring
+from metaphys.optim.newton import NewtonError, assemble_from_probes, color_probes
 
 
 def sparse_jacobian(problem, u: torch.Tensor, *, probes_per_batch: int = 18):
     """Exact Jacobian of sample 0's residual field at ``u`` [1, C, H, W] as a scipy CSR matrix
     [n, n], n = C*H*W, in u's flattened (c, i, j) order (rows: residuals, columns: unknowns)."""
-    import scipy.sparse as sp
-
     if u.shape[0] != 1:
         raise NewtonError(f"sparse_jacobian works on one sample at a time, got a batch of {u.shape[0]}")
     _, C, H, W = u.shape
     offsets = list(problem.jacobian_offsets)
-    m, q = linear_coloring(offsets)
-    color = (torch.arange(H).view(H, 1) + q * torch.arange(W).view(1, W)) % m
-    probes = [(k, c) for k in range(m) for c in range(C)]
-    jv = torch.empty(len(probes), C, H, W, dtype=torch.float64)
-    for start in range(0, len(probes), probes_per_batch):
-        chunk = probes[start:start + probes_per_batch]
-        P = len(chunk)
+    color, V = color_probes(offsets, C, H, W, device=u.device)
+    jv = torch.empty_like(V)
+    for start in range(0, V.shape[0], probes_per_batch):
+        chunk = V[start:start + probes_per_batch]
+        P = chunk.shape[0]
         sub = problem.select(torch.zeros(P, dtype=torch.long, device=u.device))
-        V = torch.zeros(P, C, H, W, dtype=torch.float64, device=u.device)
-        for p, (k, c) in enumerate(chunk):
-            V[p, c] = (color == k).to(torch.float64)
-        _, out = torch.func.jvp(sub.residual_field, (u.expand(P, C, H, W).contiguous(),), (V,))
-        jv[start:start + P] = out.detach().cpu()
-    rows, cols, vals = [], [], []
-    flat = torch.arange(C * H * W).view(C, H, W)
-    for di, dj in [(0, 0)] + offsets:
-        # the residual at (i, j) depends on the unknown at (i + di, j + dj)
-        i0, i1 = max(0, -di), min(H, H - di)
-        j0, j1 = max(0, -dj), min(W, W - dj)
-        if i0 >= i1 or j0 >= j1:
-            continue
-        col_color = color[i0 + di:i1 + di, j0 + dj:j1 + dj]
-        for c in range(C):
-            probe = (col_color * C + c).unsqueeze(0)
-            col_index = flat[c, i0 + di:i1 + di, j0 + dj:j1 + dj].reshape(-1)
-            for d in range(C):
-                v = torch.gather(jv[:, d, i0:i1, j0:j1], 0, probe).squeeze(0)
-                rows.append(flat[d, i0:i1, j0:j1].reshape(-1))
-                cols.append(col_index)
-                vals.append(v.reshape(-1))
-    r, cc, v = (torch.cat(x).numpy() for x in (rows, cols, vals))
-    keep = v != 0
-    n = C * H * W
-    return sp.csr_matrix((v[keep], (r[keep], cc[keep])), shape=(n, n))
+        _, out = torch.func.jvp(sub.residual_field, (u.expand(P, C, H, W).contiguous(),), (chunk,))
+        jv[start:start + P] = out.detach()
+    return assemble_from_probes(jv, color, offsets, C, H, W)
 
 
 @dataclass
