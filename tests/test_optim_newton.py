@@ -82,3 +82,12 @@ def test_both_hessians_give_the_same_converged_answer():
     assert all(o.converged for o in outs)
     scale = float(outs[0].u.abs().max())
     assert float((outs[0].u - outs[1].u).abs().max()) <= 1e-8 * scale
+
+
+def test_a_missed_tolerance_with_the_difference_hessian_is_retried_exactly():
+    prob = _hanging_cloth()
+    short = NewtonSolver(tol=1e-12, max_iterations=2).solve(prob, prob.initial_guess())
+    assert not short.converged and short.exact_retry
+    assert short.iterations == 4                     # both attempts are counted
+    full = NewtonSolver(tol=1e-11, max_iterations=60).solve(prob, prob.initial_guess())
+    assert full.converged and not full.exact_retry   # the fast path alone when it converges
