@@ -1,5 +1,6 @@
 """Newton's method on a grid PDE's residual equations r(u) = 0: the converged reference for
-time steps whose loss is a mean squared residual (Burgers, advection-diffusion, Laplace).
+time steps whose loss is a mean squared residual (today Burgers, the one problem that declares
+``residual_field`` and ``jacobian_offsets``; any grid PDE can by adding both).
 
 The Jacobian is assembled exactly and sparsely from Jacobian-vector products of the problem's
 ``residual_field`` (its PyTorch twin without stop-gradients) with the same linear graph coloring
@@ -13,7 +14,7 @@ the first step, where Newton on r = 0 reaches 1.5e-32 in 5 iterations.
 
 When r = 0 has no solution near the start (Burgers with dt = 1 develops folds: the implicit step's
 Jacobian becomes singular), the iteration stalls at a positive MSR; ``ResidualNewtonResult``
-says so (``converged`` False, the MSR reached and the smallest pivot ratio seen), so a benchmark
+says so (``converged`` False, the MSR reached and the ``reason`` it stopped), so a benchmark
 can tell a solver's failure from equations that have no root.
 """
 from __future__ import annotations
@@ -80,7 +81,7 @@ class ResidualNewtonSolver:
         for attr in ("residual_field", "jacobian_offsets"):
             if not hasattr(problem, attr):
                 raise NewtonError(f"{type(problem).__name__} has no {attr}: the residual Newton needs the "
-                                  "residual field r(u) and its stencil (Burgers, diffusion and Laplace have both)")
+                                  "residual field r(u) and its stencil (BurgersProblem has both)")
         why = problem.jacobian_stencil_problem() if hasattr(problem, "jacobian_stencil_problem") else None
         if why:
             raise NewtonError(why)
