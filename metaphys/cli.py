@@ -1,4 +1,4 @@
-"""`metaphys` command line: bake, demo, train, eval, export-weights, export-onnx (`--help` everywhere)."""
+"""`metaphys` command line: bake, demo, train, eval, export-weights, average-snapshots, export-onnx (`--help` everywhere)."""
 from __future__ import annotations
 
 import argparse
@@ -249,8 +249,12 @@ def cmd_export_weights(args) -> int:
         c = torch.load(ckpt, map_location="cpu", weights_only=False)
         training["recipe"] = c.get("config")
         training["run_steps_total"] = c.get("step")
+    if sd.get("averaged_from"):  # a weight average: its sources, not one snapshot's scores
+        training["averaged_from"] = sd["averaged_from"]
+        training["note"] = ("uniform average of the EMA snapshots listed in averaged_from "
+                            "(metaphys average-snapshots); step = the last of them")
     scores = os.path.join(run_dir, "snapshots.jsonl")
-    if os.path.exists(scores):
+    if os.path.exists(scores) and not sd.get("averaged_from"):
         with open(scores) as fh:
             recs = [json.loads(line) for line in fh]
         mine = [r for r in recs if r.get("step") == sd.get("step")]
@@ -262,6 +266,31 @@ def cmd_export_weights(args) -> int:
             meta.update(json.load(fh))
     meta = export_torchscript(model, args.out, meta)
     print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}...) and its metadata JSON")
+    return 0
+
+
+def cmd_average_snapshots(args) -> int:
+    """Average EMA snapshots of one run (by file, or by a step range of a run folder)."""
+    from metaphys.train.average import AverageError, average_snapshots, snapshots_between
+    try:
+        if args.steps:
+            if not args.run or args.snapshots:
+                raise AverageError("--steps FIRST:LAST needs --run RUN_DIR and no snapshot files")
+            try:
+                first, last = (int(x) for x in args.steps.split(":"))
+            except ValueError:
+                raise AverageError(f"--steps {args.steps!r}: expected FIRST:LAST, two integers, e.g. 29547:38341")
+            paths = snapshots_between(args.run, first, last)
+        else:
+            paths = args.snapshots
+        if os.path.exists(args.out) and not args.overwrite:
+            raise AverageError(f"{args.out} already exists; pass --overwrite to replace it")
+        result = average_snapshots(paths, args.out)
+    except AverageError as exc:
+        print(f"metaphys average-snapshots: error: {exc}", file=sys.stderr)
+        return 2
+    steps = [s["step"] for s in result["averaged_from"]]
+    print(f"wrote {args.out}: uniform average of {len(steps)} snapshots (steps {steps[0]}..{steps[-1]})")
     return 0
 
 
@@ -331,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--metadata", help="JSON file with extra model-card fields")
     w.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     w.set_defaults(func=cmd_export_weights)
+
+    a = sub.add_parser("average-snapshots", help="average EMA snapshots of one training run (weight averaging)")
+    a.add_argument("snapshots", nargs="*", help="EMA snapshot files (training/cpu/ema_step*.pt)")
+    a.add_argument("--run", help="run folder to take the snapshots from (with --steps)")
+    a.add_argument("--steps", help="FIRST:LAST, every snapshot of --run with a step in this range")
+    a.add_argument("--out", required=True, help="averaged snapshot to write (then metaphys export-weights it)")
+    a.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    a.set_defaults(func=cmd_average_snapshots)
 
     o = sub.add_parser("export-onnx", help="export the weights to ONNX for game engines (needs `onnx`)")
     o.add_argument("--weights", help="TorchScript weights (default weights/metamizer.pt)")
