@@ -48,3 +48,22 @@ def test_quick_run(script, weights, tmp_path):
     assert "Background load" in text and "sha256" in text
     if script in ("laplace.py", "nonlinear.py"):
         assert any(f.endswith(".png") for f in os.listdir(str(tmp_path)))
+
+
+def test_compare_weights_quick_run_is_deterministic(weights, tmp_path):
+    """The candidate screen runs end to end; the same weights twice give the same numbers, so a
+    candidate's 'better on k of n' is a property of the weights, not of the run."""
+    import json
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "compare_weights.py"), "--quick",
+                           "--weights", weights, "--out", str(tmp_path), weights, "--large", "48",
+                           "--large-iterations", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "## Summary" in proc.stdout and "|---|" in proc.stdout
+    data = json.load(open(tmp_path / "compare_weights.json"))
+    (label, s), = data["summaries"].items()
+    assert s["accelerated"]["better"] == 0 and s["accelerated"]["mean_dlog10"] == 0.0
+    assert s["plain"]["cases"] == 8 and s["plain"]["mean_dlog10"] == 0.0
+    a, b = data["results"].values()
+    assert a["plain"] == b["plain"] and a["large"]["final"] == b["large"]["final"]
+    assert "Background load" in open(tmp_path / "compare_weights.md").read()
