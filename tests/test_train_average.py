@@ -87,3 +87,16 @@ def test_cli_averages_and_the_model_card_names_the_sources(tmp_path, capsys):
     card = json.loads((tmp_path / "w.json").read_text())
     assert [s["step"] for s in card["training"]["averaged_from"]] == [10, 20]
     assert "held_out_scores" not in card["training"]
+
+
+def test_an_average_of_an_average_names_every_source(tmp_path):
+    """A weighted mix (one snapshot with the average of a stretch) is built by averaging an
+    average; the result names the stretch inside its second source."""
+    a = _snapshot(tmp_path / "ema_step0000001.pt", 1, 1)
+    for step in (10, 20):
+        _snapshot(tmp_path / f"ema_step{step:07d}.pt", step, step)
+    tail = average_snapshots(snapshots_between(str(tmp_path), 10, 20), str(tmp_path / "tail.pt"))
+    mix = average_snapshots([str(tmp_path / "ema_step0000001.pt"), str(tmp_path / "tail.pt")], str(tmp_path / "mix.pt"))
+    assert [s["step"] for s in mix["averaged_from"][1]["averaged_from"]] == [10, 20]
+    k = next(k for k, v in a.items() if v.is_floating_point())
+    torch.testing.assert_close(mix["ema"][k], (0.5 * a[k].double() + 0.5 * tail["ema"][k].double()).float())

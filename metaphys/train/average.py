@@ -31,6 +31,15 @@ def _load(path: str) -> dict:
     return sd
 
 
+def _source(path: str, sd: dict) -> dict:
+    """How the model card names one input; an input that is itself an average names its own
+    sources (averaging an average with a snapshot is how a weighted mix is built)."""
+    src = {"file": os.path.basename(path), "step": sd.get("step"), "sha256": sha256_of(path)}
+    if sd.get("averaged_from"):
+        src["averaged_from"] = sd["averaged_from"]
+    return src
+
+
 def average_snapshots(paths: Sequence[str], out: str) -> dict:
     """Uniform average of the snapshots' EMA weights (in float64, in step order), written to ``out``
     atomically. Integer buffers (BatchNorm's batch counter) are taken from the first snapshot.
@@ -60,8 +69,7 @@ def average_snapshots(paths: Sequence[str], out: str) -> dict:
     last = snaps[-1][1]
     result = {"ema": ema, "step": last.get("step"), "elapsed": last.get("elapsed"),
               "hidden": first.get("hidden"), "padding_mode": first.get("padding_mode"),
-              "averaged_from": [{"file": os.path.basename(p), "step": sd.get("step"), "sha256": sha256_of(p)}
-                                for p, sd in snaps]}
+              "averaged_from": [_source(p, sd) for p, sd in snaps]}
     with atomic_path(out) as tmp:
         torch.save(result, tmp)
     return result
