@@ -17,3 +17,23 @@ def test_only_selects_by_family_or_exact_size(shipped_optimizer):
 def test_every_target_has_an_accelerated_twin(name):
     names = {t[0] for t in TARGETS}
     assert name in names and name + "_acc" in names
+
+
+def test_iteration_budget_targets_are_judged_on_the_iteration_reached(tmp_path):
+    """Laplace 400²/1000² targets are budgets (≤ 1e-20 by iteration 150 / 300): judged on the
+    first iteration below 1e-20, not on the value at a nearby checkpoint; the JSON beside the
+    report keeps every number."""
+    import json
+    from metaphys.eval.harness import write_report
+
+    def run(to20, n=300):
+        return {"curve": [1.0] * (n + 1), "to20": to20, "it_per_s": 1.0, "it200": 1e-19}
+    results = {"laplace1000": run(None), "laplace1000_acc": run(210), "laplace400_acc": run(151)}
+    lines = write_report(results, str(tmp_path / "eval.md"), "test weights", 1.0)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if "by iteration" in line}
+    assert "PASS" in rows["Laplace 1000², MSR ≤ 1e-20 by iteration 300, accelerated"]
+    assert "iteration 210" in rows["Laplace 1000², MSR ≤ 1e-20 by iteration 300, accelerated"]
+    assert "MISS (not reached in 300 iterations)" in rows["Laplace 1000², MSR ≤ 1e-20 by iteration 300"]
+    assert "MISS (iteration 151)" in rows["Laplace 400², MSR ≤ 1e-20 by iteration 150, accelerated"]
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["laplace1000_acc"]["to20"] == 210 and len(saved["laplace1000_acc"]["curve"]) == 301
