@@ -70,22 +70,14 @@ def cases_for(quick: bool):
 
 
 def large_screen(opt, size: int, iterations: int) -> dict:
+    """Laplace at a size beyond the training recipe, with the acceleration (the eval's stationary run)."""
     from metaphys.eval import cases
-    from metaphys.optim.solve import DivergenceError, iterate
+    from metaphys.eval.harness import stationary
     from metaphys.optim.accelerate import DEFAULT_MEMORY
-    problem = cases.laplace_random(size)
-    u = problem.initial_guess()
-    curve = {}
-
-    def cb(k, u, r):
-        curve[k] = float(torch.exp(torch.log(r.clamp_min(1e-300)).mean()))
-    t = time.perf_counter()
-    try:
-        iterate(problem, opt, u, opt.init_state(tuple(u.shape)), iterations=iterations, accelerate=DEFAULT_MEMORY,
-                callback=cb)
-    except DivergenceError as exc:
-        return {"diverged": str(exc), "seconds": time.perf_counter() - t}
-    return {"final": curve[max(curve)], "mid": curve[max(curve) // 2], "seconds": time.perf_counter() - t}
+    r = stationary(opt, cases.laplace_random(size), iterations, accelerate=DEFAULT_MEMORY)
+    if "diverged" in r:
+        return r
+    return {"final": r["curve"][-1], "mid": r["curve"][len(r["curve"]) // 2], "seconds": r["seconds"]}
 
 
 def evaluate(path: str, case_fns, large) -> dict:

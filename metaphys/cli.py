@@ -281,6 +281,8 @@ def cmd_average_snapshots(args) -> int:
             except ValueError:
                 raise AverageError(f"--steps {args.steps!r}: expected FIRST:LAST, two integers, e.g. 29547:38341")
             paths = snapshots_between(args.run, first, last)
+        elif args.run:
+            raise AverageError("--run RUN_DIR needs --steps FIRST:LAST (or give the snapshot files instead)")
         else:
             paths = args.snapshots
         if os.path.exists(args.out) and not args.overwrite:

@@ -82,6 +82,8 @@ def test_cli_averages_and_the_model_card_names_the_sources(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli(["average-snapshots", "--run", str(tmp_path), "--steps", "ten", "--out", str(tmp_path / "x.pt")]) == 2
     assert "FIRST:LAST" in capsys.readouterr().err
+    assert cli(["average-snapshots", "--run", str(tmp_path), "--out", str(tmp_path / "y.pt")]) == 2
+    assert "needs --steps" in capsys.readouterr().err
     weights = tmp_path / "w.pt"
     assert cli(["export-weights", str(out), "--out", str(weights)]) == 0
     card = json.loads((tmp_path / "w.json").read_text())
