@@ -37,3 +37,19 @@ def test_iteration_budget_targets_are_judged_on_the_iteration_reached(tmp_path):
     assert "MISS (iteration 151)" in rows["Laplace 400², MSR ≤ 1e-20 by iteration 150, accelerated"]
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["laplace1000_acc"]["to20"] == 210 and len(saved["laplace1000_acc"]["curve"]) == 301
+
+
+def test_fluid_rows_include_the_forward_smoke_runs(shipped_optimizer):
+    """SmokeSim runs the frozen fast module (optim/fast.py), whose steps equal the TorchScript
+    module's to ~1e-6: the eval measures the fluid rows with both, and the Navier-Stokes target
+    is judged on the smoke one too."""
+    res = run_eval(shipped_optimizer.model, quick=True, only=["fluid"], log=lambda *_: None)
+    plain = {k for k in res if k.endswith("_acc")}
+    assert plain and {k + "_smoke" for k in plain} <= set(res)
+    for k in plain:
+        a, b = res[k], res[k + "_smoke"]
+        assert "diverged" not in a and "diverged" not in b
+        # the same iteration up to float32 rounding: equal within a factor, not bit for bit
+        for x, y in zip(a["L_d"], b["L_d"]):
+            assert 0.2 < (y + 1e-30) / (x + 1e-30) < 5.0
+    assert "fluid_Re32_ipt20_acc_smoke" in {t[0] for t in TARGETS}
