@@ -201,3 +201,21 @@ def test_cli_bake_with_untrained_weights_exits_2(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"the weights {path} cannot solve" in r.stderr
     assert not (out / "manifest.json").exists()
+
+
+def test_the_published_eval_describes_the_shipped_weights():
+    """benchmarks/results/eval.md (the README's accuracy table, the model card's `report`) must be
+    the evaluation of the weights that ship: its header names their sha256. Shipping new weights
+    without rerunning `metaphys eval` fails here."""
+    import json
+    import os
+    import re
+    from metaphys.optim.weights import default_weights_path, sha256_of
+    src = default_weights_path()
+    sha = sha256_of(src)
+    assert json.load(open(src[:-3] + ".json"))["sha256"] == sha
+    report = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "eval.md")
+    header = open(report, encoding="utf-8").read(2000)
+    shown = re.search(r"sha256 ([0-9a-f]{8,64})", header)
+    assert shown, "eval.md does not name the weights' sha256"
+    assert sha.startswith(shown.group(1)), f"eval.md evaluated {shown.group(1)}..., the shipped weights are {sha[:16]}..."
