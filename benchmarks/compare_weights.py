@@ -124,6 +124,7 @@ def main(argv=None):
     machine = common.machine_info()
     case_fns = cases_for(args.quick)
     large = (args.large, args.large_iterations) if args.large else None
+    from metaphys.optim.weights import sha256_of
     paths = [args.weights] + list(args.candidates)
     labels = []
     for path in paths:  # unique column labels, even for the same file twice (a determinism check)
@@ -133,6 +134,8 @@ def main(argv=None):
     for path, label in zip(paths, labels):
         results[label] = evaluate(path, case_fns, large)
         results[label]["path"] = path
+        # the file's identity: paths like weights/metamizer.pt name other weights once new ones ship
+        results[label]["sha256"] = sha256_of(path)
         monitor.sample()
         print(f"[compare] {label}: {results[label]['seconds']:.0f} s", flush=True)
     base = results[labels[0]]
@@ -154,6 +157,8 @@ def main(argv=None):
     table = common.md_table(headers, rows)
     load = monitor.report()
     md = ("# Candidate weights against the baseline (held-out cases)\n\n" + common.environment_md(machine, load, None, args)
+          + "\nWeights compared (sha256):\n\n" + "\n".join(f"- `{x}`: `{results[x]['path']}`, {results[x]['sha256'][:16]}…"
+                                                         for x in labels) + "\n"
           + f"\nBaseline: `{args.weights}`. Lower is better (MSR; Navier-Stokes: mean L_d). Plain = the network "
           "alone; acc = with the subspace acceleration (the product's default).\n\n## Summary\n\n" + "\n".join(lines)
           + "\n\n## Cases\n\n" + table + "\n")
