@@ -44,9 +44,9 @@ def test_fluid_rows_include_the_forward_smoke_runs(shipped_optimizer):
     module's to ~1e-6: the eval measures the fluid rows with both, and the Navier-Stokes target
     is judged on the smoke one too."""
     res = run_eval(shipped_optimizer.model, quick=True, only=["fluid"], log=lambda *_: None)
-    plain = {k for k in res if k.endswith("_acc")}
-    assert plain and {k + "_smoke" for k in plain} <= set(res)
-    for k in plain:
+    module_rows = {k for k in res if k.endswith("_acc")}
+    assert module_rows and {k + "_smoke" for k in module_rows} <= set(res)
+    for k in module_rows:
         a, b = res[k], res[k + "_smoke"]
         assert "diverged" not in a and "diverged" not in b
         # the same iteration up to float32 rounding: equal within a factor, not bit for bit
