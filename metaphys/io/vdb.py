@@ -1,30 +1,10 @@
-"""OpenVDB ``.vdb`` volumes (a float grid named ``density``) for Blender's Volume objects.
+"""OpenVDB ``.vdb`` volumes (a float grid named ``density``, optionally a vec3 grid ``velocity``)
+for Blender's Volume objects, Houdini, Embergen and Unreal.
 
-Finding an ``openvdb`` module
------------------------------
-OpenVDB's Python binding is not on PyPI for our Python, but Blender's pip module (``bpy``)
-bundles one, built for the same CPython 3.11 ABI, at::
-
-    site-packages/bpy/<blender version>/python/lib/python3.11/site-packages/openvdb.cpython-311-*.so
-
-with a RUNPATH to ``bpy/lib`` (``libopenvdb.so``, ``libtbb.so``). It loads into a plain venv
-Python without importing bpy. The lookup (first hit wins, done lazily on first use, never at
-import time):
-
-1. ``$METAPHYS_OPENVDB``: an ``openvdb*.so``/``.pyd`` file or a directory holding one;
-2. an ``openvdb`` module already imported or importable the normal way;
-3. the module bundled in bpy, found with ``importlib.util.find_spec('bpy')`` (which locates
-   bpy without importing it) and a glob under its folder;
-4. ``pyopenvdb`` importable the normal way, or Debian/Ubuntu's ``python3-openvdb``
-   (``apt-get install python3-openvdb``: OpenVDB 10 built for the system Python 3.11, at
-   ``/usr/lib/python3/dist-packages/pyopenvdb.cpython-311-*.so``), loaded from that path by any
-   CPython of the same version, a venv included. This is the CLI's OpenVDB without Blender.
-
-PyPI has no OpenVDB binding for CPython 3.11 on Linux (``openvdb`` and ``pyopenvdb`` have no
-installable distribution there; checked with usd-core's registry, 2026).
-
-Only the single extension file is loaded (``spec_from_file_location``), so bpy's other bundled
-packages (pxr, MaterialX, OpenImageIO...) are not put on ``sys.path``.
+The files are written and read by ``metaphys.io.vdbfile`` (numpy and zlib only): PyPI has no
+OpenVDB binding for CPython 3.11 on Linux, so the format is written directly, as OpenVDB itself
+writes it. VDB output therefore needs nothing beyond requirements.txt; ``vdb_available()`` is
+always True and stays for callers that asked before writing.
 
 Index convention
 ----------------
@@ -41,156 +21,20 @@ at its index coordinates, so the grid transform translates by ``origin + voxel_s
 """
 from __future__ import annotations
 
-import glob
-import importlib
-import importlib.machinery
-import importlib.util
 import os
-import sys
 
 import numpy as np
 
-from .atomic import PathLike, atomic_path
+from . import vdbfile
+from .atomic import PathLike, atomic_open
 
-__all__ = ["vdb_available", "openvdb_location", "load_openvdb", "write_density_vdb", "read_vdb_grid",
-           "read_vdb_velocity", "grid_names", "has_velocity", "OPENVDB_ENV"]
-
-OPENVDB_ENV = "METAPHYS_OPENVDB"
-
-_cache: dict = {}  # lazily filled by load_openvdb(): {"module": module-or-None, "tried": [...]}
-
-
-def _ext_files(directory: str, names=("openvdb", "pyopenvdb")) -> list[str]:
-    out = []
-    for name in names:
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            out += glob.glob(os.path.join(directory, name + suffix))
-    return sorted(set(out))
-
-
-# Debian/Ubuntu's python3-openvdb (`apt-get install python3-openvdb`) installs ``pyopenvdb`` for the
-# system Python 3; a venv does not see dist-packages, but the same-ABI extension loads from its path.
-SYSTEM_DIRS = ("/usr/lib/python3/dist-packages",)
-
-
-def _bpy_candidates() -> list[str]:
-    try:
-        spec = importlib.util.find_spec("bpy")  # locates, does not import
-    except (ImportError, ValueError):
-        return []
-    if spec is None:
-        return []
-    roots = list(spec.submodule_search_locations or [])
-    if not roots and spec.origin:
-        roots = [os.path.dirname(spec.origin)]
-    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    out = []
-    for root in roots:
-        for pattern in (os.path.join(root, "*", "python", "lib", pyver, "site-packages"),  # Linux, macOS
-                        os.path.join(root, "*", "python", "lib", "site-packages")):      # Windows
-            for d in sorted(glob.glob(pattern), reverse=True):  # newest Blender version first
-                out += _ext_files(d)
-    return out
-
-
-def _load_file(path: str):
-    # the module name must be the one the extension was built as (PyInit_openvdb / PyInit_pyopenvdb)
-    name = os.path.basename(path).split(".")[0]
-    for loaded in ("openvdb", "pyopenvdb"):
-        if loaded in sys.modules:  # never load a second copy of an OpenVDB extension
-            return sys.modules[loaded]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot make an import spec for {path}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return mod
-
-
-
-def _first_loadable(files, tried: list):
-    """The first of ``files`` that loads as an extension module (failures appended to ``tried``)."""
-    for f in files:
-        try:
-            return _load_file(f)
-        except Exception as e:  # noqa: BLE001
-            tried.append(f"{f}: {type(e).__name__}: {e}")
-    return None
-
-def load_openvdb(refresh: bool = False):
-    """Return the ``openvdb`` module, or None if none can be loaded (see module docstring for the lookup)."""
-    if _cache and not refresh:
-        return _cache["module"]
-    tried: list[str] = []
-    mod = None
-    env = os.environ.get(OPENVDB_ENV)
-    if env:
-        files = _ext_files(env) if os.path.isdir(env) else [env]
-        for f in files:
-            try:
-                mod = _load_file(f)
-                break
-            except Exception as e:  # noqa: BLE001 - report every failed candidate
-                tried.append(f"${OPENVDB_ENV}={f}: {type(e).__name__}: {e}")
-        if not files:
-            tried.append(f"${OPENVDB_ENV}={env}: no openvdb extension module there")
-    if mod is None:
-        try:
-            mod = importlib.import_module("openvdb")
-        except Exception as e:  # noqa: BLE001
-            tried.append(f"import openvdb: {type(e).__name__}: {e}")
-    if mod is None:
-        cands = _bpy_candidates()
-        if not cands:
-            tried.append("bpy's bundled openvdb: bpy is not installed (or has no openvdb module)")
-        mod = _first_loadable(cands, tried)
-    if mod is None:  # Debian/Ubuntu python3-openvdb: importable as pyopenvdb, or loaded from its folder
-        try:
-            mod = importlib.import_module("pyopenvdb")
-        except Exception as e:  # noqa: BLE001
-            tried.append(f"import pyopenvdb: {type(e).__name__}: {e}")
-    if mod is None:
-        cands = [f for d in SYSTEM_DIRS for f in _ext_files(d, ("pyopenvdb",))]
-        if not cands:
-            tried.append(f"system pyopenvdb (apt-get install python3-openvdb): none in {', '.join(SYSTEM_DIRS)}")
-        mod = _first_loadable(cands, tried)
-    if mod is not None and not hasattr(mod, "FloatGrid"):
-        tried.append(f"{getattr(mod, '__file__', mod)!r} has no FloatGrid: not the OpenVDB binding")
-        mod = None
-    _cache.clear()
-    _cache.update(module=mod, tried=tried)
-    return mod
+__all__ = ["vdb_available", "write_density_vdb", "read_vdb_grid", "read_vdb_velocity", "grid_names",
+           "has_velocity", "index_to_world"]
 
 
 def vdb_available() -> bool:
-    """True if an OpenVDB Python module can be loaded (see the module docstring)."""
-    return load_openvdb() is not None
-
-
-def openvdb_location() -> str | None:
-    """File the loaded openvdb module came from, or None."""
-    mod = load_openvdb()
-    return getattr(mod, "__file__", None) if mod is not None else None
-
-
-def _require():
-    mod = load_openvdb()
-    if mod is None:
-        tried = "\n  ".join(_cache.get("tried", []))
-        raise RuntimeError(
-            "writing .vdb needs an OpenVDB Python module, and none was found (PyPI has none for this "
-            "Python). On Debian/Ubuntu: `apt-get install python3-openvdb` (metaphys loads its pyopenvdb "
-            "into any same-version Python, venvs included). Or install Blender's Python module into "
-            "this environment (`pip install bpy==5.0.1`): metaphys loads the openvdb module bundled "
-            "inside it, without importing bpy. Or set "
-            f"${OPENVDB_ENV} to an openvdb extension module (or its folder) built for Python "
-            f"{sys.version_info.major}.{sys.version_info.minor}. Tried:\n  {tried}")
-    return mod
+    """True: metaphys writes .vdb files itself (``metaphys.io.vdbfile``), no OpenVDB module needed."""
+    return True
 
 
 def _as_volume(density) -> np.ndarray:
@@ -248,7 +92,6 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
     ``clamp_negative``: clamp solver undershoot to 0 (Blender renders negative density badly).
     ``tolerance``: voxels within it of 0 are stored inactive (sparser file); 0 keeps every
     nonzero voxel exact. ``metadata``: extra grid metadata (str/int/float/bool values).
-    Raises RuntimeError (with how to get one) when no openvdb module is available.
     """
     if row0 not in ("top", "bottom"):
         raise ValueError(f"row0 must be 'top' or 'bottom', got {row0!r}")
@@ -291,38 +134,23 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
             vel = vel[:, :, ::-1]
         vel = np.ascontiguousarray(vel, dtype=np.float32)
 
-    vdb = _require()
-    grid = vdb.FloatGrid()
-    grid.copyFromArray(vol, tolerance=float(tolerance))
-    grid.name = name
-    grid.gridClass = vdb.GridClass.FOG_VOLUME
-    grid.transform = vdb.createLinearTransform(m.tolist())
     meta = {"metaphys_shape_dhw": f"{D} {H} {W}", "metaphys_row0": row0}
     for k, v in (metadata or {}).items():
         if not isinstance(v, (str, int, float, bool)):
             raise ValueError(f"metadata[{k!r}] must be str, int, float or bool, got {type(v).__name__}")
         meta[str(k)] = v
-    for k, v in meta.items():
-        grid[k] = v
-    try:
-        from ..version import __version__ as ver
-    except Exception:  # pragma: no cover
-        ver = "unknown"
-    grids = [grid]
+    tol = float(tolerance)
+    grids = [vdbfile.GridToWrite(name, np.where(np.abs(vol) > tol, vol, 0.0), m, "fog volume", metadata=meta)]
     if vel is not None:
-        vgrid = vdb.Vec3SGrid()
-        vgrid.copyFromArray(vel, tolerance=(float(tolerance),) * 3)
-        vgrid.name = "velocity"
-        vgrid.gridClass = vdb.GridClass.UNKNOWN   # Blender and Houdini expect a plain vec3 "velocity"
-        vgrid.vectorType = vdb.VectorType.CONTRAVARIANT_RELATIVE  # a displacement-like vector
-        vgrid.transform = vdb.createLinearTransform(m.tolist())
-        vgrid["metaphys_shape_dhw"] = meta["metaphys_shape_dhw"]
-        vgrid["metaphys_row0"] = row0
-        vgrid["metaphys_velocity_scale"] = float(velocity_scale)
-        grids.append(vgrid)
-    with atomic_path(path) as tmp:
-        vdb.write(tmp, grids=grids, metadata={"creator": f"metaphys {ver}"})
-    del grid, grids
+        vel = np.where(np.any(np.abs(vel) > tol, axis=-1, keepdims=True), vel, 0.0)
+        grids.append(vdbfile.GridToWrite(
+            "velocity", vel, m, "unknown",                   # Blender and Houdini expect a plain vec3 "velocity"
+            vector_type="contravariant relative",            # a displacement-like vector
+            metadata={"metaphys_shape_dhw": meta["metaphys_shape_dhw"], "metaphys_row0": row0,
+                      "metaphys_velocity_scale": float(velocity_scale)}))
+    from ..version import __version__
+    with atomic_open(path, "wb") as fh:
+        vdbfile.write_vdb(fh, grids, {"creator": f"metaphys {__version__}"})
 
 
 def read_vdb_grid(path: PathLike, name: str = "density", row0: str | None = None) -> tuple[np.ndarray, dict]:
@@ -334,74 +162,65 @@ def read_vdb_grid(path: PathLike, name: str = "density", row0: str | None = None
     info: ``voxel_size`` (x, y, z), ``origin`` (domain min corner, world), ``grid_class``,
     ``metadata`` (grid metadata dict), ``index_min``, ``index_max``.
     """
-    vdb = _require()
-    try:
-        grid = vdb.read(os.fspath(path), name)
-    except Exception as e:
-        raise ValueError(f"cannot read grid {name!r} from {str(path)!r}: {e}") from e
-    meta = dict(grid.metadata)
-    lo, hi = grid.evalActiveVoxelBoundingBox()
+    grid = _read(path, name)
+    if grid.info.tree_type != vdbfile.FLOAT_TREE:
+        raise ValueError(f"grid {name!r} of {str(path)!r} is a {grid.info.tree_type}, not a float grid "
+                         "(read a velocity grid with read_vdb_velocity)")
+    meta = dict(grid.info.metadata)
     shape_s = meta.get("metaphys_shape_dhw")
-    if shape_s:
+    if shape_s:  # written by write_density_vdb: the full written shape, inactive zeros included
         D, H, W = (int(s) for s in str(shape_s).split())
-        lo = (0, 0, 0)
-        hi = (W - 1, D - 1, H - 1)
-        if row0 is None:
-            row0 = str(meta.get("metaphys_row0", "top"))
+        lo, hi = (0, 0, 0), (W - 1, D - 1, H - 1)
+        row0 = str(meta.get("metaphys_row0", "top")) if row0 is None else row0
     else:
-        if row0 is None:
-            row0 = "top"
+        lo, hi = grid.active_bbox() or ((0, 0, 0), (-1, -1, -1))
+        row0 = "top" if row0 is None else row0
     if row0 not in ("top", "bottom"):
         raise ValueError(f"row0 must be 'top' or 'bottom', got {row0!r}")
-    dims = tuple(max(int(h) - int(l) + 1, 0) for l, h in zip(lo, hi))
-    vol = np.zeros(dims, dtype=np.float32)
-    if vol.size:
-        grid.copyToArray(vol, ijk=tuple(int(v) for v in lo))
+    vol = grid.dense(lo, hi) if min(h - l for l, h in zip(lo, hi)) >= 0 else np.zeros((0, 0, 0), np.float32)
     if row0 == "top":
         vol = vol[:, :, ::-1]
     out = np.ascontiguousarray(vol.transpose(1, 2, 0))  # [x, y, z] -> [D, H, W]
-    t = grid.transform
-    vs = np.asarray(t.voxelSize(), dtype=np.float64)
-    c0 = np.asarray(t.indexToWorld(tuple(float(v) for v in lo)), dtype=np.float64)
-    info = {"voxel_size": tuple(vs.tolist()), "origin": tuple((c0 - 0.5 * vs).tolist()),
-            "grid_class": str(grid.gridClass), "metadata": meta,
+    m = grid.index_to_world
+    vs = np.linalg.norm(m[:3, :3], axis=1)                # world length of one index step per axis
+    c0 = np.append(np.asarray(lo, np.float64), 1.0) @ m
+    info = {"voxel_size": tuple(vs.tolist()), "origin": tuple((c0[:3] - 0.5 * vs).tolist()),
+            "grid_class": str(meta.get("class", "unknown")), "metadata": meta,
             "index_min": tuple(int(v) for v in lo), "index_max": tuple(int(v) for v in hi)}
-    del t, grid
     return out, info
+
+
+def _read(path: PathLike, name: str) -> vdbfile.GridData:
+    """Grid ``name`` of ``path``; ValueError naming both when the file or grid cannot be read."""
+    try:
+        return vdbfile.read_grid(os.fspath(path), name)
+    except vdbfile.VdbFormatError as exc:
+        raise ValueError(f"cannot read grid {name!r} from {str(path)!r}: {exc}") from None
 
 
 def grid_names(path: PathLike) -> list[str]:
     """Names of the grids in a ``.vdb`` file (reads metadata only)."""
-    vdb = _require()
-    return [g.name for g in vdb.readAllGridMetadata(os.fspath(path))]
+    return [g.name for g in vdbfile.read_grid_infos(os.fspath(path))]
 
 
 def has_velocity(path: PathLike) -> bool:
-    """True if the ``.vdb`` file holds a grid named ``velocity``; False also without an openvdb module."""
-    if load_openvdb() is None:
-        return False
+    """True if the ``.vdb`` file holds a grid named ``velocity`` (False for an unreadable file)."""
     try:
         return "velocity" in grid_names(path)
-    except Exception:  # noqa: BLE001 - an unreadable file has no velocity for our purposes
+    except ValueError:  # VdbFormatError: an unreadable file has no velocity for our purposes
         return False
 
 
 def read_vdb_velocity(path: PathLike) -> np.ndarray:
     """The ``velocity`` grid of a file written by ``write_density_vdb(velocity=...)`` as ``[D, H, W, 3]``
     float32 world vectors (x = +column, y = +slice, z = up), in the written row order convention."""
-    vdb = _require()
-    try:
-        grid = vdb.read(os.fspath(path), "velocity")
-    except Exception as e:
-        raise ValueError(f"cannot read grid 'velocity' from {str(path)!r}: {e}") from e
-    meta = dict(grid.metadata)
+    grid = _read(path, "velocity")
+    meta = grid.info.metadata
     shape_s = meta.get("metaphys_shape_dhw")
     if not shape_s:
         raise ValueError(f"{str(path)!r}: the velocity grid was not written by metaphys (no metaphys_shape_dhw)")
     D, H, W = (int(x) for x in str(shape_s).split())
-    vol = np.zeros((W, D, H, 3), dtype=np.float32)
-    grid.copyToArray(vol, ijk=(0, 0, 0))
+    vol = grid.dense((0, 0, 0), (W - 1, D - 1, H - 1))
     if str(meta.get("metaphys_row0", "top")) == "top":
         vol = vol[:, :, ::-1]
-    del grid
     return np.ascontiguousarray(vol.transpose(1, 2, 0, 3))
