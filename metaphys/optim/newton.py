@@ -19,6 +19,7 @@ an absolute one.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -137,6 +138,63 @@ def sparse_hessian(problem, u: torch.Tensor, *, method: str = "difference", prob
     return 0.5 * (Hm + Hm.T)  # exact up to round-off (differences: ~1e-10); symmetrize it away
 
 
+LINEAR_SOLVERS = ("direct", "pcg")
+
+
+class LaggedFactor:
+    """A factorization of an earlier projected Hessian, reused as the preconditioner of CG across
+    Newton iterations and frames while CG keeps converging in a few iterations (a frame of
+    animated cloth changes its Hessian little). ``key`` ties it to one set of free unknowns."""
+
+    def __init__(self):
+        self.lu = None
+        self.key = None
+        self.stale = True
+        self.factorizations = 0
+
+    def usable(self, key) -> bool:
+        return self.lu is not None and not self.stale and self.key == key
+
+    def set(self, lu, key) -> None:
+        self.lu, self.key, self.stale = lu, key, False
+        self.factorizations += 1
+
+
+def preconditioned_cg(matvec, g: np.ndarray, precond, rtol: float, max_iterations: int):
+    """Approximately solve H d = -g by preconditioned CG, stopping early at negative curvature
+    (truncated Newton: where the energy is not convex, the last iterate is still downhill).
+
+    Returns (d, iterations, status) with status "converged", "max_iterations", "negative_curvature"
+    or "bad_preconditioner" (r . P^-1 r <= 0: the lagged factor no longer fits the matrix)."""
+    d = np.zeros_like(g)
+    r = -g
+    z = precond(r)
+    rz = float(r @ z)
+    if not (rz > 0):
+        return d, 0, "bad_preconditioner"
+    p = z.copy()
+    target = rtol * float(np.linalg.norm(g))
+    for k in range(max_iterations):
+        Hp = matvec(p)
+        pHp = float(p @ Hp)
+        if not (pHp > 0):
+            if k == 0:
+                return z, 1, "negative_curvature"   # the preconditioned gradient: downhill
+            return d, k, "negative_curvature"
+        alpha = rz / pHp
+        d += alpha * p
+        r -= alpha * Hp
+        if float(np.linalg.norm(r)) <= target:
+            return d, k + 1, "converged"
+        z = precond(r)
+        rz_new = float(r @ z)
+        if not (rz_new > 0):
+            return d, k + 1, "bad_preconditioner"
+        p = z + (rz_new / rz) * p
+        rz = rz_new
+    return d, max_iterations, "max_iterations"
+
+
 @dataclass
 class NewtonResult:
     u: torch.Tensor
@@ -148,6 +206,9 @@ class NewtonResult:
     hessians: int = 0                                              # Hessians assembled and factored
     chord_steps: int = 0                                           # steps that reused a factorization
     exact_retry: bool = False                                      # the difference Hessian missed tol: solved again exactly
+    krylov_iterations: int = 0                                     # preconditioned CG iterations (linear="pcg")
+    budget_hit: str = ""                                           # "" or what ended the solve early: "iterations", "time"
+    seconds: float = 0.0
 
 
 class NewtonSolver:
@@ -162,7 +223,17 @@ class NewtonSolver:
 
     def __init__(self, tol: float = 1e-10, atol: float = 0.0, max_iterations: int = 50,
                  armijo: float = 1e-4, max_halvings: int = 30, exact_below: float = float("inf"),
-                 hessian: str = "difference"):
+                 hessian: str = "difference", linear: str = "direct", time_budget: Optional[float] = None,
+                 krylov_max_iterations: int = 40, refactor_after: int = 20):
+        if linear not in LINEAR_SOLVERS:
+            raise ValueError(f"linear must be one of {LINEAR_SOLVERS}, got {linear!r}")
+        if time_budget is not None and not (float(time_budget) > 0):
+            raise ValueError(f"time_budget must be None or a number of seconds > 0, got {time_budget!r}")
+        self.linear = linear
+        self.time_budget = None if time_budget is None else float(time_budget)
+        self.krylov_max_iterations = int(krylov_max_iterations)
+        self.refactor_after = int(refactor_after)
+        self.preconditioner = LaggedFactor()   # kept across solves: frames reuse earlier factorizations
         if hessian not in HESSIAN_METHODS:
             raise ValueError(f"hessian must be one of {HESSIAN_METHODS}, got {hessian!r}")
         self.hessian = hessian
@@ -251,6 +322,8 @@ class NewtonSolver:
                                all(o.converged for o in outs), sum(o.regularized for o in outs),
                                sum(o.line_search_halvings for o in outs))
             return res
+        if self.linear == "pcg":
+            return self._solve_one_pcg(problem, u, scale, callback)
         out = self._solve_one(problem, u, scale, callback, self.hessian)
         if not out.converged and self.hessian == "difference" and hasattr(problem, "pure_loss"):
             # with contact, Newton is sensitive to its Hessian near the penalty's kink (differences
@@ -332,4 +405,101 @@ class NewtonSolver:
         else:
             out.converged = self._done(rel, rms)
         out.u = u
+        return out
+
+    # --- Newton-Krylov with a lagged factorization (linear="pcg") --------------------------------
+    def _refactor(self, problem, u, g, idx, key):
+        """Assemble the projected Hessian at ``u``, factor it, keep it as the preconditioner."""
+        H = sparse_hessian(problem, u, method=self.hessian).tocsr()[idx][:, idx]
+        if hasattr(problem, "hessian_psd_correction"):
+            H = sparse_hessian_correction(problem, u)[idx][:, idx] + H
+        H = H.tocsc()
+        lu, _ = self._factor(H, g)
+        if lu is None:
+            lu, _, _ = self._regularized_factor(H, g, 1e-6)
+        self.preconditioner.set(lu, key)
+
+    def _solve_one_pcg(self, problem, u, scale, callback) -> NewtonResult:
+        """Inexact Newton: each step solves H d = -g by CG on exact Hessian-vector products
+        (forward differences of the compiled gradient: one kernel call each), preconditioned
+        by a factorization of an earlier projected Hessian that is refreshed only when CG
+        needs more than ``refactor_after`` iterations. Costs per CG iteration one kernel call
+        and two triangular solves instead of a Hessian assembly and factorization per step."""
+        t0 = time.perf_counter()
+        free = problem.impose(torch.ones_like(u)).flatten() != 0
+        idx = free.nonzero().view(-1).cpu().numpy()
+        key = (tuple(u.shape), hash(idx.tobytes()))
+        loss, grad = problem.loss_and_grad(u)
+        if scale is None:
+            scale = problem.residual_scale(grad) if hasattr(problem, "residual_scale") else 1.0
+        rel, rms = self._measure(problem, loss, grad, scale)
+        out = NewtonResult(u=u, residuals=[rel])
+        best = (rel, u)
+        pc = self.preconditioner
+        full = torch.zeros(u.numel(), dtype=torch.float64, device=u.device)
+        idx_t = torch.as_tensor(idx, device=u.device)
+
+        def to_full(v):
+            f = full.clone()
+            f[idx_t] = torch.as_tensor(v, device=u.device)
+            return f.view_as(u)
+
+        for it in range(self.max_iterations):
+            if self._done(rel, rms):
+                out.converged = True
+                break
+            if self.time_budget is not None and time.perf_counter() - t0 > self.time_budget:
+                out.budget_hit = "time"
+                break
+            g = grad.flatten()[free].cpu().numpy()
+            g_base = grad
+
+            def matvec(v, u=u, g_base=g_base):
+                vmax = float(np.abs(v).max())
+                if vmax == 0.0:
+                    return np.zeros_like(v)
+                eps = 1e-7 * max(1.0, float(u.abs().max())) / vmax
+                _, g_eps = problem.loss_and_grad((u + eps * to_full(v)).contiguous())
+                return ((g_eps - g_base).flatten()[free] / eps).cpu().numpy()
+
+            accepted = False
+            for _attempt in range(2):
+                fresh = not pc.usable(key)
+                if fresh:
+                    self._refactor(problem, u, g, idx, key)
+                    out.hessians += 1
+                # inexact Newton: loose far from the answer, and never tighter than this step needs
+                # to reach the tolerance (a linear residual of rtol*|g| leaves about rtol*rel)
+                rtol = min(0.5, max(math.sqrt(max(rel, 1e-16)), 0.3 * self.tol / max(rel, 1e-300)))
+                d, k, status = preconditioned_cg(matvec, g, pc.lu.solve, rtol, self.krylov_max_iterations)
+                out.krylov_iterations += k
+                if status in ("max_iterations", "bad_preconditioner") or k > self.refactor_after:
+                    pc.stale = True   # the lagged factor no longer fits: refresh it at the next step
+                if float(g @ d) < 0:
+                    accepted, u_new, loss_new, grad_new, halvings = self._line_search(
+                        problem, u, loss, grad, g, d, idx, min_alpha=0.0)
+                    out.line_search_halvings += halvings
+                if accepted or fresh:
+                    break
+                pc.stale = True       # a lagged factor gave no downhill step: refresh it, try again
+            if not accepted:
+                break  # stalled (round-off): report the best residual reached
+            u, loss, grad = u_new, loss_new, grad_new
+            rel, rms = self._measure(problem, loss, grad, scale)
+            out.residuals.append(rel)
+            out.iterations = it + 1
+            if rel < best[0]:
+                best = (rel, u)
+            if callback is not None:
+                callback(it + 1, u, rel)
+        else:
+            out.converged = self._done(rel, rms)
+            if not out.converged:
+                out.budget_hit = "iterations"
+        if not out.converged and best[0] < rel:
+            out.u = best[1]                      # a frame that stops early keeps its best iterate
+            out.residuals.append(best[0])
+        else:
+            out.u = u
+        out.seconds = time.perf_counter() - t0
         return out
