@@ -91,3 +91,83 @@ def test_a_missed_tolerance_with_the_difference_hessian_is_retried_exactly():
     assert short.iterations == 4                     # both attempts are counted
     full = NewtonSolver(tol=1e-11, max_iterations=60).solve(prob, prob.initial_guess())
     assert full.converged and not full.exact_retry   # the fast path alone when it converges
+
+
+# --- Newton-Krylov (linear="pcg"): CG with a lagged factorization as the preconditioner ---------------
+from metaphys.optim.newton import preconditioned_cg  # noqa: E402
+
+
+def _spd(n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n))
+    return a @ a.T + n * np.eye(n), rng.standard_normal(n)
+
+
+def test_pcg_with_the_exact_inverse_as_preconditioner_solves_in_one_iteration():
+    H, g = _spd()
+    d, k, status = preconditioned_cg(lambda v: H @ v, g, lambda r: np.linalg.solve(H, r), 1e-10, 50)
+    assert status == "converged" and k == 1
+    assert np.allclose(H @ d, -g, atol=1e-9 * np.abs(g).max())
+
+
+def test_pcg_with_a_poor_preconditioner_still_converges_and_counts_iterations():
+    H, g = _spd()
+    d, k, status = preconditioned_cg(lambda v: H @ v, g, lambda r: r, 1e-10, 200)
+    assert status == "converged" and 1 < k <= 60
+    assert np.linalg.norm(H @ d + g) <= 1e-9 * np.linalg.norm(g)
+
+
+def test_pcg_stops_at_negative_curvature_with_a_downhill_direction():
+    H, g = _spd()
+    H = H - 2.5 * np.abs(np.linalg.eigvalsh(H)).max() * np.outer(g, g) / (g @ g)   # indefinite along g
+    d, k, status = preconditioned_cg(lambda v: H @ v, g, lambda r: r, 1e-10, 50)
+    assert status == "negative_curvature"
+    assert float(g @ d) < 0
+
+
+def test_pcg_refuses_a_preconditioner_that_is_not_positive():
+    H, g = _spd()
+    _, k, status = preconditioned_cg(lambda v: H @ v, g, lambda r: -r, 1e-10, 50)
+    assert status == "bad_preconditioner" and k == 0
+
+
+def test_newton_krylov_reaches_the_direct_solvers_answer():
+    prob = _hanging_cloth()
+    a0 = torch.zeros(prob.shape, dtype=torch.float64)
+    direct = NewtonSolver(tol=1e-10, max_iterations=100).solve(prob, a0)
+    krylov = NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg").solve(prob, a0)
+    assert direct.converged and krylov.converged
+    assert krylov.krylov_iterations > 0 and krylov.hessians <= krylov.iterations
+    assert float((direct.u - krylov.u).abs().max()) <= 1e-6 * float(direct.u.abs().max())
+
+
+def test_the_lagged_factor_is_reused_by_the_next_solve():
+    prob = _hanging_cloth()
+    solver = NewtonSolver(tol=1e-8, max_iterations=100, linear="pcg")
+    a = solver.solve(prob, torch.zeros(prob.shape, dtype=torch.float64)).u
+    before = solver.preconditioner.factorizations
+    again = solver.solve(prob, a + 1e-4 * prob.impose(torch.ones_like(a)))   # a nearby start: same Hessian
+    assert again.converged and again.hessians == 0
+    assert solver.preconditioner.factorizations == before
+
+
+def test_a_solve_at_its_iteration_budget_keeps_the_best_iterate_and_says_so():
+    prob = _hanging_cloth()
+    out = NewtonSolver(tol=1e-14, max_iterations=2, linear="pcg").solve(prob, torch.zeros(prob.shape, dtype=torch.float64))
+    assert not out.converged and out.budget_hit == "iterations"
+    assert out.residuals[-1] == min(out.residuals)
+    assert float(prob.residual(out.u)[0]) > 0
+
+
+def test_a_solve_at_its_time_budget_stops_and_says_so():
+    prob = _hanging_cloth()
+    out = NewtonSolver(tol=1e-14, max_iterations=1000, linear="pcg", time_budget=1e-9).solve(
+        prob, torch.zeros(prob.shape, dtype=torch.float64))
+    assert not out.converged and out.budget_hit == "time" and out.iterations <= 1
+
+
+def test_newton_refuses_unknown_linear_solvers_and_budgets():
+    with pytest.raises(ValueError, match="linear must be one of"):
+        NewtonSolver(linear="lu")
+    with pytest.raises(ValueError, match="time_budget"):
+        NewtonSolver(time_budget=0)
