@@ -16,13 +16,21 @@ venv: .venv/.installed
 	$(PIP) install -q -r requirements.txt
 	touch $@
 
-# Compiled kernels land in metaphys/_C*.so (in-place build, editable package).
+# Compiled kernels land in metaphys/_C*.so (in-place build), then the package is installed editable.
 build: .venv/.installed
 	@mkdir -p build
 	flock build/.build.lock $(PY) setup.py -q build_ext --inplace 2>&1 | grep -v "^\(running\|copying\)" || true
 	$(PY) -c "import torch, metaphys._C" || (echo "build of metaphys._C failed" && exit 1)
-	@# a `metaphys` command in the venv without re-building through `pip install -e .`
-	@test -e .venv/bin/metaphys || { printf '#!/bin/sh\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s/.venv/bin/python" -m metaphys "$$@"\n' "$(CURDIR)" "$(CURDIR)" > .venv/bin/metaphys && chmod +x .venv/bin/metaphys; }
+	@$(MAKE) --no-print-directory .venv/.editable
+
+# `import metaphys` from any folder and the `metaphys` command: metaphys installed editable into the venv.
+# METAPHYS_PREBUILT_EXT=1 (setup.py): the kernels built in place above are used, pip compiles nothing;
+# --no-deps: requirements.txt installed everything, pip pulls no other torch.
+.venv/.editable: .venv/.installed setup.py
+	@# PYTHONWARNINGS: setuptools warns about every editable install of a flat layout
+	PYTHONWARNINGS=ignore METAPHYS_PREBUILT_EXT=1 $(PIP) install -q -e . --no-build-isolation --no-deps
+	$(PY) -c "import sys; assert not any('dist-packages' in p for p in sys.path), 'the venv sees system packages'"
+	touch $@
 
 demo: build
 	$(PY) -m metaphys demo

@@ -4,6 +4,11 @@ CPU build (CppExtension) by default. It switches to CUDAExtension automatically 
 installed torch has CUDA *and* a CUDA toolkit is found; then the `*_cuda.cu` kernels and the
 `*_cuda_binding.cpp` launch glue are compiled too (METAPHYS_WITH_CUDA is defined).
 Set METAPHYS_FORCE_CPU=1 to build the CPU kernels only.
+
+`make build` compiles the extension in place (``setup.py build_ext --inplace``), then installs the
+package editable into the venv with METAPHYS_PREBUILT_EXT=1: the editable install then carries no
+extension, so pip neither compiles the kernels a second time nor needs a build environment (the
+in-place ``metaphys/_C*.so`` is what ``import metaphys._C`` finds).
 """
 import glob
 import os
@@ -50,6 +55,12 @@ def _extension():
     return cpp_extension.CppExtension(**kwargs)
 
 
+def _ext_modules():
+    if os.environ.get("METAPHYS_PREBUILT_EXT") == "1":  # already built in place by `make build`
+        return []
+    return [_extension()]
+
+
 def _version():
     ns = {}
     with open(os.path.join(HERE, "metaphys", "version.py")) as fh:
@@ -63,7 +74,7 @@ setup(
     description="Physics simulation with a learned scale-invariant neural optimizer (Metamizer)",
     packages=find_packages(include=["metaphys", "metaphys.*"]),
     package_data={"metaphys": ["py.typed"]},
-    ext_modules=[_extension()],
+    ext_modules=_ext_modules(),
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch==2.13.0", "numpy>=1.24,<2"],

@@ -27,20 +27,8 @@ def _load_optimizer(weights, device):
 def _read_spec(path):
     if path is None:
         return {}
-    try:
-        with open(path) as fh:
-            spec = json.load(fh)
-    except OSError as exc:
-        raise ValueError(f"cannot read spec file {path!r}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"spec file {path!r} is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"spec file {path!r} must hold a JSON object, got {type(spec).__name__}")
-    base = os.path.dirname(os.path.abspath(path))
-    for key in ("emitters", "obstacles"):  # relative .npy paths are relative to the spec file
-        if isinstance(spec.get(key), str) and not os.path.isabs(spec[key]):
-            spec[key] = os.path.join(base, spec[key])
-    return spec
+    from metaphys.spec.files import read_spec_file
+    return read_spec_file(path)
 
 
 def _overrides(args, spec):
@@ -64,8 +52,10 @@ def _check_args(args) -> None:
     """Command-line values argparse cannot check; ValueError names the option and what it accepts."""
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    if args.size is not None and args.size < 16:
-        raise ValueError(f"--size must be >= 16 (the optimizer's smallest grid), got {args.size}")
+    from metaphys.spec.schema import MAX_GRID
+    if args.size is not None and not 16 <= args.size <= MAX_GRID:
+        raise ValueError(f"--size must be an integer from 16 (the optimizer's smallest grid) to {MAX_GRID}, "
+                         f"got {args.size}")
     if args.iterations is not None and args.iterations < 1:
         raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
     if args.max_iterations is not None and args.max_iterations < 1:
@@ -85,12 +75,12 @@ def _check_args(args) -> None:
 
 def _check_device(device: str) -> None:
     import re
-    import torch
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
     if device == "cpu":
         return
     if m is None:
         raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    import torch  # only a CUDA device needs torch to be checked
     if not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
                          f"CUDA build {torch.version.cuda or 'none'}); use --device cpu")
@@ -111,50 +101,70 @@ def _resolve_threads(requested, params) -> int:
     return int(threads_for_grid(int(shape[0]), int(shape[1])))
 
 
+def _fail(args, msg: str, code: int) -> int:
+    if args.progress == "json":
+        print(json.dumps({"event": "error", "message": msg}), flush=True)
+    print(f"metaphys bake: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _bake_parameters(args) -> dict:
+    """Options and spec checked and merged into the bake's parameters (ValueError naming the problem).
+    Imports no engine: numpy only, so a usage error is reported at once."""
+    _check_args(args)
+    spec = _overrides(args, _read_spec(args.spec))
+    from metaphys.spec.params import cloth_parameters, smoke_parameters
+    if args.kind == "smoke":
+        return smoke_parameters(spec, size=args.size or 128)
+    return cloth_parameters(spec, size=args.size or 32)
+
+
+def _output_notes(kind: str, fmt: str) -> list:
+    """Files this machine cannot write for the bake, said before it starts (never skipped silently)."""
+    from metaphys.io import usd
+    if usd.usd_available():
+        return []
+    if kind == "cloth" and fmt != "usd":
+        from metaphys.bake.cloth import usd_note
+        return [usd_note()]
+    if kind == "smoke":
+        return [f"usd-core is not installed, so smoke.usda is not written (pip install '{usd.USD_REQUIREMENT}', "
+                "see requirements.txt)"]
+    return []
+
+
 def cmd_bake(args) -> int:
+    try:
+        params = _bake_parameters(args)
+    except ValueError as exc:  # SpecError, SpecFileError: before the engine is imported
+        return _fail(args, str(exc), 2)
+    # the engine (torch, the kernels) from here on
     from metaphys.bake.driver import BakeError, previous_settings, run_bake
     from metaphys.optim.weights import WeightsError
-
-    def fail(msg, code):
-        if args.progress == "json":
-            print(json.dumps({"event": "error", "message": msg}), flush=True)
-        print(f"metaphys bake: error: {msg}", file=sys.stderr)
-        return code
-
     try:
-        _check_args(args)
         # --resume without --format/--threads continues with what the bake recorded
         prev = previous_settings(args.out) if args.resume else {}
         fmt = args.format or prev.get("format") or "obj"
-        if args.kind == "cloth" and fmt != "usd":
-            from metaphys.bake.cloth import usd_note
-            if usd_note():
-                print(f"metaphys bake: note: {usd_note()}", file=sys.stderr)
+        for note in _output_notes(args.kind, fmt):
+            print(f"metaphys bake: note: {note}", file=sys.stderr)
         threads_arg = args.threads if args.threads is not None else prev.get("threads")
-        spec = _overrides(args, _read_spec(args.spec))
-        if args.kind == "smoke":
-            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim
-            from metaphys.spec.params import smoke_parameters
-            params = smoke_parameters(spec, size=args.size or 128)
-        else:
-            from metaphys.bake.cloth import ClothWriter, make_cloth_sim, manifest_parameters
-            from metaphys.spec.params import cloth_parameters
-            params = cloth_parameters(spec, size=args.size or 32)
         threads = _resolve_threads(threads_arg, params)
         import torch
         torch.set_num_threads(threads)
         optimizer, sha = _load_optimizer(args.weights, args.device)
         if args.kind == "smoke":
+            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim
             sim = make_smoke_sim(params, optimizer, device=args.device, threads=threads)
             writer = SmokeWriter(args.out, params)
             manifest_params, settings = params, {"threads": threads, "device": args.device}
         else:
+            from metaphys.bake.cloth import ClothWriter, make_cloth_sim, manifest_parameters
             sim = make_cloth_sim(params, optimizer, device=args.device, threads=threads)
             writer = ClothWriter(args.out, params, fmt=fmt)
             manifest_params = manifest_parameters(params)
             settings = {"format": fmt, "threads": threads, "device": args.device}
     except (BakeError, ValueError, TypeError, WeightsError) as exc:
-        return fail(str(exc), 2)
+        return _fail(args, str(exc), 2)
     frames = int(params["frames"])
     t = time.time()
     try:
@@ -166,9 +176,9 @@ def cmd_bake(args) -> int:
               file=sys.stderr)
         return 130
     except BakeError as exc:
-        return fail(str(exc), exc.code)
+        return _fail(args, str(exc), exc.code)
     except ValueError as exc:
-        return fail(str(exc), 2)
+        return _fail(args, str(exc), 2)
     _report(args, manifest, frames, time.time() - t)
     return 0
 
@@ -308,7 +318,9 @@ def cmd_eval(args) -> int:
     return eval_main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
+    """The command line. ``train_options=False`` leaves out the options of ``train``, which come from
+    metaphys.train and so import torch: ``main`` adds them only when the command is ``train``."""
     p = argparse.ArgumentParser(prog="metaphys", description="Physics simulation with a learned neural optimizer")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -344,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out")
     d.set_defaults(func=cmd_demo)
 
-    from metaphys.train.__main__ import build_parser as train_parser
     t = sub.add_parser("train", help="train the Metamizer (resumable)")
-    train_parser(t)
+    if train_options:
+        from metaphys.train.__main__ import build_parser as train_parser
+        train_parser(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate weights on held-out problems (writes benchmarks/results/eval.md)")
@@ -380,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Parse, then run the command; the engine (torch) is imported only by the command that needs it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level has no other options
+    args = build_parser(train_options=command == "train").parse_args(argv)
     return args.func(args)
 
 

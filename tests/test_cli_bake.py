@@ -92,7 +92,7 @@ def test_interrupted_bake_resumes_to_the_same_result(tmp_path, weights_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--frames", "-3"], "--frames must be >= 1"),
-    (["--size", "-2"], "--size must be >= 16"),
+    (["--size", "-2"], "--size must be an integer from 16 (the optimizer's smallest grid) to 4096, got -2"),
     (["--threads", "0"], "--threads must be an integer >= 1 or 'auto', got '0'"),
     (["--threads", "abc"], "--threads must be an integer >= 1 or 'auto', got 'abc'"),
     (["--device", "tpu"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),

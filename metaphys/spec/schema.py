@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from metaphys.spec.files import MAX_DEPTH, check_depth
 from metaphys.spec.types import (Array, Bool, Choice, Int, Invalid, Key, ListOf, Many, Number, Object,
                                       SpecError, Track, Vector, show, unknown_key)
 
@@ -23,6 +24,12 @@ __all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SCHEMAS", "
 
 
 # ---- the schemas ----------------------------------------------------------------------------------
+# Blender's frame range (MINAFRAME..MAXFRAME): frame numbers and counts stay within it, so a bake of
+# "frames": 10**400 is refused instead of starting a bake that never ends.
+MAX_FRAME = 1048574
+FPS_RANGE = (1.0, 1000.0)          # frames per second; 1e-300 would make 1/fps overflow
+MAX_SUBSTEPS = 1000
+MAX_GRID = 4096                    # vertices / cells per side: 4096^2 float64 state is already GBs
 # Keys of the old (model-unit) cloth material: refused with what they became (issue #12).
 RENAMED = {
     "stretch": "this key was replaced by \"tension\" (membrane stretch stiffness in N/m, default 250); "
@@ -41,8 +48,8 @@ COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
                                                   required=True)}})
 
 CLOTH_SCHEMA: Dict[str, Key] = {
-    "rows": Key(Int(16), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
-    "cols": Key(Int(16), None, "grid vertex count along the columns", "`rows`"),
+    "rows": Key(Int(16, MAX_GRID), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
+    "cols": Key(Int(16, MAX_GRID), None, "grid vertex count along the columns", "`rows`"),
     "rest_positions": Key(Array("a rows*cols x 3 list of [x, y, z] (metres, world space)"), None,
                           "rest mesh in row-major grid order (row = i, column = j)",
                           "a horizontal square `size_m` wide at z = `height`"),
@@ -54,10 +61,11 @@ CLOTH_SCHEMA: Dict[str, Key] = {
     "output_matrix": Key(Array("a 4x4 row-major matrix, or one per frame (frames x 4 x 4)"), None,
                          "applied to positions before writing (e.g. world -> object local); per frame: output "
                          "frame k uses entry k (a shorter list holds its last entry)", "identity"),
-    "frames": Key(Int(1), 48, "number of frames"),
-    "fps": Key(Number(0, lo_open=True, unit="frames per second"), 24.0, "time per frame = 1 / fps"),
-    "start_frame": Key(Int(), 1, "number of the first baked frame"),
-    "substeps": Key(Int(1), 1, "solver time steps per frame"),
+    "frames": Key(Int(1, MAX_FRAME), 48, "number of frames"),
+    "fps": Key(Number(*FPS_RANGE, unit="frames per second"), 24.0, "time per frame = 1 / fps"),
+    "start_frame": Key(Int(-MAX_FRAME, MAX_FRAME), 1, "number of the first baked frame (the last one, "
+                       f"start_frame + frames - 1, is at most {MAX_FRAME}: Blender's last frame)"),
+    "substeps": Key(Int(1, MAX_SUBSTEPS), 1, "solver time steps per frame"),
     "gravity": Key(Vector(3, "m/s^2"), [0.0, 0.0, -9.81], "gravitational acceleration"),
     "mass_per_area": Key(Number(0, lo_open=True, unit="kg/m^2"), 0.2, "areal density of the cloth"),
     "tension": Key(Number(0, lo_open=True, unit="N/m"), 250.0, "membrane stretch stiffness"),
@@ -96,15 +104,16 @@ OBSTACLE = Object("obstacle shape", {"center": Key(Track(Vector(2, "cells", name
                                           required=True)}})
 
 SMOKE_SCHEMA: Dict[str, Key] = {
-    "resolution": Key(Vector(2, "cells", lo=16, integer=True, names="[rows, cols]"), None,
+    "resolution": Key(Vector(2, "cells", lo=16, hi=MAX_GRID, integer=True, names="[rows, cols]"), None,
                       "cells of the 2D domain", "[`--size`, `--size`] (128)"),
     "cell_size": Key(Number(0, lo_open=True, unit="metres", nullable=True), None,
                      "size of a cell (VDB voxel size)", "1 / rows"),
-    "frames": Key(Int(1), 48, "number of frames (one simulation step per frame)"),
-    "fps": Key(Number(0, lo_open=True, unit="frames per second"), 24.0,
+    "frames": Key(Int(1, MAX_FRAME), 48, "number of frames (one simulation step per frame)"),
+    "fps": Key(Number(*FPS_RANGE, unit="frames per second"), 24.0,
                "playback rate of flipbook.json and preview.gif; the simulation runs in grid units "
                "(one step per frame), so fps does not change the motion"),
-    "start_frame": Key(Int(), 1, "number of the first baked frame"),
+    "start_frame": Key(Int(-MAX_FRAME, MAX_FRAME), 1, "number of the first baked frame (the last one, "
+                       f"start_frame + frames - 1, is at most {MAX_FRAME}: Blender's last frame)"),
     "emitters": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array in [0, 1]",
                           path_ok=True), None, "where density is injected", "a disc at the bottom centre"),
     "obstacles": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array, 1 = solid",
@@ -128,7 +137,7 @@ SMOKE_SCHEMA: Dict[str, Key] = {
                        "tolerance of each density transport step: every cell's error <= about density_tol * "
                        "peak (tighter = better mass conservation)"),
     "png_max": Key(Number(0, lo_open=True, unit="density"), 1.0, "density mapped to white in the PNGs"),
-    "vdb": Key(Bool(), True, "write OpenVDB files (when an OpenVDB module is available)"),
+    "vdb": Key(Bool(), True, "write OpenVDB files (`density` and `velocity` grids)"),
 }
 
 SCHEMAS = {"cloth": CLOTH_SCHEMA, "smoke": SMOKE_SCHEMA}
@@ -193,6 +202,9 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
         raise ValueError(f"kind must be 'cloth' or 'smoke', got {kind!r}")
     if not isinstance(spec, dict):
         raise SpecError(kind, [f"the spec must be a JSON object, got {show(spec)}"])
+    if check_depth(spec) > MAX_DEPTH:  # deeper values would exhaust the recursion of json/numpy below
+        raise SpecError(kind, [f"the spec nests more than {MAX_DEPTH} levels deep (its deepest value, a "
+                               "per-frame collider centre, nests 5)"])
     schema = SCHEMAS[kind]
     errors: list = []
     p: dict = {}
@@ -221,9 +233,18 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
             size = 128 if size is None else size
             p["resolution"] = p["resolution"] if p["resolution"] is not None else [size, size]
             _smoke_cross(p, spec, errors)
+    if not errors:
+        _frame_range(p, errors)
     if errors:
         raise SpecError(kind, [f"{e.path}: {e.message}" for e in errors])
     return p
+
+
+def _frame_range(p: dict, errors: list) -> None:
+    last = p["start_frame"] + p["frames"] - 1
+    if last > MAX_FRAME:
+        errors.append(Invalid("frames", f"expected start_frame + frames - 1 <= {MAX_FRAME} (Blender's last "
+                                        f"frame), got start_frame {p['start_frame']} + {p['frames']} frames"))
 
 
 # ---- UI limits ------------------------------------------------------------------------------------------
@@ -238,7 +259,7 @@ def property_limits(kind: str) -> dict:
             d.update(type="int" if t.integer else "float", min=t.lo, max=t.hi, min_exclusive=t.lo_open,
                      max_exclusive=t.hi_open, unit=t.unit, nullable=t.nullable)
         elif isinstance(t, Vector):
-            d.update(type="vector", size=t.n, min=t.lo, min_exclusive=t.lo_open, unit=t.unit)
+            d.update(type="vector", size=t.n, min=t.lo, max=t.hi, min_exclusive=t.lo_open, unit=t.unit)
         elif isinstance(t, Choice):
             d.update(type="choice", options=list(t.options))
         elif isinstance(t, Bool):

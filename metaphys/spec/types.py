@@ -32,10 +32,12 @@ class Invalid(Exception):
 
 def show(value: Any) -> str:
     """The offending value as the user wrote it (JSON), shortened."""
+    if _is_int(value) and abs(int(value)) > 10 ** 50:  # printing a huge int is slow or refused (4300 digits)
+        return f"an integer of {len(str(abs(int(value)) // 10 ** 50)) + 50} digits"
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = object.__repr__(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -45,6 +47,17 @@ def _is_number(v) -> bool:  # bool is an int subclass in Python, but never a num
 
 def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _finite(v) -> bool:
+    """A finite float; an int too large for a float (10**400) is not."""
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+INT_LIMIT = 2 ** 31 - 1  # the largest integer any spec value may have (C++ kernels and torch take int32)
 
 
 # ---- value types ---------------------------------------------------------------------------------
@@ -61,13 +74,18 @@ class Type:
         raise Invalid(path, f"expected {expected or self.describe()}, got {show(value)}")
 
 
+def _num(x) -> str:
+    """A bound as written: integers in full (1048574, not 1.04857e+06), other numbers short."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:g}"
+
+
 def _range_text(lo, hi, lo_open, hi_open) -> str:
     if lo is not None and hi is not None:
-        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"in {'(' if lo_open else '['}{_num(lo)}, {_num(hi)}{')' if hi_open else ']'}"
     if lo is not None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
+        return f"{'>' if lo_open else '>='} {_num(lo)}"
     if hi is not None:
-        return f"{'<' if hi_open else '<='} {hi:g}"
+        return f"{'<' if hi_open else '<='} {_num(hi)}"
     return ""
 
 
@@ -87,13 +105,15 @@ class Number(Type):
         if value is None and self.nullable:
             return None
         ok_type = _is_int(value) if self.integer else _is_number(value)
-        if not ok_type or (not self.integer and not math.isfinite(float(value))):
+        if not ok_type or (not self.integer and not _finite(value)):
             self.fail(value, path)
         v = int(value) if self.integer else float(value)
         if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
             self.fail(value, path)
         if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
             self.fail(value, path)
+        if self.integer and abs(v) > INT_LIMIT:  # C++/torch take 32-bit ints: say so instead of an OverflowError
+            self.fail(value, path, f"{self.describe()}, at most {INT_LIMIT} in size")
         return v
 
 
@@ -131,13 +151,15 @@ class Choice(Type):
 class Vector(Type):
     """A fixed-length list of finite numbers, optionally per element in a range."""
 
-    def __init__(self, n: int, unit="", lo=None, lo_open=False, integer=False, names=""):
+    def __init__(self, n: int, unit="", lo=None, lo_open=False, integer=False, names="", hi=None):
         self.n, self.unit, self.lo, self.lo_open, self.integer, self.names = n, unit, lo, lo_open, integer, names
-        self.elem = Number(lo, lo_open=lo_open, integer=integer)
+        self.hi = hi
+        self.elem = Number(lo, hi, lo_open=lo_open, integer=integer)
 
     def describe(self):
         what = "integers" if self.integer else "numbers"
-        rng = _range_text(self.lo, None, self.lo_open, False)
+        rng = " and ".join(r for r in (_range_text(self.lo, None, self.lo_open, False),
+                                       _range_text(None, self.hi, False, False)) if r)
         text = f"a list of {self.n} {what}" + (f" {rng}" if rng else "")
         if self.names:
             text += f" {self.names}"
@@ -204,6 +226,8 @@ class Array(Type):
                                        f"(in {self.what}), got {show(bad[1])}")
             try:
                 arr = np.asarray(value, dtype=np.int64 if self.integer else np.float64)
+            except OverflowError:  # an int beyond float64 / int64
+                raise Invalid(path, f"expected finite numbers in {self.what}, got a number too large") from None
             except ValueError:
                 self.fail(value, path, f"{self.what} (rows of equal length)")
         if not np.isfinite(arr).all():
