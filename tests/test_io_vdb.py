@@ -82,6 +82,17 @@ def test_unreadable_files_are_named_in_the_error(tmp_path):
     assert not vdbmod.has_velocity(tmp_path / "text.vdb")
 
 
+def test_what_the_reader_does_not_support_is_refused_by_name(tmp_path):
+    p = tmp_path / "f.vdb"
+    write_density_vdb(p, np.ones((3, 4)))
+    grid_pos = vdbfile.read_grid_infos(p)[0].grid_pos
+    data = bytearray(p.read_bytes())
+    data[grid_pos:grid_pos + 4] = struct.pack("<I", vdbfile.COMPRESS_BLOSC | vdbfile.COMPRESS_ACTIVE_MASK)
+    (tmp_path / "blosc.vdb").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"blosc\.vdb: grid 'density' is Blosc-compressed"):
+        read_vdb_grid(tmp_path / "blosc.vdb")
+
+
 def test_file_layout_is_openvdb_224(tmp_path):
     """The header OpenVDB reads first: magic, format version 224, grid offsets, a UUID."""
     p = tmp_path / "f.vdb"

@@ -7,10 +7,10 @@ compression, inactive voxels at the background 0, no tiles, a ``ScaleTranslateMa
 ``AffineMap`` for a rotated/sheared transform). Files are checked against OpenVDB 12 (the
 ``openvdb`` module in Blender's bpy wheel) and Blender's Volume objects by tests/blender.
 
-The reader covers files written this way and, more generally, float and vec3s grids (also
-half-float) with no, zip and active-mask compression, root and internal tiles, and the linear
-transform maps. Blosc-compressed files (Houdini's and OpenVDB's default where Blosc is built in)
-are refused with a message that says so.
+The reader covers files written this way (float and vec3s grids, no or zip compression, with or
+without active-mask compression, the linear transform maps). What it does not read is refused
+with a message naming the file and the feature: Blosc compression (Houdini's and OpenVDB's
+default where Blosc is built in), half-float grids, tiles and the other value-compression modes.
 
 Layout notes (all little-endian):
 
@@ -45,15 +45,13 @@ FILE_VERSION = 224                  # OpenVDB 6.1+ (MULTIPASS_IO); 222 added act
 LIBRARY_VERSION = (10, 0)
 COMPRESS_ZIP, COMPRESS_ACTIVE_MASK, COMPRESS_BLOSC = 0x1, 0x2, 0x4
 FLOAT_TREE, VEC3S_TREE = "Tree_float_5_4_3", "Tree_vec3s_5_4_3"
-HALF_SUFFIX = "_HalfFloat"
 _LOG2 = (5, 4, 3)                   # log2 of the child count per axis: level 2, level 1, leaf
 _LEAF_DIM = 8
 ZIP_LEVEL = 1                       # measured: level 6 saves < 3 % on smoke frames and is 2x slower
 
-# the values that may be omitted from a value array (OpenVDB io/Compression.h)
-_NO_MASK_OR_INACTIVE_VALS, _NO_MASK_AND_MINUS_BG, _NO_MASK_AND_ONE_INACTIVE_VAL = 0, 1, 2
-_MASK_AND_NO_INACTIVE_VALS, _MASK_AND_ONE_INACTIVE_VAL, _MASK_AND_TWO_INACTIVE_VALS = 3, 4, 5
-_NO_MASK_AND_ALL_VALS = 6
+# what a value array leaves out (OpenVDB io/Compression.h; modes 1-5 store other inactive values)
+_NO_MASK_OR_INACTIVE_VALS = 0       # every inactive value is the background: only active ones stored
+_NO_MASK_AND_ALL_VALS = 6           # every value stored
 
 
 class VdbFormatError(ValueError):
@@ -304,34 +302,26 @@ class _Reader:
 @dataclass
 class GridInfo:
     name: str
-    tree_type: str                  # without the half-float suffix
-    half: bool
+    tree_type: str                  # e.g. "Tree_float_5_4_3" (a "_HalfFloat" suffix kept)
     metadata: dict
     grid_pos: int
 
 
 @dataclass
 class GridData:
-    """A grid read back: its leaves and tiles in index space, transform and metadata."""
+    """A grid read back: its leaves in index space, transform and metadata."""
     info: GridInfo
     index_to_world: np.ndarray
     background: np.ndarray
     leaves: List[Tuple[np.ndarray, np.ndarray, np.ndarray]]   # (origin xyz, mask [512], values [512(, 3)])
-    tiles: List[Tuple[np.ndarray, int, np.ndarray, bool]]      # (origin xyz, edge length, value, active)
 
     def active_bbox(self) -> Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]]:
-        pts = []
+        """Min and max index of the active voxels, or None for an empty grid."""
         local = np.stack(np.unravel_index(np.arange(512), (8, 8, 8)), axis=1)
-        for origin, mask, _ in self.leaves:
-            if mask.any():
-                p = origin + local[mask]
-                pts += [p.min(axis=0), p.max(axis=0)]
-        for origin, size, _, active in self.tiles:
-            if active:
-                pts += [origin, origin + size - 1]
+        pts = [origin + local[mask] for origin, mask, _ in self.leaves if mask.any()]
         if not pts:
             return None
-        pts = np.array(pts)
+        pts = np.concatenate(pts)
         return tuple(pts.min(axis=0).tolist()), tuple(pts.max(axis=0).tolist())
 
     def dense(self, lo, hi) -> np.ndarray:
@@ -340,8 +330,6 @@ class GridData:
         comps = self.background.shape
         out = np.empty((*(hi - lo + 1), *comps), np.float32)
         out[...] = self.background
-        for origin, size, value, _ in self.tiles:
-            _paste(out, lo, hi, origin, np.broadcast_to(value, (size, size, size, *comps)))
         for origin, _, values in self.leaves:
             _paste(out, lo, hi, origin, values.reshape(8, 8, 8, *comps))
         return out
@@ -375,13 +363,11 @@ def _read_header(data: bytes, name: str) -> Tuple[_Reader, List[GridInfo]]:
         unique, tree_type = r.string(), r.string()
         r.string()  # instance parent
         grid_pos, _, end_pos = r.unpack("<3q")
-        half = tree_type.endswith(HALF_SUFFIX)
-        tree_type = tree_type[:-len(HALF_SUFFIX)] if half else tree_type
         here = r.pos
         r.pos = grid_pos
         r.unpack("<I")  # compression
         meta = r.metadata()
-        infos.append(GridInfo(unique.split("\x1e")[0], tree_type, half, meta, grid_pos))
+        infos.append(GridInfo(unique.split("\x1e")[0], tree_type, meta, grid_pos))
         r.pos = end_pos if end_pos > here else here
     return r, infos
 
@@ -411,7 +397,7 @@ def read_grid(path, grid_name: str) -> GridData:
     comps = {FLOAT_TREE: (), VEC3S_TREE: (3,)}.get(info.tree_type)
     if comps is None:
         raise VdbFormatError(f"{name}: grid {grid_name!r} is a {info.tree_type}; this reader supports "
-                             f"{FLOAT_TREE} and {VEC3S_TREE}")
+                             f"{FLOAT_TREE} and {VEC3S_TREE} (full precision, as metaphys writes them)")
     r.pos = info.grid_pos
     (compression,) = r.unpack("<I")
     if compression & COMPRESS_BLOSC:
@@ -419,14 +405,19 @@ def read_grid(path, grid_name: str) -> GridData:
                              "support (it reads uncompressed and zip-compressed files, as metaphys writes them)")
     r.metadata()
     m = _read_transform(r)
-    return _TreeReader(r, compression, comps, info.half).read(info, m)
+    return _TreeReader(r, compression, comps, grid_name).read(info, m)
 
 
 class _TreeReader:
-    def __init__(self, r: _Reader, compression: int, comps: tuple, half: bool):
-        self.r, self.compression, self.comps, self.half = r, compression, comps, half
+    def __init__(self, r: _Reader, compression: int, comps: tuple, grid_name: str):
+        self.r, self.compression, self.comps = r, compression, comps
+        self.where = f"{r.name}: grid {grid_name!r}"
         self.ncomp = int(np.prod(comps, dtype=int))
-        self.leaves, self.tiles, self.pending = [], [], []
+        self.leaves, self.pending = [], []
+
+    def refuse(self, what: str):
+        raise VdbFormatError(f"{self.where} {what}, which this reader does not support (it reads the "
+                             "layout metaphys writes: no tiles, inactive voxels at the background)")
 
     def read(self, info: GridInfo, m: np.ndarray) -> GridData:
         r = self.r
@@ -435,28 +426,24 @@ class _TreeReader:
             raise VdbFormatError(f"{r.name}: grid {info.name!r} has {buffer_count} buffers per leaf (expected 1)")
         self.background = r.array("<f4", self.ncomp).reshape(self.comps).copy()
         tiles, children = r.unpack("<II")
-        for _ in range(tiles):
-            origin = np.array(r.unpack("<3i"))
-            value = r.array("<f4", self.ncomp).reshape(self.comps).copy()
-            (active,) = r.unpack("<?")
-            self.tiles.append((origin, 4096, value, active))
+        if tiles:
+            self.refuse(f"has {tiles} root tiles (constant regions)")
         for _ in range(children):
             self._internal(np.array(r.unpack("<3i")), 0)
         for origin in self.pending:  # leaf buffers, in topology order
             mask = r.mask(3)
             self.leaves.append((origin, mask, self._values(mask, 512)))
-        return GridData(info, m, self.background, self.leaves, self.tiles)
+        return GridData(info, m, self.background, self.leaves)
 
     def _internal(self, origin: np.ndarray, level: int) -> None:
         log2dim = _LOG2[level]
         child_size = 1 << sum(_LOG2[level + 1:])
         child, value = self.r.mask(log2dim), self.r.mask(log2dim)
         values = self._values(value, 1 << 3 * log2dim)
+        differs = np.any((values != self.background).reshape(len(child), -1), axis=1)
+        if (~child & (value | differs)).any():
+            self.refuse(f"has tiles (constant regions) in a node at {origin.tolist()}")
         dim = 1 << log2dim
-        for n in np.flatnonzero(~child & (value | np.any(
-                (values != self.background).reshape(len(child), -1), axis=1))):
-            xyz = origin + child_size * np.array(np.unravel_index(n, (dim, dim, dim)))
-            self.tiles.append((xyz, child_size, values[n], bool(value[n])))
         for n in np.flatnonzero(child):
             xyz = origin + child_size * np.array(np.unravel_index(n, (dim, dim, dim)))
             if level + 1 < len(_LOG2) - 1:
@@ -469,25 +456,15 @@ class _TreeReader:
         """One value array (OpenVDB readCompressedValues): [count(, 3)] float32."""
         r = self.r
         (kind,) = r.unpack("<b")
-        full = self.background.astype(np.float32)
-        inactive0 = full if kind == _NO_MASK_OR_INACTIVE_VALS else -full
-        inactive1 = full
-        if kind in (_NO_MASK_AND_ONE_INACTIVE_VAL, _MASK_AND_ONE_INACTIVE_VAL, _MASK_AND_TWO_INACTIVE_VALS):
-            inactive0 = r.array("<f4", self.ncomp).reshape(self.comps)
-            if kind == _MASK_AND_TWO_INACTIVE_VALS:
-                inactive1 = r.array("<f4", self.ncomp).reshape(self.comps)
-        selection = np.zeros(count, bool)
-        if kind in (_MASK_AND_NO_INACTIVE_VALS, _MASK_AND_ONE_INACTIVE_VAL, _MASK_AND_TWO_INACTIVE_VALS):
-            selection = r.mask({512: 3, 4096: 4, 32768: 5}[count])
-        only_active = bool(self.compression & COMPRESS_ACTIVE_MASK) and kind != _NO_MASK_AND_ALL_VALS
+        if kind not in (_NO_MASK_OR_INACTIVE_VALS, _NO_MASK_AND_ALL_VALS):
+            self.refuse(f"stores inactive values other than the background (value compression mode {kind})")
+        only_active = bool(self.compression & COMPRESS_ACTIVE_MASK) and kind == _NO_MASK_OR_INACTIVE_VALS
         stored = int(value_mask.sum()) if only_active else count
-        dtype = "<f2" if self.half else "<f4"
-        raw = self._data(stored * self.ncomp * np.dtype(dtype).itemsize)
-        got = np.frombuffer(raw, dtype).astype(np.float32).reshape(stored, *self.comps)
+        got = np.frombuffer(self._data(stored * self.ncomp * 4), "<f4").reshape(stored, *self.comps)
         if stored == count:
-            return got
-        out = np.where(selection.reshape(-1, *[1] * len(self.comps)), inactive1, inactive0).astype(np.float32)
-        out = np.broadcast_to(out, (count, *self.comps)).copy()
+            return got.copy()
+        out = np.empty((count, *self.comps), np.float32)
+        out[...] = self.background
         out[value_mask] = got
         return out
 
