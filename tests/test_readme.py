@@ -1,5 +1,6 @@
 """The README's "Use from Python" snippets run as written (the cloth/smoke one on tiny sizes: every
-substitution must still match the README, so the test fails when the snippet changes)."""
+substitution must still match the README, so the test fails when the snippet changes); the export
+snippet continues the cloth/smoke one and writes into a temporary folder."""
 import os
 import re
 
@@ -20,23 +21,27 @@ def snippets():
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def run_snippet(index, monkeypatch):
+def run_snippet(index, monkeypatch, ns=None, cwd=ROOT):
+    """Run snippet ``index`` in ``cwd`` (the checkout: snippets name weights/metamizer.pt relative to
+    it), in the namespace ``ns`` of earlier snippets it continues; returns that namespace."""
     code = snippets()[index]
     for old, new in TINY.get(index, []):
         assert old in code, f"README snippet {index} no longer contains {old!r}: update TINY"
         code = code.replace(old, new)
-    monkeypatch.chdir(ROOT)  # snippets name weights/metamizer.pt relative to the checkout
+    monkeypatch.chdir(cwd)
     torch.set_num_threads(1)
-    ns = {}
+    ns = {} if ns is None else ns
     exec(compile(code, f"README.md python block {index}", "exec"), ns)
     return ns
 
 
 def test_the_readme_has_the_python_snippets_this_test_runs():
     blocks = snippets()
-    assert len(blocks) == 3
-    for name in ("DiffusionSim", "WaveSim", "BurgersSim", "solve_poisson"):
+    assert len(blocks) == 4
+    for name in ("write_pc2", "write_cloth_usd", "write_flipbook"):
         assert name in blocks[1]
+    for name in ("DiffusionSim", "WaveSim", "BurgersSim", "solve_poisson"):
+        assert name in blocks[2]
 
 
 def test_cloth_and_smoke_snippet(monkeypatch):
@@ -47,8 +52,23 @@ def test_cloth_and_smoke_snippet(monkeypatch):
     assert ns["smoke"].density.shape[-2:] == (16, 16)
 
 
+def test_export_snippet_writes_pc2_usd_and_flipbook(monkeypatch, tmp_path):
+    from metaphys.io.images import read_flipbook_layout
+    from metaphys.io.pc2 import read_pc2
+    from metaphys.io.usd import read_cloth_usd
+    ns = run_snippet(1, monkeypatch, ns=run_snippet(0, monkeypatch), cwd=tmp_path)
+    cache, start, _ = read_pc2(tmp_path / "cloth.pc2")
+    assert cache.shape == (2, 256, 3) and start == 1.0
+    assert np.array_equal(cache, ns["frames"].astype(np.float32))
+    usd = read_cloth_usd(tmp_path / "cloth.usdc")
+    assert np.array_equal(usd["frames"], cache) and usd["fps"] == 24
+    layout = read_flipbook_layout(tmp_path / "smoke.json")
+    assert layout["frames"] == 2 and layout["tile_width"] == 16 and ns["layout"] == layout
+    assert (tmp_path / "cloth_rest.obj").read_text().count("\nv ") == 256
+
+
 def test_other_systems_snippet(monkeypatch):
-    ns = run_snippet(1, monkeypatch)
+    ns = run_snippet(2, monkeypatch)
     assert ns["u"].shape == (64, 64) and float(ns["result"].residual.max()) <= 1e-20
     assert ns["u"][31, 21] < 0 < ns["u"][31, 41]  # -Laplace(u) = f: u follows the sign of f
     assert ns["c"].shape == (10, 64, 64) and ns["c"][-1, 32, 32] > ns["c"][0, 32, 32] > 0
@@ -57,7 +77,7 @@ def test_other_systems_snippet(monkeypatch):
 
 
 def test_laplace_snippet(monkeypatch):
-    ns = run_snippet(2, monkeypatch)
+    ns = run_snippet(3, monkeypatch)
     hist = ns["result"].history()
     assert hist.shape[0] == 51 and float(hist[-1].max()) < 1e-12 * float(hist[0].max())
     # the exact discrete solution is the bilinear boundary field itself

@@ -35,14 +35,15 @@ def test_obstacle_cells_stay_empty(shipped_optimizer):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(resolution=(8, 8)), ">= 16"),
-    (dict(buoyancy=float("nan")), "buoyancy"),
-    (dict(emitters=np.ones((5, 5))), "emitters must have shape"),
-    (dict(viscosity=-1.0), "viscosity must be >= 0"),
-    (dict(obstacle_shapes=[{"type": "star"}]), "circle' or 'box"),
-    (dict(density_tol=1.5), "relative to the density's peak"),
-    (dict(density_solver="cg"), "density_solver must be one of"),
-    (dict(density_max_iterations=0), "density_max_iterations"),
+    (dict(resolution=(8, 8)), r"SmokeSim\(resolution=...\): expected a list of 2 integers >= 16"),
+    (dict(buoyancy=float("nan")), r"SmokeSim\(buoyancy=...\): expected a number .*, got NaN"),
+    (dict(emitters=np.ones((5, 5))), r"SmokeSim\(emitters=...\): expected shape \[32, 32\] or \[frames >= 1, 32, 32\]"),
+    (dict(viscosity=-1.0), r"SmokeSim\(viscosity=...\): expected a number >= 0"),
+    (dict(obstacle_shapes=[{"type": "star", "center": [5, 5]}]),
+     r"obstacle_shapes\[0\].type: expected one of \"circle\", \"box\", got \"star\""),
+    (dict(density_tol=1.5), r"SmokeSim\(density_tol=...\): expected a number in \(0, 1\) \(relative to the density peak\)"),
+    (dict(density_solver="cg"), r"SmokeSim\(density_solver=...\): expected one of \"gmres\""),
+    (dict(density_max_iterations=0), r"SmokeSim\(density_max_iterations=...\): expected an integer >= 1, got 0"),
 ])
 def test_bad_parameters_fail_fast(shipped_optimizer, kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
@@ -110,5 +111,5 @@ def test_threads_are_chosen_per_grid_and_restored(shipped_optimizer):
         assert torch.get_num_threads() == 2           # ... and the caller's count is back
     finally:
         torch.set_num_threads(before)
-    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"SmokeSim\(threads=...\): expected an integer >= 1 or None, got 0"):
         _sim(shipped_optimizer, threads=0)

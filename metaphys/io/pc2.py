@@ -59,7 +59,9 @@ class PC2Header(NamedTuple):
 
 def check_frames(frames, name: str = "frames", num_points: int | None = None,
                  frame_offset: int = 0) -> np.ndarray:
-    """Return ``frames`` as C-contiguous float32 ``[F, V, 3]`` (a single ``[V, 3]`` frame becomes F=1).
+    """Return ``frames`` as C-contiguous float32 ``[F, V, 3]``: a single ``[V, 3]`` frame becomes F=1,
+    and grid frames ``[F, rows, cols, 3]`` (a stack of ``ClothSim.positions``) become V = rows*cols
+    in row-major order, the order of ``ClothSim.field`` and of ``meshseq.write_rest_obj``.
 
     Raises ValueError for a wrong shape, a V different from ``num_points``, or a non-finite value
     (after the cast to float32, so float64 values beyond float32 range are caught too), naming the
@@ -68,8 +70,12 @@ def check_frames(frames, name: str = "frames", num_points: int | None = None,
     a = np.asarray(frames)
     if a.ndim == 2:
         a = a[None]
+    elif a.ndim == 4 and a.shape[-1] == 3:  # grid frames: one vertex per grid point, row-major
+        a = a.reshape(a.shape[0], -1, 3)
     if a.ndim != 3 or a.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape [F, V, 3] or [V, 3], got {tuple(np.shape(frames))}")
+        raise ValueError(f"{name} must have shape [F, V, 3] (e.g. ClothSim.run(n)), [V, 3] (one frame, e.g. "
+                         f"ClothSim.field) or [F, rows, cols, 3] (stacked ClothSim.positions), got "
+                         f"{tuple(np.shape(frames))}")
     if a.shape[1] == 0:
         raise ValueError(f"{name} must have at least one vertex, got shape {a.shape}")
     if num_points is not None and a.shape[1] != num_points:
@@ -110,7 +116,8 @@ def read_pc2_header(path: PathLike) -> PC2Header:
 
 
 def write_pc2(path: PathLike, frames, start: float = 1.0, sample_rate: float = 1.0) -> None:
-    """Write ``frames`` ``[F, V, 3]`` as a PC2 cache, atomically. Values are stored as float32."""
+    """Write ``frames`` ``[F, V, 3]`` (or [F, rows, cols, 3]: ``check_frames``) as a PC2 cache,
+    atomically. Values are stored as float32."""
     a = check_frames(frames)
     if not (np.isfinite(start) and np.isfinite(sample_rate)):
         raise ValueError(f"start and sample_rate must be finite, got {start}, {sample_rate}")

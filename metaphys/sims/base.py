@@ -22,6 +22,7 @@ from typing import List
 import numpy as np
 
 from metaphys.sims.common import StepRecord
+from metaphys.spec.validate import argument_error
 
 
 class Sim:
@@ -62,6 +63,26 @@ class Sim:
             if callback is not None:
                 callback(self)
         return np.stack(out)
+
+
+def check_state_dict(sim: Sim, sd, keys, shapes=None) -> None:
+    """Refuse in ``load_state_dict`` what ``state_dict`` of the same kind of sim did not write: not a
+    dict, ``keys`` missing, or tensors ``shapes`` {key: shape} of another grid or batch (such a
+    state would load and then fail inside ``step()``)."""
+    name = type(sim).__name__
+    owner = f"{name}.load_state_dict"
+    if not isinstance(sd, dict):
+        raise argument_error(owner, "state_dict", f"expected the dict {name}.state_dict() returned, "
+                                                  f"got {type(sd).__name__}")
+    missing = [k for k in keys if k not in sd]
+    if missing:
+        raise argument_error(owner, "state_dict", f"expected the dict {name}.state_dict() returned, but it lacks "
+                                                  f"{', '.join(missing)} (it has: {', '.join(map(str, sd)) or 'nothing'})")
+    for key, shape in (shapes or {}).items():
+        got = tuple(getattr(sd[key], "shape", ()))
+        if got != tuple(shape):
+            raise argument_error(owner, "state_dict", f"{key} has shape {list(got)}, this {name} needs "
+                                                      f"{list(shape)}: the state is of a sim of another size")
 
 
 def optimizer_state(optimizer, state):

@@ -32,19 +32,23 @@ from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
 from metaphys.physics.cloth import ClothProblem, model_material
-from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_threads, check_vector,
-                                  optimizer_for, torch_threads)
-from metaphys.spec.params import cloth_parameters, cloth_sim_kwargs
+from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
+from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_positive,
+                                  check_threads, check_vector, optimizer_for, torch_threads)
+from metaphys.spec.params import CLOTH_SIM_KEYS, cloth_parameters, cloth_sim_kwargs
+from metaphys.spec.schema import CLOTH_SCHEMA
+from metaphys.spec.types import Bool
+from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
 F64 = torch.float64
 SOLVERS = ("auto", "metamizer", "newton")
-
-
-def _grid_int(name, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 16:
-        raise ValueError(f"{name} must be an int >= 16 (the optimizer's minimum grid), got {v!r}")
-    return int(v)
+# ClothSim's keyword arguments, checked with the bake spec's own types (spec/validate.py): those a
+# spec has are the schema's entries, so the API and a spec refuse the same values in the same words
+ARGUMENTS = {**COMMON_ARGUMENTS, "line_search": Bool(),
+             **schema_types(CLOTH_SCHEMA, ("rows", "cols", "rest_positions") + CLOTH_SIM_KEYS,
+                            nullable=("iterations_per_step", "colliders"))}
+# a frame whose edges reach 11x their rest length is no cloth: refused, never returned as a result
+TORN_STRAIN = 10.0
 
 
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
@@ -73,7 +77,8 @@ class ClothSim(Sim):
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
                  line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None):
-        rows, cols = _grid_int("rows", rows), _grid_int("cols", cols)
+        check_arguments("ClothSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        rows, cols = int(rows), int(cols)
         self.rows, self.cols = rows, cols
         nv = rows * cols
         self.device = torch.device(device)
@@ -95,18 +100,18 @@ class ClothSim(Sim):
         self.strain_limit = check_positive("strain_limit", strain_limit)
         self.threads = check_threads(threads, rows, cols)
         self.fps = check_positive("fps", fps)
-        if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
-            raise ValueError(f"substeps must be a positive int, got {substeps!r}")
         self.substeps = int(substeps)
         self.dt = 1.0 / (self.fps * self.substeps)
         rest = flat_cloth(rows, cols, size_m) if rest_positions is None else np.asarray(rest_positions, np.float64)
-        if rest.shape != (nv, 3) or not np.isfinite(rest).all():
-            raise ValueError(f"rest_positions must be finite with shape ({nv}, 3) (rows*cols, xyz), got {rest.shape}")
+        if rest.shape != (nv, 3):
+            raise argument_error("ClothSim", "rest_positions", f"expected shape [{nv}, 3] (rows*cols = {rows}*{cols}, "
+                                                               f"xyz), got shape {list(rest.shape)}")
         grid = rest.reshape(rows, cols, 3)
         edges = np.concatenate([np.linalg.norm(np.diff(grid, axis=0), axis=-1).ravel(),
                                 np.linalg.norm(np.diff(grid, axis=1), axis=-1).ravel()])
         if edges.min() <= 0:
-            raise ValueError("rest_positions has zero-length edges (coincident neighbouring vertices)")
+            raise argument_error("ClothSim", "rest_positions", "expected distinct neighbouring vertices, got "
+                                                               "zero-length edges (coincident neighbours)")
         self.length_unit = float(edges.mean())
         self.rest_positions = rest
         self.gravity = check_vector("gravity", gravity, 3)
@@ -160,48 +165,42 @@ class ClothSim(Sim):
         return cls(p["rows"], p["cols"], rest_positions=rest, device=device, optimizer=optimizer, **kwargs)
 
     def _pin_weights(self, w):
+        """Per-vertex pin weights (values checked by the schema's type; the count against the grid here)."""
         nv = self.rows * self.cols
         if w is None:
             w = np.zeros(nv)
             w[0] = w[self.cols - 1] = 1.0  # the two corners of the first row
         w = np.asarray(w, dtype=np.float64).reshape(-1)
         if w.shape != (nv,):
-            raise ValueError(f"pin_weights must have rows*cols = {nv} entries, got {w.shape[0]}")
-        if not np.isfinite(w).all() or w.min() < 0 or w.max() > 1:
-            bad = int(np.argmax(~np.isfinite(w) | (w < 0) | (w > 1)))
-            raise ValueError(f"pin_weights must be in [0, 1], got {w[bad]} at vertex {bad}")
+            raise argument_error("ClothSim", "pin_weights", f"expected {nv} numbers (rows*cols = {self.rows}*"
+                                                            f"{self.cols}), got {w.shape[0]}")
         return w
 
     def _pin_targets(self, t):
+        """[frames >= 1, rows*cols, 3] pin targets (a static [rows*cols, 3] is one frame)."""
         nv = self.rows * self.cols
         if t is None:
             return self.rest_positions[None]
         t = np.asarray(t, dtype=np.float64)
         if t.shape == (nv, 3):
             t = t[None]
-        if t.ndim != 3 or t.shape[1:] != (nv, 3) or not np.isfinite(t).all():
-            raise ValueError(f"pin_targets must be finite with shape ({nv}, 3) or (frames, {nv}, 3), got {t.shape}")
+        if t.ndim != 3 or t.shape[1:] != (nv, 3) or len(t) == 0:
+            raise argument_error("ClothSim", "pin_targets", f"expected shape [{nv}, 3] or [frames >= 1, {nv}, 3] "
+                                                            f"(rows*cols = {self.rows}*{self.cols}, xyz), got shape "
+                                                            f"{list(t.shape)}")
         return t
 
-    def _colliders(self, colliders):
+    @staticmethod
+    def _colliders(colliders):
+        """Colliders as arrays (their keys and values checked by the schema's collider type)."""
         out = []
-        for k, c in enumerate(colliders):
-            kind = c.get("type")
-            center = np.asarray(c.get("center"), dtype=np.float64)
-            if center.shape[-1:] != (3,) or center.ndim not in (1, 2) or not np.isfinite(center).all():
-                raise ValueError(f"colliders[{k}].center must be [x,y,z] or a per-frame list of them")
-            if kind == "sphere":
-                r = c.get("radius")
-                if r is None or not (float(r) > 0):
-                    raise ValueError(f"colliders[{k}].radius must be > 0, got {r!r}")
-                out.append({"type": "sphere", "center": np.atleast_2d(center), "radius": float(r)})
-            elif kind == "box":
-                he = np.asarray(c.get("half_extents"), dtype=np.float64)
-                if he.shape != (3,) or (he <= 0).any():
-                    raise ValueError(f"colliders[{k}].half_extents must be three positive numbers")
-                out.append({"type": "box", "center": np.atleast_2d(center), "half_extents": he})
+        for c in colliders:
+            center = np.atleast_2d(np.asarray(c["center"], dtype=np.float64))
+            if c["type"] == "sphere":
+                out.append({"type": "sphere", "center": center, "radius": float(c["radius"])})
             else:
-                raise ValueError(f"colliders[{k}].type must be 'sphere' or 'box', got {kind!r}")
+                out.append({"type": "box", "center": center,
+                            "half_extents": np.asarray(c["half_extents"], dtype=np.float64)})
         return out
 
     # --- unit conversions ---------------------------------------------------------------------
@@ -309,13 +308,40 @@ class ClothSim(Sim):
         rec = StepRecord(self.frame, iters, rel_worst, start, rej, cap, relative_residual=rel_worst, max_strain=strain,
                          finished_by=finished_by, newton_iterations=newton_iters,
                          converged=None if self.tol is None else bool(rel_worst <= self.tol))
+        self._refuse_torn(rec)
         self.records.append(rec)
         return rec
+
+    def _refuse_torn(self, rec: StepRecord) -> None:
+        """A frame stretched past ``TORN_STRAIN`` (or ``strain_limit`` where larger) is garbage, not a
+        result: raise SimulationDiverged naming the cause -- forces far beyond what the material holds,
+        or else the solver."""
+        if rec.max_strain <= max(TORN_STRAIN, self.strain_limit):  # NaN fails this too
+            return
+        m = self.material
+        size = self.length_unit * (max(self.rows, self.cols) - 1)
+        accel = float((self.gravity + self.wind).norm())
+        load = m["mass_per_area"] * accel * size / m["tension"]  # ~ the static strain the forces cause
+        head = (f"ClothSim diverged at frame {rec.frame}: max edge strain {rec.max_strain:.3g} (edges "
+                f"{1 + rec.max_strain:.3g}x their rest length; strain_limit {self.strain_limit:g})")
+        if load > 1:
+            cause = (f"gravity {self.gravity.tolist()} plus wind {self.wind.tolist()} m/s^2 on mass_per_area "
+                     f"{m['mass_per_area']:g} kg/m^2 pull {load:.3g}x harder than tension {m['tension']:g} N/m holds "
+                     f"across the {size:.3g} m cloth (mass_per_area * |gravity + wind| * size / tension; 0.008 with "
+                     "the defaults): use accelerations of at most a few tens of m/s^2, or a larger tension")
+        else:
+            cause = (f"the forces do not explain it (mass_per_area * |gravity + wind| * size / tension = {load:.2g}): "
+                     f"the solver left the frame at relative residual {rec.relative_residual:.2g} (solver "
+                     f"{self.solver!r}, finished by {rec.finished_by}); use solver='auto' with a tolerance, or pin "
+                     "targets and colliders that move less per frame")
+        raise SimulationDiverged(f"{head}: {cause}")
 
     # --- results ------------------------------------------------------------------------------
     @property
     def positions(self) -> np.ndarray:
-        """Current world positions [rows, cols, 3] in metres."""
+        """Current world positions [rows, cols, 3] in metres: the grid view. ``field`` is the same as
+        [rows*cols, 3], the shape exporters take (``run(n)`` stacks it: [n, rows*cols, 3] for
+        ``metaphys.io.write_pc2``, which also takes a stack of ``positions``, [n, rows, cols, 3])."""
         return self._to_world(self.problem.fields["x_old"]).reshape(self.rows, self.cols, 3)
 
     @property
@@ -337,6 +363,7 @@ class ClothSim(Sim):
                 "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
+        check_state_dict(self, sd, ("fields", "u", "state", "frame", "records"), shapes={"u": self.u.shape})
         self.problem.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
         self.state = (None if self.optimizer is None else

@@ -1,4 +1,5 @@
-"""Shared pieces of the simulations: the speed/accuracy dial and per-step records."""
+"""Shared pieces of the simulations: the speed/accuracy dial, per-step records, the argument types
+every sim takes (device, optimizer, weights, ...) and the error a blown-up step raises."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,84 @@ from typing import Optional
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
+from metaphys.optim.solve import DivergenceError
+from metaphys.spec.types import Bool, Int, Invalid, Number, Type
+from metaphys.spec.validate import check_arguments
+
+
+class SimulationDiverged(DivergenceError):
+    """A step blew up (non-finite values, a residual past the problem's divergence threshold, a
+    cloth torn apart, a flow faster than the grid resolves); the message names the sim, the step,
+    what went wrong and the settings that caused it."""
+
+
+# ---- argument types every sim shares (the spec's vocabulary: spec.types, spec.validate) -----------
+class Device(Type):
+    """A torch device: "cpu", "cuda", "cuda:N" or a torch.device; CUDA only where it is available."""
+
+    def describe(self):
+        return '"cpu", "cuda", "cuda:N" or a torch.device'
+
+    def check(self, value, path):
+        if not isinstance(value, (str, torch.device)):
+            self.fail(value, path)
+        try:
+            device = torch.device(value)
+        except RuntimeError:
+            self.fail(value, path)
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise Invalid(path, f"CUDA is not available here (torch {torch.__version__}), got {value!r}; "
+                                    "use device=\"cpu\"")
+            if device.index is not None and device.index >= count:
+                raise Invalid(path, f"this machine has {count} CUDA device(s) (cuda:0 ... cuda:{count - 1}), "
+                                    f"got {value!r}")
+        return device
+
+
+class Optimizer(Type):
+    """A built optimizer (sims only use its init_state, step and shrink: ARCHITECTURE.md), or None."""
+
+    def describe(self):
+        return ("a built optimizer with init_state, step and shrink (e.g. metaphys.optim.metamizer.Metamizer) "
+                "or None for the shipped Metamizer; to load weights from a file pass weights=\"path.pt\"")
+
+    def check(self, value, path):
+        if value is not None and not all(callable(getattr(value, m, None)) for m in ("init_state", "step", "shrink")):
+            self.fail(value, path)
+        return value
+
+
+class WeightsPath(Type):
+    """A path to Metamizer TorchScript weights that exists, or None for the shipped weights."""
+
+    def describe(self):
+        return "a path (str or os.PathLike) to Metamizer TorchScript weights, or None for the shipped weights"
+
+    def check(self, value, path):
+        if value is None:
+            return None
+        if not isinstance(value, (str, os.PathLike)):
+            self.fail(value, path)
+        if not os.path.isfile(value):
+            raise Invalid(path, f"file not found: {os.fspath(value)}")
+        return value
+
+
+# The keyword arguments every sim takes beyond its physics; a sim whose spec schema has one of
+# them (cloth: guard, threads) uses the schema's entry, which says the same.
+COMMON_ARGUMENTS = {
+    "device": Device(),
+    "optimizer": Optimizer(),
+    "weights": WeightsPath(),
+    "guard": Bool(),
+    "accelerate": Int(0),
+    "threads": Int(1, nullable=True),
+    "iterations_per_step": Int(1, nullable=True),
+    "tol": Number(0, lo_open=True, nullable=True),
+    "max_iterations": Int(1),
+}
 
 
 @dataclass
@@ -24,16 +103,11 @@ class SolverSettings:
     accelerate: int = DEFAULT_MEMORY
 
     def __post_init__(self):
+        check_arguments("SolverSettings", COMMON_ARGUMENTS, vars(self))
         if self.tol is not None:
-            if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol > 0):
-                raise ValueError(f"tol must be a positive number, got {self.tol!r}")
             self.iterations_per_step = None
-        elif self.iterations_per_step is None or int(self.iterations_per_step) < 1:
-            raise ValueError(f"iterations_per_step must be >= 1 (or give tol), got {self.iterations_per_step!r}")
-        if int(self.max_iterations) < 1:
-            raise ValueError(f"max_iterations must be >= 1, got {self.max_iterations!r}")
-        if isinstance(self.accelerate, bool) or not isinstance(self.accelerate, int) or self.accelerate < 0:
-            raise ValueError(f"accelerate must be an int >= 0 (0 = off), got {self.accelerate!r}")
+        elif self.iterations_per_step is None:
+            raise ValueError("SolverSettings needs iterations_per_step >= 1 or a tolerance tol > 0, got neither")
 
     def solve_kwargs(self) -> dict:
         if self.tol is not None:
@@ -47,8 +121,8 @@ class StepRecord:
     iterations: int
     residual: float            # worst sample's residual at the end of the step
     residual_start: float
-    guard_rejections: int
-    hit_cap: bool
+    guard_rejections: int      # optimizer steps the step guard rejected (normal; guard_note says when to worry)
+    hit_cap: bool              # the iteration cap ended the step before its tolerance
     # convergence gauge (cloth fills all of these; other sims leave the defaults)
     relative_residual: Optional[float] = None  # scale-free: |grad| / max(|grad at start|, |gravity force|)
     max_strain: Optional[float] = None         # max over edges of |e| / L0 - 1 at the end of the frame
@@ -58,6 +132,17 @@ class StepRecord:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def guard_note(rejections: int, iterations: Optional[int] = None) -> str:
+    """What a count of step-guard rejections means, for reports and logs. A rejection is an optimizer
+    step that would have raised the loss (or made it non-finite), shrunk and tried again: a normal
+    part of a solve. It matters only when frames also miss their tolerance, or when the guard
+    rejects every step of a frame (the frame then does not move, and a bake stops)."""
+    within = f" in {iterations} optimizer iterations" if iterations else ""
+    return (f"the step guard rejected {rejections} optimizer steps{within} (each would have raised the loss and "
+            "was shrunk and tried again): normal, it keeps every solve downhill; worry only if frames also miss "
+            "the tolerance (reported separately) or the guard rejects every step of a frame (the bake then stops)")
 
 
 def check_positive(name: str, value, allow_zero: bool = False) -> float:

@@ -5,13 +5,14 @@ Each wraps a batched Problem and a TimeStepper and follows the sim protocol (sim
 iterations and residual per step, ``state_dict()`` / ``load_state_dict()`` continue bit for bit.
 Fields are numpy arrays [H, W] (batch 1) or [N, H, W]; row 0 is the top of the grid.
 ``weights=`` (a path to TorchScript weights) or ``optimizer=`` choose the optimizer (default: the
-shipped Metamizer, self-tested at load). A step whose residual or field blows up ends the sim with a
+shipped Metamizer, self-tested at load); ``threads=`` the torch threads a step runs on (default: the
+rule every sim uses, ``sims.common.threads_for_grid``). Arguments are checked with the bake spec's
+value types (spec/validate.py): a wrong one is an ArgumentError naming it, never coerced. A step whose residual or field blows up ends the sim with a
 ``SimulationDiverged`` error naming the step and the residual, never a silently huge number.
 """
 from __future__ import annotations
 
 import math
-import operator
 from typing import List, Optional
 
 import numpy as np
@@ -20,54 +21,133 @@ import torch
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.solve import DivergenceError, TimeStepper, solve
 from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem, frame_mask
-from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import SolverSettings, StepRecord, optimizer_for
+from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
+from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
+                                  optimizer_for, torch_threads)
+from metaphys.spec.types import Array, Int, Invalid, Number, Type, Vector
+from metaphys.spec.validate import argument_error, check_arguments, check_value
 
 F64 = torch.float64
+__all__ = ["DiffusionSim", "WaveSim", "BurgersSim", "solve_poisson", "SimulationDiverged"]
 
 
-class SimulationDiverged(DivergenceError):
-    """A time step blew up (non-finite values or a residual past the problem's divergence threshold);
-    the message names the sim, the step and the residual."""
+# ---- argument types (the bake spec's vocabulary: spec/types.py, spec/validate.py) ------------------
+class PerSample(Type):
+    """A number, or a list of them, one per sample of a batched sim (D, dt, c, mu)."""
+
+    def __init__(self, number: Number):
+        self.number = number
+
+    def describe(self):
+        return f"{self.number.describe()}, or a list of them (one per sample)"
+
+    def check(self, value, path):
+        if not isinstance(value, list):
+            return self.number.check(value, path)
+        if not value:
+            self.fail(value, path)
+        try:
+            return [self.number.check(v, path) for v in value]
+        except Invalid:
+            self.fail(value, path)
 
 
-def _shape(shape):
-    """(rows, cols) of integers >= 16 (numpy integers too): the optimizer's smallest grid."""
-    try:
-        h, w = (int(operator.index(v)) for v in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"shape must be (rows, cols) of integers, got {shape!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"shape must be (rows, cols) with both >= 16 (the optimizer's smallest grid), got {(h, w)}")
-    return h, w
+class GridField(Type):
+    """A number, or finite real numbers over the grid (numpy, torch or nested lists; the shape is
+    checked against the grid by ``_grid_tensor``)."""
+
+    takes_arrays = True  # spec.validate keeps numpy arrays as they are
+
+    def __init__(self, what: str, number_ok: bool = True, nullable: bool = True, lo=None, hi=None):
+        self.what, self.number_ok, self.nullable = what, number_ok, nullable
+        self.array = Array(what, nullable=False, lo=lo, hi=hi)
+        self.number = Number(lo, hi)
+
+    def describe(self):
+        return ("a number or " if self.number_ok else "") + self.what + (" or None" if self.nullable else "")
+
+    def check(self, value, path):
+        if value is None and self.nullable:
+            return None
+        if self.number_ok and np.ndim(value) == 0 and not isinstance(value, str):
+            return self.number.check(value.item() if isinstance(value, np.ndarray) else value, path)
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            self.fail(value, path)
+        return self.array.check(value, path)  # finite real numbers (in range), or which entry is not
 
 
-def _mask(mask, n, h, w, device):
+SHAPE = Vector(2, "cells", lo=16, integer=True, names="(rows, cols)")
+_SCALAR = "an array [H, W] or [N, H, W] (N = batch)"
+ARGUMENTS = {**COMMON_ARGUMENTS,
+             "shape": SHAPE, "batch": Int(1),
+             "D": PerSample(Number(0, unit="cells^2/step")),
+             "c": PerSample(Number(0, unit="cells/step")),
+             "mu": PerSample(Number(0, unit="cells^2/step")),
+             "dt": PerSample(Number(0, lo_open=True)),
+             "velocity": GridField("an array [2, H, W] or [N, 2, H, W] of (v_y, v_x) in cells/step", number_ok=False),
+             "source": GridField(_SCALAR), "bc": GridField(_SCALAR, nullable=False),
+             "mask": GridField("an array [H, W] or [N, H, W] of 0 (free) and 1 (Dirichlet)", number_ok=False,
+                               lo=0, hi=1),
+             "c0": GridField(_SCALAR), "x0": GridField(_SCALAR), "v0": GridField(_SCALAR),
+             "f": GridField(_SCALAR, number_ok=False, nullable=False),
+             "iterations": COMMON_ARGUMENTS["iterations_per_step"]}
+BURGERS_V0 = GridField("an array [2, H, W] or [N, 2, H, W] of (u, v) velocities in cells/step", number_ok=False,
+                       nullable=False)
+
+
+def _grid_tensor(owner: str, name: str, value, n: int, channels: int, h: int, w: int, device, binary: bool = False):
+    """A checked argument (a number, None or an array) as what the Problem takes: None, a float or
+    a [N|1, channels|1, H, W] tensor; its shape against the grid and batch checked here, so a
+    mismatch names the argument instead of failing inside the physics. ``binary``: only 0 and 1."""
+    if value is None or isinstance(value, float):
+        return value
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 2 and channels == 1:
+        arr = arr[None, None]
+    elif arr.ndim == 3:
+        arr = arr[:, None] if channels == 1 else arr[None]
+    lead = f"[{channels}, {h}, {w}] or [{n}, {channels}, {h}, {w}]" if channels > 1 else \
+        f"[{h}, {w}] or [{n}, {h}, {w}]"
+    if arr.ndim != 4 or arr.shape[-2:] != (h, w) or arr.shape[0] not in (1, n) or arr.shape[1] not in (1, channels):
+        raise argument_error(owner, name, f"expected shape {lead} (the grid is {h} x {w}, batch {n}), got shape "
+                                          f"{list(np.shape(value))}")
+    if binary and not np.isin(arr, (0.0, 1.0)).all():
+        raise argument_error(owner, name, "expected only 0 (free) and 1 (Dirichlet) values")
+    return torch.as_tensor(arr, dtype=F64, device=device).contiguous()
+
+
+def _check_grid(owner: str, name: str, h: int, w: int) -> None:
+    """A grid given by an array (BurgersSim's v0, solve_poisson's f) of at least the optimizer's 16 x 16."""
+    if min(h, w) < 16:
+        raise argument_error(owner, name, f"expected a grid of at least 16 x 16 cells (the optimizer's smallest), "
+                                          f"got {h} x {w}")
+
+
+def _mask(owner, mask, n, h, w, device):
     if mask is None:
         return frame_mask(n, h, w, device=device)
-    m = torch.as_tensor(np.asarray(mask), dtype=F64, device=device)
-    if m.dim() == 2:
-        m = m.expand(n, 1, h, w)
-    return m.contiguous()
+    return _grid_tensor(owner, "mask", mask, n, 1, h, w, device, binary=True).expand(n, 1, h, w).contiguous()
 
 
-def _field(value, n, c, h, w, device):
-    if value is None or isinstance(value, (int, float)):
+def _per_sample(owner: str, name: str, value, n: int):
+    """A checked PerSample value as the Problem takes it (a number, or a tensor of one per sample)."""
+    if not isinstance(value, list):
         return value
-    if np.ndim(value) == 0:  # numpy scalars (np.float32, np.int64) act like Python numbers
-        return float(value)
-    t = torch.as_tensor(np.asarray(value), dtype=F64, device=device)
-    while t.dim() < 4:
-        t = t.unsqueeze(0)
-    return t
+    if len(value) != n:
+        raise argument_error(owner, name, f"expected a number or {n} of them (one per sample, batch {n}), "
+                                          f"got {len(value)}")
+    return torch.tensor(value, dtype=F64)
 
 
 class _PDESim(Sim):
     problem = None
 
-    def __init__(self, problem, optimizer, settings: SolverSettings, rescale_on_step=None, weights=None):
+    def __init__(self, problem, optimizer, settings: SolverSettings, rescale_on_step=None, weights=None,
+                 threads: Optional[int] = None):
         self.problem = problem
         self.settings = settings
+        # torch threads while stepping (None: sims.common.threads_for_grid, the rule of every sim)
+        self.threads = check_threads(threads, *problem.shape[-2:])
         opt = optimizer_for(optimizer, weights, problem.device)
         self.stepper = TimeStepper(problem, opt, iterations_per_step=settings.iterations_per_step,
                                    tol=settings.tol, max_iterations=settings.max_iterations, guard=settings.guard,
@@ -75,6 +155,11 @@ class _PDESim(Sim):
         self.records: List[StepRecord] = []
 
     def step(self) -> StepRecord:
+        """Advance one time step with ``threads`` torch threads; returns its record."""
+        with torch_threads(self.threads):
+            return self._step()
+
+    def _step(self) -> StepRecord:
         number = len(self.records) + 1
         name = type(self).__name__
         scale = float(self._unknown_scale())
@@ -123,6 +208,7 @@ class _PDESim(Sim):
                 "state": optimizer_state(st.optimizer, st.state), "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
+        check_state_dict(self, sd, ("fields", "u", "state", "records"), shapes={"u": self.stepper.u.shape})
         st, device = self.stepper, self.problem.device
         self.problem.fields = {k: v.to(device) for k, v in sd["fields"].items()}
         st.u = sd["u"].to(device)
@@ -140,14 +226,17 @@ class DiffusionSim(_PDESim):
 
     def __init__(self, shape=(64, 64), *, D=0.1, velocity=None, source=None, mask=None, bc=0.0, c0=None,
                  dt=1.0, batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200,
-                 guard=True, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
-        h, w = _shape(shape)
-        m = _mask(mask, batch, h, w, device)
-        problem = DiffusionProblem(m, _field(bc, batch, 1, h, w, device), c_old=_field(c0, batch, 1, h, w, device),
-                                   velocity=_field(velocity, batch, 2, h, w, device),
-                                   source=_field(source, batch, 1, h, w, device), D=D, dt=dt)
+                 guard=True, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
+                 threads: Optional[int] = None):
+        a = check_arguments("DiffusionSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        h, w = a["shape"]
+        field = lambda name, channels=1: _grid_tensor("DiffusionSim", name, a[name], batch, channels, h, w, device)
+        problem = DiffusionProblem(_mask("DiffusionSim", a["mask"], batch, h, w, device), field("bc"),
+                                   c_old=field("c0"), velocity=field("velocity", 2), source=field("source"),
+                                   D=_per_sample("DiffusionSim", "D", a["D"], batch),
+                                   dt=_per_sample("DiffusionSim", "dt", a["dt"], batch))
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights)
+                         weights=weights, threads=threads)
 
     def _state_tensor(self):
         return self.problem.fields["c_old"]
@@ -160,27 +249,36 @@ class DiffusionSim(_PDESim):
 class WaveSim(_PDESim):
     """Wave equation for a height field from the initial state ``x0`` (heights, [H, W] or [N, H, W];
     default 0) and ``v0`` (vertical velocities; default 0); ``boundary(t)`` may return new Dirichlet
-    heights per step."""
+    heights per step (a number or [H, W])."""
 
     def __init__(self, shape=(64, 64), *, x0=None, v0=None, c=1.0, mask=None, bc=0.0, boundary=None, dt=1.0,
                  batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200, guard=True,
-                 device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY):
-        h, w = _shape(shape)
-        m = _mask(mask, batch, h, w, device)
-        problem = WaveProblem(m, _field(bc, batch, 1, h, w, device), x_old=_field(x0, batch, 1, h, w, device),
-                              v_old=_field(v0, batch, 1, h, w, device), c=c, dt=dt)
+                 device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
+                 threads: Optional[int] = None):
+        a = check_arguments("WaveSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        if boundary is not None and not callable(boundary):
+            raise argument_error("WaveSim", "boundary", f"expected a function of the step number returning the "
+                                                        f"Dirichlet heights, or None, got {boundary!r}")
+        h, w = a["shape"]
+        field = lambda name: _grid_tensor("WaveSim", name, a[name], batch, 1, h, w, device)
+        problem = WaveProblem(_mask("WaveSim", a["mask"], batch, h, w, device), field("bc"), x_old=field("x0"),
+                              v_old=field("v0"), c=_per_sample("WaveSim", "c", a["c"], batch), dt=_per_sample("WaveSim", "dt", a["dt"], batch))
         self.boundary = boundary
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights)
+                         weights=weights, threads=threads)
 
     def _state_tensor(self):
         return self.problem.fields["x_old"]
 
-    def step(self):
+    def _step(self):
         if self.boundary is not None:
-            self.problem.set_boundary_values(_field(self.boundary(len(self.records) + 1), 1, 1, *self.problem.shape[-2:],
-                                                    self.problem.device))
-        return super().step()
+            self.problem.set_boundary_values(self._boundary_values(len(self.records) + 1))
+        return super()._step()
+
+    def _boundary_values(self, t: int):
+        """``boundary(t)`` checked like ``bc`` (a number or [H, W]), so a bad return names the function."""
+        checked = check_value("WaveSim", "boundary", ARGUMENTS["bc"], self.boundary(t), f"boundary({t}) returned: ")
+        return _grid_tensor("WaveSim", "boundary", checked, 1, 1, *self.problem.shape[-2:], self.problem.device)
 
     @property
     def field(self):
@@ -192,19 +290,21 @@ class BurgersSim(_PDESim):
 
     def __init__(self, v0, *, mu=0.3, mask=None, dt=1.0, iterations_per_step: Optional[int] = 20, tol=None,
                  max_iterations=200, guard=True, device="cpu", optimizer=None, weights=None,
-                 accelerate: int = DEFAULT_MEMORY):
-        v = _field(v0, 1, 2, 0, 0, device)
-        if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[1] != 2:
-            raise ValueError(f"v0 must be an array [2, H, W] (or [N, 2, H, W]) of (u, v) velocities, got "
-                             f"{tuple(v.shape) if isinstance(v, torch.Tensor) else v!r}")
+                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None):
+        a = check_arguments("BurgersSim", {**ARGUMENTS, "v0": BURGERS_V0}, locals())  # as passed: no coercion
+        v = np.asarray(a["v0"], dtype=np.float64)
+        if v.ndim == 3:
+            v = v[None]
+        if v.ndim != 4 or v.shape[1] != 2:
+            raise argument_error("BurgersSim", "v0", f"expected {BURGERS_V0.describe()}, got shape "
+                                                     f"{list(np.shape(a['v0']))}")
         n, _, h, w = v.shape
-        _shape((h, w))
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError("v0 must be finite (it holds NaN or inf)")
-        m = _mask(mask, n, h, w, device)
-        problem = BurgersProblem(m, 0.0, v_old=v, mu=mu, dt=dt)
+        _check_grid("BurgersSim", "v0", h, w)
+        problem = BurgersProblem(_mask("BurgersSim", a["mask"], n, h, w, device), 0.0,
+                                 v_old=torch.as_tensor(v, dtype=F64, device=device), mu=_per_sample("BurgersSim", "mu", a["mu"], n),
+                                 dt=_per_sample("BurgersSim", "dt", a["dt"], n))
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights)
+                         weights=weights, threads=threads)
 
     def _state_tensor(self):
         return self.problem.fields["v_old"]
@@ -216,17 +316,24 @@ class BurgersSim(_PDESim):
 
 def solve_poisson(f, *, mask=None, bc=0.0, iterations: Optional[int] = None, tol: Optional[float] = 1e-20,
                   max_iterations: int = 500, optimizer=None, device="cpu", weights=None,
-                  accelerate: int = DEFAULT_MEMORY):
-    """Solve -Laplace(u) = f with Dirichlet cells (default: a 2-cell zero frame).
-    Returns (u [H, W] numpy, SolveResult)."""
-    f_t = _field(f, 1, 1, 0, 0, device)
-    if not isinstance(f_t, torch.Tensor) or f_t.dim() != 4:
-        raise ValueError(f"f must be an array [H, W] (or [N, H, W]), got {f!r}")
-    n, _, h, w = f_t.shape
-    _shape((h, w))
-    problem = LaplaceProblem(_mask(mask, n, h, w, device), _field(bc, n, 1, h, w, device), f_t)
+                  accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None):
+    """Solve -Laplace(u) = f with Dirichlet cells (default: a 2-cell zero frame): ``iterations``
+    Metamizer steps, or until the mean squared residual is below ``tol``. Returns (u [H, W] numpy,
+    SolveResult)."""
+    a = check_arguments("solve_poisson", ARGUMENTS, locals())  # the arguments as passed: no coercion
+    if iterations is None and tol is None:
+        raise argument_error("solve_poisson", "tol", "expected a tolerance > 0 when iterations is None, got None")
+    f_np = np.asarray(a["f"], dtype=np.float64)
+    if f_np.ndim not in (2, 3):
+        raise argument_error("solve_poisson", "f", f"expected {_SCALAR}, got shape {list(f_np.shape)}")
+    n, (h, w) = (1 if f_np.ndim == 2 else f_np.shape[0]), f_np.shape[-2:]
+    _check_grid("solve_poisson", "f", h, w)
+    problem = LaplaceProblem(_mask("solve_poisson", a["mask"], n, h, w, device),
+                             _grid_tensor("solve_poisson", "bc", a["bc"], n, 1, h, w, device),
+                             _grid_tensor("solve_poisson", "f", f_np, n, 1, h, w, device))
     opt = optimizer_for(optimizer, weights, problem.device)
-    res = solve(problem, opt, iterations=iterations, tol=None if iterations is not None else tol,
-                max_iterations=max_iterations, accelerate=accelerate)
+    with torch_threads(check_threads(threads, h, w)):
+        res = solve(problem, opt, iterations=iterations, tol=None if iterations is not None else tol,
+                    max_iterations=max_iterations, accelerate=accelerate)
     u = res.u[:, 0].cpu().numpy()
     return (u[0] if n == 1 else u), res

@@ -35,29 +35,45 @@ import torch
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
-from metaphys.physics.fluid import FluidProblem, add_obstacle, density_problem, fluid_geometry, fluid_metrics
-from metaphys.sims.base import Sim, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import (SolverSettings, StepRecord, check_positive, check_threads, check_vector,
+from metaphys.physics.fluid import (FluidProblem, add_obstacle, curl, density_problem, fluid_geometry,
+                                    fluid_metrics)
+from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
+from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
                                   fastest_forward, optimizer_for, torch_threads)
-from metaphys.spec.params import smoke_parameters, smoke_sim_kwargs
+from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
+from metaphys.spec.schema import SMOKE_SCHEMA
+from metaphys.spec.types import Choice, Int, Number
+from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
 F64 = torch.float64
 DENSITY_SOLVERS = ("gmres", "fgmres-metamizer", "metamizer")
 DENSITY_TOL_FLOOR = 1e-12
 GMRES_RESTART = 40
+# SmokeSim's keyword arguments, checked with the bake spec's own types (spec/validate.py): those a
+# spec has are the schema's entries; the others (API only) use the same value types
+ARGUMENTS = {**COMMON_ARGUMENTS,
+             **schema_types(SMOKE_SCHEMA, ("resolution", "iterations_per_step", "tol") + SMOKE_SIM_KEYS,
+                            nullable=("iterations_per_step", "obstacle_shapes")),
+             "fluid_density": Number(0, lo_open=True, unit="mass per cell"),
+             "wall": Int(1, unit="cells"),
+             "dt": Number(0, lo_open=True, unit="steps"),
+             "density_max_iterations": Int(1),
+             "density_solver": Choice(*DENSITY_SOLVERS),
+             "emitter_smoothing": Number(0, unit="cells"),
+             "batch": Int(1)}
 
 
 def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
-    """None, [H,W] or [F,H,W] array-like in [0,1] (or a .npy path) -> float64 array."""
+    """None, [H,W] or [F >= 1,H,W] in [0,1] (or a .npy path; values and paths checked by the
+    schema's type) -> float64 array."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = np.load(value)
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim not in (2, 3) or arr.shape[-2:] != (h, w):
-        raise ValueError(f"{name} must have shape ({h}, {w}) or (frames, {h}, {w}), got {arr.shape}")
-    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
-        raise ValueError(f"{name} values must be finite and in [0, 1]")
+    arr = np.asarray(np.load(value, allow_pickle=False) if isinstance(value, str) else value, dtype=np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[-2:] != (h, w) or len(arr) == 0:
+        raise argument_error("SmokeSim", name, f"expected shape [{h}, {w}] or [frames >= 1, {h}, {w}] (the "
+                                               f"resolution), got shape {list(arr.shape)}")
+    if arr.min() < 0 or arr.max() > 1:
+        raise argument_error("SmokeSim", name, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]")
     return arr
 
 
@@ -76,52 +92,38 @@ class SmokeSim(Sim):
                  density_solver: str = "gmres", emitter_smoothing: float = 1.0, guard: bool = True,
                  batch: int = 1, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
                  threads: Optional[int] = None):
-        if len(resolution) != 2 or min(int(r) for r in resolution) < 16:
-            raise ValueError(f"resolution must be (rows, cols) with both >= 16, got {tuple(resolution)}")
+        a = check_arguments("SmokeSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
         self.h, self.w = int(resolution[0]), int(resolution[1])
         # torch threads while stepping (None: sims.common.threads_for_grid, the rule bakes use too)
         self.threads = check_threads(threads, self.h, self.w)
-        if not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int, got {batch!r}")
-        self.n = batch
+        self.n = int(batch)
         self.device = torch.device(device)
         # accelerate: the fluid step's subspace acceleration (optim/accelerate.py; 0 = plain)
         self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate)
-        self.density_tol = check_positive("density_tol", density_tol)
-        if not 0 < self.density_tol < 1:
-            raise ValueError(f"density_tol is relative to the density's peak and must be in (0, 1), got {density_tol!r}")
-        if not isinstance(density_max_iterations, int) or density_max_iterations < 1:
-            raise ValueError(f"density_max_iterations must be a positive int, got {density_max_iterations!r}")
-        self.density_max_iterations = density_max_iterations
-        if density_solver not in DENSITY_SOLVERS:
-            raise ValueError(f"density_solver must be one of {DENSITY_SOLVERS}, got {density_solver!r}")
+        self.density_tol = float(density_tol)
+        self.density_max_iterations = int(density_max_iterations)
         self.density_solver = density_solver
-        self.buoyancy = float(check_vector("buoyancy", [buoyancy], 1)[0])  # any sign, finite
-        self.viscosity = check_positive("viscosity", viscosity, allow_zero=True)
-        self.fluid_density = check_positive("fluid_density", fluid_density)
-        self.density_diffusion = check_positive("density_diffusion", density_diffusion, allow_zero=True)
-        self.emitter_density = check_positive("emitter_density", emitter_density, allow_zero=True)
-        self.emitter_velocity = check_vector("emitter_velocity", emitter_velocity, 2)
-        self.wind = check_vector("wind", wind, 2)
-        self.dt = check_positive("dt", dt)
-        if not isinstance(wall, int) or wall < 1 or 2 * wall + 3 > min(self.h, self.w):
-            raise ValueError(f"wall must be an int >= 1 that leaves room for fluid, got {wall!r}")
-        self.wall = wall
+        self.buoyancy, self.viscosity, self.dt = a["buoyancy"], a["viscosity"], a["dt"]
+        self.fluid_density, self.density_diffusion = a["fluid_density"], a["density_diffusion"]
+        self.emitter_density = a["emitter_density"]
+        self.emitter_velocity = torch.tensor(a["emitter_velocity"], dtype=F64)
+        self.wind = torch.tensor(a["wind"], dtype=F64)
+        if 2 * wall + 3 > min(self.h, self.w):
+            raise argument_error("SmokeSim", "wall", f"expected walls that leave room for fluid (2 * wall + 3 <= "
+                                                     f"{min(self.h, self.w)} cells), got {wall!r}")
+        self.wall = int(wall)
         self.emitters = _frames_array("emitters", emitters, self.h, self.w)
         if self.emitters is None:
             self.emitters = self.default_emitter(self.h, self.w)
         # Smooth emitter edges (Gaussian, in cells): central-difference transport of a hard-edged
         # source overshoots by a few percent of the peak; a 1-cell blur keeps the density >= 0.
-        self.emitter_smoothing = check_positive("emitter_smoothing", emitter_smoothing, allow_zero=True)
+        self.emitter_smoothing = a["emitter_smoothing"]
         if self.emitter_smoothing > 0:
             from scipy.ndimage import gaussian_filter
             sig = (0, self.emitter_smoothing, self.emitter_smoothing) if self.emitters.ndim == 3 else self.emitter_smoothing
             self.emitters = gaussian_filter(self.emitters, sig, mode="constant")
         self.obstacles = _frames_array("obstacles", obstacles, self.h, self.w)
-        self.obstacle_shapes = list(obstacle_shapes or [])
-        for k, s in enumerate(self.obstacle_shapes):
-            if s.get("type") not in ("circle", "box"):
-                raise ValueError(f"obstacle_shapes[{k}].type must be 'circle' or 'box', got {s.get('type')!r}")
+        self.obstacle_shapes = list(a["obstacle_shapes"] or [])
         self.optimizer = optimizer_for(optimizer, weights, self.device, fastest=True)
         self.frame = 0
         mask, bc = self._geometry(0)
@@ -218,13 +220,14 @@ class SmokeSim(Sim):
                       **self.settings.solve_kwargs())
         self.fluid_state = res.state
         u_new = res.u
-        if not bool(torch.isfinite(u_new).all()):
-            raise FloatingPointError(f"smoke: fluid solve produced non-finite values at frame {frame + 1}")
+        self._refuse_diverged(u_new, None, frame + 1)
         source = self.emitter_density * emitter
         dens = density_problem(self.fluid, u_new, self.density_field * (1 - mask), D=self.density_diffusion,
                                source=source)
         c_new, drec = self._solve_density(dens, frame + 1)
-        self.density_field = dens.impose(c_new)
+        c_new = dens.impose(c_new)
+        self._refuse_diverged(u_new, c_new, frame + 1)
+        self.density_field = c_new
         self.injected += (source * self.dt).flatten(1).sum(1)
         self.u = self.fluid.advance(u_new)
         rec = StepRecord(frame + 1, res.iterations, float(res.residual.max()), float(res.residuals[0].max()),
@@ -234,6 +237,32 @@ class SmokeSim(Sim):
         self.last_metrics = fluid_metrics(self.fluid, u_new)
         self.frame += 1
         return rec
+
+    def _refuse_diverged(self, u_new: torch.Tensor, density: Optional[torch.Tensor], frame: int) -> None:
+        """Refuse a step the grid cannot resolve (SimulationDiverged naming the cause) instead of
+        returning garbage: non-finite values, a flow that crosses the whole domain in one step, or a
+        density swinging negative as far as it reaches positive (transport that cannot follow)."""
+        domain = max(self.h, self.w)
+        if not bool(torch.isfinite(u_new).all()) or (density is not None and not bool(torch.isfinite(density).all())):
+            what = "the fluid solve produced non-finite values"
+        else:
+            vy, vx = curl(u_new[:, 0:1])
+            speed = float(torch.maximum(vy.abs().max(), vx.abs().max())) * self.dt
+            low = float(density.min()) if density is not None else 0.0
+            high = float(density.max()) if density is not None else 0.0
+            if speed > domain:
+                what = (f"the flow reached {speed:.3g} cells per step, more than the whole {domain}-cell domain in "
+                        "one step")
+            elif low < -0.5 * high:
+                what = f"the density swings to {low:.3g} against a peak of {high:.3g} (the transport cannot follow)"
+            else:
+                return
+        raise SimulationDiverged(
+            f"SmokeSim diverged at frame {frame}: {what}; the forces are too strong for the grid -- "
+            f"buoyancy={self.buoyancy:g} (cells/step^2 per unit density), emitter_velocity="
+            f"{self.emitter_velocity.tolist()}, wind={self.wind.tolist()} (cells/step^2), against the defaults 0.02, "
+            "[0, 0] and [0, 0]: smaller forces or a finer grid keep the flow resolved -- or obstacle shapes jump many "
+            "cells per frame")
 
     def _solve_density(self, dens, frame: int):
         """Solve one density step to ``density_tol`` (see the module doc); (c, StepRecord).
@@ -297,6 +326,9 @@ class SmokeSim(Sim):
                 "density_records": [r.as_dict() for r in self.density_records]}
 
     def load_state_dict(self, sd: dict) -> None:
+        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "density_state", "injected",
+                                    "frame", "records", "density_records"),
+                         shapes={"u": self.u.shape, "density_field": self.density_field.shape})
         self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
         self.fluid_state = restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device)
