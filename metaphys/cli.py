@@ -240,7 +240,7 @@ def cmd_export_weights(args) -> int:
     steps, wall time and hardware from the run folder, and the snapshot's held-out scores."""
     import platform
     import torch
-    from metaphys.optim.weights import export_torchscript, model_from_snapshot, sha256_of
+    from metaphys.optim.weights import WeightsError, export_torchscript, load_snapshot, model_from_snapshot, sha256_of
     if os.path.exists(args.out) and not args.overwrite:  # shipped weights are replaced only on purpose
         print(f"metaphys export-weights: error: {args.out} already exists (sha256 {sha256_of(args.out)[:16]}...); "
               "pass --overwrite to replace it, or --out another path", file=sys.stderr)
@@ -248,15 +248,18 @@ def cmd_export_weights(args) -> int:
     if not os.path.isfile(args.source):
         print(f"metaphys export-weights: error: snapshot {args.source} not found", file=sys.stderr)
         return 2
-    model = model_from_snapshot(args.source)
-    sd = torch.load(args.source, map_location="cpu", weights_only=False)
     run_dir = os.path.dirname(os.path.abspath(args.source))
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    try:  # tensors and plain values only: a snapshot someone sends you cannot run code
+        model, sd = model_from_snapshot(args.source), load_snapshot(args.source)
+        c = load_snapshot(ckpt) if os.path.exists(ckpt) else None
+    except WeightsError as exc:
+        print(f"metaphys export-weights: error: {exc}", file=sys.stderr)
+        return 2
     training = {"source": os.path.basename(args.source), "step": sd.get("step"), "elapsed_s": sd.get("elapsed"),
                 "hardware": f"{platform.machine()} CPU, {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}",
                 "optimizer": "AdamW, cosine-decayed lr, grad value clip, EMA of weights (the EMA is shipped)"}
-    ckpt = os.path.join(run_dir, "checkpoint.pt")
-    if os.path.exists(ckpt):
-        c = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if c is not None:
         training["recipe"] = c.get("config")
         training["run_steps_total"] = c.get("step")
     if sd.get("averaged_from"):  # a weight average: its sources, not one snapshot's scores
@@ -315,7 +318,12 @@ def cmd_export_onnx(args) -> int:
 
 def cmd_eval(args) -> int:
     from metaphys.eval.harness import main as eval_main
-    return eval_main(args)
+    from metaphys.optim.weights import WeightsError
+    try:
+        return eval_main(args)
+    except WeightsError as exc:  # unreadable or refused --weights: the message names the file
+        print(f"metaphys eval: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser(train_options: bool = True) -> argparse.ArgumentParser:

@@ -198,3 +198,170 @@ def test_a_second_bake_into_the_folder_needs_force(tmp_path):
     m = run_bake("cloth", ScriptedSim(good), ListWriter(out), out, 2, parameters=PARAMS, model_sha256="x",
                  progress="none", force=True)
     assert m.frames_done == 2 and read_manifest(tmp_path / "manifest.json")["frames_done"] == 2
+
+
+# ---- resume refuses damaged bakes (issue 25) -------------------------------------------------------------------
+GOOD = [(True, 0.01, "metamizer")] * 4
+
+
+def _bake(out, frames=2, **kw):
+    return run_bake("cloth", ScriptedSim(GOOD), ListWriter(out), out, frames, parameters=PARAMS, model_sha256="x",
+                    progress="none", **kw)
+
+
+def _resume(out, frames=3):
+    return _bake(out, frames, resume=True)
+
+
+def _edit_manifest(path, edit):
+    d = json.loads(open(path).read())
+    edit(d)
+    with open(path, "w") as fh:
+        json.dump(d, fh)
+
+
+def _refused(out, *fragments):
+    with pytest.raises(BakeError) as info:
+        _resume(out)
+    assert info.value.code == 2
+    for fragment in fragments:
+        assert fragment in str(info.value), str(info.value)
+    assert "--force instead of --resume" in str(info.value)
+    return str(info.value)
+
+
+def test_the_manifest_records_the_sha256_of_every_frame_file_and_state(tmp_path):
+    from metaphys.io.manifest import sha256_file
+    out = str(tmp_path)
+    _bake(out)
+    frames = read_manifest(tmp_path / "manifest.json")["frames"]
+    assert frames[1]["sha256"] == {"mesh": sha256_file(tmp_path / "f_0002.txt")}
+    assert frames[1]["state_sha256"] == sha256_file(tmp_path / ".state" / "frame_00002.pt")
+    assert _resume(out).frames_done == 3  # intact: resumes
+
+
+def test_resume_refuses_a_state_file_with_a_flipped_byte(tmp_path):
+    out = str(tmp_path)
+    _bake(out)
+    state = tmp_path / ".state" / "frame_00002.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01  # torch would load this silently: only the checksum sees it
+    state.write_bytes(bytes(data))
+    _refused(out, f"the saved simulation state {state} is corrupted")
+
+
+def test_resume_refuses_a_deleted_or_changed_frame_file(tmp_path):
+    out = str(tmp_path)
+    _bake(out)
+    (tmp_path / "f_0001.txt").write_text("edited")
+    os.remove(tmp_path / "f_0002.txt")
+    msg = _refused(out, "f_0001.txt (frame 1) was changed", "f_0002.txt (frame 2) is missing",
+                   str(tmp_path / "manifest.json"))
+    assert "Traceback" not in msg
+
+
+def test_resume_refuses_edited_frame_numbers(tmp_path):
+    out = str(tmp_path)
+    _bake(out)
+    _edit_manifest(tmp_path / "manifest.json", lambda d: d["frames"][1].update(frame=7))
+    _refused(out, str(tmp_path / "manifest.json"), '"frames"[1] is frame 7, expected 2')
+
+
+@pytest.mark.parametrize("frames", [5, None, [1, 2], [{"frame": "1"}], "1-2", [{"frame": True}]])
+def test_resume_refuses_a_manifest_whose_frames_are_not_frame_records(tmp_path, frames):
+    out = str(tmp_path)
+    _bake(out)
+    _edit_manifest(tmp_path / "manifest.json", lambda d: d.update(frames=frames))
+    _refused(out, str(tmp_path / "manifest.json"), "damaged or was edited")
+    with pytest.raises(BakeError, match="manifest.json is not a readable metaphys bake manifest"):
+        _bake(out, force=True)  # --force cannot trust its file list either: refused, nothing deleted
+    assert (tmp_path / "f_0001.txt").exists()
+
+
+def test_resume_refuses_a_manifest_without_checksums(tmp_path):
+    out = str(tmp_path)
+    _bake(out)
+    _edit_manifest(tmp_path / "manifest.json", lambda d: [f.pop("sha256") for f in d["frames"]])
+    _refused(out, "frame 1 records no checksums")
+
+
+@pytest.mark.parametrize("text", ['{"schema": "metaphys.bake/1", "schema": "x"}', "[1, 2]", "[" * 100000 + "]" * 100000,
+                                  '{"schema": "metaphys.bake/1", "start_frame": 1e400}'])
+def test_unreadable_manifests_name_the_file(tmp_path, text):
+    out = str(tmp_path)
+    _bake(out)
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(BakeError) as info:
+        _resume(out)
+    assert info.value.code == 2 and str(tmp_path / "manifest.json") in str(info.value)
+
+
+def test_resume_removes_the_temp_files_a_killed_bake_left(tmp_path):
+    out = str(tmp_path)
+    _bake(out)
+    leftovers = [".manifest.k1l2.metaphys-tmp.json", ".state/.frame_00003.ab.metaphys-tmp.pt"]
+    for name in leftovers:
+        (tmp_path / name).write_text("half")
+    (tmp_path / "notes.metaphys-tmp.txt").write_text("not hidden: not ours")
+    _resume(out)
+    assert not any((tmp_path / name).exists() for name in leftovers)
+    assert (tmp_path / "notes.metaphys-tmp.txt").exists()
+
+
+def test_state_holding_objects_is_refused_when_saved(tmp_path):
+    from metaphys.bake.driver import plain_state
+    import numpy as np
+    assert plain_state({"r": [np.float64(0.5)], "n": np.int64(3)}) == {"r": [0.5], "n": 3}
+    with pytest.raises(BakeError, match=r"state\['opt'\]\[0\] is a builtins.object"):
+        plain_state({"opt": [object()]})
+
+
+# ---- links and locks ------------------------------------------------------------------------------------------
+def test_force_never_deletes_or_writes_through_a_link_leaving_the_folder(tmp_path):
+    out, user = tmp_path / "out", tmp_path / "user"
+    user.mkdir()
+    (user / "frame_0001.obj").write_text("the user's own mesh")
+    _bake(str(out))
+    os.symlink(user, out / "frames")
+    for kw in ({"force": True}, {"resume": True}):
+        with pytest.raises(BakeError) as info:
+            _bake(str(out), 3, **kw)
+        assert info.value.code == 2
+        assert f"{out / 'frames'} is a symbolic link to {str(user)!r}, outside the bake folder" in str(info.value)
+    assert os.listdir(user) == ["frame_0001.obj"] and (user / "frame_0001.obj").read_text() == "the user's own mesh"
+    assert read_manifest(out / "manifest.json")["frames_done"] == 2  # refused before anything changed
+
+
+def test_a_link_inside_the_folder_is_fine(tmp_path):
+    out = tmp_path / "out"
+    _bake(str(out))
+    (out / "real").mkdir()
+    (out / "real" / "frame_0001.obj").write_text("old frame")
+    os.symlink(out / "real", out / "frames")
+    _bake(str(out), force=True)
+    assert os.listdir(out / "real") == [] and os.path.islink(out / "frames")
+
+
+def test_a_lock_path_that_is_a_folder_is_a_clear_error(tmp_path):
+    (tmp_path / ".metaphys.lock").mkdir()
+    (tmp_path / ".metaphys.lock" / "keep.txt").write_text("x")
+    with pytest.raises(BakeError) as info:
+        _bake(str(tmp_path))
+    assert info.value.code == 2
+    assert str(info.value).startswith(f"{tmp_path / '.metaphys.lock'} is a folder, not a metaphys bake lock")
+    assert (tmp_path / ".metaphys.lock" / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("holder", ['{"pid": "x", "host": "h"}', "[1]", '{"pid": -1, "host": "h"}', "{"])
+def test_a_garbled_lock_is_taken_over_as_stale(tmp_path, holder):
+    import socket
+    (tmp_path / ".metaphys.lock").write_text(holder.replace('"h"', json.dumps(socket.gethostname())))
+    OutputLock(str(tmp_path), "cloth").acquire().release()
+    assert os.listdir(tmp_path) == []
+
+
+def test_frame_files_sort_by_number():
+    from metaphys.bake.owned import frame_sort_key
+    names = ["density_10000.png", "density_9998.png", "density_0001.png", "notes.txt", "density_9999.png"]
+    assert sorted(names, key=frame_sort_key) == ["density_0001.png", "density_9998.png", "density_9999.png",
+                                                 "density_10000.png", "notes.txt"]

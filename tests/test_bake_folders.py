@@ -3,6 +3,7 @@ bake) or --force (which clears the previous bake's files, and only those), --res
 cloth.pc2 with vertex_index + output_matrix; smoke fps reaches its outputs."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,3 +190,52 @@ def test_smoke_fps_sets_the_playback_rate(tmp_path, weights_path):
         rates[fps] = json.load(open(out / "flipbook.json"))["fps"]
         assert manifest(out)["parameters"]["fps"] == fps
     assert rates == {24: 24.0, 48: 48.0}
+
+
+# ---- resume checks every recorded file (issue 25); in-process: a bake of 16^2 takes a second ----------------
+def _bake_here(kind, out, *args):
+    from metaphys.cli import main
+    return main(["bake", kind, "--out", str(out), "--size", "16", "--iterations", "2", "--progress", "none", *args])
+
+
+def _refused_resume(kind, out, capsys, *fragments):
+    before = manifest(out)
+    capsys.readouterr()
+    assert _bake_here(kind, out, "--frames", "4", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--force instead of --resume" in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert manifest(out) == before  # refused before anything was written
+
+
+def test_resume_refuses_a_cloth_bake_whose_frames_folder_was_deleted(tmp_path, weights_path, capsys):
+    out = tmp_path / "o"
+    assert _bake_here("cloth", out, "--frames", "2") == 0
+    shutil.rmtree(out / "frames")
+    _refused_resume("cloth", out, capsys, "frames/frame_0001.obj (frame 1) is missing",
+                    "frames/frame_0002.obj (frame 2) is missing")
+
+
+def test_resume_refuses_a_damaged_pc2_sample(tmp_path, weights_path, capsys):
+    out = tmp_path / "o"
+    assert _bake_here("cloth", out, "--frames", "2") == 0
+    data = bytearray((out / "cloth.pc2").read_bytes())
+    data[-5] ^= 0x40  # the last sample's last float
+    (out / "cloth.pc2").write_bytes(bytes(data))
+    _refused_resume("cloth", out, capsys, "sample 1 of cloth.pc2 (frame 2) was changed")
+
+
+def test_resume_refuses_a_smoke_bake_missing_a_density_frame(tmp_path, weights_path, capsys):
+    out = tmp_path / "o"
+    assert _bake_here("smoke", out, "--frames", "3") == 0
+    os.remove(out / "density" / "density_0002.npz")
+    _refused_resume("smoke", out, capsys, "density/density_0002.npz (frame 2) is missing")
+
+
+def test_an_intact_bake_resumes_after_the_checks(tmp_path, weights_path):
+    out = tmp_path / "o"
+    assert _bake_here("smoke", out, "--frames", "2") == 0
+    assert _bake_here("smoke", out, "--frames", "3", "--resume") == 0
+    m = manifest(out)
+    assert m["frames_done"] == 3 and all(len(f["sha256"]) == len(f["files"]) for f in m["frames"])

@@ -87,3 +87,15 @@ def test_package_import_is_light():
             "print(sorted(m for m in ('bpy', 'openvdb', 'trimesh', 'matplotlib', 'PIL', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_remove_stale_temps_keeps_what_it_is_told_and_never_follows_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("x")
+    d = tmp_path / "d"
+    d.mkdir()
+    os.symlink(outside, d / f".frames.abc{TEMP_MARKER}")
+    (d / f"..metaphys.x{TEMP_MARKER}.lock").write_text("a concurrent lock attempt")
+    assert remove_stale_temps(d, keep=lambda n: n.endswith(".lock")) == [f".frames.abc{TEMP_MARKER}"]
+    assert (outside / "precious.txt").exists() and os.listdir(d) == [f"..metaphys.x{TEMP_MARKER}.lock"]

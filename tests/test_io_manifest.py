@@ -88,3 +88,35 @@ def test_settings_kind_and_summary(tmp_path):
     assert r.frames_done == 2 and p.read_text() == before  # save=False: nothing written yet
     with pytest.raises(ValueError, match="'frames'"):
         BakeManifest.resume(p, parameters={"frames": 5, "strain_limit": 0.1})
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1, "a": 2}', "repeats the key 'a'"),
+    ("[1, 2]", "must hold a JSON object, got list"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"a": ', "is not valid JSON"),
+])
+def test_read_manifest_refuses_what_is_not_one_json_object(tmp_path, text, message):
+    p = tmp_path / "manifest.json"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=message) as info:
+        read_manifest(p)
+    assert str(p) in str(info.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"frames": 3}, '"frames" must be a list of frame records, got 3'),
+    ({"frames": None}, '"frames" must be a list of frame records, got null'),
+    ({"frames": [1]}, r'"frames"\[0\] must be a frame record \(an object\), got 1'),
+    ({"frames": [{"frame": 2}]}, r'"frames"\[0\] is frame 2, expected 1'),
+    ({"frames": [{"frame": 1, "files": []}]}, r'"frames"\[0\].files must be an object'),
+    ({"start_frame": "1"}, '"start_frame" must be an integer'),
+    ({"settings": [1]}, '"settings" must be an object'),
+])
+def test_loading_a_damaged_manifest_names_the_file_and_the_field(tmp_path, edit, message):
+    p = tmp_path / "manifest.json"
+    BakeManifest(p, kind="cloth").add_frame(1, iterations=1, residual=0.0, wall_s=0.1)
+    write_manifest(p, {**read_manifest(p), **edit})
+    with pytest.raises(ValueError, match=message) as info:
+        BakeManifest.load(p)
+    assert str(info.value).startswith(f"{str(p)!r} is damaged or was edited: ")

@@ -219,3 +219,27 @@ def test_the_published_eval_describes_the_shipped_weights():
     shown = re.search(r"sha256 ([0-9a-f]{8,64})", header)
     assert shown, "eval.md does not name the weights' sha256"
     assert sha.startswith(shown.group(1)), f"eval.md evaluated {shown.group(1)}..., the shipped weights are {sha[:16]}..."
+
+
+def test_weights_load_from_every_format_without_unpickling(tmp_path, weights_path):
+    """Snapshot, checkpoint, raw state dict and shipped TorchScript all give the network's weights;
+    a snapshot of another network is a WeightsError naming the file, not a traceback."""
+    from metaphys.optim.metamizer import MetamizerNet
+    from metaphys.optim.weights import WeightsError, load_state_dict_any, model_from_snapshot
+    net = MetamizerNet(hidden=4)
+    sd = net.state_dict()
+    torch.save({"ema": sd, "step": 3, "hidden": 4, "padding_mode": "zeros"}, tmp_path / "snap.pt")
+    torch.save({"model": sd, "ema": sd, "config": {"hidden": 4}}, tmp_path / "checkpoint.pt")
+    torch.save(sd, tmp_path / "raw.pt")
+    for name in ("snap.pt", "checkpoint.pt", "raw.pt"):
+        got = load_state_dict_any(str(tmp_path / name))
+        assert set(got) == set(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+    assert model_from_snapshot(str(tmp_path / "checkpoint.pt")).hidden == 4
+    shipped = load_state_dict_any(weights_path)  # TorchScript: unfolded BatchNorm
+    assert any(k.endswith("running_var") for k in shipped)
+    torch.save({"ema": MetamizerNet(hidden=6).state_dict(), "hidden": 4}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match=r"other\.pt does not hold weights of this network"):
+        model_from_snapshot(str(tmp_path / "other.pt"))
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(WeightsError, match=r"list\.pt is not a metaphys training snapshot or checkpoint"):
+        model_from_snapshot(str(tmp_path / "list.pt"))

@@ -110,7 +110,7 @@ def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path):
         spec.pool, spec.batch, spec.size = 2, 1, 16
     trainer = Trainer(cfg, str(tmp_path))
     assert trainer.load_checkpoint()
-    saved = torch.load(src, map_location="cpu", weights_only=False)
+    saved = torch.load(src, map_location="cpu", weights_only=True)
     assert trainer.step == saved["step"] > 0
     for k, v in saved["ema"].items():
         assert torch.equal(trainer.ema.state_dict()[k], v)

@@ -27,7 +27,7 @@ def test_average_of_two_snapshots_is_their_midpoint(tmp_path):
     b = _snapshot(tmp_path / "ema_step0000010.pt", 10, 2)
     out = tmp_path / "avg.pt"
     r = average_snapshots([str(tmp_path / "ema_step0000020.pt"), str(tmp_path / "ema_step0000010.pt")], str(out))
-    saved = torch.load(out, weights_only=False)
+    saved = torch.load(out, weights_only=True)
     assert [s["step"] for s in saved["averaged_from"]] == [10, 20]  # step order, whatever the argument order
     assert saved["step"] == 20 and saved["hidden"] == 4
     for k, v in a.items():
@@ -50,7 +50,7 @@ def test_average_refuses_what_cannot_be_averaged(tmp_path):
         average_snapshots([str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], str(tmp_path / "o.pt"))
     with pytest.raises(AverageError, match="not found"):
         average_snapshots([str(tmp_path / "a.pt"), str(tmp_path / "missing.pt")], str(tmp_path / "o.pt"))
-    sd = torch.load(tmp_path / "a.pt", weights_only=False)
+    sd = torch.load(tmp_path / "a.pt", weights_only=True)
     name = next(k for k, v in sd["ema"].items() if v.is_floating_point())
     sd["ema"][name] = sd["ema"][name].clone().fill_(float("nan"))
     sd["step"] = 3

@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Callable, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -205,19 +205,20 @@ def atomic_directory(path: PathLike, overwrite: bool = True) -> Iterator[str]:
         raise
 
 
-def remove_stale_temps(directory: PathLike) -> list[str]:
+def remove_stale_temps(directory: PathLike, keep: Callable[[str], bool] | None = None) -> list[str]:
     """Delete temporary files/dirs left in ``directory`` by killed atomic writes; return their names.
 
-    Only names carrying the ``.metaphys-tmp`` marker are touched. Do not call it while another
-    process writes into the same directory.
+    Only names carrying the ``.metaphys-tmp`` marker are touched, and of those none that ``keep(name)``
+    accepts; a link is removed itself, never followed. Do not call it while another process writes
+    into the same directory.
     """
     removed = []
     d = Path(directory)
     if not d.is_dir():
         return removed
     for p in sorted(d.iterdir()):
-        if is_temp_name(p.name):
-            if p.is_dir():
+        if is_temp_name(p.name) and not (keep is not None and keep(p.name)):
+            if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 _remove_quietly(p)

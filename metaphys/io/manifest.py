@@ -80,12 +80,31 @@ def write_manifest(path: PathLike, data: dict) -> None:
 
 
 def read_manifest(path: PathLike) -> dict:
-    """Read a manifest (strict: NaN/Infinity literals raise ValueError)."""
+    """Read a manifest: a JSON object, strictly (NaN/Infinity literals, duplicate keys, invalid or
+    absurdly nested JSON raise ValueError naming the file)."""
     def _bad_constant(name):
         raise ValueError(f"{str(path)!r} holds {name}, which is not valid JSON")
 
+    def _unique_keys(pairs):
+        data = dict(pairs)
+        if len(data) != len(pairs):
+            seen = set()
+            dupe = next(k for k, _ in pairs if k in seen or seen.add(k))
+            raise ValueError(f"{str(path)!r} repeats the key {dupe!r} in one object (invalid or edited by hand)")
+        return data
+
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh, parse_constant=_bad_constant)
+        try:
+            data = json.load(fh, parse_constant=_bad_constant, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{str(path)!r} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ValueError(f"{str(path)!r} is nested too deeply to be a manifest") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{str(path)!r} is not UTF-8 text ({exc.reason})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -95,6 +114,40 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _frames_problem(frames, start_frame: int) -> str:
+    """What is wrong with a manifest's "frames" ('' when it is a list of consecutive frame records)."""
+    if not isinstance(frames, list):
+        return f'"frames" must be a list of frame records, got {json.dumps(frames)[:40]}'
+    for i, record in enumerate(frames):
+        if not isinstance(record, dict):
+            return f'"frames"[{i}] must be a frame record (an object), got {json.dumps(record)[:40]}'
+        if record.get("frame") != start_frame + i or not _is_int(record.get("frame")):
+            return (f'"frames"[{i}] is frame {json.dumps(record.get("frame"))[:40]}, expected {start_frame + i} '
+                    f"(frames are numbered from start_frame {start_frame} without gaps)")
+        for key in ("files", "sha256"):
+            if key in record and not isinstance(record[key], dict):
+                return f'"frames"[{i}].{key} must be an object, got {json.dumps(record[key])[:40]}'
+    return ""
+
+
+def _shape_problem(d: dict) -> str:
+    """The first field of a manifest dict that does not have its type ('' when all do)."""
+    start = d.get("start_frame", 1)
+    if not _is_int(start):
+        return f'"start_frame" must be an integer, got {json.dumps(start)[:40]}'
+    for key in ("parameters", "outputs", "extra", "settings"):
+        if d.get(key) is not None and not isinstance(d[key], dict):
+            return f'"{key}" must be an object, got {json.dumps(d[key])[:40]}'
+    for key in ("kind", "status"):
+        if key in d and not isinstance(d[key], str):
+            return f'"{key}" must be a string, got {json.dumps(d[key])[:40]}'
+    return _frames_problem(d.get("frames", []), start)
 
 
 def _now() -> str:
@@ -146,9 +199,15 @@ class BakeManifest:
     # ---- loading / resuming -------------------------------------------------------------
     @classmethod
     def from_dict(cls, path: PathLike, d: dict) -> "BakeManifest":
-        if d.get("schema") != MANIFEST_SCHEMA:
-            raise ValueError(f"{str(path)!r} is not a metaphys bake manifest (schema {d.get('schema')!r}, "
+        """The manifest ``d`` read from ``path``; ValueError naming the file when it is not a metaphys
+        bake manifest or its fields do not have their types (a damaged or edited file)."""
+        if not isinstance(d, dict) or d.get("schema") != MANIFEST_SCHEMA:
+            schema = d.get("schema") if isinstance(d, dict) else None
+            raise ValueError(f"{str(path)!r} is not a metaphys bake manifest (schema {schema!r}, "
                              f"expected {MANIFEST_SCHEMA!r})")
+        problem = _shape_problem(d)
+        if problem:
+            raise ValueError(f"{str(path)!r} is damaged or was edited: {problem}")
         m = cls(path, kind=d.get("kind", "bake"), parameters=d.get("parameters"),
                 model_sha256=d.get("model_sha256"), outputs=d.get("outputs"),
                 start_frame=d.get("start_frame", 1), extra=d.get("extra"), save=False,

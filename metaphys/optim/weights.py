@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import re
-import warnings
 from typing import Optional
 
 import torch
@@ -19,13 +18,14 @@ import torch
 from metaphys.io.atomic import atomic_path, atomic_write_text
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
-from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path, load_default_model,
-                                         load_metadata, load_torchscript, metadata_path, quiet_torchscript,
-                                         sha256_of)
+from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path, is_torchscript,
+                                         load_default_model, load_metadata, load_plain, load_torchscript,
+                                         metadata_path, quiet_torchscript, sha256_of)
 
 # the file functions stay importable from here (their public home before weights_file.py)
 __all__ = ["DEFAULT_WEIGHTS", "WeightsError", "default_weights_path", "load_default_model", "load_metadata",
            "load_torchscript", "metadata_path", "sha256_of", "script_model", "export_torchscript",
+           "load_plain", "is_torchscript", "load_snapshot",
            "unfold_torchscript_state", "load_state_dict_any", "model_from_snapshot", "self_test_problem",
            "self_test", "SELF_TEST_SIZE", "SELF_TEST_ITERATIONS", "SELF_TEST_REDUCTION"]
 
@@ -91,24 +91,30 @@ def unfold_torchscript_state(ts_state: dict) -> dict:
     return out
 
 
-def load_state_dict_any(path: str) -> dict:
-    """Network weights from a training checkpoint (EMA), an EMA snapshot, a raw state dict, or a
-    shipped TorchScript file (unfolded: see ``unfold_torchscript_state``)."""
+def _torchscript_state(path: str) -> dict:
+    """The MetamizerNet state dict of a shipped TorchScript file (TorchScript carries no Python pickles)."""
+    ctx = quiet_torchscript()
     try:
-        with warnings.catch_warnings():  # a TorchScript archive is expected here, not a mistake
-            warnings.filterwarnings("ignore", message=r".*TorchScript archive.*")
-            sd = torch.load(path, map_location="cpu", weights_only=False)
-    except RuntimeError as exc:
-        if "TorchScript" not in str(exc) and "torch.jit.load" not in str(exc):
-            raise
-        ctx = quiet_torchscript()
-        try:
-            ts = torch.jit.load(path, map_location="cpu")
-        finally:
-            ctx.__exit__(None, None, None)
-        return unfold_torchscript_state({k: v.detach().clone() for k, v in ts.state_dict().items()})
-    if isinstance(sd, torch.jit.ScriptModule):  # torch.load dispatches TorchScript archives to jit.load
-        return unfold_torchscript_state({k: v.detach().clone() for k, v in sd.state_dict().items()})
+        ts = torch.jit.load(path, map_location="cpu")
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise WeightsError(f"cannot load {path}: a damaged TorchScript archive ({type(exc).__name__})") from None
+    finally:
+        ctx.__exit__(None, None, None)
+    return unfold_torchscript_state({k: v.detach().clone() for k, v in ts.state_dict().items()})
+
+
+def load_snapshot(path: str) -> dict:
+    """A training checkpoint or EMA snapshot as plain data, loaded without unpickling objects (a
+    snapshot someone sends you cannot run code); WeightsError names the file otherwise."""
+    sd = load_plain(path, "training snapshot")
+    if not isinstance(sd, dict) or not any(k in sd for k in ("ema", "model")):
+        raise WeightsError(f"{path} is not a metaphys training snapshot or checkpoint (expected a dict with "
+                           f"'ema' or 'model', got {type(sd).__name__})")
+    return sd
+
+
+def _network_state(sd) -> dict:
+    """The network weights inside a loaded checkpoint (its EMA), snapshot or raw state dict."""
     if isinstance(sd, dict) and "ema" in sd:
         return sd["ema"]
     if isinstance(sd, dict) and "model" in sd:
@@ -116,12 +122,27 @@ def load_state_dict_any(path: str) -> dict:
     return sd
 
 
+def load_state_dict_any(path: str) -> dict:
+    """Network weights from a training checkpoint (EMA), an EMA snapshot, a raw state dict, or a
+    shipped TorchScript file (unfolded: see ``unfold_torchscript_state``). Never unpickles objects."""
+    if is_torchscript(path):
+        return _torchscript_state(path)
+    sd = _network_state(load_plain(path, "weights"))
+    if not isinstance(sd, dict):
+        raise WeightsError(f"{path} holds a {type(sd).__name__}, not network weights (a state dict)")
+    return sd
+
+
 def model_from_snapshot(path: str) -> MetamizerNet:
-    sd = torch.load(path, map_location="cpu", weights_only=False)
-    hidden = sd.get("hidden") or sd.get("config", {}).get("hidden", 20)
-    pad = sd.get("padding_mode") or sd.get("config", {}).get("padding_mode", "zeros")
-    model = MetamizerNet(hidden=hidden, padding_mode=pad)
-    model.load_state_dict(load_state_dict_any(path))
+    """The MetamizerNet (eval mode) of a training checkpoint or EMA snapshot."""
+    sd = load_snapshot(path)
+    config = sd.get("config") if isinstance(sd.get("config"), dict) else {}
+    model = MetamizerNet(hidden=sd.get("hidden") or config.get("hidden", 20),
+                         padding_mode=sd.get("padding_mode") or config.get("padding_mode", "zeros"))
+    try:
+        model.load_state_dict(_network_state(sd))
+    except (RuntimeError, TypeError, ValueError) as exc:  # other network or shapes: name the file
+        raise WeightsError(f"{path} does not hold weights of this network ({str(exc).splitlines()[0][:200]})") from None
     return model.eval()
 
 

@@ -30,6 +30,7 @@ def _interrupt(signum, frame):
 
 
 def run(args) -> int:
+    from metaphys.optim.weights_file import WeightsError
     from metaphys.train.config import TrainConfig
     from metaphys.train.loop import Trainer
     from metaphys.train.select import SnapshotJudge
@@ -38,8 +39,13 @@ def run(args) -> int:
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         import torch.distributed as dist
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-    trainer = Trainer(cfg, args.out, init_weights=args.init)
-    if args.resume and trainer.load_checkpoint():
+    try:
+        trainer = Trainer(cfg, args.out, init_weights=args.init)
+        resumed = args.resume and trainer.load_checkpoint()
+    except WeightsError as exc:  # a damaged or foreign checkpoint / --init file: the message names it
+        print(f"metaphys train: error: {exc}", file=sys.stderr)
+        return 2
+    if resumed:
         print(f"resumed from {trainer.checkpoint_path()} at step {trainer.step}", file=sys.stderr)
     elif args.resume and args.init is None:
         print("no checkpoint to resume from; starting fresh", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import List, Sequence
 import torch
 
 from metaphys.io.atomic import atomic_path
-from metaphys.optim.weights_file import sha256_of
+from metaphys.optim.weights_file import WeightsError, load_plain, sha256_of
 
 
 class AverageError(ValueError):
@@ -22,9 +22,10 @@ class AverageError(ValueError):
 
 
 def _load(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise AverageError(f"snapshot {path} not found")
-    sd = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        sd = load_plain(path, "snapshot")  # tensors and plain values only: a snapshot cannot run code
+    except WeightsError as exc:
+        raise AverageError(str(exc)) from None
     if not isinstance(sd, dict) or "ema" not in sd:
         raise AverageError(f"{path} is not an EMA snapshot of metaphys.train (expected a dict with 'ema'; "
                            "TorchScript weights and raw state dicts cannot be averaged here)")

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from metaphys.optim.metamizer import MetamizerNet, MetamizerState
+from metaphys.optim.weights_file import WeightsError, load_plain
 from metaphys.train.config import TrainConfig
 from metaphys.train.pools import Pool
 
@@ -157,7 +158,10 @@ class Trainer:
         path = path or self.checkpoint_path()
         if not os.path.exists(path):
             return False
-        sd = torch.load(path, map_location=self.device, weights_only=False)
+        sd = load_plain(path, "training checkpoint", map_location=self.device)  # never unpickles objects
+        if not isinstance(sd, dict) or not {"model", "ema", "opt", "step", "elapsed"} <= set(sd):
+            raise WeightsError(f"{path} is not a metaphys training checkpoint (expected a dict with model, "
+                               "ema, opt, step and elapsed)")
         self.model.load_state_dict(sd["model"])
         self.ema.load_state_dict(sd["ema"])
         self.opt.load_state_dict(sd["opt"])
@@ -168,8 +172,8 @@ class Trainer:
         if "pools" in sd:  # older single-file checkpoints
             pools = sd
         elif os.path.exists(pools_file):
-            pools = torch.load(pools_file, map_location=self.device, weights_only=False)
-            if int(pools.get("step", -1)) != self.step:  # written by another run or step: not this state
+            pools = load_plain(pools_file, "pool state", map_location=self.device)
+            if not isinstance(pools, dict) or pools.get("step") != self.step:  # another run or step: not this state
                 pools = None
         if pools is not None and len(pools["pools"]) == len(self.pools) and all(
                 p.state_dict()["u"].shape == q["u"].shape for p, q in zip(self.pools, pools["pools"])):
