@@ -57,11 +57,15 @@ def scene(name: str, n: int, frames: int) -> dict:
 
 
 METHODS = {
-    "reference": dict(solver="newton", tol=1e-10),
+    # the converged reference: direct Newton (a factorization per step) to 1e-10
+    "reference": dict(solver="newton", tol=1e-10, newton_linear="direct", frame_time_budget=None),
     # a second converged run at a looser tolerance: how far two converged answers drift apart
     # (contact makes the trajectory sensitive; this is the floor no solver can beat)
-    "newton_1e-8": dict(solver="newton", tol=1e-8),
-    "default": dict(solver="auto", tol=1e-8, iterations_per_step=30),
+    "newton_1e-8": dict(solver="newton", tol=1e-8, newton_linear="direct", frame_time_budget=None),
+    # the product's default before issue #24: Metamizer 30 it, then direct Newton to 1e-8
+    "previous_default": dict(solver="auto", tol=1e-8, iterations_per_step=30, newton_linear="direct",
+                             frame_time_budget=None),
+    "default": dict(),   # ClothSim's defaults, whatever they are now
     "metamizer": dict(solver="metamizer", tol=None, iterations_per_step=30),
 }
 
@@ -78,10 +82,22 @@ def run(name, n, frames, method):
     return sim, np.stack(positions), states, times
 
 
+def step_energy(sim, state, k, a):
+    """The step's energy (the loss Newton minimizes) at acceleration ``a`` from frame k's state."""
+    sim.problem.fields = {key: v.clone() for key, v in state["fields"].items()}
+    t = k + 1
+    sim.problem.set_pins(pin_x=sim._to_model(sim._targets_at(t)))
+    sim._set_colliders(t)
+    return float(sim.problem.loss_and_grad(a)[0][0])
+
+
 def per_step_errors(name, n, frames, method, ref_states, ref_positions):
-    """Each frame restarted from the reference state: one step of ``method`` vs the reference."""
+    """Each frame restarted from the reference state: one step of ``method`` vs the reference.
+    Returns (max vertex distance in edge lengths, relative step-energy difference) per frame: with
+    contact a step's energy can have several minima, and the energy says whether a step that lands
+    away from the reference's found a higher minimum (> 0) or a lower one (< 0)."""
     sim = ClothSim(n, n, threads=1, **scene(name, n, frames), **METHODS[method])
-    errs = []
+    errs, denergy = [], []
     for k in range(frames):
         sim.problem.fields = {key: v.clone() for key, v in ref_states[k]["fields"].items()}
         sim.u = torch.zeros_like(sim.u)
@@ -90,7 +106,11 @@ def per_step_errors(name, n, frames, method, ref_states, ref_positions):
         sim.step()
         errs.append(float(np.linalg.norm(sim.positions.reshape(-1, 3) - ref_positions[k], axis=1).max())
                     / sim.length_unit)
-    return errs
+        if sim.substeps == 1:
+            e = step_energy(sim, ref_states[k], k, sim.a_prev)
+            e_ref = step_energy(sim, ref_states[k], k, ref_states[k + 1]["a_prev"])
+            denergy.append((e - e_ref) / max(abs(e_ref), 1e-300))
+    return errs, denergy
 
 
 def main(argv=None):
@@ -98,7 +118,7 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[32])
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--scenes", nargs="+", default=["curtain", "stiff_bend", "drape", "moving_collider"])
-    ap.add_argument("--methods", nargs="+", default=["newton_1e-8", "default", "metamizer"])
+    ap.add_argument("--methods", nargs="+", default=["newton_1e-8", "previous_default", "default", "metamizer"])
     ap.add_argument("--large-scenes", nargs="+", default=None,
                     help="scenes to run at sizes above 32 (default: all of --scenes)")
     ap.add_argument("--out", default=RESULTS)
@@ -115,21 +135,25 @@ def main(argv=None):
                              max_strain=max(ref_strain), ref_strain=max(ref_strain), guard=0,
                              newton_frames=sum(r.finished_by == "newton" for r in ref.records),
                              converged=sum(bool(r.converged) for r in ref.records), frames=args.frames,
-                             ms=1000 * statistics.median(ref_times)))
+                             ms=1000 * statistics.median(ref_times), ms_max=1000 * max(ref_times),
+                             step_err_median=0.0, step_energy=0.0, budget_hit=0))
             print(json.dumps(rows[-1]), flush=True)
             curves[(name, n, "reference")] = dict(strain=ref_strain, err=[0.0] * args.frames)
             for method in args.methods:
                 sim, pos, _, times = run(name, n, args.frames, method)
                 err = np.linalg.norm(pos - ref_pos, axis=2).max(axis=1) / size
-                steps = per_step_errors(name, n, args.frames, method, ref_states, ref_pos)
+                steps, denergy = per_step_errors(name, n, args.frames, method, ref_states, ref_pos)
                 strain = [r.max_strain for r in sim.records]
                 rows.append(dict(scene=name, size=n, method=method, step_err=max(steps),
+                                 step_err_median=float(np.median(steps)),
+                                 step_energy=max(denergy) if denergy else float("nan"),
                                  final_err_pct=100 * float(err[-1]), max_strain=max(strain),
                                  ref_strain=max(ref_strain),
                                  guard=sum(r.guard_rejections for r in sim.records),
                                  newton_frames=sum(r.finished_by == "newton" for r in sim.records),
                                  converged=sum(bool(r.converged) for r in sim.records), frames=args.frames,
-                                 ms=1000 * statistics.median(times)))
+                                 ms=1000 * statistics.median(times), ms_max=1000 * max(times),
+                                 budget_hit=sum(bool(getattr(r, "budget_hit", "")) for r in sim.records)))
                 curves[(name, n, method)] = dict(strain=strain, err=(100 * err).tolist())
                 print(json.dumps(rows[-1]), flush=True)
         rows += blender_rows(n, args.frames, scenes)
@@ -148,7 +172,9 @@ def blender_rows(n, frames, scenes):
             b = json.loads(line)
             out.append(dict(scene=b["scene"], size=n, method="Blender cloth (speed only)", step_err=float("nan"),
                             final_err_pct=float("nan"), max_strain=float("nan"), ref_strain=float("nan"), guard=0,
-                            newton_frames=0, converged=0, frames=frames, ms=b["ms"]))
+                            newton_frames=0, converged=0, frames=frames, ms=b["ms"],
+                            ms_max=b.get("ms_max", float("nan")), step_err_median=float("nan"),
+                            step_energy=float("nan"), budget_hit=0))
             print(json.dumps(out[-1]), flush=True)
     if not out:
         print(f"Blender cloth not timed: {r.stderr.strip()[-300:]}", flush=True)
@@ -162,19 +188,32 @@ def write(args, rows, curves):
              f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with a training job), "
              f"torch {torch.__version__}, 1 thread; {args.frames} frames at 24 fps; 1 m cloth; default "
              "material (tension 250 N/m, shear 10 N/m, bending 2.5e-5 N*m, 0.2 kg/m^2, air damping 0.1/s).",
-             "", "Reference: Newton to relative residual 1e-10. default: Metamizer 30 it + Newton finishing "
-             "to 1e-8. metamizer: 30 iterations, no finishing (the behaviour before issue #12). newton_1e-8: a "
+             "", "Reference: direct Newton to relative residual 1e-10. default: ClothSim's defaults "
+             "(issue #24: Newton-Krylov with a lagged factorization, tolerance and frame budget as in the README). "
+             "previous_default: Metamizer 30 it + direct Newton finishing to 1e-8 (the default before #24). metamizer: 30 iterations, no finishing (the behaviour before issue #12). newton_1e-8: a "
              "second converged run (tolerance 1e-8): where it differs from the reference, the scene itself is "
              "sensitive (contact), and that difference is the floor for any solver.", "",
-             "| scene | size | method | per-step err (edges) | final err (% size) | max strain | ref strain | "
-             "guard rej. | Newton-finished | within tol | ms/frame (median) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Per-step error: every frame restarted from the reference's state, one step, max vertex distance "
+             "from the reference's step in edge lengths (max over frames / median). Step energy: the worst "
+             "frame's (E - E_ref) / |E_ref| of that step's energy; where contact gives a step several minima, a "
+             "step far from the reference's with energy <= 0 found another, no worse, minimum. Time per frame: "
+             "median and worst frame of the run; 'x Blender': median over Blender's median in this run.", "",
+             "| scene | size | method | per-step err max / median (edges) | step energy vs ref | final err (% size) | "
+             "max strain | ref strain | Newton-finished | within tol | at budget | ms/frame median / worst | "
+             "x Blender |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    blender = {(r["scene"], r["size"]): r["ms"] for r in rows if r["method"].startswith("Blender")}
     for r in rows:
-        lines.append(f"| {r['scene']} | {r['size']}² | {r['method']} | {fmt(r['step_err'], '.2e')} | "
+        anchor = blender.get((r["scene"], r["size"]))
+        ratio = "-" if anchor is None or r["method"].startswith("Blender") else f"{r['ms'] / anchor:.1f}"
+        lines.append(f"| {r['scene']} | {r['size']}² | {r['method']} | {fmt(r['step_err'], '.2e')} / "
+                     f"{fmt(r.get('step_err_median', float('nan')), '.1e')} | "
+                     f"{fmt(r.get('step_energy', float('nan')), '+.1e')} | "
                      f"{fmt(r['final_err_pct'], '.3g')} | {fmt(100 * r['max_strain'], '.2f')} % | "
                      f"{fmt(100 * r['ref_strain'], '.2f')} % | "
-                     f"{r['guard']} | {r['newton_frames']}/{r['frames']} | {r['converged']}/{r['frames']} | "
-                     f"{r['ms']:.0f} |")
+                     f"{r['newton_frames']}/{r['frames']} | {r['converged']}/{r['frames']} | "
+                     f"{r.get('budget_hit', 0)} | {r['ms']:.0f} / {fmt(r.get('ms_max', float('nan')), '.0f')} | "
+                     f"{ratio} |")
     if not any(r["method"].startswith("Blender") for r in rows):
         lines += ["", "Blender's own cloth (the speed anchor of issue #12) was not timed in this run: bpy is "
                   "installed only by `make test-blender`."]

@@ -568,6 +568,8 @@ def _run_locked(kind, sim, writer, out, frames, parameters, model_sha256, progre
     warnings = manifest.extra.setdefault("warnings", [])
     prog = Progress(progress, frames, kind, initial=done)
     prog.emit("start", kind=kind, frames=frames, out=out, resumed_at=done)
+    if hasattr(sim, "on_progress"):  # long frames report their solver's iterations (throttled)
+        sim.on_progress = prog.inner
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.time()
     try:

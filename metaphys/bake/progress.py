@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 
 class Progress:
@@ -19,6 +20,18 @@ class Progress:
         if self.mode == "json":
             sys.stdout.write(json.dumps({"event": event, **data}) + "\n")
             sys.stdout.flush()
+
+    def inner(self, data: dict, every: float = 1.0) -> None:
+        """Progress inside a frame (a solver iteration), at most once per ``every`` seconds: a long
+        frame shows it is alive and how far its residual has come."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_inner", 0.0) < every:
+            return
+        self._last_inner = now
+        if self.bar is not None:
+            self.bar.set_postfix(frame=data.get("frame"), newton_it=data.get("newton_iteration"),
+                                 residual=f"{data.get('relative_residual', 0):.1e}")
+        self.emit("iteration", **data)
 
     def frame(self, **data) -> None:
         if self.bar is not None:

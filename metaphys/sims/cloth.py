@@ -12,13 +12,19 @@ vertex rho*L0^2); the mapping (``physics.cloth.model_material``) is applied only
     k_shear   = G dt^2 / (8 rho L0^2)        k_bend = B dt^2 / (2 rho L0^4)
     gravity, wind (m/s^2) -> * dt^2 / L0       air_damping (1/s) -> * dt
 
-Solvers per step (``solver``): "metamizer" (the network's iterations only), "newton" (the
-converged reference, ``metaphys.optim.newton``) or "auto" (default): the Metamizer runs its
-``iterations_per_step`` and stops early at ``tol``; if it has not reached ``tol``, Newton's method
-finishes the step. ``tol`` is the scale-free gauge every frame records: the gradient RMS
-relative to the larger of the step's starting gradient and the external (gravity + wind)
-forces. Every ``StepRecord`` carries that relative residual, the max edge strain, and which
-solver finished the frame.
+Solvers per step (``solver``): "newton" (default): Newton-Krylov to ``tol`` (``metaphys.optim.newton``,
+``newton_linear="pcg"``: CG on exact Hessian-vector products of the compiled gradient, preconditioned
+by a factorization of an earlier Hessian that frames reuse; ``"direct"`` factors every iteration, the
+converged reference of the benchmarks); "auto": the Metamizer runs its ``iterations_per_step`` and
+stops early at ``tol``, and Newton finishes the step when it has not; "metamizer": the network's
+iterations only. On the CPU the Metamizer's 30 iterations cost more than a whole Newton-Krylov frame
+at 32^2-64^2 and Newton does not start from its answer, so the default is "newton" (issue #24).
+``tol`` is the scale-free gauge every frame records: the gradient RMS relative to the larger of the
+step's starting gradient and the external (gravity + wind) forces; the default 1e-4 keeps each step
+within 1e-3 edge lengths of a 1e-10 solve on the benchmark scenes without contact
+(benchmarks/results/cloth_accuracy.md). ``frame_time_budget`` (seconds, default 30) bounds Newton's
+time per frame: a frame at its budget keeps its best iterate and its record says so (``budget_hit``).
+Every ``StepRecord`` carries the relative residual, the max edge strain, and which solver finished.
 """
 from __future__ import annotations
 
@@ -37,14 +43,14 @@ from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSe
                                   check_threads, check_vector, optimizer_for, torch_threads)
 from metaphys.spec.params import CLOTH_SIM_KEYS, cloth_parameters, cloth_sim_kwargs
 from metaphys.spec.schema import CLOTH_SCHEMA
-from metaphys.spec.types import Bool
+from metaphys.spec.types import Bool, Choice
 from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
 F64 = torch.float64
 SOLVERS = ("auto", "metamizer", "newton")
 # ClothSim's keyword arguments, checked with the bake spec's own types (spec/validate.py): those a
 # spec has are the schema's entries, so the API and a spec refuse the same values in the same words
-ARGUMENTS = {**COMMON_ARGUMENTS, "line_search": Bool(),
+ARGUMENTS = {**COMMON_ARGUMENTS, "line_search": Bool(), "newton_linear": Choice("pcg", "direct"),
              **schema_types(CLOTH_SCHEMA, ("rows", "cols", "rest_positions") + CLOTH_SIM_KEYS,
                             nullable=("iterations_per_step", "colliders"))}
 # a frame whose edges reach 11x their rest length is no cloth: refused, never returned as a result
@@ -73,10 +79,11 @@ class ClothSim(Sim):
                  mass_per_area: float = 0.2, tension: float = 250.0, shear: float = 10.0, bending: float = 2.5e-5,
                  air_damping: float = 0.1, wind: Sequence[float] = (0.0, 0.0, 0.0), pin_weights=None,
                  pin_targets=None, colliders: Optional[List[dict]] = None, contact_margin: float = 0.25,
-                 solver: str = "auto", tol: Optional[float] = 1e-8, iterations_per_step: Optional[int] = 30,
+                 solver: str = "newton", tol: Optional[float] = 1e-4, iterations_per_step: Optional[int] = 30,
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
-                 line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None):
+                 line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None,
+                 frame_time_budget: Optional[float] = 30.0, newton_linear: str = "pcg"):
         check_arguments("ClothSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
         rows, cols = int(rows), int(cols)
         self.rows, self.cols = rows, cols
@@ -127,7 +134,13 @@ class ClothSim(Sim):
         # Newton alone needs no optimizer: none is loaded unless one is given
         needs_optimizer = solver != "newton" or optimizer is not None or weights is not None
         self.optimizer = optimizer_for(optimizer, weights, self.device) if needs_optimizer else None
-        self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations)
+        # Newton-Krylov by default (issue #24: 2-4x faster frames than a factorization per
+        # iteration); the frame budget is shared by the substeps and bounds every frame
+        self.frame_time_budget = frame_time_budget
+        self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations,
+                                   linear=newton_linear,
+                                   time_budget=None if frame_time_budget is None else frame_time_budget / self.substeps)
+        self.on_progress = None   # callable(dict) told of each Newton iteration (bakes: progress inside a frame)
         k = model_material(self.material, rows, cols, self.length_unit, self.dt)
         scale = self.dt ** 2 / self.length_unit
         self.problem = ClothProblem(
@@ -280,11 +293,16 @@ class ClothSim(Sim):
             guesses = [prev, p.project_out_of_colliders(prev)]
             energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
             a = guesses[int(np.argmin(energies))]
-            out = self.newton.solve(p, a, scale=scale)
+            out = self.newton.solve(p, a, scale=scale, callback=self._newton_progress)
             a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
             finished_by = "newton"
             cap = not out.converged
+            self._budget_hit = self._budget_hit or out.budget_hit
         return a, iters, rej, cap, rms(grad0), rel, newton_iters, finished_by
+
+    def _newton_progress(self, iteration: int, u, rel: float) -> None:
+        if self.on_progress is not None:
+            self.on_progress({"frame": self.frame + 1, "newton_iteration": iteration, "relative_residual": rel})
 
     def _step(self) -> StepRecord:
         iters = rej = newton_iters = 0
@@ -292,6 +310,7 @@ class ClothSim(Sim):
         start = rel_worst = 0.0
         finished_by = "metamizer"
         strain = -1.0
+        self._budget_hit = ""
         for s in range(self.substeps):
             t = self.frame + (s + 1) / self.substeps  # targets/colliders at the END of the substep
             self.problem.set_pins(pin_x=self._to_model(self._targets_at(t)))
@@ -307,7 +326,8 @@ class ClothSim(Sim):
         self.frame += 1
         rec = StepRecord(self.frame, iters, rel_worst, start, rej, cap, relative_residual=rel_worst, max_strain=strain,
                          finished_by=finished_by, newton_iterations=newton_iters,
-                         converged=None if self.tol is None else bool(rel_worst <= self.tol))
+                         converged=None if self.tol is None else bool(rel_worst <= self.tol),
+                         budget_hit=self._budget_hit)
         self._refuse_torn(rec)
         self.records.append(rec)
         return rec

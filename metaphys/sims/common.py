@@ -129,6 +129,7 @@ class StepRecord:
     finished_by: str = "metamizer"             # which solver ended the frame: "metamizer" or "newton"
     newton_iterations: int = 0
     converged: Optional[bool] = None           # relative_residual <= tol (None: no tolerance was asked)
+    budget_hit: str = ""                       # "" or what ended the frame before its tolerance: "time", "iterations"
 
     def as_dict(self) -> dict:
         return asdict(self)

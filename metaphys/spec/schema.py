@@ -83,10 +83,16 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),
-    "solver": Key(Choice("auto", "metamizer", "newton"), "auto",
-                  "`auto`: Metamizer iterations, then a Newton finishing stage when above `tol`"),
-    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-8,
-               "|grad| / max(|grad at frame start|, |gravity force|); null only with solver `metamizer`"),
+    "solver": Key(Choice("auto", "metamizer", "newton"), "newton",
+                  "`newton`: Newton-Krylov to `tol` (the fastest converged solver, measured: issue #24); "
+                  "`auto`: Metamizer iterations, then Newton when above `tol`; `metamizer`: the network alone"),
+    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-4,
+               "|grad| / max(|grad at frame start|, |gravity force|); the default keeps each step within "
+               "1e-3 edge lengths of a 1e-10 solve (benchmarks/results/cloth_accuracy.md); null only with "
+               "solver `metamizer`"),
+    "frame_time_budget": Key(Number(0, lo_open=True, unit="seconds", nullable=True), 30.0,
+                             "Newton's time per frame; a frame at its budget keeps its best iterate and is "
+                             "recorded as such in the manifest; null = no limit"),
     "iterations_per_step": Key(Int(1), 30, "Metamizer iterations per time step"),
     "max_iterations": Key(Int(1), 200, "Metamizer iteration cap per step"),
     "newton_max_iterations": Key(Int(1), 100, "Newton iteration cap per step"),
