@@ -218,7 +218,8 @@ def solver_keys(s) -> dict:
     fixed = solver == "metamizer" and not s.use_tolerance
     return {"solver": solver, "tol": None if fixed else float(s.tolerance),
             "iterations_per_step": int(s.iterations), "max_iterations": int(s.max_iterations),
-            "newton_max_iterations": int(s.newton_max_iterations), "strain_limit": float(s.strain_limit)}
+            "newton_max_iterations": int(s.newton_max_iterations), "strain_limit": float(s.strain_limit),
+            "frame_time_budget": float(s.frame_time_budget) if s.use_frame_time_budget else None}
 
 
 def colliders_in(context, exclude=None) -> list:

@@ -34,23 +34,28 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
     wind: FloatVectorProperty(name="Wind", description="Uniform wind acceleration (m/s²), world space",
                               size=3, default=(0.0, 0.0, 0.0), subtype="ACCELERATION", unit="ACCELERATION")
     substeps: IntProperty(name="Substeps", description="Solver time steps per frame", default=1, min=1, max=64)
-    solver: EnumProperty(name="Solver", default="AUTO", items=[
+    solver: EnumProperty(name="Solver", default="NEWTON", items=[
         ("AUTO", "Auto", "Metamizer iterations, then a Newton finishing stage when the frame is above the tolerance"),
-        ("METAMIZER", "Metamizer", "The learned optimizer alone (fast; accuracy not guaranteed)"),
-        ("NEWTON", "Newton", "The Newton reference solver alone (slow, exact to the tolerance)"),
+        ("METAMIZER", "Metamizer", "The learned optimizer alone (accuracy not guaranteed)"),
+        ("NEWTON", "Newton", "Newton-Krylov to the tolerance: the fastest converged solver (default)"),
     ])
     use_tolerance: BoolProperty(name="Use Tolerance", default=True,
                                 description="Iterate each step to the tolerance (off, Metamizer only: a fixed "
                                             "number of iterations per step)")
     tolerance: FloatProperty(name="Tolerance", description="Relative residual per step: |grad| / max(|grad at "
                                                            "frame start|, |gravity force|)",
-                             default=1e-8, min=1e-14, max=1.0, precision=8)
+                             default=1e-4, min=1e-14, max=1.0, precision=8)
     iterations: IntProperty(name="Iterations", description="Metamizer iterations per time step (before the Newton "
                                                            "stage with Auto)", default=30, min=1, max=10000)
     max_iterations: IntProperty(name="Max Iterations", description="Metamizer iteration cap per step", default=200,
                                 min=1, max=100000)
     newton_max_iterations: IntProperty(name="Newton Max Iterations", description="Newton iteration cap per step",
                                        default=100, min=1, max=10000)
+    use_frame_time_budget: BoolProperty(name="Frame Time Budget", default=True,
+                                        description="Bound Newton's time per frame (a frame at its budget keeps "
+                                                    "its best iterate and is reported)")
+    frame_time_budget: FloatProperty(name="Seconds per Frame", description="Newton's time budget per frame",
+                                     default=30.0, min=0.01, soft_max=600.0, unit="TIME_ABSOLUTE")
     strain_limit: FloatProperty(name="Strain Limit", description="Largest edge strain before a frame is flagged "
                                                                  "(0.5 = 50%)", default=0.5, min=1e-6, soft_max=2.0,
                                 subtype="FACTOR")

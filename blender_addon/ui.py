@@ -72,6 +72,9 @@ def _cloth_solver(layout, s):
             col.prop(s, "max_iterations")
     if s.solver != "METAMIZER":
         col.prop(s, "newton_max_iterations")
+        col.prop(s, "use_frame_time_budget")
+        if s.use_frame_time_budget:
+            col.prop(s, "frame_time_budget")
     layout.prop(s, "strain_limit")
 
 

@@ -195,7 +195,8 @@ def _report(args, manifest, frames: int, elapsed: float) -> None:
             line += f"; max strain {100 * s['max_strain']:.1f}% (frame {s['max_strain_frame']})"
         print(line, file=out)
     if s["guard_rejections"]:
-        print(f"  the step guard rejected {s['guard_rejections']} optimizer steps", file=out)
+        from metaphys.sims.common import guard_note
+        print(f"  {guard_note(s['guard_rejections'])}", file=out)
     bad = s["not_converged"]
     if bad:
         print(f"metaphys bake: warning: {len(bad)} frame(s) missed the tolerance "

@@ -135,3 +135,57 @@ def test_auto_skips_a_metamizer_stage_that_keeps_missing_and_the_result_is_uncha
     its = [r.iterations for r in auto.records]
     assert its[:3] == [4, 4, 4] and 0 in its[3:]  # three misses, then the stage is skipped
     assert np.abs(auto.positions - newton.positions).max() < 1e-9  # same starts -> same converged answer
+
+
+# --- issue #24: the Newton-Krylov default, its lagged factor in the state, the frame budget ------------
+def _drape16(**kw):
+    corners = np.zeros(16 * 16)
+    corners[0] = corners[15] = 1.0
+    return ClothSim(16, 16, rest_positions=flat_cloth(16, 16, 1.0, height=0.9), pin_weights=corners,
+                    colliders=[{"type": "sphere", "center": [0.0, 0.1, 0.55], "radius": 0.25}], threads=1, **kw)
+
+
+def test_a_resumed_cloth_rebuilds_the_lagged_factor_and_continues_bit_for_bit():
+    sim = _drape16()
+    for _ in range(3):
+        sim.step()
+    saved = sim.state_dict()
+    assert saved["newton"], "the Newton-Krylov solver's lagged factor belongs to the state"
+    for _ in range(3):
+        sim.step()
+    resumed = _drape16()
+    resumed.load_state_dict(saved)
+    for _ in range(3):
+        resumed.step()
+    assert np.array_equal(resumed.positions, sim.positions)
+    assert [r.newton_iterations for r in resumed.records[3:]] == [r.newton_iterations for r in sim.records[3:]]
+
+
+def test_a_frame_at_its_time_budget_stops_and_says_so():
+    sim = _drape16(tol=1e-12, frame_time_budget=1e-6)
+    rec = sim.step()
+    assert rec.budget_hit == "time" and rec.converged is False and sim.finite()
+
+
+def test_a_frame_at_its_iteration_budget_keeps_its_best_iterate_and_says_so():
+    sim = _drape16(tol=1e-14, newton_max_iterations=3)
+    rec = sim.step()
+    assert rec.budget_hit == "iterations" and rec.converged is False and rec.newton_iterations == 3
+    assert sim.finite() and sim.records[-1].max_strain < 0.5
+
+
+def test_newton_iterations_are_reported_to_on_progress():
+    sim = _drape16()
+    seen = []
+    sim.on_progress = seen.append
+    sim.step()
+    assert seen and seen[-1]["frame"] == 1 and seen[-1]["newton_iteration"] == sim.records[-1].newton_iterations
+    assert all(d["relative_residual"] > 0 for d in seen)
+
+
+def test_the_default_cloth_solver_is_newton_krylov_within_its_tolerance():
+    sim = _drape16()
+    assert sim.solver == "newton" and sim.newton.linear == "pcg" and sim.optimizer is None
+    recs = [sim.step() for _ in range(4)]
+    assert all(r.converged and r.finished_by == "newton" for r in recs)
+    assert all(r.relative_residual <= 1e-4 for r in recs)

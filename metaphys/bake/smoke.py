@@ -6,6 +6,7 @@ from typing import Dict
 
 import numpy as np
 
+from metaphys.bake.owned import frame_sort_key
 from metaphys.bake.errors import BakeError, input_error
 from metaphys.sims.smoke import SmokeSim
 from metaphys.io import images, preview, usd, vdb
@@ -59,7 +60,7 @@ class SmokeWriter:
         return {"vdb_index_to_world": vdb.index_to_world(self.cell_size).tolist()} if self.want_vdb else {}
 
     def finish(self, sim) -> Dict[str, str]:
-        names = sorted(f for f in os.listdir(self.dir) if f.endswith(".npz"))
+        names = sorted((f for f in os.listdir(self.dir) if f.endswith(".npz")), key=frame_sort_key)  # 9998 < 10000
         frames = [np.clip(images.read_frame_npz(os.path.join(self.dir, f))["density"], 0, None) for f in names]
         if not frames:
             return {}

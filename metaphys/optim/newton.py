@@ -151,12 +151,13 @@ class LaggedFactor:
         self.key = None
         self.stale = True
         self.factorizations = 0
+        self.source = None   # (problem fields, u) the factor was built from: a resumed sim rebuilds it
 
     def usable(self, key) -> bool:
         return self.lu is not None and not self.stale and self.key == key
 
-    def set(self, lu, key) -> None:
-        self.lu, self.key, self.stale = lu, key, False
+    def set(self, lu, key, source=None) -> None:
+        self.lu, self.key, self.stale, self.source = lu, key, False, source
         self.factorizations += 1
 
 
@@ -417,7 +418,36 @@ class NewtonSolver:
         lu, _ = self._factor(H, g)
         if lu is None:
             lu, _, _ = self._regularized_factor(H, g, 1e-6)
-        self.preconditioner.set(lu, key)
+        source = ({k: v.clone() for k, v in problem.fields.items()}, u.detach().clone())
+        self.preconditioner.set(lu, key, source)
+
+    # the lagged factor is part of the solver's state: a bake resumed from a saved frame rebuilds
+    # the same factorization (SuperLU is deterministic), so it continues bit for bit
+    def state_dict(self) -> dict:
+        pc = self.preconditioner
+        if pc.source is None:
+            return {}
+        fields, u = pc.source
+        return {"fields": {k: v.clone() for k, v in fields.items()}, "u": u.clone(), "stale": bool(pc.stale)}
+
+    def load_state_dict(self, problem, state: dict) -> None:
+        """Rebuild the lagged factorization saved by ``state_dict`` (``problem``: any problem of the
+        same kind and shape; its fields are swapped for the saved ones while the factor is built)."""
+        self.preconditioner = LaggedFactor()
+        if not state:
+            return
+        saved = problem.fields
+        try:
+            problem.fields = {k: v.clone() for k, v in state["fields"].items()}
+            u = state["u"]
+            g_full = problem.loss_and_grad(u)[1]
+            free = problem.impose(torch.ones_like(u)).flatten() != 0
+            idx = free.nonzero().view(-1).cpu().numpy()
+            self._refactor(problem, u, g_full.flatten()[free].cpu().numpy(), idx, (tuple(u.shape), idx.tobytes()))
+        finally:
+            problem.fields = saved
+        self.preconditioner.factorizations = 0
+        self.preconditioner.stale = bool(state.get("stale", False))
 
     def _solve_one_pcg(self, problem, u, scale, callback) -> NewtonResult:
         """Inexact Newton: each step solves H d = -g by CG on exact Hessian-vector products
@@ -428,13 +458,12 @@ class NewtonSolver:
         t0 = time.perf_counter()
         free = problem.impose(torch.ones_like(u)).flatten() != 0
         idx = free.nonzero().view(-1).cpu().numpy()
-        key = (tuple(u.shape), hash(idx.tobytes()))
+        key = (tuple(u.shape), idx.tobytes())
         loss, grad = problem.loss_and_grad(u)
         if scale is None:
             scale = problem.residual_scale(grad) if hasattr(problem, "residual_scale") else 1.0
         rel, rms = self._measure(problem, loss, grad, scale)
         out = NewtonResult(u=u, residuals=[rel])
-        best = (rel, u)
         pc = self.preconditioner
         full = torch.zeros(u.numel(), dtype=torch.float64, device=u.device)
         idx_t = torch.as_tensor(idx, device=u.device)
@@ -488,18 +517,14 @@ class NewtonSolver:
             rel, rms = self._measure(problem, loss, grad, scale)
             out.residuals.append(rel)
             out.iterations = it + 1
-            if rel < best[0]:
-                best = (rel, u)
             if callback is not None:
                 callback(it + 1, u, rel)
         else:
             out.converged = self._done(rel, rms)
             if not out.converged:
                 out.budget_hit = "iterations"
-        if not out.converged and best[0] < rel:
-            out.u = best[1]                      # a frame that stops early keeps its best iterate
-            out.residuals.append(best[0])
-        else:
-            out.u = u
+        # a solve that stops early keeps its best iterate: the last one, since every accepted step
+        # lowers the energy (the residual is not monotone; the energy is what the step minimizes)
+        out.u = u
         out.seconds = time.perf_counter() - t0
         return out

@@ -379,7 +379,7 @@ class ClothSim(Sim):
         return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
                 "state": optimizer_state(self.optimizer, self.state), "frame": self.frame,
                 "a_prev": self.a_prev.clone(), "metamizer_misses": self._metamizer_misses,
-                "substep_count": self._substep_count,
+                "substep_count": self._substep_count, "newton": self.newton.state_dict(),
                 "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
@@ -391,5 +391,6 @@ class ClothSim(Sim):
         self.a_prev = sd.get("a_prev", torch.zeros_like(self.u)).to(self.device)
         self._metamizer_misses = int(sd.get("metamizer_misses", 0))
         self._substep_count = int(sd.get("substep_count", 0))
+        self.newton.load_state_dict(self.problem, sd.get("newton", {}))
         self.frame = int(sd["frame"])
         self.records = [StepRecord(**r) for r in sd["records"]]
