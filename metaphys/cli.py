@@ -221,13 +221,14 @@ def cmd_demo(args) -> int:
     # 48^2 smoke keeps the whole demo (cloth + smoke) within a few minutes on 2 CPU cores
     for kind, extra in (("cloth", []), ("smoke", ["--size", "48"])):
         # the demo's folders are its own: a second `make demo` replaces the first one's bakes
-        a = build_parser().parse_args(["bake", kind, "--out", os.path.join(out, kind), "--progress",
-                                       "bar" if sys.stderr.isatty() else "none", "--force"] + extra)
+        argv = ["bake", kind, "--out", os.path.join(out, kind), "--progress",
+                "bar" if sys.stderr.isatty() else "none", "--force"] + extra
+        a = build_parser(train_options=False).parse_args(argv)
         rc = cmd_bake(a) or rc
         if rc:
             return rc
     print(f"demo done: cloth in {os.path.join(out, 'cloth')} (cloth.pc2, rest.obj, frames/, preview.gif), "
-          f"smoke in {os.path.join(out, 'smoke')} (density/, flipbook.png, preview.gif)")
+          f"smoke in {os.path.join(out, 'smoke')} (density/ .png .npz .vdb, smoke.usda, flipbook.png, preview.gif)")
     return rc
 
 
