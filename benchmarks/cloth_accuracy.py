@@ -66,6 +66,7 @@ METHODS = {
     "previous_default": dict(solver="auto", tol=1e-8, iterations_per_step=30, newton_linear="direct",
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
+    "krylov_1e-4": dict(solver="newton", newton_linear="pcg", tol=1e-4),
     "metamizer": dict(solver="metamizer", tol=None, iterations_per_step=30),
 }
 

@@ -44,7 +44,7 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
                                             "number of iterations per step)")
     tolerance: FloatProperty(name="Tolerance", description="Relative residual per step: |grad| / max(|grad at "
                                                            "frame start|, |gravity force|)",
-                             default=1e-4, min=1e-14, max=1.0, precision=8)
+                             default=1e-5, min=1e-14, max=1.0, precision=8)
     iterations: IntProperty(name="Iterations", description="Metamizer iterations per time step (before the Newton "
                                                            "stage with Auto)", default=30, min=1, max=10000)
     max_iterations: IntProperty(name="Max Iterations", description="Metamizer iteration cap per step", default=200,

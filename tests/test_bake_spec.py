@@ -125,7 +125,7 @@ def test_defaults_come_from_the_schema_and_integer_like_numpy_values_pass():
     assert p["rows"] == 16 and type(p["rows"]) is int and p["cols"] == 16 and p["fps"] == 30.0
     assert p["tension"] == S.CLOTH_SCHEMA["tension"].default == 250.0
     assert p["solver"] == S.CLOTH_SCHEMA["solver"].default == "newton" and p["strain_limit"] == 0.5
-    assert p["tol"] == S.CLOTH_SCHEMA["tol"].default == 1e-4
+    assert p["tol"] == S.CLOTH_SCHEMA["tol"].default == 1e-5
     assert len(p["colliders"]) == 1  # the default scene's sphere
     assert cloth_parameters({}, size=20)["rows"] == 20
     assert cloth_parameters({"rest_positions": np.zeros((256, 3)).tolist(), "rows": 16})["colliders"] is None

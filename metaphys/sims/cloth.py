@@ -20,9 +20,9 @@ stops early at ``tol``, and Newton finishes the step when it has not; "metamizer
 iterations only. On the CPU the Metamizer's 30 iterations cost more than a whole Newton-Krylov frame
 at 32^2-64^2 and Newton does not start from its answer, so the default is "newton" (issue #24).
 ``tol`` is the scale-free gauge every frame records: the gradient RMS relative to the larger of the
-step's starting gradient and the external (gravity + wind) forces; the default 1e-4 keeps each step
-within 1e-3 edge lengths of a 1e-10 solve on the benchmark scenes without contact
-(benchmarks/results/cloth_accuracy.md). ``frame_time_budget`` (seconds, default 30) bounds Newton's
+step's starting gradient and the external (gravity + wind) forces; the default 1e-5 keeps each step
+within 1.5e-5 edge lengths of a 1e-10 solve on the benchmark scenes without contact (1e-4: 7e-4 at
+32², 5.6e-3 on the 64² stiff bend; benchmarks/results/cloth_tolerance.md, cloth_accuracy.md). ``frame_time_budget`` (seconds, default 30) bounds Newton's
 time per frame: a frame at its budget keeps its best iterate and its record says so (``budget_hit``).
 Every ``StepRecord`` carries the relative residual, the max edge strain, and which solver finished.
 """
@@ -79,7 +79,7 @@ class ClothSim(Sim):
                  mass_per_area: float = 0.2, tension: float = 250.0, shear: float = 10.0, bending: float = 2.5e-5,
                  air_damping: float = 0.1, wind: Sequence[float] = (0.0, 0.0, 0.0), pin_weights=None,
                  pin_targets=None, colliders: Optional[List[dict]] = None, contact_margin: float = 0.25,
-                 solver: str = "newton", tol: Optional[float] = 1e-4, iterations_per_step: Optional[int] = 30,
+                 solver: str = "newton", tol: Optional[float] = 1e-5, iterations_per_step: Optional[int] = 30,
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
                  line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None,

@@ -86,9 +86,9 @@ CLOTH_SCHEMA: Dict[str, Key] = {
     "solver": Key(Choice("auto", "metamizer", "newton"), "newton",
                   "`newton`: Newton-Krylov to `tol` (the fastest converged solver, measured: issue #24); "
                   "`auto`: Metamizer iterations, then Newton when above `tol`; `metamizer`: the network alone"),
-    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-4,
+    "tol": Key(Number(0, lo_open=True, unit="relative residual", nullable=True), 1e-5,
                "|grad| / max(|grad at frame start|, |gravity force|); the default keeps each step within "
-               "1e-3 edge lengths of a 1e-10 solve (benchmarks/results/cloth_accuracy.md); null only with "
+               "1e-3 edge lengths of a 1e-10 solve (benchmarks/results/cloth_tolerance.md); null only with "
                "solver `metamizer`"),
     "frame_time_budget": Key(Number(0, lo_open=True, unit="seconds", nullable=True), 30.0,
                              "Newton's time per frame; a frame at its budget keeps its best iterate and is "
