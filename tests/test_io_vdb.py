@@ -82,37 +82,6 @@ def test_unreadable_files_are_named_in_the_error(tmp_path):
     assert not vdbmod.has_velocity(tmp_path / "text.vdb")
 
 
-def test_what_the_reader_does_not_support_is_refused_by_name(tmp_path):
-    p = tmp_path / "f.vdb"
-    write_density_vdb(p, np.ones((3, 4)))
-    grid_pos = vdbfile.read_grid_infos(p)[0].grid_pos
-    data = bytearray(p.read_bytes())
-    data[grid_pos:grid_pos + 4] = struct.pack("<I", vdbfile.COMPRESS_BLOSC | vdbfile.COMPRESS_ACTIVE_MASK)
-    (tmp_path / "blosc.vdb").write_bytes(bytes(data))
-    with pytest.raises(ValueError, match=r"blosc\.vdb: grid 'density' is Blosc-compressed"):
-        read_vdb_grid(tmp_path / "blosc.vdb")
-
-
-def test_file_layout_is_openvdb_224(tmp_path):
-    """The header OpenVDB reads first: magic, format version 224, grid offsets, a UUID."""
-    p = tmp_path / "f.vdb"
-    write_density_vdb(p, np.ones((2, 2)))
-    magic, version, _, _, offsets = struct.unpack("<qIIIB", p.read_bytes()[:21])
-    assert (magic, version, offsets) == (0x56444220, 224, 1)
-    assert len(p.read_bytes()[21:57].decode("ascii").split("-")) == 5
-
-
-def test_grids_beyond_one_top_node_and_sparse_leaves(tmp_path):
-    """5000 cells along one axis need two 4096^3 top-level nodes; all-zero leaves are not stored."""
-    d = np.zeros((1, 3, 5000), np.float32)
-    d[0, 1, ::97] = np.arange(1, 53)
-    p = tmp_path / "long.vdb"
-    write_density_vdb(p, d, row0="bottom")
-    grid = vdbfile.read_grid(p, "density")
-    assert len(grid.leaves) == 52 and grid.active_bbox() == ((0, 0, 1), (4947, 0, 1))
-    assert np.array_equal(read_vdb_grid(p)[0], d)
-
-
 def test_rotated_transform_is_kept(tmp_path):
     m = np.eye(4)
     m[0, :3] = (0.0, 0.5, 0.0)   # index x -> world y

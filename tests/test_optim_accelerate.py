@@ -50,7 +50,7 @@ def test_bad_memory_or_model_is_a_clear_error():
         SubspaceAccelerator(memory=0)
     with pytest.raises(ValueError, match="subspace model"):
         SubspaceAccelerator(memory=3, model="newton")
-    with pytest.raises(ValueError, match="accelerate must be an int"):
+    with pytest.raises(ValueError, match=r"accelerate=...\): expected an integer >= 0"):
         SolverSettings(accelerate=-1)
 
 

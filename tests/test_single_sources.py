@@ -63,7 +63,7 @@ def test_addon_cloth_defaults_are_the_schema_defaults():
 
 def test_addon_reader_sees_the_properties():  # the reader above must not pass by reading nothing
     props = addon_defaults("MetaphysClothSettings")
-    assert props["tension"] == 250.0 and props["solver"] == "AUTO" and len(props) >= len(ADDON_CLOTH_KEYS)
+    assert props["tension"] == 250.0 and props["solver"] == "NEWTON" and len(props) >= len(ADDON_CLOTH_KEYS)
 
 
 def test_held_out_seed_streams_are_disjoint_from_each_other_and_from_training():

@@ -11,7 +11,8 @@ imported on first use):
 * ``mdd``      MDD vertex caches
 * ``meshseq``  H x W grid meshes: faces, UVs, OBJ (quads + UVs) / PLY / GLB frames and sequences
 * ``images``   16-bit density PNGs, flipbook sprite sheets + JSON layout, per-frame .npz
-* ``vdb``      OpenVDB density grids (uses the openvdb module bundled with the bpy wheel)
+* ``vdb``      OpenVDB density grids for bakes (through ``vdbfile``)
+* ``vdbfile``  the OpenVDB file format (version 224), written and read with numpy and zlib
 * ``usd``      USD: the cloth mesh with per-frame points, a Volume over the VDB sequence (needs usd-core)
 * ``manifest`` strict JSON manifests and the resumable BakeManifest
 * ``preview``  GIF previews of density and cloth
