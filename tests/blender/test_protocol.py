@@ -125,7 +125,9 @@ def test_bad_interpreter_message(blend_dir, stub_engine):
     try:
         with pytest.raises(RuntimeError, match="not a working Python 3 interpreter"):
             bpy.ops.metaphys.bake_cloth(object_name=ob.name)
-        ok, msg, _ = addon_module("worker").probe_interpreter(sys.executable, "/nonexistent")
+        # the base interpreter under the venv: metaphys is installed (editable) only in the venv
+        base = os.path.join(sys.base_prefix, "bin", "python3")
+        ok, msg, _ = addon_module("worker").probe_interpreter(base, "/nonexistent")
         assert not ok and "cannot import metaphys" in msg and "pip install -e" in msg
     finally:
         p.python_path, p.metaphys_folder = old
