@@ -176,8 +176,8 @@ class BakeJob:
             vol = results.import_smoke_volume(context, obj, final, self.spec, self.info["geometry"],
                                               obj.metaphys_smoke.density_scale)
             if vol is None:
-                warnings.append("the worker wrote no .vdb files (was VDB output turned off in the bake's "
-                                "formats?); only PNG/npz frames were baked")
+                warnings.append("the worker wrote no .vdb files (the spec's \"vdb\" option is off?); "
+                                "only PNG/npz frames were baked")
             else:
                 results.reload_volume(vol)
         g.bake_info = msg
