@@ -171,3 +171,14 @@ def test_newton_refuses_unknown_linear_solvers_and_budgets():
         NewtonSolver(linear="lu")
     with pytest.raises(ValueError, match="time_budget"):
         NewtonSolver(time_budget=0)
+
+
+def test_krylov_hessian_choice_is_checked_and_both_reach_the_answer():
+    with pytest.raises(ValueError, match="krylov_hessian must be one of"):
+        NewtonSolver(linear="pcg", krylov_hessian="psd")
+    prob = _hanging_cloth()
+    a0 = torch.zeros(prob.shape, dtype=torch.float64)
+    outs = [NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg", krylov_hessian=h).solve(prob, a0)
+            for h in ("projected", "exact")]
+    assert all(o.converged for o in outs)
+    assert float((outs[0].u - outs[1].u).abs().max()) <= 1e-6 * float(outs[1].u.abs().max())
