@@ -194,6 +194,67 @@ def contact_energy(x, spheres, boxes, margin):
     return total
 
 
+def oriented_box_sdf(x, obbs):
+    """Signed distance [N,K,H,W] of positions x [N,3,H,W] to oriented boxes [N,K,15] = (center 3,
+    half extents 3, rotation 9: the row-major local-to-world matrix R). Distances are measured in
+    the box's frame: local = R^T (x - c)."""
+    n, k = obbs.shape[:2]
+    c = obbs[:, :, :3, None, None]
+    half = obbs[:, :, 3:6, None, None]
+    R = obbs[:, :, 6:15].reshape(n, k, 3, 3)
+    local = torch.einsum("nkji,nkjhw->nkihw", R, x[:, None] - c)
+    q = local.abs() - half
+    outside = torch.sqrt((q.clamp_min(0.0) ** 2).sum(2) + 1e-300) * (q.max(dim=2).values > 0)
+    inside = q.max(dim=2).values.clamp_max(0.0)
+    return outside + inside
+
+
+# Friction (lagged, as in IPC-style solvers): in each step a vertex that touched a collider at the
+# start of the step feels mu * lambda * f(|T dx|), lambda its normal contact force then, T the
+# tangent projection of that contact's normal, dx its displacement over the step. f is |s| beyond
+# FRICTION_SLIP and a C^1 cubic below it (static friction within FRICTION_SLIP edge lengths/step).
+FRICTION_SLIP = 1e-3
+
+
+def friction_energy(x_new, x_old, friction):
+    """Per-vertex lagged friction potential [N,H,W]; ``friction`` [N,4,H,W] = (mu * lambda, normal)."""
+    w, nrm = friction[:, 0], friction[:, 1:4]
+    dx = x_new - x_old
+    t = dx - (dx * nrm).sum(1, keepdim=True) * nrm
+    s2 = (t * t).sum(1)
+    eps = FRICTION_SLIP
+    slow = s2 < eps * eps
+    s_fast = torch.sqrt(torch.where(slow, torch.full_like(s2, eps * eps), s2))   # no sqrt(0) in any gradient
+    s3 = s2.clamp_min(0.0).pow(1.5)
+    f = torch.where(slow, -s3 / (3 * eps * eps) + s2 / eps + eps / 3, s_fast)
+    return w * f
+
+
+def extra_terms(a, fields) -> torch.Tensor:
+    """The terms the compiled kernel does not have, per sample [N]: penalty contact with oriented
+    boxes and lagged friction (plain PyTorch: the same code on every device)."""
+    n, _, h, w = a.shape
+    hw = float(h * w)
+    total = a.new_zeros(n)
+    obbs, friction = fields.get("obbs"), fields.get("friction")
+    if (obbs is None or obbs.shape[1] == 0) and (friction is None or not bool((friction[:, 0] != 0).any())):
+        return total
+    x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
+    free = (fields["pin_w"] != 1).to(a.dtype)[:, 0]
+    if obbs is not None and obbs.shape[1] > 0:
+        m = fields["margin"].view(-1, 1, 1, 1)
+        pen = (m - oriented_box_sdf(x_new, obbs)).clamp_min(0.0)
+        total = total + fields["k_contact"] * (free * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
+    if friction is not None:
+        total = total + (free * friction_energy(x_new, fields["x_old"], friction)).flatten(1).sum(1)
+    return total
+
+
+def has_extra_terms(fields) -> bool:
+    obbs, friction = fields.get("obbs"), fields.get("friction")
+    return (obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
+
+
 def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
                 k_bend, mass, damping, k_pin, k_contact, margin, dt, smooth: bool = False):
     """All loss terms per sample [N] (differentiable w.r.t. a), see the module docstring."""
@@ -254,9 +315,14 @@ def _check_colliders(name, t, n, width, device):
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but the unknown is on {device}; put all inputs on one device")
     checks.check_finite(name, t)
-    if bool((t[:, :, 3:] < 0).any()):
+    if bool((t[:, :, 3:min(width, 6)] < 0).any()):
         what = "radius" if width == 4 else "half extents"
         raise ValueError(f"{name}: {what} must be >= 0 (0 marks an unused padding entry)")
+    if width == 15 and t.shape[1] > 0:   # oriented boxes: the rotation must be one
+        R = t[:, :, 6:15].reshape(-1, 3, 3)
+        eye = torch.eye(3, dtype=t.dtype, device=t.device)
+        if bool(((R @ R.transpose(1, 2) - eye).abs() > 1e-6).any()) or bool((torch.linalg.det(R) < 0).any()):
+            raise ValueError(f"{name}: entries 6..14 must be a rotation matrix (orthonormal, det +1)")
 
 
 def validate_cloth_inputs(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, params: dict) -> None:
@@ -348,6 +414,8 @@ class ClothProblem(Problem):
                   "spheres": _colliders("spheres", spheres, n, 4, dev), "boxes": _colliders("boxes", boxes, n, 6, dev),
                   "gravity": _vec3("gravity", gravity, n, dev), "wind": _vec3("wind", wind, n, dev)}
         fields.update(params)
+        fields["obbs"] = torch.zeros(n, 0, 15, dtype=torch.float64, device=dev)
+        fields["friction"] = torch.zeros(n, 4, h, w, dtype=torch.float64, device=dev)
         validate_cloth_inputs(torch.zeros_like(fields["x_old"]), fields["x_old"], v_old, pin_w, pin_x,
                               fields["spheres"], fields["boxes"], fields["gravity"], fields["wind"], params)
         hard = (pin_w == 1).to(torch.float64)
@@ -358,6 +426,21 @@ class ClothProblem(Problem):
     @property
     def shape(self):
         return tuple(self.fields["x_old"].shape)
+
+    # the kernel's terms plus the ones it does not have (oriented boxes, friction: extra_terms)
+    def loss_and_grad(self, u):
+        loss, grad = super().loss_and_grad(u)
+        if not has_extra_terms(self.fields):
+            return loss, grad
+        with torch.enable_grad():
+            uu = u.detach().requires_grad_(True)
+            extra = extra_terms(uu, self.fields)
+            (g,) = torch.autograd.grad(extra.sum(), uu)
+        return loss + extra.detach(), grad + self.impose(g)
+
+    def loss(self, u):
+        out = super().loss(u)
+        return out + extra_terms(u, self.fields) if has_extra_terms(self.fields) else out
 
     def op_args(self):
         fl = self.fields
@@ -400,13 +483,58 @@ class ClothProblem(Problem):
             checks.check_finite("pin_x", pin_x)
             fl["pin_x"] = pin_x
 
-    def set_colliders(self, spheres=None, boxes=None) -> None:
-        """Replace the sphere and/or box lists (moving colliders: new tensors each frame)."""
+    def set_colliders(self, spheres=None, boxes=None, obbs=None) -> None:
+        """Replace the sphere, axis-aligned box and/or oriented box lists (moving colliders: new
+        tensors each frame). ``obbs`` [K,15] or [N,K,15]: center, half extents, row-major rotation."""
         n, dev = self.batch, self.device
         if spheres is not None:
             self.fields["spheres"] = _colliders("spheres", spheres, n, 4, dev)
         if boxes is not None:
             self.fields["boxes"] = _colliders("boxes", boxes, n, 6, dev)
+        if obbs is not None:
+            self.fields["obbs"] = _colliders("obbs", obbs, n, 15, dev)
+
+    def collider_distances(self, x):
+        """[(kind, signed distance [N,K,H,W], active [N,K,1,1])] of positions x for every collider list,
+        in the order spheres, boxes, oriented boxes (the order of ``collider_friction``'s list)."""
+        fl = self.fields
+        out = []
+        for kind, fn, width in (("spheres", sphere_sdf, 4), ("boxes", box_sdf, 6), ("obbs", oriented_box_sdf, 15)):
+            coll = fl.get(kind)
+            if coll is None or coll.shape[1] == 0:
+                continue
+            extent = coll[:, :, 3:4] if kind == "spheres" else coll[:, :, 3:6]
+            active = (extent > 0).any(dim=2)[:, :, None, None]
+            out.append((kind, fn(x, coll), active))
+        return out
+
+    def set_friction(self, mu) -> None:
+        """Lag the friction of the coming step: ``mu`` [K] per collider (spheres, then boxes, then
+        oriented boxes). Each free vertex within the margin of a collider with mu > 0 at the start of
+        the step gets mu * (its normal contact force) and that contact's normal; the deepest contact
+        wins where a vertex touches several."""
+        fl = self.fields
+        x = fl["x_old"].detach()
+        n, _, h, w = x.shape
+        out = torch.zeros(n, 4, h, w, dtype=torch.float64, device=x.device)
+        mu = torch.as_tensor(mu, dtype=torch.float64, device=x.device).reshape(-1)
+        if mu.numel() == 0 or not bool((mu > 0).any()):
+            fl["friction"] = out
+            return
+        with torch.enable_grad():
+            xx = x.clone().requires_grad_(True)
+            dists = self.collider_distances(xx)
+            d = torch.cat([torch.where(act, dd, torch.full_like(dd, float("inf"))) for _, dd, act in dists], 1)
+            if d.shape[1] != mu.numel():
+                raise ValueError(f"set_friction: {mu.numel()} friction coefficients for {d.shape[1]} colliders")
+            dmin, which = d.min(dim=1)
+            (normal,) = torch.autograd.grad(torch.where(torch.isfinite(dmin), dmin, 0.0).sum(), xx)
+        pen = (fl["margin"].view(-1, 1, 1) - dmin.detach()).clamp_min(0.0)
+        lam = 3.0 * fl["k_contact"].view(-1, 1, 1) / float(h * w) * pen ** 2    # |d contact / dx|
+        free = (fl["pin_w"][:, 0] != 1).to(x.dtype)
+        out[:, 0] = free * mu[which] * lam
+        out[:, 1:4] = normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        fl["friction"] = out
 
     def project_out_of_colliders(self, a) -> torch.Tensor:
         """A warm start: ``a`` changed so that vertices it would put inside a collider's margin land
@@ -416,15 +544,15 @@ class ClothProblem(Problem):
         fl = self.fields
         x = self.state(a)[0].detach()
         m = fl["margin"].view(-1, 1, 1, 1)
-        for kind, sdf_fn in (("spheres", sphere_sdf), ("boxes", box_sdf)):
-            coll = fl[kind]
-            if coll.shape[1] == 0:
+        for kind, sdf_fn in (("spheres", sphere_sdf), ("boxes", box_sdf), ("obbs", oriented_box_sdf)):
+            coll = fl.get(kind)
+            if coll is None or coll.shape[1] == 0:
                 continue
             with torch.enable_grad():
                 xx = x.clone().requires_grad_(True)
-                width = 4 if kind == "spheres" else 6
                 d = sdf_fn(xx, coll)                                   # [N,K,H,W]
-                active = (coll[:, :, 3:width] > 0).any(dim=2)[:, :, None, None]
+                extent = coll[:, :, 3:4] if kind == "spheres" else coll[:, :, 3:6]
+                active = (extent > 0).any(dim=2)[:, :, None, None]
                 d = torch.where(active, d, torch.full_like(d, float("inf")))
                 dmin, _ = d.min(dim=1)                                 # nearest collider
                 (grad,) = torch.autograd.grad(torch.where(torch.isfinite(dmin), dmin, 0.0).sum(), xx)
@@ -443,7 +571,7 @@ class ClothProblem(Problem):
 
     def pure_loss(self, a) -> torch.Tensor:
         """The loss [N] as plain differentiable PyTorch (twice: for Hessian-vector products)."""
-        return sum(cloth_terms(a, *self.op_args(), smooth=True).values())
+        return sum(cloth_terms(a, *self.op_args(), smooth=True).values()) + extra_terms(a, self.fields)
 
     def hessian_psd_correction(self, a):
         """Sparse matrix (scipy CSR, sample 0, a-space, (c, i, j) order) that removes the negative

@@ -57,6 +57,16 @@ ARGUMENTS = {**COMMON_ARGUMENTS, "line_search": Bool(), "newton_linear": Choice(
 TORN_STRAIN = 10.0
 
 
+def euler_xyz_degrees(angles) -> np.ndarray:
+    """Rotation matrix of XYZ Euler angles in degrees, Blender's convention: R = Rz @ Ry @ Rx."""
+    rx, ry, rz = np.radians(np.asarray(angles, dtype=np.float64))
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return Rz @ Ry @ Rx
+
+
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
                plane: str = "xy") -> np.ndarray:
     """Rest positions [rows*cols, 3], row-major: a square ``size_m`` wide, horizontal (plane
@@ -209,11 +219,14 @@ class ClothSim(Sim):
         out = []
         for c in colliders:
             center = np.atleast_2d(np.asarray(c["center"], dtype=np.float64))
+            friction = float(c.get("friction", 0.0))
             if c["type"] == "sphere":
-                out.append({"type": "sphere", "center": center, "radius": float(c["radius"])})
+                out.append({"type": "sphere", "center": center, "radius": float(c["radius"]), "friction": friction})
             else:
-                out.append({"type": "box", "center": center,
-                            "half_extents": np.asarray(c["half_extents"], dtype=np.float64)})
+                rotation = c.get("rotation")
+                out.append({"type": "box", "center": center, "friction": friction,
+                            "half_extents": np.asarray(c["half_extents"], dtype=np.float64),
+                            "rotation": None if rotation is None else np.atleast_2d(np.asarray(rotation, np.float64))})
         return out
 
     # --- unit conversions ---------------------------------------------------------------------
@@ -240,13 +253,26 @@ class ClothSim(Sim):
     def _targets_at(self, t: float) -> np.ndarray:
         return self._interp(self.pin_targets, t)
 
+    def _collider_kinds(self):
+        """The colliders grouped as the problem holds them: spheres, axis-aligned boxes (kernel),
+        rotated boxes (oriented-box terms); the friction list follows the same order."""
+        spheres = [c for c in self.colliders if c["type"] == "sphere"]
+        boxes = [c for c in self.colliders if c["type"] == "box" and c.get("rotation") is None]
+        obbs = [c for c in self.colliders if c["type"] == "box" and c.get("rotation") is not None]
+        return spheres, boxes, obbs
+
     def _set_colliders(self, t: float):
-        spheres = [np.r_[self._interp(c["center"], t) / self.length_unit, c["radius"] / self.length_unit]
-                   for c in self.colliders if c["type"] == "sphere"]
-        boxes = [np.r_[self._interp(c["center"], t) / self.length_unit, c["half_extents"] / self.length_unit]
-                 for c in self.colliders if c["type"] == "box"]
-        self.problem.set_colliders(spheres=torch.tensor(np.array(spheres).reshape(1, -1, 4), dtype=F64),
-                                   boxes=torch.tensor(np.array(boxes).reshape(1, -1, 6), dtype=F64))
+        L = self.length_unit
+        spheres, boxes, obbs = self._collider_kinds()
+        sph = [np.r_[self._interp(c["center"], t) / L, c["radius"] / L] for c in spheres]
+        box = [np.r_[self._interp(c["center"], t) / L, c["half_extents"] / L] for c in boxes]
+        obb = [np.r_[self._interp(c["center"], t) / L, c["half_extents"] / L,
+                     euler_xyz_degrees(self._interp(c["rotation"], t)).reshape(-1)] for c in obbs]
+        self.problem.set_colliders(spheres=torch.tensor(np.array(sph).reshape(1, -1, 4), dtype=F64),
+                                   boxes=torch.tensor(np.array(box).reshape(1, -1, 6), dtype=F64),
+                                   obbs=torch.tensor(np.array(obb).reshape(1, -1, 15), dtype=F64))
+        friction = [c["friction"] for group in (spheres, boxes, obbs) for c in group]
+        self.problem.set_friction(friction)   # lagged: the contacts at the start of this step
 
     # --- stepping -----------------------------------------------------------------------------
     def step(self) -> StepRecord:

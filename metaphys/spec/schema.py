@@ -41,11 +41,17 @@ RENAMED = {
 
 _V3 = Vector(3, "metres", names="[x, y, z]")
 COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
-                                             doc="[x, y, z] metres, or a per-frame list of them")},
+                                             doc="[x, y, z] metres, or a per-frame list of them"),
+                                "friction": Key(Number(0, unit="Coulomb coefficient"), 0.0,
+                                                "cloth-collider friction (lagged: the normal force of the step "
+                                                "before); 0 = frictionless")},
                   tag="type", variants={
                       "sphere": {"radius": Key(Number(0, lo_open=True, unit="metres"), required=True)},
                       "box": {"half_extents": Key(Vector(3, "metres", lo=0, lo_open=True, names="[hx, hy, hz]"),
-                                                  required=True)}})
+                                                  required=True),
+                              "rotation": Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None,
+                                              "XYZ Euler angles in degrees as Blender's (R = Rz Ry Rx), or a "
+                                              "per-frame list of them; absent = axis-aligned")}})
 
 CLOTH_SCHEMA: Dict[str, Key] = {
     "rows": Key(Int(16, MAX_GRID), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
@@ -79,7 +85,8 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                        None, "positions pinned vertices follow (per-frame tracks: see above)", "rest positions"),
     "colliders": Key(ListOf(COLLIDER, "colliders"), None,
                      "`{\"type\": \"sphere\", \"center\": [x,y,z] or per-frame list, \"radius\": r}` or "
-                     "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz]}` (axis-aligned), metres",
+                     "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz], \"rotation\": "
+                     "[rx,ry,rz] degrees (optional)}`, metres; both take `\"friction\": mu` (default 0)",
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),

@@ -1,0 +1,106 @@
+"""Rotated boxes and friction (issue #26): the oriented-box distance, the extra terms' gradient,
+and Coulomb's law on a slope."""
+import numpy as np
+import pytest
+import torch
+
+from metaphys.physics.cloth import ClothProblem, box_sdf, oriented_box_sdf, rest_grid, rotation_matrix
+from metaphys.sims.cloth import ClothSim, euler_xyz_degrees, flat_cloth
+
+
+def _obb(center, half, R):
+    return torch.cat([torch.as_tensor(center, dtype=torch.float64), torch.as_tensor(half, dtype=torch.float64),
+                      R.reshape(-1)]).view(1, 1, 15)
+
+
+def test_oriented_box_distance_is_the_axis_box_distance_in_the_box_frame():
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn(1, 3, 6, 7, dtype=torch.float64, generator=g)
+    R = rotation_matrix(0.3, 0.5, -0.2)
+    obb = _obb([0.1, -0.2, 0.3], [0.5, 1.0, 0.7], R)
+    local = torch.einsum("ji,njhw->nihw", R, x - obb[0, 0, :3].view(1, 3, 1, 1))
+    ref = box_sdf(local, torch.tensor([[[0.0, 0.0, 0.0, 0.5, 1.0, 0.7]]], dtype=torch.float64))
+    assert torch.allclose(oriented_box_sdf(x, obb), ref, atol=1e-12)
+    # the identity rotation is the axis-aligned box
+    ident = _obb([0.1, -0.2, 0.3], [0.5, 1.0, 0.7], torch.eye(3, dtype=torch.float64))
+    axis = box_sdf(x, torch.tensor([[[0.1, -0.2, 0.3, 0.5, 1.0, 0.7]]], dtype=torch.float64))
+    assert torch.allclose(oriented_box_sdf(x, ident), axis, atol=1e-12)
+
+
+def test_euler_angles_follow_blenders_xyz_convention():
+    R = euler_xyz_degrees([90, 0, 0])          # +90 degrees about x takes y to z
+    assert np.allclose(R @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    R = euler_xyz_degrees([0, 0, 90])          # about z takes x to y
+    assert np.allclose(R @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    R = euler_xyz_degrees([30, 20, 10])
+    assert np.allclose(R, euler_xyz_degrees([0, 0, 10]) @ euler_xyz_degrees([0, 20, 0]) @ euler_xyz_degrees([30, 0, 0]))
+
+
+def _problem_with_extras():
+    n = 8
+    x = rest_grid(1, n, n, rotation=rotation_matrix(0.0, 0.4, 0.0)) + 0.02 * torch.randn(
+        1, 3, n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    prob = ClothProblem(x, gravity=(0.0, 0.0, -0.3), k_stretch=200.0, k_contact=500.0, margin=0.5,
+                        v_old=0.1 * torch.ones(1, 3, n, n, dtype=torch.float64))
+    R = rotation_matrix(0.2, 0.1, 0.3)
+    prob.set_colliders(obbs=_obb([3.5, 0.0, -1.2], [4.0, 4.0, 1.0], R))
+    prob.set_friction([0.6])
+    assert float(prob.fields["friction"][:, 0].max()) > 0, "some vertices must start in contact"
+    return prob
+
+
+def test_extra_terms_gradient_matches_finite_differences_and_autograd():
+    prob = _problem_with_extras()
+    a = 0.05 * torch.randn(prob.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    loss, grad = prob.loss_and_grad(a)
+    v = torch.randn(prob.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    eps = 1e-6
+    fd = (prob.loss_and_grad(a + eps * v)[0] - prob.loss_and_grad(a - eps * v)[0]) / (2 * eps)
+    assert abs(float(fd[0]) - float((grad * v).sum())) <= 1e-6 * max(1.0, abs(float(fd[0])))
+    aa = a.clone().requires_grad_(True)
+    (g_pure,) = torch.autograd.grad(prob.pure_loss(aa).sum(), aa)
+    assert torch.allclose(g_pure, grad, atol=1e-9, rtol=1e-7)
+
+
+def test_a_non_rotation_is_refused():
+    prob = _problem_with_extras()
+    with pytest.raises(ValueError, match="rotation matrix"):
+        prob.set_colliders(obbs=_obb([0, 0, 0], [1, 1, 1], 2 * torch.eye(3, dtype=torch.float64)))
+
+
+def _slide(mu, frames=24, n=16):
+    R = euler_xyz_degrees([30, 0, 0])
+    rest = flat_cloth(n, n, 0.6, height=0.0) @ R.T + R[:, 2] * 0.205
+    box = {"type": "box", "center": [0, 0, 0], "half_extents": [1.0, 1.5, 0.2], "rotation": [30, 0, 0],
+           "friction": mu}
+    sim = ClothSim(n, n, rest_positions=rest, pin_weights=np.zeros(n * n), colliders=[box], threads=1)
+    along = []
+    for _ in range(frames):
+        rec = sim.step()
+        assert rec.converged
+        along.append(float(sim.positions.reshape(-1, 3).mean(0) @ R[:, 1]))
+    return np.array(along)
+
+
+def test_coulomb_friction_holds_cloth_on_a_30_degree_slope_only_above_tan_30():
+    stuck = _slide(0.7)      # tan(30 deg) = 0.577 < 0.7: static
+    assert abs(stuck[-1] - stuck[0]) < 0.01
+    free = _slide(0.0)
+    assert free[-1] - free[0] < -0.5
+    sliding = _slide(0.5)    # Coulomb: a = g (sin 30 - 0.5 cos 30) = 0.66 m/s^2 down the slope
+    v = np.diff(sliding) * 24
+    accel = (v[-1] - v[11]) / (11 / 24)
+    assert -0.9 < accel < -0.4, accel
+
+
+def test_the_spec_and_the_api_take_rotation_and_friction():
+    from metaphys.spec.params import cloth_parameters
+    p = cloth_parameters({"colliders": [{"type": "box", "center": [0, 0, 0.3], "half_extents": [0.5, 0.5, 0.1],
+                                         "rotation": [0, 15, 0], "friction": 0.4}]}, size=16)
+    sim = ClothSim.from_params(p)
+    assert sim.problem.fields["obbs"].shape[1] == 1 and sim.problem.fields["boxes"].shape[1] == 0
+    with pytest.raises(ValueError, match="rotation"):
+        ClothSim(16, 16, colliders=[{"type": "box", "center": [0, 0, 0], "half_extents": [1, 1, 1],
+                                     "rotation": [1, 2]}])
+    with pytest.raises(ValueError, match="friction"):
+        ClothSim(16, 16, colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": 1, "friction": -1}])
