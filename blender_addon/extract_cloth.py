@@ -202,13 +202,34 @@ def collider_shape(obj) -> str:
     return "BOX"
 
 
-def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray]:
-    """World AABB (center, half extents) of the evaluated object's bounding box, and the local dims."""
+def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The evaluated object's bounding box as an oriented box: world centre, half extents along the
+    object's own axes (scale applied) and the rotation as XYZ Euler degrees (Blender's convention)."""
     m = np_matrix(obj_eval.matrix_world)
     bb = np.array([list(c) for c in obj_eval.bound_box], dtype=np.float64)
-    w = bb @ m[:3, :3].T + m[:3, 3]
-    lo, hi = w.min(axis=0), w.max(axis=0)
-    return 0.5 * (lo + hi), 0.5 * (hi - lo)
+    lo, hi = bb.min(axis=0), bb.max(axis=0)
+    scale = np.linalg.norm(m[:3, :3], axis=0)
+    R = m[:3, :3] / np.where(scale > 0, scale, 1.0)
+    center = m[:3, :3] @ (0.5 * (lo + hi)) + m[:3, 3]
+    return center, 0.5 * (hi - lo) * scale, _euler_xyz_degrees(R)
+
+
+def _euler_xyz_degrees(R: np.ndarray) -> np.ndarray:
+    """XYZ Euler angles (degrees) of a rotation matrix, R = Rz Ry Rx (Blender's order)."""
+    sy = -R[2, 0]
+    ry = np.arcsin(np.clip(sy, -1.0, 1.0))
+    if abs(sy) < 1 - 1e-9:
+        rx, rz = np.arctan2(R[2, 1], R[2, 2]), np.arctan2(R[1, 0], R[0, 0])
+    else:  # gimbal lock: rx and rz turn about the same axis; put it all in rz
+        rx, rz = 0.0, np.arctan2(-R[0, 1], R[1, 1])
+    return np.degrees([rx, ry, rz])
+
+
+def _euler_matrix(deg) -> np.ndarray:
+    rx, ry, rz = np.radians(deg)
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    return (np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+            @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
 
 
 def solver_keys(s) -> dict:
@@ -269,6 +290,7 @@ def cloth_spec(context, obj, frames_override: int | None = None):
     positions, matrices = [], []
     col_c = [[] for _ in colliders]
     col_h = [[] for _ in colliders]
+    col_r = [[] for _ in colliders]
     try:
         with _PreCacheEval(obj):
             for k in range(frames):
@@ -279,9 +301,10 @@ def cloth_spec(context, obj, frames_override: int | None = None):
                 matrices.append(np_matrix(oe.matrix_world))
                 for ci, c in enumerate(colliders):
                     ce = c.evaluated_get(dg)
-                    cen, half = _collider_state(ce)
+                    cen, half, rot = _collider_state(ce)
                     col_c[ci].append(cen)
                     col_h[ci].append(half)
+                    col_r[ci].append(rot)
                 if k == 0 and frames > 1 and not _maybe_animated(obj, colliders):
                     break  # nothing moves: the first frame says everything
     finally:
@@ -320,30 +343,37 @@ def cloth_spec(context, obj, frames_override: int | None = None):
                              else np.linalg.inv(mats[0]).tolist())
 
     cl = []
-    for c, shape, cs, hs in zip(colliders, shapes, col_c, col_h):
-        C, H = np.stack(cs), np.stack(hs)
+    for c, shape, cs, hs, rs in zip(colliders, shapes, col_c, col_h, col_r):
+        C, H, Rot = np.stack(cs), np.stack(hs), np.stack(rs)
         center = C[0].tolist() if float(np.abs(C - C[0]).max()) <= 1e-7 else _track(C).tolist()
         if float(np.abs(H - H[0]).max()) > 1e-6:
-            info["warnings"].append(f"collider '{c.name}' changes size or rotates; the bake uses its size at "
+            info["warnings"].append(f"collider '{c.name}' changes size; the bake uses its size at "
                                     f"frame {f0} (the spec has no per-frame size)")
+        friction = float(c.metaphys_collider.friction)
         if shape == "SPHERE":
             radius = 0.5 * float(max(c.dimensions))
-            cl.append({"type": "sphere", "center": center, "radius": radius})
+            cl.append({"type": "sphere", "center": center, "radius": radius, "friction": friction})
         else:
             half = H[0].copy()
             cen = np.array(center, dtype=np.float64)
+            rotated = float(np.abs(Rot).max()) > 1e-6
+            axis_z = _euler_matrix(Rot[0])[:, 2]   # the box's own z axis (a track follows frame 0's)
             flat = half < FLAT_HALF
             if flat[2] and not flat[:2].any():
-                # a horizontal plane is a ground: solid below its surface, as deep as it is wide
+                # a plane is a ground: solid below its surface (along its own z), as deep as it is wide
                 depth = max(float(half[:2].max()), 0.05)
                 half[2] = 0.5 * depth
-                cen[..., 2] -= 0.5 * depth
+                cen = cen - 0.5 * depth * axis_z
                 info["warnings"].append(f"collider '{c.name}' is flat: used as a ground {depth:.2f} m deep")
             elif flat.any():
                 half = np.maximum(half, FLAT_HALF)
                 info["warnings"].append(f"collider '{c.name}' is flat: used as a {2 * FLAT_HALF * 100:.0f} cm "
                                         "thick box")
-            cl.append({"type": "box", "center": cen.tolist(), "half_extents": half.tolist()})
+            box = {"type": "box", "center": cen.tolist(), "half_extents": half.tolist(), "friction": friction}
+            if rotated:   # an axis-aligned box stays on the kernel's faster path
+                box["rotation"] = (Rot[0].tolist() if float(np.abs(Rot - Rot[0]).max()) <= 1e-6
+                                   else _track(Rot).tolist())
+            cl.append(box)
     if cl:
         spec["colliders"] = cl
     return spec, info

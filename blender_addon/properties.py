@@ -78,8 +78,12 @@ class MetaphysColliderSettings(bpy.types.PropertyGroup):
     shape: EnumProperty(name="Shape", default="AUTO", items=[
         ("AUTO", "Auto", "Sphere for a sphere-like mesh, else box"),
         ("SPHERE", "Sphere", "Sphere: centre of the bounding box, radius half the largest dimension"),
-        ("BOX", "Box", "Axis-aligned box: the world-space bounding box"),
+        ("BOX", "Box", "Box: the object's bounding box, rotated with the object"),
     ])
+    friction: FloatProperty(name="Friction", description="Coulomb friction coefficient between the cloth and "
+                                                         "this object (0 = frictionless; the cloth holds on a "
+                                                         "slope steeper than atan(friction) only if it is larger)",
+                            default=0.0, min=0.0, soft_max=2.0)
 
 
 class MetaphysSmokeSettings(bpy.types.PropertyGroup):

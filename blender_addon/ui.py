@@ -144,6 +144,7 @@ class METAPHYS_PT_collider(_PhysicsPanel, bpy.types.Panel):
         layout.use_property_split = True
         layout.active = c.enabled
         layout.prop(c, "shape")
+        layout.prop(c, "friction")
         layout.label(text="Size and motion come from the object's bounding box", icon="INFO")
 
 

@@ -61,7 +61,8 @@ def test_spec_from_scene(blend_dir, stub_engine):
     assert np.allclose(M[:3, 3], [0, 0, -1])  # inverse of the object's world matrix
     cube, sphere = spec["colliders"]  # sorted by object name: Cube, Sphere
     assert sphere == {"type": "sphere", "center": pytest.approx([0.1, 0.0, 0.2], abs=1e-6),
-                      "radius": pytest.approx(0.25, rel=1e-3)}
+                      "radius": pytest.approx(0.25, rel=1e-3), "friction": 0.0}
+    assert "rotation" not in cube   # an unrotated box stays axis-aligned (the kernel's path)
     assert cube["type"] == "box" and np.allclose(cube["half_extents"], [0.5, 0.25, 0.125])
     c = np.array(cube["center"])
     assert c.shape == (11, 3) and np.allclose(c[:2], [0, 0.5, -1]) and np.allclose(c[-1], [1, 0.5, -1])
@@ -214,5 +215,24 @@ def test_flat_colliders(blend_dir, stub_engine):
     floor, wall = spec["colliders"]
     assert floor["type"] == "box" and np.allclose(floor["half_extents"], [2, 2, 1])
     assert np.allclose(floor["center"], [0, 0, -0.5])  # top face stays at z = 0.5
-    assert np.allclose(wall["half_extents"], [0.005, 0.5, 0.5]) and np.allclose(wall["center"], [1, 0, 1])
+    assert "rotation" not in floor
+    # a plane is solid behind its own face, whatever its orientation: the wall's normal is +x
+    assert np.allclose(wall["half_extents"], [0.5, 0.5, 0.25]) and np.allclose(wall["center"], [0.75, 0, 1])
+    assert np.allclose(wall["rotation"], [0, 90, 0], atol=1e-4)
     assert len(info["warnings"]) == 2
+
+
+def test_rotated_box_collider_with_friction(blend_dir, stub_engine):
+    from metaphys.spec.schema import validate
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.2, 0.0, 0.3), rotation=(np.radians(30), 0.0, 0.0),
+                                    scale=(2.0, 1.0, 0.5))
+    box = bpy.context.object
+    box.metaphys_collider.enabled, box.metaphys_collider.shape, box.metaphys_collider.friction = True, "BOX", 0.6
+    spec, _ = addon_module("extract_cloth").cloth_spec(bpy.context, ob)
+    (c,) = spec["colliders"]
+    assert c["type"] == "box" and c["friction"] == pytest.approx(0.6)
+    assert np.allclose(c["half_extents"], [1.0, 0.5, 0.25]) and np.allclose(c["center"], [0.2, 0, 0.3])
+    assert np.allclose(c["rotation"], [30, 0, 0], atol=1e-4)
+    validate("cloth", spec)
