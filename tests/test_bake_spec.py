@@ -17,7 +17,7 @@ def errors_of(kind, spec, **kw):
 @pytest.mark.parametrize("spec, expected", [
     ({"colliders": {"type": "sphere", "center": [0, 0, 1], "radius": 0.2}},
      'colliders: expected a list of colliders, got {"type"'),
-    ({"colliders": [[0, 0, 1, 0.2]]}, 'colliders[0]: expected an object with "type": "sphere" or "box", got [0, 0, 1, 0.2]'),
+    ({"colliders": [[0, 0, 1, 0.2]]}, 'colliders[0]: expected an object with "type": "sphere" or "box" or "mesh", got [0, 0, 1, 0.2]'),
     ({"colliders": "sphere"}, 'colliders: expected a list of colliders, got "sphere"'),
     ({"frames": "ten"}, 'frames: expected an integer in [1, 1048574], got "ten"'),
     ({"frames": None}, "frames: expected an integer in [1, 1048574], got null"),
@@ -38,7 +38,7 @@ def errors_of(kind, spec, **kw):
      "colliders[0].rotation: unknown key"),
     ({"colliders": [{"type": "box", "center": [0, 0, 1], "half_extent": [1, 1, 1]}]},
      'colliders[0].half_extent: unknown key; did you mean "half_extents"?'),
-    ({"colliders": [{"type": "cube", "center": [0, 0, 1]}]}, 'colliders[0].type: expected one of "sphere", "box", got "cube"'),
+    ({"colliders": [{"type": "cube", "center": [0, 0, 1]}]}, 'colliders[0].type: expected one of "sphere", "box", "mesh", got "cube"'),
     ({"colliders": [{"type": "sphere", "center": [0, 1], "radius": 1}]},
      "colliders[0].center: expected a list of 3 numbers [x, y, z] (metres), or a per-frame list of them, got [0, 1]"),
     ({"framse": 3}, 'framse: unknown key; did you mean "frames"?'),

@@ -104,3 +104,72 @@ def test_the_spec_and_the_api_take_rotation_and_friction():
                                      "rotation": [1, 2]}])
     with pytest.raises(ValueError, match="friction"):
         ClothSim(16, 16, colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": 1, "friction": -1}])
+
+
+# --- triangle-mesh colliders -------------------------------------------------------------------------
+from metaphys.sims.mesh_collider import MeshCollider, contact_planes  # noqa: E402
+
+
+def _box_mesh(half):
+    import trimesh
+    m = trimesh.creation.box(extents=2 * np.asarray(half, dtype=np.float64))
+    return np.asarray(m.vertices, dtype=np.float64), np.asarray(m.faces, dtype=np.int64)
+
+
+def test_mesh_contact_planes_give_the_exact_distance_of_a_box_mesh():
+    half = np.array([0.4, 0.3, 0.2])
+    V, F = _box_mesh(half)
+    mesh = MeshCollider(V, F, center=[0.1, 0.0, -0.1], rotation=[20, -10, 35])
+    pts = np.random.default_rng(0).uniform(-1, 1, size=(500, 3))
+    planes = contact_planes([mesh], 0.0, pts, np.full(len(pts), 10.0), length_unit=1.0)
+    d_plane = ((pts - planes[0:3].T) * planes[3:6].T).sum(1)       # the plane's distance at the query point
+    R = torch.as_tensor(euler_xyz_degrees([20, -10, 35]))
+    obb = _obb([0.1, 0.0, -0.1], half, R)
+    x = torch.as_tensor(pts.T.reshape(1, 3, 1, -1))
+    exact = oriented_box_sdf(x, obb).reshape(-1).numpy()
+    outside = exact > 1e-6      # outside the distance to a box is the distance to its closest point
+    assert np.allclose(d_plane[outside], exact[outside], atol=1e-9)
+    inside = exact < -1e-6      # inside: the plane of the nearest face, so the same distance
+    assert np.allclose(d_plane[inside], exact[inside], atol=1e-9)
+    assert planes[6].all() and np.allclose(np.linalg.norm(planes[3:6], axis=0), 1.0)
+
+
+def test_mesh_collider_refuses_bad_geometry_by_name():
+    V, F = _box_mesh([1, 1, 1])
+    with pytest.raises(ValueError, match="faces index vertices"):
+        MeshCollider(V, F + 100, center=[0, 0, 0])
+    with pytest.raises(ValueError, match="vertices must be"):
+        MeshCollider(V[:, :2], F, center=[0, 0, 0])
+
+
+def test_cloth_drapes_over_a_sphere_mesh_without_entering_it():
+    import trimesh
+    ico = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+    center = np.array([0.0, 0.0, 0.5])
+    col = {"type": "mesh", "center": center.tolist(), "vertices": np.asarray(ico.vertices).tolist(),
+           "faces": np.asarray(ico.faces).tolist()}
+    sim = ClothSim(16, 16, pin_weights=np.zeros(256), colliders=[col], threads=1,
+                   rest_positions=flat_cloth(16, 16, 1.0, height=0.9))
+    inner = 0.3 * np.cos(np.pi / 5 / 2) ** 2      # well inside every facet of the icosphere
+    for _ in range(10):
+        rec = sim.step()
+        assert rec.converged
+        d = np.linalg.norm(sim.positions.reshape(-1, 3) - center, axis=1)
+        assert d.min() > inner
+    assert sim.positions[..., 2].max() < 0.9      # it fell and rests on the sphere
+    assert float(sim.problem.fields["planes"][:, 6].sum()) > 0
+
+
+def test_a_mesh_collider_in_a_spec_from_npy_files(tmp_path):
+    from metaphys.spec.params import cloth_parameters
+    V, F = _box_mesh([0.5, 0.5, 0.1])
+    np.save(tmp_path / "v.npy", V)
+    np.save(tmp_path / "f.npy", F)
+    p = cloth_parameters({"colliders": [{"type": "mesh", "center": [0, 0, 0.3], "vertices": str(tmp_path / "v.npy"),
+                                         "faces": str(tmp_path / "f.npy"), "friction": 0.3}]}, size=16)
+    sim = ClothSim.from_params(p)
+    assert sim.colliders[0]["type"] == "mesh" and sim.colliders[0]["mesh"].friction == 0.3
+    sim.step()
+    with pytest.raises(ValueError, match="faces"):
+        cloth_parameters({"colliders": [{"type": "mesh", "center": [0, 0, 0], "vertices": V.tolist(),
+                                         "faces": [[0, 1, -2]]}]}, size=16)

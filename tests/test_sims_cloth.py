@@ -99,7 +99,7 @@ def test_material_is_the_same_at_two_resolutions_and_two_frame_rates():
     (dict(solver="cg"), r"ClothSim\(solver=...\): expected one of \"auto\", \"metamizer\", \"newton\""),
     (dict(solver="newton", tol=None), "needs a tolerance"),
     (dict(colliders=[{"type": "cone", "center": [0, 0, 0]}]),
-     r"ClothSim\(colliders=...\): colliders\[0\].type: expected one of \"sphere\", \"box\", got \"cone\""),
+     r"ClothSim\(colliders=...\): colliders\[0\].type: expected one of \"sphere\", \"box\", \"mesh\", got \"cone\""),
     (dict(colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": -1}]),
      r"colliders\[0\].radius: expected a number > 0 \(metres\), got -1"),
     (dict(iterations_per_step=0), r"ClothSim\(iterations_per_step=...\): expected an integer >= 1 or None, got 0"),

@@ -230,29 +230,42 @@ def friction_energy(x_new, x_old, friction):
     return w * f
 
 
+def plane_distance(x, planes):
+    """Signed distance [N,1,H,W] of each vertex to its own contact plane; ``planes`` [N,8,H,W] =
+    (point 3, unit normal 3, active 1, friction 1): the lagged linearization of a mesh collider
+    (sims.cloth finds each vertex's closest point on the mesh once per step)."""
+    return ((x - planes[:, 0:3]) * planes[:, 3:6]).sum(1, keepdim=True)
+
+
 def extra_terms(a, fields) -> torch.Tensor:
     """The terms the compiled kernel does not have, per sample [N]: penalty contact with oriented
-    boxes and lagged friction (plain PyTorch: the same code on every device)."""
+    boxes and with mesh colliders' contact planes, and lagged friction (plain PyTorch: the same
+    code on every device)."""
     n, _, h, w = a.shape
     hw = float(h * w)
     total = a.new_zeros(n)
-    obbs, friction = fields.get("obbs"), fields.get("friction")
-    if (obbs is None or obbs.shape[1] == 0) and (friction is None or not bool((friction[:, 0] != 0).any())):
+    if not has_extra_terms(fields):
         return total
+    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
     x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
     free = (fields["pin_w"] != 1).to(a.dtype)[:, 0]
+    m = fields["margin"].view(-1, 1, 1, 1)
+    kc = fields["k_contact"]
     if obbs is not None and obbs.shape[1] > 0:
-        m = fields["margin"].view(-1, 1, 1, 1)
         pen = (m - oriented_box_sdf(x_new, obbs)).clamp_min(0.0)
-        total = total + fields["k_contact"] * (free * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
+        total = total + kc * (free * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
+    if planes is not None and bool((planes[:, 6] != 0).any()):
+        pen = (m - plane_distance(x_new, planes)).clamp_min(0.0)[:, 0]
+        total = total + kc * (free * planes[:, 6] * pen ** 3).flatten(1).sum(1) / hw
     if friction is not None:
         total = total + (free * friction_energy(x_new, fields["x_old"], friction)).flatten(1).sum(1)
     return total
 
 
 def has_extra_terms(fields) -> bool:
-    obbs, friction = fields.get("obbs"), fields.get("friction")
-    return (obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
+    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    return ((obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
+            or (planes is not None and bool((planes[:, 6] != 0).any())))
 
 
 def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
@@ -416,6 +429,7 @@ class ClothProblem(Problem):
         fields.update(params)
         fields["obbs"] = torch.zeros(n, 0, 15, dtype=torch.float64, device=dev)
         fields["friction"] = torch.zeros(n, 4, h, w, dtype=torch.float64, device=dev)
+        fields["planes"] = torch.zeros(n, 8, h, w, dtype=torch.float64, device=dev)
         validate_cloth_inputs(torch.zeros_like(fields["x_old"]), fields["x_old"], v_old, pin_w, pin_x,
                               fields["spheres"], fields["boxes"], fields["gravity"], fields["wind"], params)
         hard = (pin_w == 1).to(torch.float64)
@@ -508,6 +522,15 @@ class ClothProblem(Problem):
             out.append((kind, fn(x, coll), active))
         return out
 
+    def set_contact_planes(self, planes) -> None:
+        """Each vertex's lagged contact plane with the mesh colliders, [N,8,H,W] (``plane_distance``)."""
+        planes = torch.as_tensor(planes, dtype=torch.float64, device=self.device)
+        n, _, h, w = self.shape
+        if tuple(planes.shape) != (n, 8, h, w):
+            raise ValueError(f"planes must have shape ({n}, 8, {h}, {w}), got {tuple(planes.shape)}")
+        checks.check_finite("planes", planes)
+        self.fields["planes"] = planes.contiguous()
+
     def set_friction(self, mu) -> None:
         """Lag the friction of the coming step: ``mu`` [K] per collider (spheres, then boxes, then
         oriented boxes). Each free vertex within the margin of a collider with mu > 0 at the start of
@@ -518,21 +541,31 @@ class ClothProblem(Problem):
         n, _, h, w = x.shape
         out = torch.zeros(n, 4, h, w, dtype=torch.float64, device=x.device)
         mu = torch.as_tensor(mu, dtype=torch.float64, device=x.device).reshape(-1)
-        if mu.numel() == 0 or not bool((mu > 0).any()):
+        planes = fl.get("planes")
+        with_planes = planes is not None and bool(((planes[:, 6] != 0) & (planes[:, 7] > 0)).any())
+        if (mu.numel() == 0 or not bool((mu > 0).any())) and not with_planes:
             fl["friction"] = out
             return
         with torch.enable_grad():
             xx = x.clone().requires_grad_(True)
             dists = self.collider_distances(xx)
-            d = torch.cat([torch.where(act, dd, torch.full_like(dd, float("inf"))) for _, dd, act in dists], 1)
-            if d.shape[1] != mu.numel():
-                raise ValueError(f"set_friction: {mu.numel()} friction coefficients for {d.shape[1]} colliders")
+            parts = [torch.where(act, dd, torch.full_like(dd, float("inf"))) for _, dd, act in dists]
+            if sum(p.shape[1] for p in parts) != mu.numel():
+                raise ValueError(f"set_friction: {mu.numel()} friction coefficients for "
+                                 f"{sum(p.shape[1] for p in parts)} colliders")
+            mus = [mu.view(1, -1, 1, 1).expand(n, -1, h, w)] if mu.numel() else []
+            if planes is not None:   # mesh colliders: each vertex's own plane and friction
+                dp = plane_distance(xx, planes)
+                parts.append(torch.where(planes[:, 6:7] != 0, dp, torch.full_like(dp, float("inf"))))
+                mus.append(planes[:, 7:8])
+            d = torch.cat(parts, 1)
             dmin, which = d.min(dim=1)
             (normal,) = torch.autograd.grad(torch.where(torch.isfinite(dmin), dmin, 0.0).sum(), xx)
+        mu_v = torch.gather(torch.cat(mus, 1), 1, which.unsqueeze(1))[:, 0]
         pen = (fl["margin"].view(-1, 1, 1) - dmin.detach()).clamp_min(0.0)
         lam = 3.0 * fl["k_contact"].view(-1, 1, 1) / float(h * w) * pen ** 2    # |d contact / dx|
         free = (fl["pin_w"][:, 0] != 1).to(x.dtype)
-        out[:, 0] = free * mu[which] * lam
+        out[:, 0] = free * mu_v * lam
         out[:, 1:4] = normal / normal.norm(dim=1, keepdim=True).clamp_min(1e-300)
         fl["friction"] = out
 
@@ -558,6 +591,11 @@ class ClothProblem(Problem):
                 (grad,) = torch.autograd.grad(torch.where(torch.isfinite(dmin), dmin, 0.0).sum(), xx)
             inside = (torch.isfinite(dmin) & (dmin < fl["margin"].view(-1, 1, 1))).unsqueeze(1)
             x = torch.where(inside, x + (m - dmin.detach().unsqueeze(1)) * grad, x)
+        planes = fl.get("planes")
+        if planes is not None and bool((planes[:, 6] != 0).any()):   # mesh colliders' contact planes
+            d = plane_distance(x, planes)
+            inside = (planes[:, 6:7] != 0) & (d < m)
+            x = torch.where(inside, x + (m - d) * planes[:, 3:6], x)
         free = (fl["pin_w"] != 1).to(a.dtype)
         dtn = fl["dt"].view(-1, 1, 1, 1)
         a_new = (x - fl["x_old"] - dtn * fl["v_old"]) / (dtn * dtn)

@@ -38,6 +38,7 @@ from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
 from metaphys.physics.cloth import ClothProblem, model_material
+from metaphys.sims.mesh_collider import MeshCollider, contact_planes, euler_xyz_degrees, interp_track
 from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_positive,
                                   check_threads, check_vector, optimizer_for, torch_threads)
@@ -55,16 +56,6 @@ ARGUMENTS = {**COMMON_ARGUMENTS, "line_search": Bool(), "newton_linear": Choice(
                             nullable=("iterations_per_step", "colliders"))}
 # a frame whose edges reach 11x their rest length is no cloth: refused, never returned as a result
 TORN_STRAIN = 10.0
-
-
-def euler_xyz_degrees(angles) -> np.ndarray:
-    """Rotation matrix of XYZ Euler angles in degrees, Blender's convention: R = Rz @ Ry @ Rx."""
-    rx, ry, rz = np.radians(np.asarray(angles, dtype=np.float64))
-    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
-    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return Rz @ Ry @ Rx
 
 
 def flat_cloth(rows: int, cols: int, size_m: float = 1.0, height: float = 1.0,
@@ -222,6 +213,11 @@ class ClothSim(Sim):
             friction = float(c.get("friction", 0.0))
             if c["type"] == "sphere":
                 out.append({"type": "sphere", "center": center, "radius": float(c["radius"]), "friction": friction})
+            elif c["type"] == "mesh":
+                load = lambda v: np.load(v, allow_pickle=False) if isinstance(v, str) else v   # .npy paths
+                out.append({"type": "mesh", "friction": friction,
+                            "mesh": MeshCollider(load(c["vertices"]), load(c["faces"]), center, c.get("rotation"),
+                                                 friction)})
             else:
                 rotation = c.get("rotation")
                 out.append({"type": "box", "center": center, "friction": friction,
@@ -240,15 +236,7 @@ class ClothSim(Sim):
     def _to_world(self, x: torch.Tensor) -> np.ndarray:
         return (x[0].permute(1, 2, 0).reshape(-1, 3).cpu().numpy() * self.length_unit)
 
-    @staticmethod
-    def _interp(track: np.ndarray, t: float) -> np.ndarray:
-        """Value of a per-frame track at fractional frame index t (clamped at the ends)."""
-        if len(track) == 1:
-            return track[0]
-        t = min(max(t, 0.0), len(track) - 1.0)
-        k = int(math.floor(t))
-        f = t - k
-        return track[k] if f == 0 or k + 1 >= len(track) else (1 - f) * track[k] + f * track[k + 1]
+    _interp = staticmethod(interp_track)
 
     def _targets_at(self, t: float) -> np.ndarray:
         return self._interp(self.pin_targets, t)
@@ -271,8 +259,26 @@ class ClothSim(Sim):
         self.problem.set_colliders(spheres=torch.tensor(np.array(sph).reshape(1, -1, 4), dtype=F64),
                                    boxes=torch.tensor(np.array(box).reshape(1, -1, 6), dtype=F64),
                                    obbs=torch.tensor(np.array(obb).reshape(1, -1, 15), dtype=F64))
+        self._set_contact_planes(t)
         friction = [c["friction"] for group in (spheres, boxes, obbs) for c in group]
         self.problem.set_friction(friction)   # lagged: the contacts at the start of this step
+
+    def _set_contact_planes(self, t: float) -> None:
+        """Mesh colliders: each cloth vertex near a mesh gets its contact plane for this step, found
+        at the vertex's predicted position (x + dt v) within a band of the margin plus twice this
+        step's predicted travel plus one edge."""
+        meshes = [c["mesh"] for c in self.colliders if c["type"] == "mesh"]
+        if not meshes:
+            return
+        fl, L = self.problem.fields, self.length_unit
+        x, v = fl["x_old"][0], fl["v_old"][0]                       # model units, [3, H, W]
+        pred = (x + fl["dt"][0] * v).reshape(3, -1).T.cpu().numpy() * L
+        travel = (fl["dt"][0] * v).norm(dim=0).reshape(-1).cpu().numpy() * L
+        band = (float(fl["margin"][0]) + 1.0) * L + 2.0 * travel
+        planes = contact_planes(meshes, t, pred, band, L)
+        h, w = self.rows, self.cols
+        planes = np.zeros((8, h * w)) if planes is None else planes
+        self.problem.set_contact_planes(torch.as_tensor(planes, dtype=F64, device=self.device).view(1, 8, h, w))
 
     # --- stepping -----------------------------------------------------------------------------
     def step(self) -> StepRecord:

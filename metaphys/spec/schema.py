@@ -51,7 +51,14 @@ COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
                                                   required=True),
                               "rotation": Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None,
                                               "XYZ Euler angles in degrees as Blender's (R = Rz Ry Rx), or a "
-                                              "per-frame list of them; absent = axis-aligned")}})
+                                              "per-frame list of them; absent = axis-aligned")},
+                      "mesh": {"vertices": Key(Array("V x 3 (static) or frames x V x 3 (deforming) positions "
+                                                     "(metres, relative to `center`)", nullable=False, path_ok=True),
+                                               required=True),
+                               "faces": Key(Array("T x 3 vertex indices", integer=True, nullable=False, path_ok=True,
+                                                  lo=0), required=True),
+                               "rotation": Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None,
+                                               "XYZ Euler angles in degrees (rigid motion), or per frame")}})
 
 CLOTH_SCHEMA: Dict[str, Key] = {
     "rows": Key(Int(16, MAX_GRID), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
@@ -86,7 +93,8 @@ CLOTH_SCHEMA: Dict[str, Key] = {
     "colliders": Key(ListOf(COLLIDER, "colliders"), None,
                      "`{\"type\": \"sphere\", \"center\": [x,y,z] or per-frame list, \"radius\": r}` or "
                      "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz], \"rotation\": "
-                     "[rx,ry,rz] degrees (optional)}`, metres; both take `\"friction\": mu` (default 0)",
+                     "[rx,ry,rz] degrees (optional)}` or `{\"type\": \"mesh\", \"center\": ..., \"vertices\": ..., \"faces\": "
+                     "...}` (a triangle mesh, static, rigid or deforming), metres; all take `\"friction\": mu` (default 0)",
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),

@@ -235,8 +235,9 @@ class Array(Type):
         if self.lo is not None and arr.size and arr.min() < self.lo or self.hi is not None and arr.size and arr.max() > self.hi:
             k = int(np.argmax((arr.ravel() < (self.lo if self.lo is not None else -np.inf))
                               | (arr.ravel() > (self.hi if self.hi is not None else np.inf))))
-            raise Invalid(path, f"expected values in [{self.lo:g}, {self.hi:g}], got {arr.ravel()[k]:g} "
-                                 f"at flat index {k}")
+            bound = (f"values in [{self.lo:g}, {self.hi:g}]" if self.lo is not None and self.hi is not None else
+                     f"values >= {self.lo:g}" if self.lo is not None else f"values <= {self.hi:g}")
+            raise Invalid(path, f"expected {bound}, got {arr.ravel()[k]:g} at flat index {k}")
         return value if isinstance(value, str) else arr
 
 
