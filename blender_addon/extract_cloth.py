@@ -11,6 +11,8 @@ message meant for the user.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .common import CACHE_MODIFIER, ExtractError, cache_modifier_index, frame_range, np_matrix, scene_fps
@@ -232,6 +234,50 @@ def _euler_matrix(deg) -> np.ndarray:
             @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]))
 
 
+def _world_triangles(obj_eval, with_faces: bool):
+    """(world vertices [V,3], triangles [T,3] or None) of an evaluated mesh object (modifiers applied)."""
+    mesh = obj_eval.to_mesh()
+    try:
+        co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", co)
+        m = np_matrix(obj_eval.matrix_world)
+        V = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+        F = None
+        if with_faces:
+            mesh.calc_loop_triangles()
+            tri = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+            mesh.loop_triangles.foreach_get("vertices", tri)
+            F = tri.reshape(-1, 3)
+    finally:
+        obj_eval.to_mesh_clear()
+    return V, F
+
+
+def _mesh_collider(obj, samples, friction: float, input_dir, info) -> dict:
+    """The spec entry of a MESH collider: its world vertices per frame (one frame when they do not
+    move) and triangles; large arrays go to .npy files in ``input_dir``."""
+    faces = samples[0][1]
+    if faces is None or len(faces) == 0:
+        raise ExtractError(f"collider '{obj.name}' has no faces: a mesh collider needs triangles")
+    verts = np.stack([v for v, _ in samples])
+    if any(v.shape != verts[0].shape for v, _ in samples):
+        raise ExtractError(f"collider '{obj.name}' changes its vertex count over the frames")
+    if float(np.abs(verts - verts[0]).max()) <= 1e-7:
+        verts = verts[:1]
+    entry = {"type": "mesh", "center": [0.0, 0.0, 0.0], "friction": friction}
+    vertices = verts[0] if len(verts) == 1 else verts
+    if input_dir is not None:
+        base = os.path.join(input_dir, "collider_" + "".join(ch if ch.isalnum() else "_" for ch in obj.name))
+        np.save(base + "_vertices.npy", vertices)
+        np.save(base + "_faces.npy", faces)
+        entry.update(vertices=base + "_vertices.npy", faces=base + "_faces.npy")
+    else:
+        entry.update(vertices=vertices.tolist(), faces=faces.tolist())
+    info["warnings"].append(f"collider '{obj.name}': its surface ({len(faces)} triangles"
+                            f"{', deforming' if len(verts) > 1 else ''}) is the collider")
+    return entry
+
+
 def solver_keys(s) -> dict:
     """The solver part of the cloth spec (docs/bake-spec.md): solver, tol (null = a fixed Metamizer budget,
     allowed with the Metamizer alone), iteration budgets and the strain limit."""
@@ -254,8 +300,10 @@ def colliders_in(context, exclude=None) -> list:
     return sorted(out, key=lambda o: o.name)
 
 
-def cloth_spec(context, obj, frames_override: int | None = None):
-    """Build the cloth spec for ``obj``. Returns (spec dict, info dict). Raises ExtractError."""
+def cloth_spec(context, obj, frames_override: int | None = None, input_dir: str | None = None):
+    """Build the cloth spec for ``obj``. Returns (spec dict, info dict). Raises ExtractError.
+    ``input_dir``: where large arrays (mesh colliders' vertices) are written as .npy files; without
+    it they are inlined in the spec."""
     if obj is None or obj.type != "MESH":
         raise ExtractError("metaphys cloth needs a mesh object (Add > Mesh > Grid)")
     s = obj.metaphys_cloth
@@ -291,6 +339,7 @@ def cloth_spec(context, obj, frames_override: int | None = None):
     col_c = [[] for _ in colliders]
     col_h = [[] for _ in colliders]
     col_r = [[] for _ in colliders]
+    col_m = [[] for _ in colliders]   # MESH colliders: (world vertices, triangles of frame 0) per frame
     try:
         with _PreCacheEval(obj):
             for k in range(frames):
@@ -305,6 +354,8 @@ def cloth_spec(context, obj, frames_override: int | None = None):
                     col_c[ci].append(cen)
                     col_h[ci].append(half)
                     col_r[ci].append(rot)
+                    if shapes[ci] == "MESH":
+                        col_m[ci].append(_world_triangles(ce, with_faces=not col_m[ci]))
                 if k == 0 and frames > 1 and not _maybe_animated(obj, colliders):
                     break  # nothing moves: the first frame says everything
     finally:
@@ -343,13 +394,16 @@ def cloth_spec(context, obj, frames_override: int | None = None):
                              else np.linalg.inv(mats[0]).tolist())
 
     cl = []
-    for c, shape, cs, hs, rs in zip(colliders, shapes, col_c, col_h, col_r):
+    for ci, (c, shape, cs, hs, rs) in enumerate(zip(colliders, shapes, col_c, col_h, col_r)):
         C, H, Rot = np.stack(cs), np.stack(hs), np.stack(rs)
         center = C[0].tolist() if float(np.abs(C - C[0]).max()) <= 1e-7 else _track(C).tolist()
         if float(np.abs(H - H[0]).max()) > 1e-6:
             info["warnings"].append(f"collider '{c.name}' changes size; the bake uses its size at "
                                     f"frame {f0} (the spec has no per-frame size)")
         friction = float(c.metaphys_collider.friction)
+        if shape == "MESH":
+            cl.append(_mesh_collider(c, col_m[ci], friction, input_dir, info))
+            continue
         if shape == "SPHERE":
             radius = 0.5 * float(max(c.dimensions))
             cl.append({"type": "sphere", "center": center, "radius": radius, "friction": friction})

@@ -72,24 +72,22 @@ class BakeJob:
         obj = self.obj
         parent = os.path.dirname(self.final_dir)
         parent_existed = os.path.isdir(parent)
-        if self.kind == "cloth":
-            self.spec, self.info = cloth_spec(context, obj, self.frames_override)
-            python, pythonpath = preferences.resolve_interpreter(report)
-            self.staging = cache.make_staging(self.final_dir)
-        else:
-            python, pythonpath = preferences.resolve_interpreter(report)
-            self.staging = cache.make_staging(self.final_dir)
-            try:
+        python, pythonpath = preferences.resolve_interpreter(report)
+        self.staging = cache.make_staging(self.final_dir)
+        try:   # both kinds write their large arrays (.npy) into the staging input folder
+            if self.kind == "cloth":
+                self.spec, self.info = cloth_spec(context, obj, self.frames_override, self.staging.input_dir)
+            else:
                 self.spec, self.info = smoke_spec(context, obj, self.staging.input_dir, self.frames_override)
-            except BaseException:
-                cache.discard(self.staging)
-                self.staging = None
-                if not parent_existed:
-                    try:
-                        os.rmdir(parent)
-                    except OSError:
-                        pass
-                raise
+        except BaseException:
+            cache.discard(self.staging)
+            self.staging = None
+            if not parent_existed:
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    pass
+            raise
         self.frames = int(self.spec["frames"])
         with open(self.staging.spec_path, "w") as fh:
             json.dump(self.spec, fh)

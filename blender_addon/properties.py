@@ -79,6 +79,8 @@ class MetaphysColliderSettings(bpy.types.PropertyGroup):
         ("AUTO", "Auto", "Sphere for a sphere-like mesh, else box"),
         ("SPHERE", "Sphere", "Sphere: centre of the bounding box, radius half the largest dimension"),
         ("BOX", "Box", "Box: the object's bounding box, rotated with the object"),
+        ("MESH", "Mesh", "The mesh's surface (modifiers and deformation included, every frame); open "
+                         "meshes are one-sided: their normals point outside"),
     ])
     friction: FloatProperty(name="Friction", description="Coulomb friction coefficient between the cloth and "
                                                          "this object (0 = frictionless; the cloth holds on a "

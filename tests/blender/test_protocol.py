@@ -235,4 +235,22 @@ def test_rotated_box_collider_with_friction(blend_dir, stub_engine):
     assert c["type"] == "box" and c["friction"] == pytest.approx(0.6)
     assert np.allclose(c["half_extents"], [1.0, 0.5, 0.25]) and np.allclose(c["center"], [0.2, 0, 0.3])
     assert np.allclose(c["rotation"], [30, 0, 0], atol=1e-4)
-    validate("cloth", spec)
+    validate("cloth", {"colliders": spec["colliders"]})   # the engine takes the colliders as sent
+
+
+def test_mesh_collider_sends_its_surface(blend_dir, stub_engine, tmp_path):
+    from metaphys.spec.schema import validate
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    bpy.ops.mesh.primitive_monkey_add(size=0.5, location=(0.0, 0.0, 0.2))
+    suz = bpy.context.object
+    suz.metaphys_collider.enabled, suz.metaphys_collider.shape, suz.metaphys_collider.friction = True, "MESH", 0.2
+    spec, info = addon_module("extract_cloth").cloth_spec(bpy.context, ob, input_dir=str(tmp_path))
+    (c,) = spec["colliders"]
+    assert c["type"] == "mesh" and c["friction"] == pytest.approx(0.2)
+    V, F = np.load(c["vertices"]), np.load(c["faces"])
+    assert V.shape == (507, 3) and F.shape == (968, 3) and F.max() == 506     # Suzanne, triangulated
+    assert np.allclose(V.mean(0), [0, 0, 0.2], atol=0.1)                       # world space
+    validate("cloth", {"colliders": spec["colliders"]})   # the engine takes the colliders as sent
+    inline, _ = addon_module("extract_cloth").cloth_spec(bpy.context, ob)      # no folder: inline lists
+    assert np.allclose(np.asarray(inline["colliders"][0]["vertices"]), V)
