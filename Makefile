@@ -40,6 +40,7 @@ test: build
 	$(MAKE) test-blender
 	$(MAKE) cuda-check
 	$(MAKE) cmake-build
+	$(MAKE) cpp-example-check
 
 # Compile every CUDA source to an object file (no GPU needed). Skipped with a notice without nvcc.
 cuda-check:
@@ -60,6 +61,24 @@ cmake-build: .venv/.installed
 	  -DCMAKE_PREFIX_PATH="$$prefix;$$pyb" -DPython_EXECUTABLE=$$(pwd)/$(PY) -DCMAKE_BUILD_TYPE=Release > build/cmake.log 2>&1 \
 	  && cmake --build build/cmake -j 2 >> build/cmake.log 2>&1 \
 	  && echo "cmake-build: OK ($$(ls build/cmake/_C*.so))" || (tail -40 build/cmake.log; exit 1)
+
+# The C++ example (examples/cpp): the TorchScript solver module (weights/metamizer_solver.pt) driven
+# from C++, built with g++ against the libtorch inside the torch wheel; the check runs it and compares
+# its results with the Python API (tests/test_cpp_example.py).
+.PHONY: cpp-example cpp-example-check
+CPP_EXAMPLE := build/cpp-example/solve_poisson
+cpp-example: $(CPP_EXAMPLE)
+$(CPP_EXAMPLE): examples/cpp/solve_poisson.cpp .venv/.installed
+	@mkdir -p $(@D)
+	@torch=$$($(PY) -c "import os, torch; print(os.path.dirname(torch.__file__))") || exit 1; \
+	abi=$$($(PY) -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))") || exit 1; \
+	flock build/.cpp-example.lock $(CXX) -std=c++17 -O2 -Wall -Werror -D_GLIBCXX_USE_CXX11_ABI=$$abi \
+	  -isystem $$torch/include -isystem $$torch/include/torch/csrc/api/include $< -o $@ \
+	  -Wl,--no-as-needed -L$$torch/lib -Wl,-rpath,$$torch/lib -ltorch -ltorch_cpu -lc10 \
+	  && echo "cpp-example: built $@"
+
+cpp-example-check: .venv/.installed
+	$(PY) -m pytest -q tests/test_cpp_example.py
 
 bench: build
 	$(PY) benchmarks/ops.py

@@ -1,4 +1,5 @@
-"""`metaphys` command line: bake, demo, train, eval, export-weights, average-snapshots, export-onnx (`--help` everywhere)."""
+"""`metaphys` command line: bake, demo, train, eval, export-weights, average-snapshots, export-onnx,
+export-solver (`--help` everywhere)."""
 from __future__ import annotations
 
 import argparse
@@ -318,6 +319,20 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_export_solver(args) -> int:
+    """The whole iteration (network, acceleration, guard, tolerance stop) as one TorchScript module."""
+    from metaphys.optim.scripted_solver import export_solver
+    from metaphys.optim.weights import WeightsError
+    try:
+        meta = export_solver(args.out, args.weights)
+    except WeightsError as exc:
+        print(f"metaphys export-solver: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}..., wraps {meta['wraps']['file']} "
+          f"{meta['wraps']['sha256'][:16]}...) and its metadata JSON")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from metaphys.eval.harness import main as eval_main
     from metaphys.optim.weights import WeightsError
@@ -399,6 +414,11 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     o.add_argument("--out", default="metamizer.onnx")
     o.add_argument("--opset", type=int, default=17)
     o.set_defaults(func=cmd_export_onnx)
+
+    x = sub.add_parser("export-solver", help="export the whole solver loop as TorchScript for C++ and game engines")
+    x.add_argument("--weights", help="TorchScript weights to wrap (default weights/metamizer.pt)")
+    x.add_argument("--out", default=os.path.join("weights", "metamizer_solver.pt"))
+    x.set_defaults(func=cmd_export_solver)
     return p
 
 
