@@ -173,3 +173,25 @@ def test_a_mesh_collider_in_a_spec_from_npy_files(tmp_path):
     with pytest.raises(ValueError, match="faces"):
         cloth_parameters({"colliders": [{"type": "mesh", "center": [0, 0, 0], "vertices": V.tolist(),
                                          "faces": [[0, 1, -2]]}]}, size=16)
+
+
+def test_closed_form_extra_gradients_equal_autograd_with_planes_friction_and_boxes():
+    from metaphys.physics.cloth import extra_terms, extra_terms_and_grad
+    prob = _problem_with_extras()
+    n, _, h, w = prob.shape
+    g = torch.Generator().manual_seed(7)
+    planes = torch.zeros(n, 8, h, w, dtype=torch.float64)
+    planes[:, 0:3] = prob.fields["x_old"] + 0.3 * torch.randn(n, 3, h, w, dtype=torch.float64, generator=g)
+    nrm = torch.randn(n, 3, h, w, dtype=torch.float64, generator=g)
+    planes[:, 3:6] = nrm / nrm.norm(dim=1, keepdim=True)
+    planes[:, 6] = (torch.rand(n, h, w, generator=g) > 0.3).to(torch.float64)
+    planes[:, 7] = 0.4
+    prob.set_contact_planes(planes)
+    a = 0.05 * torch.randn(prob.shape, dtype=torch.float64, generator=g)
+    a[..., 0, 0] = 1e-9    # a vertex with (almost) no tangential motion: friction's smooth branch
+    loss, grad = extra_terms_and_grad(a, prob.fields)
+    aa = a.clone().requires_grad_(True)
+    ref = extra_terms(aa, prob.fields)
+    (g_ref,) = torch.autograd.grad(ref.sum(), aa)
+    assert torch.allclose(loss, ref.detach(), rtol=1e-12, atol=1e-15)
+    assert torch.allclose(grad, prob.impose(g_ref), rtol=1e-9, atol=1e-13)

@@ -262,6 +262,49 @@ def extra_terms(a, fields) -> torch.Tensor:
     return total
 
 
+def extra_terms_and_grad(a, fields):
+    """(loss [N], d loss / d a [N,3,H,W]) of ``extra_terms``: closed forms for the contact planes
+    and friction (the hot path of mesh colliders: 2x cheaper than autograd), autograd for oriented
+    boxes. The gradient is w.r.t. a on free vertices (x_new = x_old + dt v_old + dt^2 a there)."""
+    n, _, h, w = a.shape
+    hw = float(h * w)
+    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    loss, grad_x = a.new_zeros(n), torch.zeros_like(a)
+    x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
+    free = (fields["pin_w"] != 1).to(a.dtype)            # [N,1,H,W]
+    m = fields["margin"].view(-1, 1, 1, 1)
+    kc = fields["k_contact"].view(-1, 1, 1, 1)
+    if planes is not None and bool((planes[:, 6] != 0).any()):
+        act = planes[:, 6:7] * free
+        pen = (m - plane_distance(x_new, planes)).clamp_min(0.0)
+        loss = loss + (kc * act * pen ** 3).flatten(1).sum(1) / hw
+        grad_x = grad_x - (3.0 / hw) * kc * act * pen ** 2 * planes[:, 3:6]
+    if friction is not None and bool((friction[:, 0] != 0).any()):
+        wgt, nrm = friction[:, 0:1] * free, friction[:, 1:4]
+        dx = x_new - fields["x_old"]
+        t = dx - (dx * nrm).sum(1, keepdim=True) * nrm
+        s2 = (t * t).sum(1, keepdim=True)
+        eps = FRICTION_SLIP
+        slow = s2 < eps * eps
+        s = torch.sqrt(torch.where(slow, torch.full_like(s2, eps * eps), s2))
+        s_lo = torch.sqrt(s2.clamp_min(0.0))
+        f = torch.where(slow, -s2 * s_lo / (3 * eps * eps) + s2 / eps + eps / 3, s)
+        df_over_s = torch.where(slow, -s_lo / (eps * eps) + 2.0 / eps, 1.0 / s)   # f'(s) / s, smooth at 0
+        loss = loss + (wgt * f).flatten(1).sum(1)
+        grad_x = grad_x + wgt * df_over_s * t
+    dt2 = (fields["dt"] ** 2).view(-1, 1, 1, 1)
+    grad = dt2 * free * grad_x
+    if obbs is not None and obbs.shape[1] > 0:
+        with torch.enable_grad():
+            aa = a.detach().requires_grad_(True)
+            xb, _ = cloth_state(aa, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
+            pen = (m - oriented_box_sdf(xb, obbs)).clamp_min(0.0)
+            e = fields["k_contact"] * (free[:, 0] * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
+            (g,) = torch.autograd.grad(e.sum(), aa)
+        loss, grad = loss + e.detach(), grad + free * g
+    return loss, grad
+
+
 def has_extra_terms(fields) -> bool:
     obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
     return ((obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
@@ -446,11 +489,8 @@ class ClothProblem(Problem):
         loss, grad = super().loss_and_grad(u)
         if not has_extra_terms(self.fields):
             return loss, grad
-        with torch.enable_grad():
-            uu = u.detach().requires_grad_(True)
-            extra = extra_terms(uu, self.fields)
-            (g,) = torch.autograd.grad(extra.sum(), uu)
-        return loss + extra.detach(), grad + self.impose(g)
+        extra, g = extra_terms_and_grad(u, self.fields)
+        return loss + extra, grad + g
 
     def loss(self, u):
         out = super().loss(u)
