@@ -111,6 +111,27 @@ def test_built_in_poisson_matches_the_python_api(solver, stencil):
     torch.testing.assert_close(grad, grad_k, rtol=1e-12, atol=1e-300)
 
 
+def test_time_steps_carry_the_network_state_as_time_stepper_does(solver):
+    """Advection-diffusion, 3 time steps of 8 guarded iterations: start(..., previous=state)."""
+    from metaphys.optim.solve import TimeStepper
+    problem = cases.diffusion_rotating(48, 0.1)
+    stepper = TimeStepper(problem, Metamizer(), iterations_per_step=8, guard=True)
+    twin = cases.diffusion_rotating(48, 0.1)
+    u, state = twin.initial_guess(), None
+    for step in range(3):
+        stepper.step()
+        state = solver.start(u, twin.fields["mask"], twin.fields["bc"], max_iterations=8, guard=True,
+                             subspace_model=twin.subspace_model, previous=state)
+        while not solver.done(state):
+            state = solver.tell(state, *twin.loss_and_grad(solver.query(state)))
+        solution = solver.solution(state)
+        err = float((solution - stepper.solution).abs().max() / stepper.solution.abs().max())
+        assert err <= RTOL, f"time step {step + 1} differs by {err:.2e}"
+        u = twin.advance(solution)
+    with pytest.raises(ScriptError, match="state of another problem"):
+        solver.start(torch.zeros(1, 1, 32, 32, dtype=torch.float64), previous=state)
+
+
 class _Trap:
     """A problem whose loss explodes away from u0: the guard shrinks the steps, no guard is a divergence."""
 

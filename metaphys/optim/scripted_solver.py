@@ -18,7 +18,8 @@ evaluates them with its own physics and tells the module, which picks the next p
     u, history = solver.solution(state), solver.residuals(state)
 
 ``mask``/``values``: cells with mask 1 are held at ``values`` (default: u0's values), as
-``Problem.apply`` does. An iteration asks for 2 evaluations (the network's step and the
+``Problem.apply`` does; ``previous``: a time-dependent caller passes the state the last step ended
+with, so the network's state carries across steps as in ``TimeStepper``. An iteration asks for 2 evaluations (the network's step and the
 accelerated candidate) plus one per guard retry, exactly those of ``iterate``. The tolerance is
 judged on ``residual`` if the caller passes one to ``tell``, else on the loss (``iterate`` uses
 ``problem.residual_from``, which is the loss for the grid PDEs). The built-in Poisson/Laplace
@@ -76,9 +77,10 @@ class MetamizerSolver(nn.Module):
     def start(self, u0: Tensor, mask: Optional[Tensor] = None, values: Optional[Tensor] = None,
               tol: Optional[float] = None, max_iterations: int = 1000, accelerate: int = DEFAULT_MEMORY,
               subspace_model: str = "energy", guard: bool = False, guard_growth: float = 1.0,
-              guard_shrink: float = 0.25, guard_retries: int = 3,
-              initial_scale: float = INITIAL_SCALE) -> Dict[str, Tensor]:
-        """A fresh solve from u0 [N,C,H,W] float64; evaluate at ``query(state)`` first."""
+              guard_shrink: float = 0.25, guard_retries: int = 3, initial_scale: float = INITIAL_SCALE,
+              previous: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
+        """A solve from u0 [N,C,H,W] float64; evaluate at ``query(state)`` first. ``previous``: the
+        state the last time step ended with; the network's state carries over (as in TimeStepper)."""
         if u0.dim() != 4 or u0.dtype != torch.float64:
             raise ValueError("u0 must be a float64 [N, C, H, W] tensor, got {} {}".format(u0.dtype, u0.shape))
         n, c, h, w = u0.shape
@@ -115,6 +117,12 @@ class MetamizerSolver(nn.Module):
         s["prev_grad"] = torch.zeros(n * c, 1, h, w, dtype=torch.float64, device=dev)
         s["prev_step"] = torch.zeros(n * c, 1, h, w, dtype=torch.float64, device=dev)
         s["scale"] = torch.full([n * c], initial_scale, dtype=torch.float64, device=dev)
+        if previous is not None:
+            for key in ("prev_grad", "prev_step", "scale"):
+                if previous[key].shape != s[key].shape:
+                    raise ValueError("previous is the state of another problem: its {} is {}, not {}".format(
+                        key, previous[key].shape, s[key].shape))
+                s[key] = previous[key]
         if accelerate > 0:  # the accelerator's ring buffer of (u, grad) per sample, and a workspace for
             # the differences: allocating those afresh each iteration costs page faults (at 400^2 more
             # than the arithmetic: benchmarks/results/profile.md)
@@ -224,7 +232,7 @@ class MetamizerSolver(nn.Module):
                 mask.shape, bc.shape, f.shape))
         u0 = mask * bc + (1.0 - mask) * torch.zeros_like(bc)
         state = self.start(u0, mask, bc, tol, max_iterations, accelerate, "energy", guard, 1.0, 0.25, 3,
-                           initial_scale)
+                           initial_scale, None)
         while not self.done(state):
             loss, grad = self.poisson_loss_and_grad(self.query(state), mask, bc, f, stencil)
             state = self.tell(state, loss, grad, None)
