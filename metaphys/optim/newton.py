@@ -117,6 +117,11 @@ def sparse_hessian(problem, u: torch.Tensor, *, method: str = "difference", prob
     _, C, H, W = u.shape
     offsets = list(problem.hessian_offsets)
     color, V = color_probes(offsets, C, H, W, device=u.device)
+    # terms that couple points beyond the stencil (cloth self-collision) would alias into the
+    # colored probes: they are left out of the probes and added as their own sparse blocks
+    full_problem = problem
+    if hasattr(problem, "local_part"):
+        problem = problem.local_part()
     P = V.shape[0]
     if method == "difference":
         eps = DIFFERENCE_STEP * max(1.0, float(u.abs().max()))
@@ -135,6 +140,10 @@ def sparse_hessian(problem, u: torch.Tensor, *, method: str = "difference", prob
                 (h,) = torch.autograd.grad((g * chunk).sum(), uu)
             hv[start:start + chunk.shape[0]] = h.detach()
     Hm = assemble_from_probes(hv, color, offsets, C, H, W)
+    if hasattr(full_problem, "nonlocal_hessian"):
+        nonlocal_part = full_problem.nonlocal_hessian(u)
+        if nonlocal_part is not None:
+            Hm = Hm + nonlocal_part
     return 0.5 * (Hm + Hm.T)  # exact up to round-off (differences: ~1e-10); symmetrize it away
 
 
@@ -296,12 +305,16 @@ class NewtonSolver:
         raise NewtonError("no descent direction found (Hessian regularization exhausted)")
 
     def _line_search(self, problem, u, loss, grad, g, d, idx, min_alpha: float):
-        """Armijo backtracking along d from alpha = 1 down to min_alpha (or max_halvings)."""
+        """Armijo backtracking along d from alpha = 1 (or the largest step the problem's hard
+        constraints allow: ``problem.max_step``, e.g. cloth layers that must not pass through each
+        other) down to min_alpha (or max_halvings)."""
         step = torch.zeros(u.numel(), dtype=torch.float64)
         step[torch.as_tensor(idx)] = torch.as_tensor(d)
         step = step.view_as(u).to(u.device)
         slope = float(g @ d)
         alpha, halvings = 1.0, 0
+        if hasattr(problem, "max_step"):
+            alpha = min(1.0, float(problem.max_step(u, step)))
         while halvings <= self.max_halvings and alpha >= min_alpha:
             u_new = problem.apply(u, alpha * step)
             loss_new, grad_new = problem.loss_and_grad(u_new)

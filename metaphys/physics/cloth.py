@@ -46,6 +46,7 @@ TRUE gradient d loss / d a = dt^2 * dE/dx_new + the direct terms.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional
 
@@ -259,7 +260,24 @@ def extra_terms(a, fields) -> torch.Tensor:
         total = total + kc * (free * planes[:, 6] * pen ** 3).flatten(1).sum(1) / hw
     if friction is not None:
         total = total + (free * friction_energy(x_new, fields["x_old"], friction)).flatten(1).sum(1)
+    pairs = fields.get("self_pairs")
+    if pairs is not None and pairs.shape[1] > 0:
+        pen, _, _ = _pair_penetration(x_new, pairs, fields["self_distance"])
+        total = total + kc * (pen ** 3).sum(1) / hw
     return total
+
+
+def _pair_penetration(x, pairs, distance):
+    """Self-collision pairs [N,P,2] (flat vertex indices, -1 = padding): (penetration [N,P] =
+    max(0, distance - |x_i - x_j|), unit direction i <- j [N,3,P], |x_i - x_j| [N,P])."""
+    n = x.shape[0]
+    flat = x.reshape(n, 3, -1)
+    valid = pairs[..., 0] >= 0
+    i, j = pairs[..., 0].clamp_min(0), pairs[..., 1].clamp_min(0)
+    d = torch.gather(flat, 2, i.unsqueeze(1).expand(n, 3, -1)) - torch.gather(flat, 2, j.unsqueeze(1).expand(n, 3, -1))
+    r = torch.sqrt((d * d).sum(1) + 1e-300)
+    pen = torch.where(valid, (distance.view(-1, 1) - r).clamp_min(0.0), torch.zeros_like(r))
+    return pen, d / r.unsqueeze(1), r
 
 
 def extra_terms_and_grad(a, fields):
@@ -292,6 +310,15 @@ def extra_terms_and_grad(a, fields):
         df_over_s = torch.where(slow, -s_lo / (eps * eps) + 2.0 / eps, 1.0 / s)   # f'(s) / s, smooth at 0
         loss = loss + (wgt * f).flatten(1).sum(1)
         grad_x = grad_x + wgt * df_over_s * t
+    pairs = fields.get("self_pairs")
+    if pairs is not None and pairs.shape[1] > 0:   # self-collision: a cubic repulsion per close pair
+        pen, u, _ = _pair_penetration(x_new, pairs, fields["self_distance"])
+        loss = loss + kc.view(-1) * (pen ** 3).sum(1) / hw
+        force = (-3.0 / hw) * kc.view(-1, 1, 1) * pen.unsqueeze(1) ** 2 * u      # d E / d x_i, [N,3,P]
+        flat = grad_x.reshape(n, 3, -1)
+        flat.scatter_add_(2, pairs[..., 0].clamp_min(0).unsqueeze(1).expand(n, 3, -1), force)
+        flat.scatter_add_(2, pairs[..., 1].clamp_min(0).unsqueeze(1).expand(n, 3, -1), -force)
+        grad_x = flat.view_as(grad_x)
     dt2 = (fields["dt"] ** 2).view(-1, 1, 1, 1)
     grad = dt2 * free * grad_x
     if obbs is not None and obbs.shape[1] > 0:
@@ -307,8 +334,9 @@ def extra_terms_and_grad(a, fields):
 
 def has_extra_terms(fields) -> bool:
     obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    pairs = fields.get("self_pairs")
     return ((obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
-            or (planes is not None and bool((planes[:, 6] != 0).any())))
+            or (planes is not None and bool((planes[:, 6] != 0).any())) or (pairs is not None and pairs.shape[1] > 0))
 
 
 def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
@@ -473,6 +501,8 @@ class ClothProblem(Problem):
         fields["obbs"] = torch.zeros(n, 0, 15, dtype=torch.float64, device=dev)
         fields["friction"] = torch.zeros(n, 4, h, w, dtype=torch.float64, device=dev)
         fields["planes"] = torch.zeros(n, 8, h, w, dtype=torch.float64, device=dev)
+        fields["self_pairs"] = torch.zeros(n, 0, 2, dtype=torch.long, device=dev)
+        fields["self_distance"] = torch.zeros(n, dtype=torch.float64, device=dev)
         validate_cloth_inputs(torch.zeros_like(fields["x_old"]), fields["x_old"], v_old, pin_w, pin_x,
                               fields["spheres"], fields["boxes"], fields["gravity"], fields["wind"], params)
         hard = (pin_w == 1).to(torch.float64)
@@ -561,6 +591,89 @@ class ClothProblem(Problem):
             active = (extent > 0).any(dim=2)[:, :, None, None]
             out.append((kind, fn(x, coll), active))
         return out
+
+    def set_self_pairs(self, pairs, distance: float) -> None:
+        """The vertex pairs [P,2] (flat indices) that may touch in the coming step and the distance
+        (model units) they are kept apart: the cloth's self-collision, a cubic repulsion per pair."""
+        n = self.batch
+        pairs = torch.as_tensor(pairs, dtype=torch.long, device=self.device).reshape(-1, 2)
+        hw = self.shape[2] * self.shape[3]
+        if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= hw):
+            raise ValueError(f"self-collision pairs must index vertices 0..{hw - 1}")
+        self.fields["self_pairs"] = pairs.unsqueeze(0).expand(n, -1, -1).contiguous()
+        self.fields["self_distance"] = torch.full((n,), float(distance), dtype=torch.float64, device=self.device)
+
+    # self-collision's hard limit: no pair closer than this fraction of the collision distance, so a
+    # vertex cannot pass through a quad of the other layer (its centre is 0.707 edges from the corners)
+    SELF_HARD_FRACTION = 0.75
+
+    def max_step(self, a, step) -> float:
+        """The largest alpha in [0, 1] such that moving from a to a + alpha * step keeps every
+        self-collision pair at least SELF_HARD_FRACTION * distance apart along the whole straight
+        path (continuous collision detection of vertex pairs), times 0.9; 1 without pairs."""
+        pairs = self.fields.get("self_pairs")
+        if pairs is None or pairs.shape[1] == 0:
+            return 1.0
+        fl = self.fields
+        x0 = self.state(a[:1])[0][0].reshape(3, -1)
+        x1 = self.state((a + step)[:1])[0][0].reshape(3, -1)
+        i, j = pairs[0, :, 0], pairs[0, :, 1]
+        p0 = x0[:, i] - x0[:, j]
+        dp = (x1[:, i] - x1[:, j]) - p0
+        dmin = self.SELF_HARD_FRACTION * float(fl["self_distance"][0])
+        A = (dp * dp).sum(0)
+        B = 2.0 * (p0 * dp).sum(0)
+        Cc = (p0 * p0).sum(0) - dmin * dmin
+        disc = B * B - 4 * A * Cc
+        # first time |p0 + t dp| = dmin for pairs that start outside and approach (B < 0)
+        hits = (Cc > 0) & (B < 0) & (disc >= 0) & (A > 0)
+        if not bool(hits.any()):
+            return 1.0
+        t = (-B[hits] - torch.sqrt(disc[hits])) / (2 * A[hits])
+        return float(min(1.0, 0.9 * float(t.min()))) if bool((t < 1.0).any()) else 1.0
+
+    def local_part(self):
+        """This problem without the terms that couple vertices beyond the Hessian stencil (self-collision
+        pairs), for the colored probes of ``optim.newton.sparse_hessian``."""
+        pairs = self.fields.get("self_pairs")
+        if pairs is None or pairs.shape[1] == 0:
+            return self
+        sub = copy.copy(self)
+        sub.fields = dict(self.fields)
+        sub.fields["self_pairs"] = pairs[:, :0]
+        return sub
+
+    def nonlocal_hessian(self, a):
+        """Sample 0's self-collision Hessian in a-space (scipy CSR, (c, i, j) order), PSD-projected:
+        6 k pen u u^T per pair (the negative tangential part of the repulsion is left out)."""
+        pairs = self.fields.get("self_pairs")
+        if pairs is None or pairs.shape[1] == 0:
+            return None
+        import numpy as np
+        import scipy.sparse as sp
+        fl = self.fields
+        _, _, h, w = self.shape
+        hw = h * w
+        x = self.state(a[:1])[0]
+        pen, u, _ = _pair_penetration(x, pairs[:1], fl["self_distance"][:1])
+        pen, u = pen[0].cpu().numpy(), u[0].cpu().numpy()
+        act = pen > 0
+        if not act.any():
+            return None
+        dt4 = float(fl["dt"][0]) ** 4
+        c = 6.0 * float(fl["k_contact"][0]) / hw * pen[act] * dt4
+        uu = u[:, act]
+        i, j = pairs[0].cpu().numpy()[act].T
+        rows, cols, vals = [], [], []
+        for r in range(3):
+            for q in range(3):
+                blk = c * uu[r] * uu[q]
+                for p_, q_, sgn in ((i, i, 1.0), (j, j, 1.0), (i, j, -1.0), (j, i, -1.0)):
+                    rows.append(r * hw + p_)
+                    cols.append(q * hw + q_)
+                    vals.append(sgn * blk)
+        n3 = 3 * hw
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n3, n3))
 
     def set_contact_planes(self, planes) -> None:
         """Each vertex's lagged contact plane with the mesh colliders, [N,8,H,W] (``plane_distance``)."""

@@ -84,7 +84,8 @@ class ClothSim(Sim):
                  max_iterations: int = 200, newton_max_iterations: int = 100, strain_limit: float = 0.5,
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
                  line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None,
-                 frame_time_budget: Optional[float] = 30.0, newton_linear: str = "pcg"):
+                 frame_time_budget: Optional[float] = 30.0, newton_linear: str = "pcg",
+                 self_collision: bool = False, self_collision_distance: float = 1.0):
         check_arguments("ClothSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
         rows, cols = int(rows), int(cols)
         self.rows, self.cols = rows, cols
@@ -142,6 +143,11 @@ class ClothSim(Sim):
                                    linear=newton_linear,
                                    time_budget=None if frame_time_budget is None else frame_time_budget / self.substeps)
         self.on_progress = None   # callable(dict) told of each Newton iteration (bakes: progress inside a frame)
+        self.self_collision = bool(self_collision)
+        self.self_collision_distance = float(self_collision_distance)   # in rest edge lengths
+        if self.self_collision and solver != "newton":
+            raise ValueError("ClothSim(self_collision=True) needs solver='newton': only its line search keeps "
+                             "layers from passing through each other")
         k = model_material(self.material, rows, cols, self.length_unit, self.dt)
         scale = self.dt ** 2 / self.length_unit
         self.problem = ClothProblem(
@@ -260,8 +266,28 @@ class ClothSim(Sim):
                                    boxes=torch.tensor(np.array(box).reshape(1, -1, 6), dtype=F64),
                                    obbs=torch.tensor(np.array(obb).reshape(1, -1, 15), dtype=F64))
         self._set_contact_planes(t)
+        if self.self_collision:
+            self._set_self_pairs()
         friction = [c["friction"] for group in (spheres, boxes, obbs) for c in group]
         self.problem.set_friction(friction)   # lagged: the contacts at the start of this step
+
+    def _set_self_pairs(self) -> None:
+        """Self-collision candidates for this step: vertex pairs closer than the collision distance plus
+        twice the largest predicted travel, at the start or at the predicted end (x + dt v), except
+        pairs within two grid steps of each other (the cloth's own springs hold those apart)."""
+        from scipy.spatial import cKDTree
+
+        fl = self.problem.fields
+        x, v = fl["x_old"][0], fl["v_old"][0]
+        travel = float((fl["dt"][0] * v).norm(dim=0).max())
+        reach = self.self_collision_distance + 2.0 * travel      # model units: edge lengths
+        found = set()
+        for pts in (x, x + fl["dt"][0] * v):
+            found |= cKDTree(pts.reshape(3, -1).T.cpu().numpy()).query_pairs(reach)
+        pairs = np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
+        w = self.cols
+        far = (np.abs(pairs[:, 0] // w - pairs[:, 1] // w) > 2) | (np.abs(pairs[:, 0] % w - pairs[:, 1] % w) > 2)
+        self.problem.set_self_pairs(pairs[far], self.self_collision_distance)
 
     def _set_contact_planes(self, t: float) -> None:
         """Mesh colliders: each cloth vertex near a mesh gets its contact plane for this step, found
@@ -323,6 +349,11 @@ class ClothSim(Sim):
             # energy with contact: 1.6 edge lengths from the reference's step.)
             prev = p.impose(self.a_prev)
             guesses = [prev, p.project_out_of_colliders(prev)]
+            if self.self_collision:
+                # with self-collision Newton must start where no layer has passed through another: a
+                # guess is kept only if the straight path from "no motion" to it keeps every pair apart
+                still = p.impose(-p.fields["v_old"] / p.fields["dt"].view(-1, 1, 1, 1))
+                guesses = [g for g in guesses if p.max_step(still, g - still) >= 0.9] or [still]
             energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
             a = guesses[int(np.argmin(energies))]
             out = self.newton.solve(p, a, scale=scale, callback=self._newton_progress)

@@ -91,3 +91,39 @@ def contact_planes(meshes: List[MeshCollider], t: float, points: np.ndarray, ban
         out[7, near] = mesh.friction
         best = np.where(near, np.abs(S), best)
     return out if np.isfinite(best).any() else None
+
+
+def grid_self_intersections(positions: np.ndarray, rows: int, cols: int, eps: float = 1e-12) -> int:
+    """How many (edge, triangle) pairs of a rows x cols grid mesh cross each other (edges that share
+    no vertex with the triangle): 0 means no layer of the cloth passes through another. The grid's
+    quads are split along one diagonal; positions [rows*cols, 3]. A segment-triangle test
+    (Moller-Trumbore) per pair, with an axis-aligned box prefilter."""
+    P = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    tris = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    edges = np.concatenate([np.stack([idx[:, :-1].ravel(), idx[:, 1:].ravel()], 1),
+                            np.stack([idx[:-1, :].ravel(), idx[1:, :].ravel()], 1), np.stack([a, d], 1)])
+    T, E = P[tris], P[edges]                                        # [nt,3,3], [ne,2,3]
+    tlo, thi = T.min(1), T.max(1)
+    elo, ehi = E.min(1), E.max(1)
+    count = 0
+    for k in range(len(edges)):                                     # one edge against all triangles
+        near = np.all((tlo <= ehi[k]) & (thi >= elo[k]), axis=1)
+        near &= ~np.any(tris == edges[k, 0], axis=1) & ~np.any(tris == edges[k, 1], axis=1)
+        if not near.any():
+            continue
+        t = T[near]
+        o, dvec = E[k, 0], E[k, 1] - E[k, 0]
+        e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+        pv = np.cross(dvec, e2)
+        det = (e1 * pv).sum(1)
+        ok = np.abs(det) > eps
+        inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+        tv = o - t[:, 0]
+        u = (tv * pv).sum(1) * inv
+        qv = np.cross(tv, e1)
+        v = (dvec * qv).sum(1) * inv
+        s = (e2 * qv).sum(1) * inv
+        count += int((ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (s >= 0) & (s <= 1)).sum())
+    return count

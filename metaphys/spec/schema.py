@@ -98,6 +98,11 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),
+    "self_collision": Key(Bool(), False, "keep the cloth's layers from passing through each other (vertex "
+                          "repulsion with continuous collision checks in Newton's line search; solver `newton`)"),
+    "self_collision_distance": Key(Number(0.75, 3, unit="rest edge lengths"), 1.0,
+                                   "distance the cloth's layers keep apart (their vertices are held at least "
+                                   "0.75 of it apart)"),
     "solver": Key(Choice("auto", "metamizer", "newton"), "newton",
                   "`newton`: Newton-Krylov to `tol` (the fastest converged solver, measured: issue #24); "
                   "`auto`: Metamizer iterations, then Newton when above `tol`; `metamizer`: the network alone"),
