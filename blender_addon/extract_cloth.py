@@ -286,7 +286,8 @@ def solver_keys(s) -> dict:
     return {"solver": solver, "tol": None if fixed else float(s.tolerance),
             "iterations_per_step": int(s.iterations), "max_iterations": int(s.max_iterations),
             "newton_max_iterations": int(s.newton_max_iterations), "strain_limit": float(s.strain_limit),
-            "frame_time_budget": float(s.frame_time_budget) if s.use_frame_time_budget else None}
+            "frame_time_budget": float(s.frame_time_budget) if s.use_frame_time_budget else None,
+            "self_collision": bool(s.self_collision), "self_collision_distance": float(s.self_collision_distance)}
 
 
 def colliders_in(context, exclude=None) -> list:

@@ -56,6 +56,10 @@ class MetaphysClothSettings(bpy.types.PropertyGroup):
                                                     "its best iterate and is reported)")
     frame_time_budget: FloatProperty(name="Seconds per Frame", description="Newton's time budget per frame",
                                      default=30.0, min=0.01, soft_max=600.0, unit="TIME_ABSOLUTE")
+    self_collision: BoolProperty(name="Self Collision", default=False,
+                                 description="Keep the cloth's layers from passing through each other (Newton solver)")
+    self_collision_distance: FloatProperty(name="Distance", default=1.0, min=0.75, max=3.0,
+                                           description="Distance the layers keep apart, in rest edge lengths")
     strain_limit: FloatProperty(name="Strain Limit", description="Largest edge strain before a frame is flagged "
                                                                  "(0.5 = 50%)", default=0.5, min=1e-6, soft_max=2.0,
                                 subtype="FACTOR")

@@ -75,6 +75,10 @@ def _cloth_solver(layout, s):
         col.prop(s, "use_frame_time_budget")
         if s.use_frame_time_budget:
             col.prop(s, "frame_time_budget")
+    col = layout.column(align=True)
+    col.prop(s, "self_collision")
+    if s.self_collision:
+        col.prop(s, "self_collision_distance")
     layout.prop(s, "strain_limit")
 
 

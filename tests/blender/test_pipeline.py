@@ -115,7 +115,8 @@ def test_cloth_settings_follow_the_engine_schema(blend_dir, stub_engine):
     pairs = {"tension": "tension", "shear": "shear", "bending": "bending", "mass_per_area": "mass_per_area",
              "air_damping": "air_damping", "tolerance": "tol", "iterations": "iterations_per_step",
              "max_iterations": "max_iterations", "newton_max_iterations": "newton_max_iterations",
-             "strain_limit": "strain_limit", "substeps": "substeps", "frame_time_budget": "frame_time_budget"}
+             "strain_limit": "strain_limit", "substeps": "substeps", "frame_time_budget": "frame_time_budget",
+             "self_collision_distance": "self_collision_distance", "self_collision": "self_collision"}
     for prop, key in pairs.items():
         assert props[prop].default == pytest.approx(limits[key]["default"], rel=1e-6), prop
     assert props["solver"].default.lower() == limits["solver"]["default"]
