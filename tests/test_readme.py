@@ -37,11 +37,13 @@ def run_snippet(index, monkeypatch, ns=None, cwd=ROOT):
 
 def test_the_readme_has_the_python_snippets_this_test_runs():
     blocks = snippets()
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for name in ("write_pc2", "write_cloth_usd", "write_flipbook"):
         assert name in blocks[1]
-    for name in ("DiffusionSim", "WaveSim", "BurgersSim", "solve_poisson"):
+    for name in ('"rotation"', '"mesh"', "friction", "self_collision"):
         assert name in blocks[2]
+    for name in ("DiffusionSim", "WaveSim", "BurgersSim", "solve_poisson"):
+        assert name in blocks[3]
 
 
 def test_cloth_and_smoke_snippet(monkeypatch):
@@ -67,8 +69,15 @@ def test_export_snippet_writes_pc2_usd_and_flipbook(monkeypatch, tmp_path):
     assert (tmp_path / "cloth_rest.obj").read_text().count("\nv ") == 256
 
 
+def test_colliders_snippet(monkeypatch):
+    ns = run_snippet(2, monkeypatch, ns=run_snippet(0, monkeypatch))
+    scene = ns["scene"]
+    assert len(scene.records) == 3 and all(r.converged for r in scene.records)
+    assert scene.problem.fields["obbs"].shape[1] == 1 and scene.self_collision
+
+
 def test_other_systems_snippet(monkeypatch):
-    ns = run_snippet(2, monkeypatch)
+    ns = run_snippet(3, monkeypatch)
     assert ns["u"].shape == (64, 64) and float(ns["result"].residual.max()) <= 1e-20
     assert ns["u"][31, 21] < 0 < ns["u"][31, 41]  # -Laplace(u) = f: u follows the sign of f
     assert ns["c"].shape == (10, 64, 64) and ns["c"][-1, 32, 32] > ns["c"][0, 32, 32] > 0
@@ -77,7 +86,7 @@ def test_other_systems_snippet(monkeypatch):
 
 
 def test_laplace_snippet(monkeypatch):
-    ns = run_snippet(3, monkeypatch)
+    ns = run_snippet(4, monkeypatch)
     hist = ns["result"].history()
     assert hist.shape[0] == 51 and float(hist[-1].max()) < 1e-12 * float(hist[0].max())
     # the exact discrete solution is the bilinear boundary field itself
