@@ -2,7 +2,8 @@
 
 The domain is a plane-like mesh object: its local X extent maps to columns (left to right), its
 local Y extent to rows (row 0 at +Y, the top: the spec's image convention). Cells are square:
-``cell_size = longer side / resolution``.
+``cell_size = longer side / resolution``; the spec is in physical units (Blender units are metres):
+``size_m`` is the domain's longer side, forces, viscosity and the emitters' rate are SI.
 
 Emitter and obstacle objects (``metaphys_smoke.role``) are rasterised per frame: every cell
 centre (on the domain plane, in world space) is tested against the evaluated object with a BVH
@@ -170,8 +171,11 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
 
     spec = {
         "resolution": [int(rows), int(cols)],
+        # physical units: the world size of the domain (its longer side) and of a cell (the VDB voxel)
+        "size_m": float(g["cell"]) * max(rows, cols),
         "cell_size": float(g["cell"]),
         "frames": int(frames), "fps": scene_fps(scene), "start_frame": int(f0),
+        "substeps": int(s.substeps), "cfl": float(s.cfl),
         "emitter_density": float(s.emitter_density),
         "emitter_velocity": [float(v) for v in s.emitter_velocity],
         "buoyancy": float(s.buoyancy),

@@ -99,22 +99,32 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
         ("EMITTER", "Emitter", "Smoke is injected where this object crosses the domain plane"),
         ("OBSTACLE", "Obstacle", "Solid where this object crosses the domain plane"),
     ])
-    # domain
+    # domain (physical units; defaults and ranges follow the engine's smoke schema, checked by tests/blender)
     resolution: IntProperty(name="Resolution", description="Cells along the longer side of the domain",
                             default=64, min=16, max=1024)
-    emitter_density: FloatProperty(name="Emission", description="Density added per second inside emitters",
+    emitter_density: FloatProperty(name="Emission", description="Density injected per second inside emitters",
                                    default=1.0, min=0.0, soft_max=100.0)
     emitter_velocity: FloatVectorProperty(name="Emitter Velocity",
-                                          description="Velocity imposed inside emitters (cells/s, +y up)", size=2,
-                                          default=(0.0, 0.0))
-    buoyancy: FloatProperty(name="Buoyancy", description="Upward acceleration per unit density", default=1.0,
-                            soft_min=-10.0, soft_max=10.0)
-    viscosity: FloatProperty(name="Viscosity", default=0.01, min=0.0, soft_max=1.0, precision=4)
-    density_diffusion: FloatProperty(name="Density Diffusion", default=0.0, min=0.0, soft_max=1.0, precision=4)
-    wind: FloatVectorProperty(name="Wind", description="Uniform acceleration in the domain plane (x, y up)",
-                              size=2, default=(0.0, 0.0))
+                                          description="Emitters speed the flow inside them up to this velocity "
+                                                      "(m/s, per axis, +y up; 0 = no push)", size=2,
+                                          default=(0.0, 0.0), unit="VELOCITY")
+    buoyancy: FloatProperty(name="Buoyancy", description="Upward acceleration of smoke of density 1 (m/s²)",
+                            default=4.0, soft_min=-20.0, soft_max=20.0, unit="ACCELERATION")
+    viscosity: FloatProperty(name="Viscosity", description="Kinematic viscosity (m²/s; air 1.5e-5, but the grid "
+                                                           "resolves a plume's shape from about 1e-3)",
+                             default=1e-3, min=0.0, soft_max=0.1, precision=5, step=0.01)
+    density_diffusion: FloatProperty(name="Density Diffusion", description="Diffusion of the density (m²/s)",
+                                     default=0.0, min=0.0, soft_max=0.1, precision=5, step=0.01)
+    wind: FloatVectorProperty(name="Wind", description="Uniform acceleration in the domain plane (m/s², x, y up)",
+                              size=2, default=(0.0, 0.0), unit="ACCELERATION")
+    substeps: IntProperty(name="Substeps", description="Fewest fluid steps per frame (a fast flow takes more: CFL)",
+                          default=1, min=1, max=1000)
+    cfl: FloatProperty(name="CFL", description="Farthest the flow may move in one fluid step (cells); each frame "
+                                               "takes the steps its fastest flow needs", default=4.0, min=0.01,
+                       soft_min=0.5, soft_max=16.0)
     solver_mode: EnumProperty(name="Solver", items=_SOLVER_MODES, default="ITERATIONS")
-    iterations: IntProperty(name="Iterations", default=20, min=1, max=10000)
+    iterations: IntProperty(name="Iterations", description="Optimizer iterations per fluid step", default=20, min=1,
+                            max=10000)
     tolerance: FloatProperty(name="Tolerance", default=1e-6, min=1e-12, max=1.0, precision=8)
     max_iterations: IntProperty(name="Max Iterations", default=200, min=1, max=100000)
     use_scene_range: BoolProperty(name="Scene Frame Range", default=True)

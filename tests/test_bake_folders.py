@@ -1,6 +1,6 @@
 """Owned output folders: one bake at a time, a non-empty folder is refused unless --resume (the same
 bake) or --force (which clears the previous bake's files, and only those), --resume keeps the recorded format/threads and may extend a bake; rest.obj fits
-cloth.pc2 with vertex_index + output_matrix; smoke fps reaches its outputs."""
+cloth.pc2 with vertex_index + output_matrix; smoke fps sets the time per frame and the playback rate."""
 import json
 import os
 import shutil
@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from metaphys.io import pc2
 
@@ -178,18 +179,25 @@ def test_rest_obj_fits_the_cache_with_vertex_index_and_output_matrix(tmp_path, w
     assert edges.max() < 1.5 * rest_edge and edges.min() > 0.5 * rest_edge
 
 
-def test_smoke_fps_sets_the_playback_rate(tmp_path, weights_path):
+def test_smoke_bakes_at_24_and_48_fps_show_the_same_plume_at_the_same_times(tmp_path, weights_path):
+    """fps sets the time per frame (the sim runs in seconds), and the playback rate of the outputs."""
     spec = tmp_path / "spec.json"
-    rates = {}
-    for fps in (24, 48):
+    density, rates = {}, {}
+    for fps, frames in ((24, 6), (48, 12)):
         spec.write_text(json.dumps({"fps": fps}))
         out = tmp_path / f"s{fps}"
-        r = bake("smoke", "--out", str(out), "--spec", str(spec), "--size", "16", "--frames", "2",
-                 "--iterations", "2", "--progress", "none")
+        r = bake("smoke", "--out", str(out), "--spec", str(spec), "--size", "24", "--frames", str(frames),
+                 "--progress", "none")
         assert r.returncode == 0, r.stderr
         rates[fps] = json.load(open(out / "flipbook.json"))["fps"]
-        assert manifest(out)["parameters"]["fps"] == fps
+        m = manifest(out)
+        assert m["parameters"]["fps"] == fps and m["extra"]["min_density"] >= 0
+        assert all(f["min_density"] >= 0 and f["substeps"] >= 1 for f in m["frames"])
+        assert m["frames"][-1]["time_s"] == pytest.approx(0.25)
+        density[fps] = np.load(out / "density" / f"density_{frames:04d}.npz")["density"]  # both at t = 0.25 s
     assert rates == {24: 24.0, 48: 48.0}
+    a, b = density[24], density[48]
+    assert a.max() > 0.1 and np.linalg.norm(b - a) <= 0.03 * np.linalg.norm(a)
 
 
 # ---- resume checks every recorded file (issue 25); in-process: a bake of 16^2 takes a second ----------------

@@ -73,7 +73,11 @@ def test_cloth_spec_errors_name_the_path_and_expectation(spec, expected):
     ({"resolution": [16, 16], "emitters": np.zeros((16, 15)).tolist()}, "emitters: expected shape [16, 16]"),
     ({"resolution": [16, 16], "obstacles": (np.ones((16, 16)) * 2).tolist()}, "obstacles: expected values in [0, 1]"),
     ({"emitters": "missing.npy"}, "emitters: file not found: missing.npy"),
-    ({"buoyancy": "up"}, 'buoyancy: expected a number (cells/step^2 per unit density), got "up"'),
+    ({"buoyancy": "up"}, 'buoyancy: expected a number (m/s^2 per unit density), got "up"'),
+    ({"cfl": 0}, "cfl: expected a number > 0 (cells per fluid step), got 0"),
+    ({"size_m": 2.0, "cell_size": 0.1, "resolution": [16, 32]},
+     "cell_size: expected size_m / max(rows, cols) = 0.0625 metres (or no cell_size), got 0.1"),
+    ({"density_tol": 1e-6}, "density_tol: this key was removed: the density transport is explicit and monotone"),
 ])
 def test_smoke_spec_errors(spec, expected):
     e = errors_of("smoke", spec)
@@ -169,15 +173,23 @@ def test_property_limits_for_uis():
     assert lim["substeps"]["type"] == "int" and lim["substeps"]["min"] == 1
     assert lim["solver"]["options"] == ["auto", "metamizer", "newton"] and lim["guard"]["type"] == "bool"
     assert lim["gravity"]["size"] == 3 and "colliders" not in lim and "rest_positions" not in lim
-    assert S.property_limits("smoke")["density_tol"]["max"] == 1 and S.property_limits("smoke")["vdb"]["default"] is True
+    assert S.property_limits("smoke")["cfl"]["min_exclusive"] and S.property_limits("smoke")["vdb"]["default"] is True
+
+
+def test_smoke_scale_comes_from_size_m_or_cell_size():
+    assert smoke_parameters({"resolution": [16, 32]})["cell_size"] == 1.0 / 32  # size_m 1 m: the longer side
+    p = smoke_parameters({"resolution": [16, 32], "cell_size": 0.1})           # a DCC tool's cell, no size_m
+    assert p["size_m"] == pytest.approx(3.2) and p["cell_size"] == 0.1
+    p = smoke_parameters({"resolution": [16, 32], "size_m": 2.0, "cell_size": 0.0625})  # both, agreeing
+    assert p["size_m"] == 2.0 and p["cell_size"] == 0.0625
 
 
 def test_smoke_schema_defaults_are_the_smoke_sims_defaults():
     import inspect
     from metaphys.sims.smoke import SmokeSim
     sig = inspect.signature(SmokeSim).parameters
-    for key in ("emitter_density", "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind",
-                "iterations_per_step", "max_iterations", "density_tol"):
+    for key in ("size_m", "fps", "substeps", "cfl", "emitter_density", "emitter_velocity", "buoyancy", "viscosity",
+                "density_diffusion", "wind", "iterations_per_step", "max_iterations"):
         default = S.SMOKE_SCHEMA[key].default
         sim_default = list(sig[key].default) if isinstance(default, list) else sig[key].default
         assert sim_default == default, (key, sim_default, default)

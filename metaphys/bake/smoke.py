@@ -25,9 +25,10 @@ class SmokeWriter:
         self.out = out
         self.dir = os.path.join(out, "density")
         self.png_max = float(params["png_max"])
-        self.cell_size = float(params.get("cell_size") or 1.0 / params["resolution"][0])
+        self.cell_size = float(params["cell_size"])  # metres (the schema fills it in from size_m)
         self.want_vdb = params["vdb"] and vdb.vdb_available()
-        self.fps = float(params["fps"])  # playback rate of the flipbook and preview (the sim runs per step)
+        self.fps = float(params["fps"])
+        self.min_density = None  # over all frames on disk, found by finish()
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -42,28 +43,33 @@ class SmokeWriter:
         d = sim.density
         if d.ndim != 2:
             raise BakeError("bakes write one simulation (batch = 1)")
-        dens = np.clip(d, 0.0, None)  # exports clamp at 0 (tiny undershoots of the advection)
+        # written as simulated: the transport keeps the density >= 0 (each frame's record has its minimum)
         files = {}
-        images.write_density_png(self._name(number, "png"), dens, vmax=self.png_max, bits=16)
+        images.write_density_png(self._name(number, "png"), d, vmax=self.png_max, bits=16)
         files["png"] = os.path.relpath(self._name(number, "png"), self.out)
         images.write_frame_npz(self._name(number, "npz"), density=d, velocity=sim.velocity, pressure=sim.pressure)
         files["npz"] = os.path.relpath(self._name(number, "npz"), self.out)
         if self.want_vdb:
-            # velocity beside density (cells/step -> m/s: one step per frame) for motion blur and pipelines
-            vdb.write_density_vdb(self._name(number, "vdb"), dens, voxel_size=self.cell_size,
-                                  velocity=sim.velocity, velocity_scale=self.cell_size * self.fps)
+            # velocity (m/s) beside density, for motion blur and pipelines
+            vdb.write_density_vdb(self._name(number, "vdb"), d, voxel_size=self.cell_size, velocity=sim.velocity,
+                                  clamp_negative=False)
             files["vdb"] = os.path.relpath(self._name(number, "vdb"), self.out)
         return files
 
     def manifest_extra(self) -> dict:
-        """Facts readers of the bake need beside the files: the VDB grids' index-to-world transform."""
-        return {"vdb_index_to_world": vdb.index_to_world(self.cell_size).tolist()} if self.want_vdb else {}
+        """Facts readers of the bake need beside the files: the density's minimum over all frames (>= 0:
+        the transport is monotone, nothing is clamped) and the VDB grids' index-to-world transform."""
+        extra = {} if self.min_density is None else {"min_density": self.min_density}
+        if self.want_vdb:
+            extra["vdb_index_to_world"] = vdb.index_to_world(self.cell_size).tolist()
+        return extra
 
     def finish(self, sim) -> Dict[str, str]:
         names = sorted((f for f in os.listdir(self.dir) if f.endswith(".npz")), key=frame_sort_key)  # 9998 < 10000
-        frames = [np.clip(images.read_frame_npz(os.path.join(self.dir, f))["density"], 0, None) for f in names]
+        frames = [images.read_frame_npz(os.path.join(self.dir, f))["density"] for f in names]
         if not frames:
             return {}
+        self.min_density = float(min(f.min() for f in frames))
         vmax = max(images.sequence_max(frames), 1e-12)
         cols = int(np.ceil(np.sqrt(len(frames))))
         images.write_flipbook(os.path.join(self.out, "flipbook.png"), frames, columns=cols, vmax=vmax,

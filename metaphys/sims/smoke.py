@@ -1,66 +1,99 @@
-"""2D smoke: incompressible Navier-Stokes (MAC grid, vector potential) + passive density.
+"""2D smoke in physical units: incompressible Navier-Stokes (MAC grid, vector potential) carrying a
+density that floats.
 
-Units are grid units: lengths in cells, time in simulation steps (one step per frame by
-default), so `buoyancy` is cells/step^2 per unit density. The domain is a closed box with
-no-slip walls (`wall` cells thick); obstacles are masks (fixed or per frame) or moving shapes.
-Each step: (1) buoyancy + wind + emitter forces are set on the velocity faces, (2) the fluid
-step is solved for (a, p) by the optimizer, (3) the density is advected by the solved velocity
-(trapezoidal mean) with emitter sources (a converged density step conserves mass to round-off:
-the transport is in flux form). Row 0 is the TOP of the domain.
+Units. The arguments are SI, as in the bake spec: the domain's longer side is ``size_m`` metres, a
+frame lasts 1/``fps`` s, ``buoyancy`` is the upward acceleration (m/s^2) of smoke of density 1,
+``viscosity`` and ``density_diffusion`` are m^2/s, ``emitter_density`` is density injected per
+second, ``emitter_velocity`` m/s and ``wind`` m/s^2. Inside, the solver works in grid units
+(``GridUnits``, the one place the mapping lives): lengths in cells (dx = size_m / max(rows, cols)),
+time in frames. So the same scene gives the same plume at any resolution and any fps, up to the
+discretisation error (benchmarks/results/smoke_units.md measures it).
 
-The density step is a LINEAR system A c = b (A = I/dt + transport - diffusion). ``density_tol``
-is relative to the density scale: a step stops when dt * ||r||_2 <= density_tol * peak, with r
-the residual on the free cells and peak the largest |c| of the warm start. For A close to
-I/dt + skew-symmetric (central-difference transport, velocity gradients << 1/dt) ||A^-1|| ~ dt,
-so every cell's error against the exact step is about <= density_tol * peak (in practice ~10x
-less). The default 1e-6 is tighter than the picture needs because the density feeds back into
-the fluid through buoyancy: at 1e-4 a 64^2 plume drifted 1.3e-3 (relative L2 over 48 frames)
-from a converged-density run, each GMRES iteration costs ~1 residual evaluation, and 1e-6 adds
-~3 of them per frame. Tolerances below 1e-12 act as 1e-12, the float64 round-off floor of the residual. ``density_solver`` picks how the step is solved (benchmarks/results/smoke.md measures them):
-
-* ``"gmres"`` (default): restarted GMRES without preconditioner (metaphys.optim.krylov), warm
-  started from the explicitly advected previous density c_old - dt * r(c_old); 4-10 residual
-  evaluations per frame, no network call.
-* ``"fgmres-metamizer"``: flexible GMRES with 2 Metamizer steps as the preconditioner.
-* ``"metamizer"``: the Metamizer iterations of earlier versions, stopped at the mean squared
-  residual equivalent to the same bound, (density_tol * peak / dt)^2 / free cells.
+Steps. A frame is n fluid steps of 1/n frame: n = max(``substeps``, ceil(speed / ``cfl``)), where
+speed (cells per frame) is the fastest face velocity at the frame start plus what buoyancy, wind and
+the emitters can add within the frame; so no step carries the flow much more than ``cfl`` cells.
+Each step: (1) buoyancy, wind and the emitters' push are set as forces on the velocity faces, (2) the
+fluid step (trapezoidal in time) is solved for (a, p) by the optimizer, (3) the density is carried by
+the step's mean velocity (physics.fluid.transport: upwind finite volumes with limited MUSCL face
+values, Heun sub-steps short enough that no cell can go negative; walls pass nothing, so mass
+changes only by the emitters). The density is >= 0 by construction, not clamped; each frame's
+record has its minimum (``min_density``) and the bake manifest keeps it. The domain is a closed box
+with no-slip walls (``wall`` cells thick); obstacles are masks (fixed or per frame) or moving shapes
+(in cells, row 0 = top). Row 0 is the TOP of the domain.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.krylov import fgmres, metamizer_preconditioner
 from metaphys.optim.solve import iterate
-from metaphys.physics.fluid import (FluidProblem, add_obstacle, curl, density_problem, fluid_geometry,
-                                    fluid_metrics)
+from metaphys.physics.fluid import FluidProblem, add_obstacle, corner_velocity, curl, fluid_geometry, transport
 from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
                                   fastest_forward, optimizer_for, torch_threads)
 from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
-from metaphys.spec.schema import SMOKE_SCHEMA
-from metaphys.spec.types import Choice, Int, Number
+from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_REMOVED, SMOKE_SCHEMA
+from metaphys.spec.types import Int
 from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
 F64 = torch.float64
-DENSITY_SOLVERS = ("gmres", "fgmres-metamizer", "metamizer")
-DENSITY_TOL_FLOOR = 1e-12
-GMRES_RESTART = 40
 # SmokeSim's keyword arguments, checked with the bake spec's own types (spec/validate.py): those a
 # spec has are the schema's entries; the others (API only) use the same value types
 ARGUMENTS = {**COMMON_ARGUMENTS,
              **schema_types(SMOKE_SCHEMA, ("resolution", "iterations_per_step", "tol") + SMOKE_SIM_KEYS,
                             nullable=("iterations_per_step", "obstacle_shapes")),
-             "fluid_density": Number(0, lo_open=True, unit="mass per cell"),
              "wall": Int(1, unit="cells"),
-             "dt": Number(0, lo_open=True, unit="steps"),
-             "density_max_iterations": Int(1),
-             "density_solver": Choice(*DENSITY_SOLVERS),
-             "emitter_smoothing": Number(0, unit="cells"),
              "batch": Int(1)}
+# Arguments of earlier (grid-unit) versions: refused with what replaced them, never silently ignored
+REMOVED_ARGUMENTS = {
+    **SMOKE_REMOVED,
+    "dt": "this argument was removed: time steps follow fps, substeps and cfl (physical units)",
+    "fluid_density": "this argument was removed: forces are accelerations (m/s^2), so the fluid's density "
+                     "does not enter",
+    "density_solver": "this argument was removed: the density transport is explicit and monotone (no linear solve)",
+    "density_max_iterations": "this argument was removed: the density transport is explicit and monotone (no "
+                              "linear solve)",
+    "emitter_smoothing": "this argument was removed: the transport is monotone, so hard-edged emitters need no blur",
+}
+
+
+@dataclass(frozen=True)
+class GridUnits:
+    """SI -> the solver's units: lengths in cells of ``cell_m`` metres, time in frames of ``frame_s`` s."""
+
+    cell_m: float
+    frame_s: float
+
+    def speed(self, metres_per_second):
+        return metres_per_second * self.frame_s / self.cell_m
+
+    def acceleration(self, metres_per_second2):
+        return metres_per_second2 * self.frame_s ** 2 / self.cell_m
+
+    def diffusivity(self, square_metres_per_second):
+        return square_metres_per_second * self.frame_s / self.cell_m ** 2
+
+    def rate(self, per_second):
+        return per_second * self.frame_s
+
+
+@dataclass
+class SmokeStepRecord(StepRecord):
+    """A frame's StepRecord (fluid iterations summed over its steps, the worst step's residual) with
+    what the smoke adds: fluid steps taken, the largest distance a step carried the flow (cells), the
+    density transport's sub-steps, the density's minimum (>= 0: the transport is monotone) and the
+    time at the frame's end."""
+
+    substeps: int = 1
+    courant: float = 0.0
+    transport_substeps: int = 0
+    min_density: float = 0.0
+    time_s: float = 0.0
 
 
 def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
@@ -77,21 +110,29 @@ def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
     return arr
 
 
+def _push(v: torch.Tensor, target: float) -> torch.Tensor:
+    """How much faster ``v`` must go to reach ``target`` along its sign (0 where it already does, or
+    where target is 0): the emitters speed the flow up to their velocity and never hold it back."""
+    if target == 0:
+        return torch.zeros_like(v)
+    s = math.copysign(1.0, target)
+    return s * torch.relu(s * (target - v))
+
+
 class SmokeSim(Sim):
-    """Batched 2D smoke simulation (``batch`` independent sims of the same size); one step per frame."""
+    """Batched 2D smoke simulation (``batch`` independent sims of the same size); ``step()`` is one frame."""
 
     step_unit = "frames"
 
-    def __init__(self, resolution: Sequence[int] = (64, 64), *, emitters=None, obstacles=None,
-                 obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 0.1,
-                 emitter_velocity: Sequence[float] = (0.0, 0.0), buoyancy: float = 0.02,
-                 viscosity: float = 0.01, fluid_density: float = 1.0, density_diffusion: float = 0.0,
-                 wind: Sequence[float] = (0.0, 0.0), wall: int = 2, dt: float = 1.0,
-                 iterations_per_step: Optional[int] = 20, tol: Optional[float] = None,
-                 max_iterations: int = 200, density_tol: float = 1e-6, density_max_iterations: int = 300,
-                 density_solver: str = "gmres", emitter_smoothing: float = 1.0, guard: bool = True,
-                 batch: int = 1, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
-                 threads: Optional[int] = None):
+    def __init__(self, resolution: Sequence[int] = (64, 64), *, size_m: float = 1.0, fps: float = 24.0,
+                 substeps: int = 1, cfl: float = 4.0, emitters=None, obstacles=None,
+                 obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 1.0,
+                 emitter_velocity: Sequence[float] = (0.0, 0.0), buoyancy: float = 4.0, viscosity: float = 1e-3,
+                 density_diffusion: float = 0.0, wind: Sequence[float] = (0.0, 0.0), wall: int = 2,
+                 iterations_per_step: Optional[int] = 20, tol: Optional[float] = None, max_iterations: int = 200,
+                 guard: bool = True, batch: int = 1, device="cpu", optimizer=None, weights=None,
+                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None, **removed):
+        self._refuse_removed(removed)
         a = check_arguments("SmokeSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
         self.h, self.w = int(resolution[0]), int(resolution[1])
         # torch threads while stepping (None: sims.common.threads_for_grid, the rule bakes use too)
@@ -100,14 +141,12 @@ class SmokeSim(Sim):
         self.device = torch.device(device)
         # accelerate: the fluid step's subspace acceleration (optim/accelerate.py; 0 = plain)
         self.settings = SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate)
-        self.density_tol = float(density_tol)
-        self.density_max_iterations = int(density_max_iterations)
-        self.density_solver = density_solver
-        self.buoyancy, self.viscosity, self.dt = a["buoyancy"], a["viscosity"], a["dt"]
-        self.fluid_density, self.density_diffusion = a["fluid_density"], a["density_diffusion"]
-        self.emitter_density = a["emitter_density"]
-        self.emitter_velocity = torch.tensor(a["emitter_velocity"], dtype=F64)
-        self.wind = torch.tensor(a["wind"], dtype=F64)
+        self.size_m, self.fps = a["size_m"], a["fps"]
+        self.substeps, self.cfl = a["substeps"], a["cfl"]
+        self.units = GridUnits(self.size_m / max(self.h, self.w), 1.0 / self.fps)
+        self.buoyancy, self.viscosity = a["buoyancy"], a["viscosity"]
+        self.density_diffusion, self.emitter_density = a["density_diffusion"], a["emitter_density"]
+        self.emitter_velocity, self.wind = list(a["emitter_velocity"]), list(a["wind"])
         if 2 * wall + 3 > min(self.h, self.w):
             raise argument_error("SmokeSim", "wall", f"expected walls that leave room for fluid (2 * wall + 3 <= "
                                                      f"{min(self.h, self.w)} cells), got {wall!r}")
@@ -115,26 +154,25 @@ class SmokeSim(Sim):
         self.emitters = _frames_array("emitters", emitters, self.h, self.w)
         if self.emitters is None:
             self.emitters = self.default_emitter(self.h, self.w)
-        # Smooth emitter edges (Gaussian, in cells): central-difference transport of a hard-edged
-        # source overshoots by a few percent of the peak; a 1-cell blur keeps the density >= 0.
-        self.emitter_smoothing = a["emitter_smoothing"]
-        if self.emitter_smoothing > 0:
-            from scipy.ndimage import gaussian_filter
-            sig = (0, self.emitter_smoothing, self.emitter_smoothing) if self.emitters.ndim == 3 else self.emitter_smoothing
-            self.emitters = gaussian_filter(self.emitters, sig, mode="constant")
         self.obstacles = _frames_array("obstacles", obstacles, self.h, self.w)
         self.obstacle_shapes = list(a["obstacle_shapes"] or [])
         self.optimizer = optimizer_for(optimizer, weights, self.device, fastest=True)
         self.frame = 0
-        mask, bc = self._geometry(0)
-        self.fluid = FluidProblem(mask, bc, rho=self.fluid_density, mu=self.viscosity, dt=self.dt)
+        mask, bc = self._geometry(0, 1.0)
+        # grid units: unit fluid density (forces are accelerations), viscosity in cells^2 per frame
+        self.fluid = FluidProblem(mask, bc, rho=1.0, mu=self.units.diffusivity(self.viscosity), dt=1.0)
         self.u = self.fluid.initial_guess()
         self.fluid_state = self.optimizer.init_state(tuple(self.u.shape), device=self.device)
         self.density_field = torch.zeros(self.n, 1, self.h, self.w, dtype=F64, device=self.device)
-        self.density_state = self.optimizer.init_state((self.n, 1, self.h, self.w), device=self.device)
-        self.records: List[StepRecord] = []
-        self.density_records: List[StepRecord] = []
+        self.records: List[SmokeStepRecord] = []
         self.injected = torch.zeros(self.n, dtype=F64, device=self.device)
+
+    @staticmethod
+    def _refuse_removed(removed: dict) -> None:
+        for name in removed:
+            if name in REMOVED_ARGUMENTS:
+                raise argument_error("SmokeSim", name, REMOVED_ARGUMENTS[name])
+            raise TypeError(f"SmokeSim() got an unexpected keyword argument {name!r}")
 
     @classmethod
     def from_spec(cls, spec: dict, *, optimizer=None, device="cpu", size: int = 128) -> "SmokeSim":
@@ -157,24 +195,34 @@ class SmokeSim(Sim):
 
     @staticmethod
     def default_emitter(h: int, w: int) -> np.ndarray:
-        """A disc at the bottom centre, radius h/10."""
-        ii, jj = np.mgrid[0:h, 0:w]
-        r = max(2.0, h / 10)
-        return (((ii - (h - 4 - r)) ** 2 + (jj - w / 2) ** 2) < r * r).astype(np.float64)
+        """A disc at the bottom centre: radius 0.1 of the shorter side, centre 0.15 of the height above
+        the bottom; rim cells hold the fraction of them it covers, so its area (and the smoke it
+        injects) does not change with the resolution."""
+        r = 0.1 * min(h, w)
+        y = h - 0.5 - np.arange(h)[:, None]          # cell centres above the bottom, in cells
+        x = np.arange(w)[None, :] + 0.5
+        dist = np.hypot(x - 0.5 * w, y - 0.15 * h)
+        return np.clip(r - dist + 0.5, 0.0, 1.0)
 
-    # --- geometry per frame -------------------------------------------------------------------
+    # --- geometry per fluid step ---------------------------------------------------------------
     def _pick(self, arr: Optional[np.ndarray], frame: int) -> Optional[np.ndarray]:
         if arr is None:
             return None
         return arr if arr.ndim == 2 else arr[min(frame, arr.shape[0] - 1)]
 
-    def _shape_center(self, shape: dict, frame: int):
+    @staticmethod
+    def _shape_motion(shape: dict, frame: int, fraction: float):
+        """(centre, velocity in cells per frame) of a shape ``fraction`` of the way through ``frame``:
+        a track's entry k is where the shape is at the end of frame k; it moves in a straight line
+        from the previous entry during the frame."""
         c = np.asarray(shape["center"], dtype=np.float64)
-        if c.ndim == 2:
-            return c[min(frame, len(c) - 1)], (c[min(frame, len(c) - 1)] - c[max(0, min(frame, len(c) - 1) - 1)])
-        return c, np.zeros(2)
+        if c.ndim == 1:
+            return c, np.zeros(2)
+        end = c[min(frame, len(c) - 1)]
+        start = c[max(0, min(frame, len(c) - 1) - 1)]
+        return start + fraction * (end - start), end - start
 
-    def _geometry(self, frame: int):
+    def _geometry(self, frame: int, fraction: float):
         mask, bc = fluid_geometry(self.n, self.h, self.w, kind="box", wall_rows=self.wall, wall_cols=self.wall,
                                   device=self.device)
         obst = self._pick(self.obstacles, frame)
@@ -182,115 +230,129 @@ class SmokeSim(Sim):
             m = torch.as_tensor(obst >= 0.5, dtype=F64, device=self.device)
             mask = torch.maximum(mask, m.expand_as(mask)).contiguous()
         for s in self.obstacle_shapes:
-            center, vel = self._shape_center(s, frame)
-            per_step = vel / self.dt  # cells per step -> wall velocity (v_y, v_x) in rows/cols
-            if s["type"] == "circle":
-                mask, bc = add_obstacle(mask, bc, "circle", center=tuple(center), radius=float(s["radius"]),
-                                        velocity=tuple(per_step))
-            else:
-                mask, bc = add_obstacle(mask, bc, "box", center=tuple(center), half=tuple(s["half"]),
-                                        velocity=tuple(per_step))
+            center, velocity = self._shape_motion(s, frame, fraction)  # wall velocity (v_y, v_x): rows/cols per frame
+            size = {"radius": float(s["radius"])} if s["type"] == "circle" else {"half": tuple(s["half"])}
+            mask, bc = add_obstacle(mask, bc, s["type"], center=tuple(center), velocity=tuple(velocity), **size)
         return mask, bc
 
-    def _forces(self, emitter: torch.Tensor) -> torch.Tensor:
-        """Force density on the (v_y, v_x) faces: buoyancy and wind (+y is up = -rows), emitter push."""
-        rho = self.fluid_density
+    # --- forces and step sizes (grid units: cells, frames) -------------------------------------
+    def _accelerations(self):
+        """(buoyancy per unit density, wind x, wind up) in cells/frame^2."""
+        g = self.units
+        return g.acceleration(self.buoyancy), g.acceleration(self.wind[0]), g.acceleration(self.wind[1])
+
+    def _forces(self, emitter: torch.Tensor, dt: float) -> torch.Tensor:
+        """Force per unit mass on the (v_y, v_x) faces: buoyancy and wind (+y is up = -rows) and the
+        emitters' push, which brings the flow inside them up to ``emitter_velocity`` within a step."""
+        b, wind_x, wind_up = self._accelerations()
         c = self.density_field
-        c_right = torch.nn.functional.pad(c, (0, 1))[..., 1:]     # v_y faces sit at (i, j+1/2)
-        wind_x, wind_y = float(self.wind[0]), float(self.wind[1])
-        push_x, push_y = float(self.emitter_velocity[0]), float(self.emitter_velocity[1])
-        f_y = -self.buoyancy * rho * 0.5 * (c + c_right) - rho * wind_y - rho * push_y * emitter
-        f_x = rho * wind_x + rho * push_x * emitter
-        return torch.cat([f_y, f_x.expand_as(f_y)], dim=1).contiguous()
+        c_y = 0.5 * (c + torch.nn.functional.pad(c, (0, 1))[..., 1:])      # v_y faces sit at (i, j+1/2)
+        f_y = -(b * c_y + wind_up)
+        f_x = torch.full_like(f_y, wind_x)
+        push_x, push_up = (self.units.speed(v) for v in self.emitter_velocity)
+        if push_x or push_up:
+            vy, vx = curl(self.fluid.fields["a_old"])
+            e_y = 0.5 * (emitter + torch.nn.functional.pad(emitter, (0, 1))[..., 1:])
+            e_x = 0.5 * (emitter + torch.nn.functional.pad(emitter, (0, 0, 0, 1))[..., 1:, :])
+            f_y = f_y + e_y * _push(vy, -push_up) / dt
+            f_x = f_x + e_x * _push(vx, push_x) / dt
+        return torch.cat([f_y, f_x], dim=1).contiguous()
+
+    def _peak_speed(self) -> float:
+        """Fastest face velocity now (cells per frame)."""
+        vy, vx = curl(self.fluid.fields["a_old"])
+        return float(torch.maximum(vy.abs().max(), vx.abs().max()))
+
+    def _steps_for_frame(self) -> int:
+        """Fluid steps this frame: enough that the flow (as fast as it is, plus what buoyancy, wind and
+        the emitters can add within the frame) moves at most ``cfl`` cells per step; more than
+        MAX_SUBSTEPS is refused (SimulationDiverged naming the forces)."""
+        b, wind_x, wind_up = self._accelerations()
+        gain = abs(b) * float(self.density_field.max()) + math.hypot(wind_x, wind_up)
+        push = self.units.speed(math.hypot(*self.emitter_velocity))
+        speed = max(self._peak_speed() + gain, push)
+        need = math.ceil(speed / self.cfl) if math.isfinite(speed) else math.inf
+        if need > MAX_SUBSTEPS:  # fail fast: such a frame would take hours and show a flow no grid resolves
+            raise self._diverged(self.frame + 1, f"the flow would need {need:.3g} fluid steps in this frame (more "
+                                                 f"than {MAX_SUBSTEPS}) to move at most cfl={self.cfl:g} cells per step")
+        return int(max(self.substeps, need))
 
     # --- stepping -----------------------------------------------------------------------------
-    def step(self) -> StepRecord:
-        """Advance one frame with ``threads`` torch threads; returns the fluid step's record."""
+    def step(self) -> SmokeStepRecord:
+        """Advance one frame with ``threads`` torch threads; returns the frame's record."""
         with torch_threads(self.threads):
             return self._step()
 
-    def _step(self) -> StepRecord:
+    def _step(self) -> SmokeStepRecord:
         frame = self.frame
-        mask, bc = self._geometry(frame)
+        n = self._steps_for_frame()
+        dt = 1.0 / n
         em_np = self._pick(self.emitters, frame)
-        emitter = torch.as_tensor(em_np, dtype=F64, device=self.device).expand(self.n, 1, self.h, self.w)
-        emitter = emitter * (1 - mask)
-        self.fluid.set_boundary(mask=mask, bc=bc, force=self._forces(emitter))
-        res = iterate(self.fluid, self.optimizer, self.u, self.fluid_state, guard=self.settings.guard,
-                      **self.settings.solve_kwargs())
-        self.fluid_state = res.state
-        u_new = res.u
-        self._refuse_diverged(u_new, None, frame + 1)
-        source = self.emitter_density * emitter
-        dens = density_problem(self.fluid, u_new, self.density_field * (1 - mask), D=self.density_diffusion,
-                               source=source)
-        c_new, drec = self._solve_density(dens, frame + 1)
-        c_new = dens.impose(c_new)
-        self._refuse_diverged(u_new, c_new, frame + 1)
-        self.density_field = c_new
-        self.injected += (source * self.dt).flatten(1).sum(1)
-        self.u = self.fluid.advance(u_new)
-        rec = StepRecord(frame + 1, res.iterations, float(res.residual.max()), float(res.residuals[0].max()),
-                         res.guard_rejections, res.hit_cap)
-        self.records.append(rec)
-        self.density_records.append(drec)
-        self.last_metrics = fluid_metrics(self.fluid, u_new)
+        emitter_grid = torch.as_tensor(em_np, dtype=F64, device=self.device).expand(self.n, 1, self.h, self.w)
+        iterations = rejections = carried = 0
+        hit_cap, residual, residual_start, courant = False, 0.0, None, 0.0
+        for k in range(n):
+            mask, bc = self._geometry(frame, (k + 1) / n)
+            emitter = emitter_grid * (1 - mask)
+            self.fluid.set_boundary(mask=mask, bc=bc, force=self._forces(emitter, dt))
+            self.fluid.fields["dt"].fill_(dt)
+            res = iterate(self.fluid, self.optimizer, self.u, self.fluid_state, guard=self.settings.guard,
+                          **self.settings.solve_kwargs())
+            self.fluid_state = res.state
+            u_new = res.u
+            courant = max(courant, self._check_resolved(u_new, dt, frame + 1))
+            carried += self._carry_density(u_new, mask, emitter, dt)
+            self.u = self.fluid.advance(u_new)
+            iterations += res.iterations
+            rejections += res.guard_rejections
+            hit_cap = hit_cap or res.hit_cap
+            residual = max(residual, float(res.residual.max()))
+            residual_start = float(res.residuals[0].max()) if residual_start is None else residual_start
         self.frame += 1
+        rec = SmokeStepRecord(self.frame, iterations, residual, residual_start, rejections, hit_cap, substeps=n,
+                              courant=courant, transport_substeps=carried,
+                              min_density=float(self.density_field.min()), time_s=self.frame / self.fps)
+        self.records.append(rec)
         return rec
 
-    def _refuse_diverged(self, u_new: torch.Tensor, density: Optional[torch.Tensor], frame: int) -> None:
-        """Refuse a step the grid cannot resolve (SimulationDiverged naming the cause) instead of
-        returning garbage: non-finite values, a flow that crosses the whole domain in one step, or a
-        density swinging negative as far as it reaches positive (transport that cannot follow)."""
+    def _carry_density(self, u_new: torch.Tensor, mask: torch.Tensor, emitter: torch.Tensor, dt: float) -> int:
+        """Carry the density through one fluid step (the step's mean velocity), with the emitters'
+        sources; returns the transport's sub-steps. Density under a newly masked cell is dropped."""
+        vel = corner_velocity(self.fluid, u_new, which="mean")
+        source = self.units.rate(self.emitter_density) * emitter
+        try:
+            c, k = transport(self.density_field * (1 - mask), vel, mask, dt,
+                             D=self.units.diffusivity(self.density_diffusion), source=source)
+        except ValueError as exc:
+            raise self._diverged(self.frame + 1, str(exc)) from None
+        self.density_field = c
+        self.injected += (source * dt).flatten(1).sum(1)
+        return k
+
+    def _check_resolved(self, u_new: torch.Tensor, dt: float, frame: int) -> float:
+        """The largest distance (cells) the step carried the flow; refuses (SimulationDiverged naming the
+        cause) a step the grid cannot resolve instead of returning garbage: non-finite values or a flow
+        that crosses the whole domain in one step."""
+        if not bool(torch.isfinite(u_new).all()):
+            raise self._diverged(frame, "the fluid solve produced non-finite values")
+        vy, vx = curl(u_new[:, 0:1])
+        cells = float(torch.maximum(vy.abs().max(), vx.abs().max())) * dt
         domain = max(self.h, self.w)
-        if not bool(torch.isfinite(u_new).all()) or (density is not None and not bool(torch.isfinite(density).all())):
-            what = "the fluid solve produced non-finite values"
-        else:
-            vy, vx = curl(u_new[:, 0:1])
-            speed = float(torch.maximum(vy.abs().max(), vx.abs().max())) * self.dt
-            low = float(density.min()) if density is not None else 0.0
-            high = float(density.max()) if density is not None else 0.0
-            if speed > domain:
-                what = (f"the flow reached {speed:.3g} cells per step, more than the whole {domain}-cell domain in "
-                        "one step")
-            elif low < -0.5 * high:
-                what = f"the density swings to {low:.3g} against a peak of {high:.3g} (the transport cannot follow)"
-            else:
-                return
-        raise SimulationDiverged(
+        if cells > domain:
+            raise self._diverged(frame, f"the flow reached {cells:.3g} cells per step, more than the whole "
+                                        f"{domain}-cell domain in one step")
+        return cells
+
+    def _diverged(self, frame: int, what: str) -> SimulationDiverged:
+        d = {k: SMOKE_SCHEMA[k].default for k in ("buoyancy", "emitter_velocity", "wind", "size_m")}
+        return SimulationDiverged(
             f"SmokeSim diverged at frame {frame}: {what}; the forces are too strong for the grid -- "
-            f"buoyancy={self.buoyancy:g} (cells/step^2 per unit density), emitter_velocity="
-            f"{self.emitter_velocity.tolist()}, wind={self.wind.tolist()} (cells/step^2), against the defaults 0.02, "
-            "[0, 0] and [0, 0]: smaller forces or a finer grid keep the flow resolved -- or obstacle shapes jump many "
-            "cells per frame")
+            f"buoyancy={self.buoyancy:g} (m/s^2 per unit density), emitter_velocity={self.emitter_velocity} (m/s), "
+            f"wind={self.wind} (m/s^2) in a {self.size_m:g} m domain at {self.fps:g} fps, against the defaults "
+            f"{d['buoyancy']:g}, {d['emitter_velocity']} and {d['wind']} in {d['size_m']:g} m: smaller forces or a "
+            "smaller cfl keep the flow resolved -- or obstacle shapes jump many cells per frame")
 
-    def _solve_density(self, dens, frame: int):
-        """Solve one density step to ``density_tol`` (see the module doc); (c, StepRecord).
-        The record's residuals are mean squared residuals over the free cells, as before."""
-        dt = dens.fields["dt"]
-        tol = max(self.density_tol, DENSITY_TOL_FLOOR)
-        free = (1 - dens.fields["mask"]).flatten(1).sum(1).clamp_min(1.0)
-        if self.density_solver == "metamizer":
-            u0 = dens.initial_guess()
-            peak = u0.flatten(1).abs().amax(1)
-            msr_tol = float(((tol * peak / dt) ** 2 / free).min().clamp_min(1e-300))
-            res = iterate(dens, self.optimizer, u0, self.density_state, tol=msr_tol,
-                          max_iterations=self.density_max_iterations, guard=True)
-            self.density_state = res.state
-            return res.u, StepRecord(frame, res.iterations, float(res.residual.max()), float(res.residuals[0].max()),
-                                     res.guard_rejections, res.hit_cap)
-        c_old = dens.initial_guess()
-        u0 = dens.impose(c_old - dt.view(-1, 1, 1, 1) * dens.residual_field(c_old))  # explicit advection
-        peak = torch.maximum(u0.flatten(1).abs().amax(1), c_old.flatten(1).abs().amax(1))
-        pre = (metamizer_preconditioner(dens, self.optimizer, steps=2)
-               if self.density_solver == "fgmres-metamizer" else None)
-        res = fgmres(dens, u0, rtol=0.0, atol=tol * peak / dt, restart=GMRES_RESTART,
-                     max_iterations=self.density_max_iterations, preconditioner=pre)
-        msr = lambda norm: float((norm ** 2 / free).max())
-        return res.u, StepRecord(frame, res.iterations, msr(res.residual_norm), msr(res.residual_norms[0]), 0,
-                                 res.hit_cap)
-
-    # --- results ------------------------------------------------------------------------------
+    # --- results (SI) ----------------------------------------------------------------------------
     @property
     def density(self) -> np.ndarray:
         """[H, W] (batch 1) or [N, H, W] density on the grid corners, row 0 = top."""
@@ -301,16 +363,21 @@ class SmokeSim(Sim):
 
     @property
     def velocity(self) -> np.ndarray:
-        """Cell-centred velocity (vx, vy) with vy pointing UP: [H, W, 2] (or [N, H, W, 2])."""
-        from metaphys.physics.fluid import corner_velocity
+        """Velocity (vx, vy) in m/s with vy pointing UP, at the density's points: [H, W, 2] (or [N, H, W, 2])."""
         v = corner_velocity(self.fluid, self.u, which="new").cpu().numpy()
-        out = np.stack([v[:, 1], -v[:, 0]], axis=-1)
+        out = np.stack([v[:, 1], -v[:, 0]], axis=-1) * self.units.cell_m / self.units.frame_s
         return out[0] if self.n == 1 else out
 
     @property
     def pressure(self) -> np.ndarray:
-        p = self.u[:, 1].cpu().numpy()
+        """Kinematic pressure (pressure / fluid density, m^2/s^2) at the cell centres, up to a constant."""
+        p = self.u[:, 1].cpu().numpy() * (self.units.cell_m / self.units.frame_s) ** 2
         return p[0] if self.n == 1 else p
+
+    @property
+    def time_s(self) -> float:
+        """Simulated time (s): frames done / fps."""
+        return self.frame / self.fps
 
     def total_density(self) -> torch.Tensor:
         return self.density_field.flatten(1).sum(1)
@@ -320,25 +387,19 @@ class SmokeSim(Sim):
         """Everything needed to continue bit-identically (used by resumable bakes)."""
         return {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
                 "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
-                "density_field": self.density_field.clone(),
-                "density_state": optimizer_state(self.optimizer, self.density_state), "injected": self.injected.clone(),
-                "frame": self.frame, "records": [r.as_dict() for r in self.records],
-                "density_records": [r.as_dict() for r in self.density_records]}
+                "density_field": self.density_field.clone(), "injected": self.injected.clone(),
+                "frame": self.frame, "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
-        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "density_state", "injected",
-                                    "frame", "records", "density_records"),
+        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "injected", "frame", "records"),
                          shapes={"u": self.u.shape, "density_field": self.density_field.shape})
         self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
         self.fluid_state = restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device)
         self.density_field = sd["density_field"].to(self.device)
-        self.density_state = restore_optimizer_state(self.optimizer, sd["density_state"], self.density_field.shape,
-                                                     self.device)
         self.injected = sd["injected"].to(self.device)
         self.frame = int(sd["frame"])
-        self.records = [StepRecord(**r) for r in sd["records"]]
-        self.density_records = [StepRecord(**r) for r in sd["density_records"]]
+        self.records = [SmokeStepRecord(**r) for r in sd["records"]]
 
     def finite(self) -> bool:
         return bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.density_field).all())

@@ -9,8 +9,8 @@ CLOTH_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tens
                   "air_damping", "wind", "pin_weights", "pin_targets", "colliders", "contact_margin", "solver",
                   "tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard",
                   "threads", "frame_time_budget", "self_collision", "self_collision_distance")
-SMOKE_SIM_KEYS = ("emitters", "obstacles", "obstacle_shapes", "emitter_density", "emitter_velocity", "buoyancy",
-                  "viscosity", "density_diffusion", "wind", "max_iterations", "density_tol")
+SMOKE_SIM_KEYS = ("size_m", "fps", "substeps", "cfl", "emitters", "obstacles", "obstacle_shapes", "emitter_density",
+                  "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations")
 
 
 def default_colliders(size_m: float, height: float):

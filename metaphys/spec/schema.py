@@ -20,7 +20,7 @@ from metaphys.spec.types import (Array, Bool, Choice, Int, Invalid, Key, ListOf,
                                       SpecError, Track, Vector, show, unknown_key)
 
 __all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SCHEMAS", "defaults", "markdown_table",
-           "update_docs", "RENAMED"]
+           "update_docs", "RENAMED", "SMOKE_REMOVED"]
 
 
 # ---- the schemas ----------------------------------------------------------------------------------
@@ -131,42 +131,54 @@ OBSTACLE = Object("obstacle shape", {"center": Key(Track(Vector(2, "cells", name
 
 SMOKE_SCHEMA: Dict[str, Key] = {
     "resolution": Key(Vector(2, "cells", lo=16, hi=MAX_GRID, integer=True, names="[rows, cols]"), None,
-                      "cells of the 2D domain", "[`--size`, `--size`] (128)"),
+                      "cells of the 2D domain (square cells)", "[`--size`, `--size`] (128)"),
+    "size_m": Key(Number(0, lo_open=True, unit="metres"), 1.0,
+                  "length of the domain's longer side: a cell is size_m / max(rows, cols)",
+                  "`1.0`, or `cell_size` * max(rows, cols) when only `cell_size` is given"),
     "cell_size": Key(Number(0, lo_open=True, unit="metres", nullable=True), None,
-                     "size of a cell (VDB voxel size)", "1 / rows"),
-    "frames": Key(Int(1, MAX_FRAME), 48, "number of frames (one simulation step per frame)"),
-    "fps": Key(Number(*FPS_RANGE, unit="frames per second"), 24.0,
-               "playback rate of flipbook.json and preview.gif; the simulation runs in grid units "
-               "(one step per frame), so fps does not change the motion"),
+                     "size of a cell (the VDB voxel size); given with `size_m`, the two must agree",
+                     "size_m / max(rows, cols)"),
+    "frames": Key(Int(1, MAX_FRAME), 48, "number of frames"),
+    "fps": Key(Number(*FPS_RANGE, unit="frames per second"), 24.0, "time per frame = 1 / fps"),
     "start_frame": Key(Int(-MAX_FRAME, MAX_FRAME), 1, "number of the first baked frame (the last one, "
                        f"start_frame + frames - 1, is at most {MAX_FRAME}: Blender's last frame)"),
+    "substeps": Key(Int(1, MAX_SUBSTEPS), 1, "fewest fluid steps per frame (a fast flow takes more: `cfl`)"),
+    "cfl": Key(Number(0, lo_open=True, unit="cells per fluid step"), 4.0,
+               "farthest the flow may move in one fluid step: each frame takes the steps its fastest flow "
+               "needs (up to 1000)"),
     "emitters": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array in [0, 1]",
-                          path_ok=True), None, "where density is injected", "a disc at the bottom centre"),
+                          path_ok=True), None, "where density is injected (the value scales the rate)",
+                    "a disc at the bottom centre (radius 0.1 of the shorter side)"),
     "obstacles": Key(Array("a .npy path or a [rows, cols] / [frames, rows, cols] array, 1 = solid",
                            path_ok=True), None, "solid cells", "none"),
     "obstacle_shapes": Key(ListOf(OBSTACLE, "obstacle shapes"), None,
                            "`{\"type\": \"circle\", \"center\": [row, col] or per-frame list, \"radius\": r}` or "
                            "`{\"type\": \"box\", \"center\": ..., \"half\": [rows, cols]}`, in cells (row 0 = top)",
                            "none"),
-    "emitter_density": Key(Number(0, unit="density per step"), 0.1, "density added inside emitters"),
-    "emitter_velocity": Key(Vector(2, "cells/step^2", names="[vx, vy]"), [0.0, 0.0],
-                            "acceleration imposed inside emitters"),
-    "buoyancy": Key(Number(unit="cells/step^2 per unit density"), 0.02, "upward acceleration"),
-    "viscosity": Key(Number(0, unit="cells^2/step"), 0.01, "kinematic viscosity"),
-    "density_diffusion": Key(Number(0, unit="cells^2/step"), 0.0, "diffusion of the density"),
-    "wind": Key(Vector(2, "cells/step^2", names="[vx, vy]"), [0.0, 0.0], "uniform acceleration"),
+    "emitter_density": Key(Number(0, unit="density per second"), 1.0, "density injected inside emitters"),
+    "emitter_velocity": Key(Vector(2, "m/s", names="[vx, vy]"), [0.0, 0.0],
+                            "emitters speed the flow inside them up to this velocity, per axis (0: no push)"),
+    "buoyancy": Key(Number(unit="m/s^2 per unit density"), 4.0, "upward acceleration of smoke of density 1"),
+    "viscosity": Key(Number(0, unit="m^2/s"), 1e-3,
+                     "kinematic viscosity (air: 1.5e-5; the default keeps the plume's shape the same from 64^2 "
+                     "to 256^2: benchmarks/results/smoke_units.md)"),
+    "density_diffusion": Key(Number(0, unit="m^2/s"), 0.0, "diffusion of the density"),
+    "wind": Key(Vector(2, "m/s^2", names="[vx, vy]"), [0.0, 0.0], "uniform acceleration"),
     "iterations_per_step": Key(Int(1), 20, "optimizer iterations per fluid step"),
     "tol": Key(Number(0, lo_open=True, unit="mean squared residual", nullable=True), None,
                "iterate each step until below (up to `max_iterations`); null = `iterations_per_step`"),
     "max_iterations": Key(Int(1), 200, "iteration cap per step with `tol`"),
-    "density_tol": Key(Number(0, 1, lo_open=True, hi_open=True, unit="relative to the density peak"), 1e-6,
-                       "tolerance of each density transport step: every cell's error <= about density_tol * "
-                       "peak (tighter = better mass conservation)"),
     "png_max": Key(Number(0, lo_open=True, unit="density"), 1.0, "density mapped to white in the PNGs"),
-    "vdb": Key(Bool(), True, "write OpenVDB files (`density` and `velocity` grids)"),
+    "vdb": Key(Bool(), True, "write OpenVDB files (`density` and `velocity` (m/s) grids)"),
+}
+# Keys of the grid-unit smoke: refused with what became of them (issue #27)
+SMOKE_REMOVED = {
+    "density_tol": "this key was removed: the density transport is explicit and monotone now (no linear solve, "
+                   "so no tolerance)",
 }
 
 SCHEMAS = {"cloth": CLOTH_SCHEMA, "smoke": SMOKE_SCHEMA}
+REMOVED_KEYS = {"cloth": RENAMED, "smoke": SMOKE_REMOVED}  # refused, with what became of them
 
 
 def defaults(kind: str) -> dict:
@@ -205,8 +217,21 @@ def _cloth_cross(p: dict, given: dict, errors: list) -> None:
                                       f"{json.dumps(p['solver'])} needs a tolerance), got null"))
 
 
+def _smoke_scale(p: dict, given: dict, errors: list) -> None:
+    """Fill in ``size_m`` and ``cell_size`` from each other (a spec may give either, or both if they agree)."""
+    cells = max(p["resolution"])
+    if p["cell_size"] is None:
+        p["cell_size"] = p["size_m"] / cells
+    elif "size_m" not in given:
+        p["size_m"] = p["cell_size"] * cells
+    elif abs(p["cell_size"] * cells - p["size_m"]) > 1e-9 * p["size_m"]:
+        errors.append(Invalid("cell_size", f"expected size_m / max(rows, cols) = {p['size_m'] / cells:.6g} metres "
+                                           f"(or no cell_size), got {p['cell_size']:.6g}"))
+
+
 def _smoke_cross(p: dict, given: dict, errors: list) -> None:
     h, w = p["resolution"]
+    _smoke_scale(p, given, errors)
     for key in ("emitters", "obstacles"):
         v = p[key]
         if v is None:
@@ -236,7 +261,7 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
     p: dict = {}
     for k in spec:
         if k not in schema:
-            errors.append(unknown_key(k, schema, "", RENAMED))
+            errors.append(unknown_key(k, schema, "", REMOVED_KEYS[kind]))
     for k, key in schema.items():
         if k not in spec:
             p[k] = defaults(kind)[k]
@@ -310,9 +335,8 @@ def markdown_table(kind: str) -> str:
     for name, key in SCHEMAS[kind].items():
         desc = key.type.describe().replace("|", "\\|")
         rows.append(f"| `{name}` | {desc} | {_default_text(key)} | {key.doc.replace('|', chr(92) + '|')} |")
-    if kind == "cloth":
-        for old, msg in RENAMED.items():
-            rows.append(f"| ~~`{old}`~~ | refused | | {msg.replace(chr(34), '`')} |")
+    for old, msg in REMOVED_KEYS[kind].items():
+        rows.append(f"| ~~`{old}`~~ | refused | | {msg.replace(chr(34), '`')} |")
     return "\n".join(rows) + "\n"
 
 

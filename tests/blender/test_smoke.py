@@ -78,3 +78,30 @@ def test_smoke_bake_volume(blend_dir, engine):
             assert np.allclose(p[:3], centers[i, j], atol=1e-5), (i, j)
     bpy.ops.metaphys.free_smoke(object_name=dom.name)
     assert "Domain metaphys smoke" not in bpy.data.objects and not os.path.exists(d)
+
+
+def test_smoke_settings_follow_the_engine_schema(blend_dir):
+    """The domain's properties default to the schema's physical defaults, and the spec the add-on
+    writes is one the engine accepts, in the same units (size_m and cell_size agree)."""
+    from metaphys.spec.schema import property_limits, validate
+    limits = property_limits("smoke")
+    props = bpy.types.Object.bl_rna.properties["metaphys_smoke"].fixed_type.properties
+    pairs = {"emitter_density": "emitter_density", "buoyancy": "buoyancy", "viscosity": "viscosity",
+             "density_diffusion": "density_diffusion", "substeps": "substeps", "cfl": "cfl",
+             "iterations": "iterations_per_step", "max_iterations": "max_iterations"}
+    for prop, key in pairs.items():
+        assert props[prop].default == pytest.approx(limits[key]["default"], rel=1e-6), prop
+    for prop in ("emitter_velocity", "wind"):
+        assert list(props[prop].default_array) == limits[prop]["default"], prop
+    assert props["substeps"].hard_max == limits["substeps"]["max"]
+    new_scene(blend_dir)
+    bpy.ops.mesh.primitive_plane_add(size=2.0, location=(0.0, 0.0, 1.0), rotation=(np.pi / 2, 0.0, 0.0))
+    dom = bpy.context.object
+    dom.metaphys_smoke.role = "DOMAIN"
+    dom.metaphys_smoke.resolution = 32
+    dom.scale = (1.5, 1.0, 1.0)  # 3 m x 2 m: 32 x 21 cells of 3/32 m
+    bpy.context.view_layer.update()
+    spec, _ = addon_module("extract_smoke").smoke_spec(bpy.context, dom, str(blend_dir))
+    p = validate("smoke", spec)  # the engine's own validation: raises on an unknown or out-of-range key
+    assert p["resolution"] == [21, 32] and p["size_m"] == pytest.approx(3.0) and p["cell_size"] == pytest.approx(3 / 32)
+    assert p["buoyancy"] == limits["buoyancy"]["default"] and p["cfl"] == limits["cfl"]["default"]
