@@ -1,22 +1,23 @@
 """Smoke: metaphys SmokeSim vs PhiFlow, ms per frame and density error, at 64^2, 128^2, 256^2.
 
-Per grid size n, all in one process (PhiFlow in a subprocess with its own interpreter):
+Per grid size n, all in one process (PhiFlow in a subprocess with its own interpreter), the default
+plume in physical units (a 1 m box, 24 fps; see benchmarks/smoke_units.py for its shape):
 
 * metaphys, default settings: fluid 20 Metamizer it/step (frozen channels_last forward of
-  optim/fast.py) with the subspace acceleration (optim/accelerate.py), density by GMRES to
-  ``density_tol`` (relative to the density peak).
+  optim/fast.py) with the subspace acceleration (optim/accelerate.py), as many fluid steps per
+  frame as keep each step under ``cfl`` = 4 cells, the density carried by the monotone transport.
 * metaphys with the plain fluid iteration (``accelerate=0``, the paper's), for comparison.
-* metaphys, the earlier density path (Metamizer iterations) at the same tolerance (``--old``).
-* two references of the same scene: "density-converged" (same fluid, density GMRES to 1e-10:
-  isolates the density tolerance) and "converged" (fluid ``--ref-iterations`` it/step as well).
-* PhiFlow (benchmarks/smoke_phiflow.py; ``--phiflow-python`` must have ``phiflow``): its own
-  plume, pressure tolerance 1e-3, and its density error against itself at tolerance 1e-6.
+* metaphys with half the step (``cfl`` 2): how much the time step changes the plume.
+* the reference "converged": the default steps with the fluid solved to ``--ref-iterations`` it/step.
+* PhiFlow (benchmarks/smoke_phiflow.py; ``--phiflow-python`` must have ``phiflow``): the same
+  physical plume, one step per frame, pressure tolerance 1e-3, and its density error against itself
+  at tolerance 1e-6.
 
 Errors are relative L2 of the stacked density frames [F, n, n] against the reference. Each size
 is stored in ``smoke_raw.json`` (so sizes can run separately) and all stored sizes are rendered
 to ``smoke.md`` and ``smoke.png``.
 
-    .venv/bin/python benchmarks/smoke.py --sizes 64 128 --frames 48 --phiflow-python /tmp/phienv/bin/python
+    .venv/bin/python benchmarks/smoke.py --sizes 64 128 --frames 48 24 --phiflow-python /tmp/phienv/bin/python
 """
 from __future__ import annotations
 
@@ -36,17 +37,18 @@ import torch  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_sim(n: int, frames: int, optimizer, **settings):
-    """(densities [F,n,n], ms per frame list, density iterations per frame, fluid iterations)."""
+def run_sim(n: int, frames: int, optimizer, **settings) -> dict:
+    """Densities [F,n,n], ms per frame, fluid steps and iterations per frame, min density."""
     from metaphys.sims.smoke import SmokeSim
-    sim = SmokeSim((n, n), optimizer=optimizer, **settings)
+    sim = SmokeSim((n, n), optimizer=optimizer, threads=1, **settings)
     out, times = [], []
     for _ in range(frames):
         t0 = time.perf_counter()
         sim.step()
         times.append(1e3 * (time.perf_counter() - t0))
         out.append(sim.density.copy())
-    return np.stack(out), times, [r.iterations for r in sim.density_records], [r.iterations for r in sim.records]
+    return {"density": np.stack(out), "ms": times, "steps": [r.substeps for r in sim.records],
+            "iterations": [r.iterations for r in sim.records], "min_density": min(r.min_density for r in sim.records)}
 
 
 def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
@@ -66,28 +68,22 @@ def phiflow(python: str, n: int, frames: int) -> dict:
 
 
 def measure_all(n: int, frames: int, args, optimizer) -> dict:
-    """All metaphys runs of one size (errors against both references), then PhiFlow."""
+    """All metaphys runs of one size (errors against the converged reference), then PhiFlow."""
     entry = {"n": n, "frames": frames, "ref_iterations": args.ref_iterations, "runs": {}}
     stacks = {}
-    configs = [("default", {}), ("plain fluid iteration", {"accelerate": 0})]
-    if args.old:
-        configs.append(("metamizer density", {"density_solver": "metamizer"}))
-    configs += [("density-converged", {"density_tol": 1e-10}),
-                ("converged", {"density_tol": 1e-10, "iterations_per_step": args.ref_iterations})]
+    configs = [("default", {}), ("plain fluid iteration", {"accelerate": 0}), ("cfl 2", {"cfl": 2.0}),
+               ("converged", {"iterations_per_step": args.ref_iterations})]
     run_sim(n, 2, optimizer)  # warm-up: oneDNN sets up its kernels for a new grid size on first use
     for name, settings in configs:
-        dens, times, dit, fit = run_sim(n, frames, optimizer, **settings)
-        stacks[name] = dens
-        entry["runs"][name] = {"ms_per_frame": float(np.median(times)), "density_iterations": float(np.mean(dit)),
-                               "fluid_iterations": float(np.mean(fit))}
-        print(f"  {n}^2 {name}: {np.median(times):.0f} ms/frame, density it/frame {np.mean(dit):.1f}", flush=True)
+        r = run_sim(n, frames, optimizer, **settings)
+        stacks[name] = r["density"]
+        entry["runs"][name] = {"ms_per_frame": float(np.median(r["ms"])), "steps": float(np.mean(r["steps"])),
+                               "fluid_iterations": float(np.mean(r["iterations"])), "min_density": r["min_density"]}
+        print(f"  {n}^2 {name}: {np.median(r['ms']):.0f} ms/frame, steps/frame {np.mean(r['steps']):.1f}", flush=True)
     for name, run in entry["runs"].items():
-        run["rel_l2_vs_density_converged"] = rel_l2(stacks[name], stacks["density-converged"])
         run["rel_l2_vs_converged"] = rel_l2(stacks[name], stacks["converged"])
-        run["max_err_over_peak_vs_density_converged"] = float(
-            np.abs(stacks[name] - stacks["density-converged"]).max() / max(stacks["density-converged"].max(), 1e-300))
     entry["phiflow"] = phiflow(args.phiflow_python, n, frames)
-    print(f"  {n}^2 PhiFlow: {entry['phiflow']}", flush=True)
+    print(f"  {n}^2 PhiFlow: { {k: v for k, v in entry['phiflow'].items() if k != 'cap'} }", flush=True)
     return entry
 
 
@@ -98,28 +94,37 @@ def render(raw: dict, out: str, machine_md: str) -> None:
     for key in sizes:
         e = raw[key]
         pf = e.get("phiflow", {})
-        pf_ms = pf.get("ms_per_frame")
+        pf_ms = pf.get("ms_per_frame") or pf.get("ms_per_frame_before_failure")
         for name, r in e["runs"].items():
             ratio = f"{r['ms_per_frame'] / pf_ms:.2f}" if pf_ms else "-"
             rows.append([f"{e['n']}²", e["frames"], f"metaphys: {name}", f"{r['ms_per_frame']:.0f}", ratio,
-                         f"{r['fluid_iterations']:.0f}", f"{r['density_iterations']:.1f}",
-                         f"{r['rel_l2_vs_converged']:.1e}", f"{r['rel_l2_vs_density_converged']:.1e}"])
-        if pf_ms:
+                         f"{r['steps']:.1f}", f"{r['fluid_iterations']:.0f}", f"{r['rel_l2_vs_converged']:.1e}",
+                         f"{r['min_density']:.3g}"])
+        if pf.get("ms_per_frame"):
+            err = f"{pf['density_rel_l2']:.1e} (vs itself at 1e-6)" if pf.get("density_rel_l2") is not None else \
+                "- (its 1e-6 solve diverged)"
             rows.append([f"{e['n']}²", e["frames"], f"PhiFlow {pf.get('version', '?')} (tol 1e-3)", f"{pf_ms:.0f}",
-                         "1.00", "-", "-", f"{pf['density_rel_l2']:.1e} (vs itself at 1e-6)", "-"])
+                         "1.00", "1", "-", err, f"{pf['min_density']:.3g}" if "min_density" in pf else "-"])
+        elif pf_ms:  # its pressure solve diverged: the frames before it still time a step
+            err = " ".join(pf.get("error", "?").strip().splitlines()[-1:]).replace("|", "/")[:120]
+            rows.append([f"{e['n']}²", e["frames"], f"PhiFlow {pf.get('version', '?')} (tol 1e-3), "
+                         f"{pf['frames_before_failure']} frames before its solve failed: {err}", f"{pf_ms:.0f}",
+                         "1.00", "1", "-", "-", "-"])
         else:
             # one table cell: the error's last line (the exception), not its traceback
             err = " ".join(pf.get("error", "?").strip().splitlines()[-1:]).replace("|", "/")[:160]
             rows.append([f"{e['n']}²", e["frames"], "PhiFlow", "-", "-", "-", "-", f"failed: {err}", "-"])
-    table = common.md_table(["grid", "frames", "method", "ms/frame (median)", "× PhiFlow", "fluid it/frame",
-                             "density it/frame", "rel. L2 vs converged", "rel. L2 vs density-converged"], rows)
+    table = common.md_table(["grid", "frames", "method", "ms/frame (median)", "× PhiFlow", "fluid steps/frame",
+                             "fluid it/frame", "rel. L2 vs converged", "min density"], rows)
     fig, ax = plt.subplots(figsize=(6, 4))
     ns = [raw[k]["n"] for k in sizes]
-    for name in ("default", "metamizer density", "converged"):
+    for name in ("default", "converged"):
         pts = [(raw[k]["n"], raw[k]["runs"][name]["ms_per_frame"]) for k in sizes if name in raw[k]["runs"]]
         if pts:
             ax.plot(*zip(*pts), "o-", label=f"metaphys {name}")
-    pts = [(raw[k]["n"], raw[k]["phiflow"]["ms_per_frame"]) for k in sizes if raw[k].get("phiflow", {}).get("ms_per_frame")]
+    pf_times = {k: raw[k].get("phiflow", {}).get("ms_per_frame") or raw[k].get("phiflow", {}).get(
+        "ms_per_frame_before_failure") for k in sizes}
+    pts = [(raw[k]["n"], pf_times[k]) for k in sizes if pf_times[k]]
     if pts:
         ax.plot(*zip(*pts), "s--", label="PhiFlow (tol 1e-3)")
     ax.set_xscale("log", base=2)
@@ -134,11 +139,12 @@ def render(raw: dict, out: str, machine_md: str) -> None:
     plt.close(fig)
     ref_its = sorted({raw[k]["ref_iterations"] for k in sizes})
     text = ("# Smoke: metaphys vs PhiFlow\n\n"
-            "Generated by `benchmarks/smoke.py` (see its docstring for the scenes). `converged` = fluid "
-            f"{'/'.join(map(str, ref_its))} Metamizer it/step and density GMRES to 1e-10; `density-converged` = "
-            "the default fluid (20 it/step) with the density to 1e-10, which isolates the density tolerance. "
-            "Errors are relative L2 over all frames' densities. PhiFlow runs its own comparable plume "
-            "(`benchmarks/smoke_phiflow.py`): its error is against itself at pressure tolerance 1e-6.\n\n"
+            "Generated by `benchmarks/smoke.py` (see its docstring for the scenes): the default plume in physical "
+            "units (1 m box, 24 fps), metaphys and PhiFlow on the same scene. `converged` = the default fluid steps "
+            f"solved to {'/'.join(map(str, ref_its))} Metamizer it/step; `cfl 2` = half the default fluid step. "
+            "Errors are relative L2 over all frames' densities. PhiFlow takes one step per frame (its "
+            "semi-Lagrangian steps are stable at any step); its error is against itself at pressure tolerance "
+            "1e-6.\n\n"
             + table + "\n\n![time per frame](smoke.png)\n\nWhat the runs showed, session by session: "
             "[smoke_notes.md](smoke_notes.md).\n\n" + machine_md)
     common.write(os.path.join(out, "smoke.md"), text)
@@ -149,8 +155,7 @@ def main():
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--frames", type=int, nargs="+", default=[48],
                    help="frames per size (one value for all, or one per size)")
-    p.add_argument("--ref-iterations", type=int, default=200, help="fluid it/step of the converged reference")
-    p.add_argument("--old", action="store_true", help="also run the earlier Metamizer density path")
+    p.add_argument("--ref-iterations", type=int, default=100, help="fluid it/step of the converged reference")
     p.add_argument("--phiflow-python", default=os.environ.get("PHIFLOW_PYTHON", ""),
                    help="an interpreter with phiflow installed (never a metaphys dependency)")
     p.add_argument("--phiflow-only", action="store_true", help="rerun only PhiFlow for the sizes (keeps stored runs)")

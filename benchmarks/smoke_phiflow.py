@@ -6,6 +6,9 @@
      height per frame, fraction of the domain height, as benchmarks/smoke_units.py measures it),
      "min_density", "version"}
 
+or, when PhiFlow's pressure solve diverges, {"error", "frames_before_failure",
+"ms_per_frame_before_failure" (median of the frames it finished), ...}.
+
 Scene: SmokeSim's default plume in the same physical units (argv[3], a JSON object of size_m, fps,
 buoyancy, emitter_density, viscosity; SmokeSim's defaults otherwise): a closed square box of
 ``size_m`` metres (no-slip velocity walls), a disc emitter of radius 0.1 of the side centred 0.15 of
@@ -42,6 +45,14 @@ def cap_height(d: np.ndarray, frac: float = 0.1) -> float:
     return float((len(rows) - (i - t) - 0.5) / len(rows))
 
 
+class Failed(Exception):
+    """A run that stopped at ``frame`` (0-based), with the wall times of the frames before it."""
+
+    def __init__(self, frame: int, times: list, cause: Exception):
+        super().__init__(f"{type(cause).__module__}.{type(cause).__name__}: {cause}")
+        self.frame, self.times = frame, list(times)
+
+
 def plume(n: int, frames: int, tol: float, p: dict):
     from phi import flow as pf
     size, dt = p["size_m"], 1.0 / p["fps"]
@@ -55,15 +66,18 @@ def plume(n: int, frames: int, tol: float, p: dict):
     diffusion_steps = max(1, math.ceil(4 * p["viscosity"] * dt / dx ** 2))
     pressure = None
     times, out = [], []
-    for _ in range(frames):
+    for frame in range(frames):
         t0 = time.perf_counter()
         smoke = pf.advect.mac_cormack(smoke, velocity, dt=dt) + inflow
         buoyancy = pf.resample(smoke * (0, p["buoyancy"] * dt), to=velocity)
         velocity = pf.advect.semi_lagrangian(velocity, velocity, dt=dt) + buoyancy
         if p["viscosity"] > 0:
             velocity = pf.diffuse.explicit(velocity, p["viscosity"], dt, substeps=diffusion_steps)
-        velocity, pressure = pf.fluid.make_incompressible(
-            velocity, (), pf.Solve("CG", tol, tol, x0=pressure, max_iterations=20000, rank_deficiency=1))
+        try:
+            velocity, pressure = pf.fluid.make_incompressible(
+                velocity, (), pf.Solve("CG", tol, tol, x0=pressure, max_iterations=20000, rank_deficiency=1))
+        except Exception as exc:  # PhiFlow's CG diverges on some grids: keep the frames it did
+            raise Failed(frame, times, exc) from None
         values = smoke.values.numpy("y,x")[::-1]  # row 0 = top, as metaphys writes it
         times.append(time.perf_counter() - t0)
         out.append(values)
@@ -75,8 +89,20 @@ def main():
     n, frames = int(sys.argv[1]), int(sys.argv[2])
     p = dict(DEFAULTS, **(json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
     import phi
-    d, times = plume(n, frames, 1e-3, p)
-    ref, times_tight = plume(n, frames, 1e-6, p)
+    try:
+        d, times = plume(n, frames, 1e-3, p)
+    except Failed as failed:  # the time per frame it managed is still a same-run comparison
+        print(json.dumps({"n": n, "frames": frames, "error": str(failed), "frames_before_failure": failed.frame,
+                          "ms_per_frame_before_failure": 1e3 * float(np.median(failed.times)) if failed.times else None,
+                          "version": phi.__version__}))
+        return
+    try:
+        ref, times_tight = plume(n, frames, 1e-6, p)
+    except Failed as failed:
+        print(json.dumps({"n": n, "frames": frames, "ms_per_frame": 1e3 * float(np.median(times)),
+                          "density_rel_l2": None, "error_tight": str(failed), "cap": [cap_height(f) for f in d],
+                          "min_density": float(d.min()), "version": phi.__version__}))
+        return
     err = float(np.linalg.norm(d - ref) / max(np.linalg.norm(ref), 1e-300))
     print(json.dumps({"n": n, "frames": frames, "ms_per_frame": 1e3 * float(np.median(times)),
                       "ms_per_frame_tight": 1e3 * float(np.median(times_tight)), "density_rel_l2": err,

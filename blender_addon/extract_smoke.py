@@ -182,6 +182,7 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
         "viscosity": float(s.viscosity),
         "density_diffusion": float(s.density_diffusion),
         "wind": [float(v) for v in s.wind],
+        "emitter_heat": float(s.emitter_heat), "heat_buoyancy": float(s.heat_buoyancy), "cooling": float(s.cooling),
     }
     if s.solver_mode == "TOLERANCE":
         spec["tol"] = float(s.tolerance)

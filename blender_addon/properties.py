@@ -117,6 +117,15 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
                                      default=0.0, min=0.0, soft_max=0.1, precision=5, step=0.01)
     wind: FloatVectorProperty(name="Wind", description="Uniform acceleration in the domain plane (m/s², x, y up)",
                               size=2, default=(0.0, 0.0), unit="ACCELERATION")
+    emitter_heat: FloatProperty(name="Heat", description="Temperature injected per second inside emitters (above "
+                                                         "the ambient air; 0 = no heat). Exported as the "
+                                                         "'temperature' field", default=0.0, min=0.0,
+                                soft_max=10.0)
+    heat_buoyancy: FloatProperty(name="Heat Buoyancy", description="Upward acceleration of hot air per unit "
+                                                                   "temperature (m/s²)", default=4.0,
+                                 soft_min=-20.0, soft_max=20.0, unit="ACCELERATION")
+    cooling: FloatProperty(name="Cooling", description="Temperature decay rate (1/s): it falls as exp(-cooling * t)",
+                           default=1.0, min=0.0, soft_max=10.0)
     substeps: IntProperty(name="Substeps", description="Fewest fluid steps per frame (a fast flow takes more: CFL)",
                           default=1, min=1, max=1000)
     cfl: FloatProperty(name="CFL", description="Farthest the flow may move in one fluid step (cells); each frame "

@@ -194,7 +194,9 @@ def test_smoke_bakes_at_24_and_48_fps_show_the_same_plume_at_the_same_times(tmp_
         assert m["parameters"]["fps"] == fps and m["extra"]["min_density"] >= 0
         assert all(f["min_density"] >= 0 and f["substeps"] >= 1 for f in m["frames"])
         assert m["frames"][-1]["time_s"] == pytest.approx(0.25)
-        density[fps] = np.load(out / "density" / f"density_{frames:04d}.npz")["density"]  # both at t = 0.25 s
+        npz = np.load(out / "density" / f"density_{frames:04d}.npz")
+        density[fps] = npz["density"]                                              # both at t = 0.25 s
+        assert npz["temperature"].shape == (24, 24) and not npz["temperature"].any()  # no emitter_heat: cold
     assert rates == {24: 24.0, 48: 48.0}
     a, b = density[24], density[48]
     assert a.max() > 0.1 and np.linalg.norm(b - a) <= 0.03 * np.linalg.norm(a)

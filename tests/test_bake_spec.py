@@ -189,7 +189,8 @@ def test_smoke_schema_defaults_are_the_smoke_sims_defaults():
     from metaphys.sims.smoke import SmokeSim
     sig = inspect.signature(SmokeSim).parameters
     for key in ("size_m", "fps", "substeps", "cfl", "emitter_density", "emitter_velocity", "buoyancy", "viscosity",
-                "density_diffusion", "wind", "iterations_per_step", "max_iterations"):
+                "density_diffusion", "wind", "emitter_heat", "heat_buoyancy", "cooling", "iterations_per_step",
+                "max_iterations"):
         default = S.SMOKE_SCHEMA[key].default
         sim_default = list(sig[key].default) if isinstance(default, list) else sig[key].default
         assert sim_default == default, (key, sim_default, default)

@@ -1,6 +1,6 @@
 """SmokeSim with the shipped weights: physical units (the same plume at any resolution and fps),
 a density that never goes negative and balances its mass, CFL sub-stepping, the emitters' push,
-obstacles, removed grid-unit arguments and bad input."""
+heat (buoyancy, cooling), obstacles, removed grid-unit arguments and bad input."""
 import numpy as np
 import pytest
 
@@ -94,6 +94,24 @@ def test_absurd_forces_are_refused_naming_them(shipped_optimizer, kwargs, frame,
                                                  r"steps in this frame \(more than 1000\)") as info:
         sim.run(3)
     assert cause in str(info.value) and len(sim.records) == frame - 1
+
+
+def test_heat_lifts_the_smoke_and_cools_at_its_rate(shipped_optimizer):
+    """Fire-like plumes: smoke that weighs nothing rises only when its emitter also heats the air; once
+    the emitter stops, the total heat decays exactly as exp(-cooling t) (walls pass nothing)."""
+    em = np.zeros((12, 32, 32))
+    em[:6] = SmokeSim.default_emitter(32, 32)              # emits for 6 frames, then stops
+    cold = _sim(shipped_optimizer, emitters=em, buoyancy=0.0)
+    hot = _sim(shipped_optimizer, emitters=em, buoyancy=0.0, emitter_heat=2.0, cooling=1.5)
+    cold.run(12)
+    heat = []
+    for _ in range(12):
+        hot.step()
+        heat.append(float(hot.temperature.sum()))
+        assert hot.temperature.min() >= 0.0
+    assert np.abs(cold.temperature).max() == 0.0 and np.abs(cold.velocity).max() < 1e-9  # nothing lifts it
+    assert cap_height(hot.density) > cap_height(cold.density) + 0.05
+    assert heat[-1] / heat[5] == pytest.approx(np.exp(-1.5 * 6 / 24), rel=1e-9)
 
 
 def test_obstacle_cells_stay_empty(shipped_optimizer):

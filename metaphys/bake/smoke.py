@@ -1,4 +1,5 @@
-"""Smoke bake: spec -> SmokeSim, per-frame density PNG/npz/VDB, flipbook and preview at the end."""
+"""Smoke bake: spec -> SmokeSim, per-frame density PNG, npz (density, velocity, pressure, temperature) and VDB,
+flipbook and preview at the end."""
 from __future__ import annotations
 
 import os
@@ -47,7 +48,8 @@ class SmokeWriter:
         files = {}
         images.write_density_png(self._name(number, "png"), d, vmax=self.png_max, bits=16)
         files["png"] = os.path.relpath(self._name(number, "png"), self.out)
-        images.write_frame_npz(self._name(number, "npz"), density=d, velocity=sim.velocity, pressure=sim.pressure)
+        images.write_frame_npz(self._name(number, "npz"), density=d, velocity=sim.velocity, pressure=sim.pressure,
+                               temperature=sim.temperature)
         files["npz"] = os.path.relpath(self._name(number, "npz"), self.out)
         if self.want_vdb:
             # velocity (m/s) beside density, for motion blur and pipelines

@@ -4,7 +4,10 @@ density that floats.
 Units. The arguments are SI, as in the bake spec: the domain's longer side is ``size_m`` metres, a
 frame lasts 1/``fps`` s, ``buoyancy`` is the upward acceleration (m/s^2) of smoke of density 1,
 ``viscosity`` and ``density_diffusion`` are m^2/s, ``emitter_density`` is density injected per
-second, ``emitter_velocity`` m/s and ``wind`` m/s^2. Inside, the solver works in grid units
+second, ``emitter_velocity`` m/s and ``wind`` m/s^2. Fire-like plumes: emitters may also inject
+heat (``emitter_heat``, temperature per second; temperature is relative to the ambient air and
+dimensionless, like the density), which rises with ``heat_buoyancy`` (m/s^2 per unit temperature),
+is carried and diffused with the density and cools as exp(-``cooling`` * t). Inside, the solver works in grid units
 (``GridUnits``, the one place the mapping lives): lengths in cells (dx = size_m / max(rows, cols)),
 time in frames. So the same scene gives the same plume at any resolution and any fps, up to the
 discretisation error (benchmarks/results/smoke_units.md measures it).
@@ -13,10 +16,10 @@ Steps. A frame is n fluid steps of 1/n frame: n = max(``substeps``, ceil(speed /
 speed (cells per frame) is the fastest face velocity at the frame start plus what buoyancy, wind and
 the emitters can add within the frame; so no step carries the flow much more than ``cfl`` cells.
 Each step: (1) buoyancy, wind and the emitters' push are set as forces on the velocity faces, (2) the
-fluid step (trapezoidal in time) is solved for (a, p) by the optimizer, (3) the density is carried by
-the step's mean velocity (physics.fluid.transport: upwind finite volumes with limited MUSCL face
-values, Heun sub-steps short enough that no cell can go negative; walls pass nothing, so mass
-changes only by the emitters). The density is >= 0 by construction, not clamped; each frame's
+fluid step (trapezoidal in time) is solved for (a, p) by the optimizer, (3) the density and the
+temperature are carried by the step's mean velocity (physics.fluid.transport: upwind finite volumes
+with limited MUSCL face values, Heun sub-steps short enough that no cell can go negative; walls pass
+nothing, so mass changes only by the emitters) and the temperature cools (exactly: a factor). The density is >= 0 by construction, not clamped; each frame's
 record has its minimum (``min_density``) and the bake manifest keeps it. The domain is a closed box
 with no-slip walls (``wall`` cells thick); obstacles are masks (fixed or per frame) or moving shapes
 (in cells, row 0 = top). Row 0 is the TOP of the domain.
@@ -128,7 +131,8 @@ class SmokeSim(Sim):
                  substeps: int = 1, cfl: float = 4.0, emitters=None, obstacles=None,
                  obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 1.0,
                  emitter_velocity: Sequence[float] = (0.0, 0.0), buoyancy: float = 4.0, viscosity: float = 1e-3,
-                 density_diffusion: float = 0.0, wind: Sequence[float] = (0.0, 0.0), wall: int = 2,
+                 density_diffusion: float = 0.0, wind: Sequence[float] = (0.0, 0.0), emitter_heat: float = 0.0,
+                 heat_buoyancy: float = 4.0, cooling: float = 1.0, wall: int = 2,
                  iterations_per_step: Optional[int] = 20, tol: Optional[float] = None, max_iterations: int = 200,
                  guard: bool = True, batch: int = 1, device="cpu", optimizer=None, weights=None,
                  accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None, **removed):
@@ -147,6 +151,7 @@ class SmokeSim(Sim):
         self.buoyancy, self.viscosity = a["buoyancy"], a["viscosity"]
         self.density_diffusion, self.emitter_density = a["density_diffusion"], a["emitter_density"]
         self.emitter_velocity, self.wind = list(a["emitter_velocity"]), list(a["wind"])
+        self.emitter_heat, self.heat_buoyancy, self.cooling = a["emitter_heat"], a["heat_buoyancy"], a["cooling"]
         if 2 * wall + 3 > min(self.h, self.w):
             raise argument_error("SmokeSim", "wall", f"expected walls that leave room for fluid (2 * wall + 3 <= "
                                                      f"{min(self.h, self.w)} cells), got {wall!r}")
@@ -164,6 +169,7 @@ class SmokeSim(Sim):
         self.u = self.fluid.initial_guess()
         self.fluid_state = self.optimizer.init_state(tuple(self.u.shape), device=self.device)
         self.density_field = torch.zeros(self.n, 1, self.h, self.w, dtype=F64, device=self.device)
+        self.temperature_field = torch.zeros_like(self.density_field)
         self.records: List[SmokeStepRecord] = []
         self.injected = torch.zeros(self.n, dtype=F64, device=self.device)
 
@@ -237,17 +243,19 @@ class SmokeSim(Sim):
 
     # --- forces and step sizes (grid units: cells, frames) -------------------------------------
     def _accelerations(self):
-        """(buoyancy per unit density, wind x, wind up) in cells/frame^2."""
+        """(buoyancy per unit density, per unit temperature, wind x, wind up) in cells/frame^2."""
         g = self.units
-        return g.acceleration(self.buoyancy), g.acceleration(self.wind[0]), g.acceleration(self.wind[1])
+        return (g.acceleration(self.buoyancy), g.acceleration(self.heat_buoyancy), g.acceleration(self.wind[0]),
+                g.acceleration(self.wind[1]))
 
     def _forces(self, emitter: torch.Tensor, dt: float) -> torch.Tensor:
-        """Force per unit mass on the (v_y, v_x) faces: buoyancy and wind (+y is up = -rows) and the
-        emitters' push, which brings the flow inside them up to ``emitter_velocity`` within a step."""
-        b, wind_x, wind_up = self._accelerations()
-        c = self.density_field
-        c_y = 0.5 * (c + torch.nn.functional.pad(c, (0, 1))[..., 1:])      # v_y faces sit at (i, j+1/2)
-        f_y = -(b * c_y + wind_up)
+        """Force per unit mass on the (v_y, v_x) faces: buoyancy of the density and the heat, wind (+y is
+        up = -rows) and the emitters' push, which brings the flow inside them up to ``emitter_velocity``
+        within a step."""
+        b, b_heat, wind_x, wind_up = self._accelerations()
+        lift = b * self.density_field + b_heat * self.temperature_field
+        lift_y = 0.5 * (lift + torch.nn.functional.pad(lift, (0, 1))[..., 1:])  # v_y faces sit at (i, j+1/2)
+        f_y = -(lift_y + wind_up)
         f_x = torch.full_like(f_y, wind_x)
         push_x, push_up = (self.units.speed(v) for v in self.emitter_velocity)
         if push_x or push_up:
@@ -267,8 +275,9 @@ class SmokeSim(Sim):
         """Fluid steps this frame: enough that the flow (as fast as it is, plus what buoyancy, wind and
         the emitters can add within the frame) moves at most ``cfl`` cells per step; more than
         MAX_SUBSTEPS is refused (SimulationDiverged naming the forces)."""
-        b, wind_x, wind_up = self._accelerations()
-        gain = abs(b) * float(self.density_field.max()) + math.hypot(wind_x, wind_up)
+        b, b_heat, wind_x, wind_up = self._accelerations()
+        gain = (abs(b) * float(self.density_field.max()) + abs(b_heat) * float(self.temperature_field.max())
+                + math.hypot(wind_x, wind_up))
         push = self.units.speed(math.hypot(*self.emitter_velocity))
         speed = max(self._peak_speed() + gain, push)
         need = math.ceil(speed / self.cfl) if math.isfinite(speed) else math.inf
@@ -316,17 +325,20 @@ class SmokeSim(Sim):
         return rec
 
     def _carry_density(self, u_new: torch.Tensor, mask: torch.Tensor, emitter: torch.Tensor, dt: float) -> int:
-        """Carry the density through one fluid step (the step's mean velocity), with the emitters'
-        sources; returns the transport's sub-steps. Density under a newly masked cell is dropped."""
+        """Carry the density and the temperature through one fluid step (the step's mean velocity), with
+        the emitters' sources, then cool the temperature; returns the transport's sub-steps. What sits
+        under a newly masked cell is dropped."""
         vel = corner_velocity(self.fluid, u_new, which="mean")
-        source = self.units.rate(self.emitter_density) * emitter
+        g = self.units
+        source = torch.cat([g.rate(self.emitter_density) * emitter, g.rate(self.emitter_heat) * emitter], dim=1)
+        fields = torch.cat([self.density_field, self.temperature_field], dim=1) * (1 - mask)
         try:
-            c, k = transport(self.density_field * (1 - mask), vel, mask, dt,
-                             D=self.units.diffusivity(self.density_diffusion), source=source)
+            carried, k = transport(fields, vel, mask, dt, D=g.diffusivity(self.density_diffusion), source=source)
         except ValueError as exc:
             raise self._diverged(self.frame + 1, str(exc)) from None
-        self.density_field = c
-        self.injected += (source * dt).flatten(1).sum(1)
+        self.density_field = carried[:, 0:1].contiguous()
+        self.temperature_field = carried[:, 1:2] * math.exp(-g.rate(self.cooling) * dt)  # exact decay: stays >= 0
+        self.injected += (source[:, 0:1] * dt).flatten(1).sum(1)
         return k
 
     def _check_resolved(self, u_new: torch.Tensor, dt: float, frame: int) -> float:
@@ -345,12 +357,14 @@ class SmokeSim(Sim):
 
     def _diverged(self, frame: int, what: str) -> SimulationDiverged:
         d = {k: SMOKE_SCHEMA[k].default for k in ("buoyancy", "emitter_velocity", "wind", "size_m")}
+        heat = (f", heat_buoyancy={self.heat_buoyancy:g} (m/s^2 per unit temperature) with emitter_heat="
+                f"{self.emitter_heat:g}" if self.emitter_heat else "")
         return SimulationDiverged(
             f"SmokeSim diverged at frame {frame}: {what}; the forces are too strong for the grid -- "
             f"buoyancy={self.buoyancy:g} (m/s^2 per unit density), emitter_velocity={self.emitter_velocity} (m/s), "
-            f"wind={self.wind} (m/s^2) in a {self.size_m:g} m domain at {self.fps:g} fps, against the defaults "
+            f"wind={self.wind} (m/s^2){heat} in a {self.size_m:g} m domain at {self.fps:g} fps, against the defaults "
             f"{d['buoyancy']:g}, {d['emitter_velocity']} and {d['wind']} in {d['size_m']:g} m: smaller forces or a "
-            "smaller cfl keep the flow resolved -- or obstacle shapes jump many cells per frame")
+            "coarser grid keep the flow resolved -- or obstacle shapes jump many cells per frame")
 
     # --- results (SI) ----------------------------------------------------------------------------
     @property
@@ -360,6 +374,12 @@ class SmokeSim(Sim):
         return d[0] if self.n == 1 else d
 
     field = density  # the protocol's result name (sims/base.py)
+
+    @property
+    def temperature(self) -> np.ndarray:
+        """[H, W] (or [N, H, W]) temperature above the ambient air, where the density is (0 without emitter_heat)."""
+        t = self.temperature_field[:, 0].cpu().numpy()
+        return t[0] if self.n == 1 else t
 
     @property
     def velocity(self) -> np.ndarray:
@@ -387,19 +407,23 @@ class SmokeSim(Sim):
         """Everything needed to continue bit-identically (used by resumable bakes)."""
         return {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
                 "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
-                "density_field": self.density_field.clone(), "injected": self.injected.clone(),
+                "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
+                "injected": self.injected.clone(),
                 "frame": self.frame, "records": [r.as_dict() for r in self.records]}
 
     def load_state_dict(self, sd: dict) -> None:
-        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "injected", "frame", "records"),
-                         shapes={"u": self.u.shape, "density_field": self.density_field.shape})
+        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "temperature_field", "injected",
+                                    "frame", "records"),
+                         shapes={"u": self.u.shape, "density_field": self.density_field.shape,
+                                 "temperature_field": self.density_field.shape})
         self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
         self.fluid_state = restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device)
         self.density_field = sd["density_field"].to(self.device)
+        self.temperature_field = sd["temperature_field"].to(self.device)
         self.injected = sd["injected"].to(self.device)
         self.frame = int(sd["frame"])
         self.records = [SmokeStepRecord(**r) for r in sd["records"]]
 
     def finite(self) -> bool:
-        return bool(torch.isfinite(self.u).all()) and bool(torch.isfinite(self.density_field).all())
+        return all(bool(torch.isfinite(t).all()) for t in (self.u, self.density_field, self.temperature_field))

@@ -10,7 +10,8 @@ CLOTH_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tens
                   "tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard",
                   "threads", "frame_time_budget", "self_collision", "self_collision_distance")
 SMOKE_SIM_KEYS = ("size_m", "fps", "substeps", "cfl", "emitters", "obstacles", "obstacle_shapes", "emitter_density",
-                  "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "max_iterations")
+                  "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "emitter_heat",
+                  "heat_buoyancy", "cooling", "max_iterations")
 
 
 def default_colliders(size_m: float, height: float):

@@ -164,6 +164,11 @@ SMOKE_SCHEMA: Dict[str, Key] = {
                      "to 256^2: benchmarks/results/smoke_units.md)"),
     "density_diffusion": Key(Number(0, unit="m^2/s"), 0.0, "diffusion of the density"),
     "wind": Key(Vector(2, "m/s^2", names="[vx, vy]"), [0.0, 0.0], "uniform acceleration"),
+    "emitter_heat": Key(Number(0, unit="temperature per second"), 0.0,
+                        "heat injected inside emitters (temperature above the ambient air, carried and diffused "
+                        "with the density; 0 = none)"),
+    "heat_buoyancy": Key(Number(unit="m/s^2 per unit temperature"), 4.0, "upward acceleration of hot air"),
+    "cooling": Key(Number(0, unit="1/s"), 1.0, "the temperature decays as exp(-cooling * t)"),
     "iterations_per_step": Key(Int(1), 20, "optimizer iterations per fluid step"),
     "tol": Key(Number(0, lo_open=True, unit="mean squared residual", nullable=True), None,
                "iterate each step until below (up to `max_iterations`); null = `iterations_per_step`"),

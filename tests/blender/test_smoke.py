@@ -88,6 +88,7 @@ def test_smoke_settings_follow_the_engine_schema(blend_dir):
     props = bpy.types.Object.bl_rna.properties["metaphys_smoke"].fixed_type.properties
     pairs = {"emitter_density": "emitter_density", "buoyancy": "buoyancy", "viscosity": "viscosity",
              "density_diffusion": "density_diffusion", "substeps": "substeps", "cfl": "cfl",
+             "emitter_heat": "emitter_heat", "heat_buoyancy": "heat_buoyancy", "cooling": "cooling",
              "iterations": "iterations_per_step", "max_iterations": "max_iterations"}
     for prop, key in pairs.items():
         assert props[prop].default == pytest.approx(limits[key]["default"], rel=1e-6), prop
