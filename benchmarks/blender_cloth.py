@@ -31,7 +31,46 @@ def grid(n: int, plane: str):
     return verts, faces
 
 
+def build_real(bpy, name: str, n: int, frames: int, quality: int):
+    """A scene of benchmarks/cloth_scenes.py (slope_muX, fold) in Blender: the same rest mesh, pins,
+    rotated box collider and self-collision (Blender's friction is its own unit: left at its default)."""
+    import math
+    import os
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from cloth_scenes import scene as real_scene
+    kw = real_scene(name, n, frames)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frames + 1
+    rest = [tuple(map(float, p)) for p in kw["rest_positions"]]
+    faces = [(i * n + j, i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j)
+             for i in range(n - 1) for j in range(n - 1)]
+    mesh = bpy.data.meshes.new("cloth")
+    mesh.from_pydata(rest, [], faces)
+    obj = bpy.data.objects.new("cloth", mesh)
+    scene.collection.objects.link(obj)
+    pins = [k for k, w in enumerate(kw["pin_weights"]) if w > 0]
+    mod = obj.modifiers.new("Cloth", "CLOTH")
+    if pins:
+        group = obj.vertex_groups.new(name="pin")
+        group.add(pins, 1.0, "REPLACE")
+        mod.settings.vertex_group_mass = "pin"
+    mod.settings.quality = quality
+    mod.collision_settings.use_self_collision = bool(kw.get("self_collision"))
+    mod.point_cache.frame_start, mod.point_cache.frame_end = 1, frames + 1
+    for c in kw.get("colliders", []):
+        if c["type"] != "box":
+            continue
+        bpy.ops.mesh.primitive_cube_add(size=2.0, location=tuple(c["center"]),
+                                        rotation=tuple(math.radians(a) for a in c.get("rotation", [0, 0, 0])),
+                                        scale=tuple(c["half_extents"]))
+        bpy.context.object.modifiers.new("Collision", "COLLISION")
+    return scene
+
+
 def build(bpy, name: str, n: int, frames: int, quality: int):
+    if name.startswith("slope") or name == "fold":
+        return build_real(bpy, name, n, frames, quality)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, frames + 1

@@ -51,7 +51,7 @@ def scene(name: str, n: int, frames: int, **kw) -> dict:
         pins = np.zeros(n * n)
         pins[n // 4] = pins[3 * n // 4] = 1.0
         targets = np.stack([rest + [0.0, 0.5 * k / 24.0, 0.0] for k in range(frames + 1)])
-        return dict(rest_positions=rest, pin_weights=pins, pin_targets=targets,
+        return dict(rest_positions=rest, pin_weights=pins, pin_targets=targets, self_collision=True,
                     colliders=[{"type": "mesh", "center": [0, 0, 0], "vertices": V, "faces": F, "friction": 0.3}],
                     check=("mesh", V, F))
     if name.startswith("slope"):
@@ -121,7 +121,29 @@ def main(argv=None):
     for name in args.scenes:
         rows.append(run(name, args.size, args.frames))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "positions"}), flush=True)
+    blender = blender_times(args.size, args.frames, [r["scene"] for r in rows if r["scene"] != "cape"])
+    for r in rows:
+        r["blender_ms"] = blender.get(r["scene"])
     write(args, rows)
+
+
+def blender_times(n, frames, scenes) -> dict:
+    """Blender 5.0's own cloth on the same scenes (quality 5), timed in this run: {scene: (median,
+    worst) ms}; empty where bpy is missing (it is installed by make test-blender)."""
+    import subprocess
+    if not scenes:
+        return {}
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender_cloth.py")
+    r = subprocess.run([sys.executable, script, "--size", str(n), "--frames", str(frames), "--scenes", *scenes],
+                       capture_output=True, text=True, timeout=3600)
+    out = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            b = json.loads(line)
+            out[b["scene"]] = (b["ms"], b.get("ms_max", float("nan")))
+    if not out:
+        print(f"Blender cloth not timed: {r.stderr.strip()[-300:]}", flush=True)
+    return out
 
 
 def write(args, rows):
@@ -129,22 +151,28 @@ def write(args, rows):
     lines = ["# Cloth in real scenes (benchmarks/cloth_scenes.py)", "",
              f"{args.size}² cloth, {args.frames} frames at 24 fps, 1 thread, default solver (Newton-Krylov, tol 1e-5). "
              "cape: pinned at two shoulder points on a walking, swaying capsule body (a deforming mesh, "
-             "2,000+ triangles, friction 0.3); slope_muX: a 0.6 m cloth on a box rotated 30° with Coulomb "
+             "2,000+ triangles, friction 0.3), self-collision on; slope_muX: a 0.6 m cloth on a box rotated 30° with Coulomb "
              "friction X (it holds only for X > tan 30° = 0.577; sliding, a = g (sin 30° - X cos 30°)); fold: "
              "a layer falling 12 cm onto a hammock of the same cloth, self-collision on. Crossings: frames "
              "whose mesh has an edge through a triangle (edge-triangle test).", "",
-             "| scene | ms/frame median / worst | within tol | at budget | Newton it/frame | max strain | "
-             "deepest inside collider (mm) | frames with crossings | slide (m) / accel (m/s²) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| scene | ms/frame median / worst | Blender's cloth median / worst (× median) | within tol | "
+             "at budget | Newton it/frame | max strain | deepest inside collider (mm) | frames with crossings | "
+             "slide (m) / accel (m/s²) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         slide = f"{r['slide_m']:+.3f} / {r['accel_m_s2']:+.2f}" if "slide_m" in r else "-"
-        lines.append(f"| {r['scene']} | {r['ms']:.0f} / {r['ms_max']:.0f} | {r['converged']}/{r['frames']} | "
+        b = r.get("blender_ms")
+        bl = "-" if not b else f"{b[0]:.0f} / {b[1]:.0f} ({r['ms'] / b[0]:.1f}×)"
+        lines.append(f"| {r['scene']} | {r['ms']:.0f} / {r['ms_max']:.0f} | {bl} | {r['converged']}/{r['frames']} | "
                      f"{r['budget_hit']} | {r['newton_median']:.0f} | {100 * r['max_strain']:.1f} % | "
                      f"{r['deepest_inside_mm']:.1f} (margin {r['margin_mm']:.1f}) | {r['frames_with_crossings']} | {slide} |")
     with open(os.path.join(args.out, "cloth_scenes.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "cloth_scenes.json"), "w") as fh:
         json.dump([{k: v for k, v in r.items() if k != "positions"} for r in rows], fh, indent=1)
+    if not any(r.get("blender_ms") for r in rows):
+        with open(os.path.join(args.out, "cloth_scenes.md"), "a") as fh:
+            fh.write("\nBlender's cloth was not timed in this run (bpy is installed by `make test-blender`).\n")
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -242,18 +242,20 @@ def test_self_collision_keeps_a_falling_layer_from_passing_through_another():
     assert sim.problem.fields["self_pairs"].shape[1] > 0
 
 
-def test_max_step_stops_a_pair_at_the_hard_distance():
+def test_max_step_stops_a_pair_at_the_hard_distance_and_finds_pairs_it_was_not_given():
     prob = ClothProblem(rest_grid(1, 8, 8), k_contact=100.0)
-    prob.set_self_pairs([[0, 63]], 1.0)
-    x = prob.fields["x_old"][0].reshape(3, -1)
-    gap = x[:, 63] - x[:, 0]
+    x = prob.fields["x_old"].clone()
+    x[0, :, 7, 7] = x[0, :, 0, 0] + torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)   # corner 63 above corner 0
+    prob.fields["x_old"] = x
+    prob.set_self_pairs(torch.zeros(0, 2, dtype=torch.long), 1.0)   # no candidates yet
+    gap = x[0, :, 7, 7] - x[0, :, 0, 0]
     step = torch.zeros(prob.shape, dtype=torch.float64)
     step[0, :, 0, 0] = gap                          # vertex 0 would land on vertex 63
     a = torch.zeros(prob.shape, dtype=torch.float64)
     alpha = prob.max_step(a, step)
-    d = float((x[:, 0] + alpha * gap - x[:, 63]).norm())
     hit = 1.0 - prob.SELF_HARD_FRACTION / float(gap.norm())   # where the pair would reach the hard distance
-    assert alpha == pytest.approx(0.9 * hit, rel=1e-9) and d > prob.SELF_HARD_FRACTION
+    assert alpha == pytest.approx(0.9 * hit, rel=1e-9)
+    assert [0, 63] in prob.fields["self_pairs"][0].tolist()   # the broad phase added the pair
     assert prob.max_step(a, -step) == 1.0           # moving apart is never limited
 
 

@@ -267,6 +267,36 @@ def extra_terms(a, fields) -> torch.Tensor:
     return total
 
 
+# at most this many broad-phase candidates per check: beyond it the step is checked in halves
+MAX_BROAD_PAIRS = 400_000
+
+
+def swept_pairs(x0, x1, reach: float, cols: int):
+    """Vertex pairs [K,2] (i < j, more than two grid steps apart) whose straight paths x0 -> x1
+    ([P,3] numpy) come within ``reach`` of each other at some common time in [0, 1]; None when the
+    broad phase (a k-d tree on the paths' midpoints, radius = half the longest path + reach) finds
+    more than MAX_BROAD_PAIRS candidates."""
+    import numpy as np
+    from scipy.spatial import cKDTree
+
+    mid, half = 0.5 * (x0 + x1), 0.5 * np.linalg.norm(x1 - x0, axis=1)
+    tree = cKDTree(mid)
+    cand = tree.query_pairs(reach + 2.0 * float(half.max()), output_type="ndarray")
+    if len(cand) > MAX_BROAD_PAIRS:
+        return None
+    if len(cand) == 0:
+        return cand.reshape(0, 2)
+    i, j = cand[:, 0], cand[:, 1]
+    far = (np.abs(i // cols - j // cols) > 2) | (np.abs(i % cols - j % cols) > 2)
+    i, j = i[far], j[far]
+    p0 = x0[i] - x0[j]
+    dp = (x1[i] - x1[j]) - p0
+    t = np.clip(-(p0 * dp).sum(1) / np.maximum((dp * dp).sum(1), 1e-300), 0.0, 1.0)
+    closest = np.linalg.norm(p0 + t[:, None] * dp, axis=1)
+    keep = closest <= reach
+    return np.stack([i[keep], j[keep]], 1)
+
+
 def _pair_penetration(x, pairs, distance):
     """Self-collision pairs [N,P,2] (flat vertex indices, -1 = padding): (penetration [N,P] =
     max(0, distance - |x_i - x_j|), unit direction i <- j [N,3,P], |x_i - x_j| [N,P])."""
@@ -608,19 +638,38 @@ class ClothProblem(Problem):
     SELF_HARD_FRACTION = 0.75
 
     def max_step(self, a, step) -> float:
-        """The largest alpha in [0, 1] such that moving from a to a + alpha * step keeps every
-        self-collision pair at least SELF_HARD_FRACTION * distance apart along the whole straight
-        path (continuous collision detection of vertex pairs), times 0.9; 1 without pairs."""
-        pairs = self.fields.get("self_pairs")
-        if pairs is None or pairs.shape[1] == 0:
-            return 1.0
+        """The largest alpha in [0, 1] such that moving from a to a + alpha * step keeps every pair
+        of cloth vertices at least SELF_HARD_FRACTION * distance apart along the whole straight path
+        (continuous collision detection), times 0.9; 1 without self-collision. Every pair is checked
+        (a broad phase over the step's swept segments): pairs the step brings within 1.5 distances
+        join the self-collision pairs (they are added only while still outside the distance, where
+        their energy is 0, so the loss at ``a`` does not change)."""
         fl = self.fields
+        dist = fl.get("self_distance")
+        if dist is None or float(dist[0]) <= 0:
+            return 1.0
+        d = float(dist[0])
+        h, w = self.shape[2], self.shape[3]
         x0 = self.state(a[:1])[0][0].reshape(3, -1)
         x1 = self.state((a + step)[:1])[0][0].reshape(3, -1)
-        i, j = pairs[0, :, 0], pairs[0, :, 1]
+        found = swept_pairs(x0.T.cpu().numpy(), x1.T.cpu().numpy(), 1.5 * d, w)
+        if found is None:   # a step so large the broad phase explodes: check half of it
+            return 0.5 * self.max_step(a, 0.5 * step)
+        pairs = fl["self_pairs"][0]
+        if len(found):
+            found = torch.as_tensor(found, device=pairs.device)
+            p0 = x0[:, found[:, 0]] - x0[:, found[:, 1]]
+            outside = (p0 * p0).sum(0) >= d * d
+            merged = torch.unique(torch.cat([pairs, found[outside]]), dim=0)
+            if merged.shape[0] != pairs.shape[0]:
+                self.set_self_pairs(merged, d)
+                pairs = merged
+        if pairs.shape[0] == 0:
+            return 1.0
+        i, j = pairs[:, 0], pairs[:, 1]
         p0 = x0[:, i] - x0[:, j]
         dp = (x1[:, i] - x1[:, j]) - p0
-        dmin = self.SELF_HARD_FRACTION * float(fl["self_distance"][0])
+        dmin = self.SELF_HARD_FRACTION * d
         A = (dp * dp).sum(0)
         B = 2.0 * (p0 * dp).sum(0)
         Cc = (p0 * p0).sum(0) - dmin * dmin
