@@ -42,6 +42,28 @@ def walking_body(frames: int, fps: float = 24.0):
     return np.stack(track), F
 
 
+def fold_scene(n: int, size: float = 0.8, gap: float = 0.12) -> dict:
+    """A U-folded sheet: a lower layer hanging between two pinned rods (its first and last row), a
+    wall of rows rising ``gap`` at the second rod, and the rest of the sheet lying flat ``gap`` above
+    the lower layer, ready to fall onto it. Every edge keeps the rest length (no stretched crease)."""
+    L = size / (n - 1)
+    k = max(1, int(round(gap / L)))                 # rows in the wall
+    lower = (n - k) // 2
+    pos = np.zeros((n, n, 3))
+    for i in range(n):
+        if i < lower:
+            y, z = i * L, 0.5
+        elif i < lower + k:
+            y, z = (lower - 1) * L, 0.5 + (i - lower + 1) * L
+        else:
+            y, z = (lower - 1 - (i - lower - k + 1)) * L, 0.5 + k * L
+        pos[i, :, 0] = np.arange(n) * L - size / 2
+        pos[i, :, 1], pos[i, :, 2] = y, z
+    pins = np.zeros((n, n))
+    pins[0, :] = pins[lower - 1, :] = 1.0
+    return dict(rest_positions=pos.reshape(-1, 3), pin_weights=pins.reshape(-1))
+
+
 def scene(name: str, n: int, frames: int, **kw) -> dict:
     if name == "cape":
         V, F = walking_body(frames)
@@ -62,17 +84,7 @@ def scene(name: str, n: int, frames: int, **kw) -> dict:
                "friction": mu}
         return dict(rest_positions=rest, pin_weights=np.zeros(n * n), colliders=[box], check=("slope", R))
     if name == "fold":
-        size, half = 0.8, n // 2
-        L = size / (n - 1)
-        pos = np.zeros((n, n, 3))
-        for i in range(n):
-            for j in range(n):
-                pos[i, j] = ([j * L - size / 2, i * L, 0.5] if i < half
-                             else [j * L - size / 2, (n - 1 - i) * L + 0.5 * L, 0.62])
-        pins = np.zeros((n, n))
-        pins[0, :] = pins[half - 1, :] = 1.0
-        return dict(rest_positions=pos.reshape(-1, 3), pin_weights=pins.reshape(-1), self_collision=True,
-                    check=("fold",))
+        return dict(fold_scene(n), self_collision=True, check=("fold",))
     raise ValueError(f"unknown scene {name!r}")
 
 
@@ -153,7 +165,8 @@ def write(args, rows):
              "cape: pinned at two shoulder points on a walking, swaying capsule body (a deforming mesh, "
              "2,000+ triangles, friction 0.3), self-collision on; slope_muX: a 0.6 m cloth on a box rotated 30° with Coulomb "
              "friction X (it holds only for X > tan 30° = 0.577; sliding, a = g (sin 30° - X cos 30°)); fold: "
-             "a layer falling 12 cm onto a hammock of the same cloth, self-collision on. Crossings: frames "
+             "a U-folded sheet whose upper layer falls 12 cm onto its lower layer, a hammock between two "
+             "rods, self-collision on. Crossings: frames "
              "whose mesh has an edge through a triangle (edge-triangle test).", "",
              "| scene | ms/frame median / worst | Blender's cloth median / worst (× median) | within tol | "
              "at budget | Newton it/frame | max strain | deepest inside collider (mm) | frames with crossings | "

@@ -272,7 +272,7 @@ MAX_BROAD_PAIRS = 400_000
 
 
 def swept_pairs(x0, x1, reach: float, cols: int):
-    """Vertex pairs [K,2] (i < j, more than two grid steps apart) whose straight paths x0 -> x1
+    """Vertex pairs [K,2] (i < j, not grid neighbours) whose straight paths x0 -> x1
     ([P,3] numpy) come within ``reach`` of each other at some common time in [0, 1]; None when the
     broad phase (a k-d tree on the paths' midpoints, radius = half the longest path + reach) finds
     more than MAX_BROAD_PAIRS candidates."""
@@ -287,7 +287,7 @@ def swept_pairs(x0, x1, reach: float, cols: int):
     if len(cand) == 0:
         return cand.reshape(0, 2)
     i, j = cand[:, 0], cand[:, 1]
-    far = (np.abs(i // cols - j // cols) > 2) | (np.abs(i % cols - j % cols) > 2)
+    far = (np.abs(i // cols - j // cols) > 1) | (np.abs(i % cols - j % cols) > 1)
     i, j = i[far], j[far]
     p0 = x0[i] - x0[j]
     dp = (x1[i] - x1[j]) - p0

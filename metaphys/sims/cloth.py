@@ -274,8 +274,9 @@ class ClothSim(Sim):
     def _set_self_pairs(self) -> None:
         """Self-collision candidates for this step: vertex pairs within 1.5 collision distances of each
         other at the start, the middle or the predicted end of the step (x + s dt v, s = 0, 1/2, 1:
-        pairs that move together, like a falling layer, stay few), except pairs within two grid steps
-        of each other (the cloth's own springs hold those apart)."""
+        pairs that move together, like a falling layer, stay few), except grid neighbours (edges and quad
+        diagonals: their springs hold them apart; pairs two steps apart repel, so a sharp crease cannot
+        pass through itself)."""
         from scipy.spatial import cKDTree
 
         fl = self.problem.fields
@@ -287,7 +288,7 @@ class ClothSim(Sim):
             found.append(cKDTree(pts).query_pairs(reach, output_type="ndarray"))
         pairs = np.unique(np.concatenate(found).reshape(-1, 2), axis=0).astype(np.int64)
         w = self.cols
-        far = (np.abs(pairs[:, 0] // w - pairs[:, 1] // w) > 2) | (np.abs(pairs[:, 0] % w - pairs[:, 1] % w) > 2)
+        far = (np.abs(pairs[:, 0] // w - pairs[:, 1] // w) > 1) | (np.abs(pairs[:, 0] % w - pairs[:, 1] % w) > 1)
         self.problem.set_self_pairs(pairs[far], self.self_collision_distance)
 
     def _set_contact_planes(self, t: float) -> None:
