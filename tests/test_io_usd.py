@@ -158,12 +158,12 @@ def test_smoke_usda_references_the_vdb_sequence_with_velocity(tmp_path, weights_
             p = fp.Get(t)
             assert p.path == f"./density/density_{t:04d}.vdb"  # relative: the bake folder can move
             assert os.path.isfile(p.resolvedPath) and field in vdb.grid_names(p.resolvedPath)
-    # the velocity grid is the simulation's (cells/step -> m/s, vy up -> +z), as stored in the npz
+    # the velocity grid is the simulation's, in m/s as stored in the npz (vy up -> +z)
     npz = np.load(out / "density" / "density_0002.npz")
     v = vdb.read_vdb_velocity(out / "density" / "density_0002.vdb")[0]
-    scale = (1.0 / 16) * 24.0
-    assert np.allclose(v[..., 0], npz["velocity"][..., 0] * scale, atol=1e-6)
-    assert np.allclose(v[..., 2], npz["velocity"][..., 1] * scale, atol=1e-6)
+    assert np.abs(npz["velocity"]).max() > 0
+    assert np.allclose(v[..., 0], npz["velocity"][..., 0], atol=1e-6)
+    assert np.allclose(v[..., 2], npz["velocity"][..., 1], atol=1e-6)
     man = read_manifest(out / "manifest.json")
     assert man["outputs"]["usd"] == "smoke.usda"
     # the grids' transform, recorded for readers that cannot read it from a grid (the Blender add-on)
