@@ -112,7 +112,7 @@ def run(name: str, n: int, frames: int) -> dict:
                converged=sum(bool(r.converged) for r in recs), budget_hit=sum(bool(r.budget_hit) for r in recs),
                newton_median=float(np.median([r.newton_iterations for r in recs])),
                max_strain=max(r.max_strain for r in recs), frames_with_crossings=crossings,
-               deepest_inside_mm=-1000 * inside, margin_mm=1000 * float(sim.problem.fields["margin"][0]) * sim.length_unit)
+               deepest_inside_mm=abs(1000 * inside), margin_mm=1000 * float(sim.problem.fields["margin"][0]) * sim.length_unit)
     if along:
         v = np.diff(along) * sim.fps
         out["slide_m"] = along[-1] - along[0]
