@@ -355,7 +355,11 @@ class NewtonSolver:
             out.iterations, out.exact_retry = total, True   # the cost of both attempts
         return out
 
-    def _solve_one(self, problem, u, scale, callback, hessian: str) -> NewtonResult:
+    def _newton_loop(self, problem, u, scale, callback, step) -> NewtonResult:
+        """The loop both linear solvers share: stop at the tolerance, the time budget or the
+        iteration cap; ``step(u, loss, grad, g, rel, scale, free, idx, out)`` finds the next iterate
+        (direction and line search) and returns (accepted, u, loss, grad)."""
+        t0 = time.perf_counter()
         free = problem.impose(torch.ones_like(u)).flatten() != 0        # unknowns Newton may move
         idx = free.nonzero().view(-1).cpu().numpy()
         loss, grad = problem.loss_and_grad(u)
@@ -363,56 +367,15 @@ class NewtonSolver:
             scale = problem.residual_scale(grad) if hasattr(problem, "residual_scale") else 1.0
         rel, rms = self._measure(problem, loss, grad, scale)
         out = NewtonResult(u=u, residuals=[rel])
-        lam = 0.0
-        lu = None  # the last factorization, reused (chord steps) while it keeps paying off
         for it in range(self.max_iterations):
             if self._done(rel, rms):
                 out.converged = True
                 break
+            if self.time_budget is not None and time.perf_counter() - t0 > self.time_budget:
+                out.budget_hit = "time"
+                break
             g = grad.flatten()[free].cpu().numpy()
-            accepted = False
-            # 0) a chord step with the previous factorization: one kernel call and two triangular
-            #    solves instead of a Hessian; kept only while it cuts the residual by 2x or more
-            if lu is not None:
-                d = lu.solve(-g)
-                if np.all(np.isfinite(d)) and float(g @ d) < 0:
-                    accepted, u_new, loss_new, grad_new, _ = self._line_search(problem, u, loss, grad, g, d, idx,
-                                                                               min_alpha=1.0)
-                    if accepted and self._measure(problem, loss_new, grad_new, scale)[0] > 0.5 * rel:
-                        lu = None  # slow progress: take the step, refresh the Hessian next time
-                else:
-                    accepted = False
-                if not accepted:
-                    lu = None
-                else:
-                    out.chord_steps += 1
-            if not accepted:
-                H_exact = sparse_hessian(problem, u, method=hessian).tocsr()[idx][:, idx].tocsc()
-                out.hessians += 1
-                # 1) the exact Newton step, taken when it is downhill with (nearly) a full step:
-                #    near a minimum this converges quadratically, also where springs are compressed
-                lu, d = self._factor(H_exact, g) if rel < self.exact_below else (None, None)
-                if d is not None:
-                    accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad, g, d,
-                                                                                      idx, min_alpha=0.25)
-                    out.line_search_halvings += halvings
-                # 2) otherwise the projected Hessian (compressed-spring curvature removed),
-                #    regularized until downhill, with a full backtracking line search
-                if not accepted:
-                    Hm = H_exact
-                    if hasattr(problem, "hessian_psd_correction"):
-                        Hm = (sparse_hessian_correction(problem, u)[idx][:, idx] + Hm).tocsc()
-                    lam = 0.0 if lam == 0.0 else lam / 10  # try less regularization again
-                    for _ in range(6):
-                        lu, d, lam = self._regularized_factor(Hm, g, lam)
-                        out.regularized += int(lam > 0)
-                        accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad,
-                                                                                          g, d, idx, min_alpha=0.0)
-                        out.line_search_halvings += halvings
-                        if accepted:
-                            break
-                        lam = max(1e-6, lam * 100)  # the quadratic model was poor here: regularize more
-                    lu = None  # a regularized factorization is a poor chord: refresh next time
+            accepted, u_new, loss_new, grad_new = step(u, loss, grad, g, rel, scale, free, idx, out)
             if not accepted:
                 break  # stalled (round-off): report the residual reached
             u, loss, grad = u_new, loss_new, grad_new
@@ -423,8 +386,66 @@ class NewtonSolver:
                 callback(it + 1, u, rel)
         else:
             out.converged = self._done(rel, rms)
+            if not out.converged:
+                out.budget_hit = "iterations"
+        # a solve that stops early keeps its best iterate: the last one, since every accepted step
+        # lowers the energy (the residual is not monotone; the energy is what the step minimizes)
         out.u = u
+        out.seconds = time.perf_counter() - t0
         return out
+
+    def _solve_one(self, problem, u, scale, callback, hessian: str) -> NewtonResult:
+        """Newton with a factorization per Hessian: chord steps while they pay, the exact step when
+        it is downhill, else the projected Hessian regularized until downhill."""
+        memo = {"lam": 0.0, "lu": None}   # the last factorization, reused (chord steps) while it pays off
+
+        def step(u, loss, grad, g, rel, scale, free, idx, out):
+            accepted, u_new, loss_new, grad_new = False, u, loss, grad
+            # 0) a chord step with the previous factorization: one kernel call and two triangular
+            #    solves instead of a Hessian; kept only while it cuts the residual by 2x or more
+            if memo["lu"] is not None:
+                d = memo["lu"].solve(-g)
+                if np.all(np.isfinite(d)) and float(g @ d) < 0:
+                    accepted, u_new, loss_new, grad_new, _ = self._line_search(problem, u, loss, grad, g, d, idx,
+                                                                               min_alpha=1.0)
+                    if accepted and self._measure(problem, loss_new, grad_new, scale)[0] > 0.5 * rel:
+                        memo["lu"] = None  # slow progress: take the step, refresh the Hessian next time
+                if not accepted:
+                    memo["lu"] = None
+                else:
+                    out.chord_steps += 1
+            if accepted:
+                return accepted, u_new, loss_new, grad_new
+            H_exact = sparse_hessian(problem, u, method=hessian).tocsr()[idx][:, idx].tocsc()
+            out.hessians += 1
+            # 1) the exact Newton step, taken when it is downhill with (nearly) a full step:
+            #    near a minimum this converges quadratically, also where springs are compressed
+            memo["lu"], d = self._factor(H_exact, g) if rel < self.exact_below else (None, None)
+            if d is not None:
+                accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad, g, d,
+                                                                                  idx, min_alpha=0.25)
+                out.line_search_halvings += halvings
+            # 2) otherwise the projected Hessian (compressed-spring curvature removed),
+            #    regularized until downhill, with a full backtracking line search
+            if not accepted:
+                Hm = H_exact
+                if hasattr(problem, "hessian_psd_correction"):
+                    Hm = (sparse_hessian_correction(problem, u)[idx][:, idx] + Hm).tocsc()
+                lam = 0.0 if memo["lam"] == 0.0 else memo["lam"] / 10  # try less regularization again
+                for _ in range(6):
+                    _, d, lam = self._regularized_factor(Hm, g, lam)
+                    out.regularized += int(lam > 0)
+                    accepted, u_new, loss_new, grad_new, halvings = self._line_search(problem, u, loss, grad,
+                                                                                      g, d, idx, min_alpha=0.0)
+                    out.line_search_halvings += halvings
+                    if accepted:
+                        break
+                    lam = max(1e-6, lam * 100)  # the quadratic model was poor here: regularize more
+                memo["lam"] = lam
+                memo["lu"] = None  # a regularized factorization is a poor chord: refresh next time
+            return accepted, u_new, loss_new, grad_new
+
+        return self._newton_loop(problem, u, scale, callback, step)
 
     # --- Newton-Krylov with a lagged factorization (linear="pcg") --------------------------------
     def _refactor(self, problem, u, g, idx, key):
@@ -473,34 +494,12 @@ class NewtonSolver:
         by a factorization of an earlier projected Hessian that is refreshed only when CG
         needs more than ``refactor_after`` iterations. Costs per CG iteration one kernel call
         and two triangular solves instead of a Hessian assembly and factorization per step."""
-        t0 = time.perf_counter()
-        free = problem.impose(torch.ones_like(u)).flatten() != 0
-        idx = free.nonzero().view(-1).cpu().numpy()
-        key = (tuple(u.shape), idx.tobytes())
-        loss, grad = problem.loss_and_grad(u)
-        if scale is None:
-            scale = problem.residual_scale(grad) if hasattr(problem, "residual_scale") else 1.0
-        rel, rms = self._measure(problem, loss, grad, scale)
-        out = NewtonResult(u=u, residuals=[rel])
         pc = self.preconditioner
-        full = torch.zeros(u.numel(), dtype=torch.float64, device=u.device)
-        idx_t = torch.as_tensor(idx, device=u.device)
 
-        def to_full(v):
-            f = full.clone()
-            f[idx_t] = torch.as_tensor(v, device=u.device)
-            return f.view_as(u)
-
-        for it in range(self.max_iterations):
-            if self._done(rel, rms):
-                out.converged = True
-                break
-            if self.time_budget is not None and time.perf_counter() - t0 > self.time_budget:
-                out.budget_hit = "time"
-                break
-            g = grad.flatten()[free].cpu().numpy()
-            g_base = grad
-
+        def step(u, loss, grad, g, rel, scale, free, idx, out):
+            key = (tuple(u.shape), idx.tobytes())
+            full = torch.zeros(u.numel(), dtype=torch.float64, device=u.device)
+            idx_t = torch.as_tensor(idx, device=u.device)
             # far from the answer, CG on the projected Hessian (compressed springs' and contacts'
             # negative curvature removed): fewer negative-curvature stops on contact frames (drape
             # 32^2: 340 -> 277 Newton and 3830 -> 3276 CG iterations over 12 frames); near it, the
@@ -512,16 +511,18 @@ class NewtonSolver:
                 if correction.nnz == 0:
                     correction = None
 
-            def matvec(v, u=u, g_base=g_base, correction=correction):
+            def matvec(v):
                 vmax = float(np.abs(v).max())
                 if vmax == 0.0:
                     return np.zeros_like(v)
                 eps = 1e-7 * max(1.0, float(u.abs().max())) / vmax
-                _, g_eps = problem.loss_and_grad((u + eps * to_full(v)).contiguous())
-                hv = ((g_eps - g_base).flatten()[free] / eps).cpu().numpy()
+                f = full.clone()
+                f[idx_t] = torch.as_tensor(v, device=u.device)
+                _, g_eps = problem.loss_and_grad((u + eps * f.view_as(u)).contiguous())
+                hv = ((g_eps - grad).flatten()[free] / eps).cpu().numpy()
                 return hv if correction is None else hv + correction @ v
 
-            accepted = False
+            accepted, u_new, loss_new, grad_new = False, u, loss, grad
             for _attempt in range(2):
                 fresh = not pc.usable(key)
                 if fresh:
@@ -541,20 +542,6 @@ class NewtonSolver:
                 if accepted or fresh:
                     break
                 pc.stale = True       # a lagged factor gave no downhill step: refresh it, try again
-            if not accepted:
-                break  # stalled (round-off): report the best residual reached
-            u, loss, grad = u_new, loss_new, grad_new
-            rel, rms = self._measure(problem, loss, grad, scale)
-            out.residuals.append(rel)
-            out.iterations = it + 1
-            if callback is not None:
-                callback(it + 1, u, rel)
-        else:
-            out.converged = self._done(rel, rms)
-            if not out.converged:
-                out.budget_hit = "iterations"
-        # a solve that stops early keeps its best iterate: the last one, since every accepted step
-        # lowers the energy (the residual is not monotone; the energy is what the step minimizes)
-        out.u = u
-        out.seconds = time.perf_counter() - t0
-        return out
+            return accepted, u_new, loss_new, grad_new
+
+        return self._newton_loop(problem, u, scale, callback, step)
