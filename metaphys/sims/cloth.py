@@ -37,7 +37,7 @@ import torch
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.newton import NewtonSolver
 from metaphys.optim.solve import iterate
-from metaphys.physics.cloth import ClothProblem, model_material
+from metaphys.physics.cloth import ClothProblem, model_material, swept_pairs
 from metaphys.sims.mesh_collider import MeshCollider, contact_planes, euler_xyz_degrees, interp_track
 from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_positive,
@@ -272,24 +272,18 @@ class ClothSim(Sim):
         self.problem.set_friction(friction)   # lagged: the contacts at the start of this step
 
     def _set_self_pairs(self) -> None:
-        """Self-collision candidates for this step: vertex pairs within 1.5 collision distances of each
-        other at the start, the middle or the predicted end of the step (x + s dt v, s = 0, 1/2, 1:
-        pairs that move together, like a falling layer, stay few), except grid neighbours (edges and quad
-        diagonals: their springs hold them apart; pairs two steps apart repel, so a sharp crease cannot
-        pass through itself)."""
-        from scipy.spatial import cKDTree
-
+        """Self-collision candidates for this step: the vertex pairs whose predicted paths (x to
+        x + dt v) come within 1.5 collision distances (``physics.cloth.swept_pairs``, the broad phase
+        the line search's collision check also runs), grid neighbours excepted."""
         fl = self.problem.fields
         x, v = fl["x_old"][0], fl["v_old"][0]
+        x0 = x.reshape(3, -1).T.cpu().numpy()
+        x1 = (x + fl["dt"][0] * v).reshape(3, -1).T.cpu().numpy()
         reach = 1.5 * self.self_collision_distance               # model units: edge lengths
-        found = []
-        for s_ in (0.0, 0.5, 1.0):
-            pts = (x + s_ * fl["dt"][0] * v).reshape(3, -1).T.cpu().numpy()
-            found.append(cKDTree(pts).query_pairs(reach, output_type="ndarray"))
-        pairs = np.unique(np.concatenate(found).reshape(-1, 2), axis=0).astype(np.int64)
-        w = self.cols
-        far = (np.abs(pairs[:, 0] // w - pairs[:, 1] // w) > 1) | (np.abs(pairs[:, 0] % w - pairs[:, 1] % w) > 1)
-        self.problem.set_self_pairs(pairs[far], self.self_collision_distance)
+        pairs = swept_pairs(x0, x1, reach, self.cols)
+        if pairs is None:   # a predicted motion too large for the broad phase: the start alone
+            pairs = swept_pairs(x0, x0, reach, self.cols)
+        self.problem.set_self_pairs(pairs, self.self_collision_distance)
 
     def _set_contact_planes(self, t: float) -> None:
         """Mesh colliders: each cloth vertex near a mesh gets its contact plane for this step, found
