@@ -188,10 +188,16 @@ def _world_positions(obj_eval, V: int, name: str, frame: int) -> np.ndarray:
 
 
 def collider_shape(obj) -> str:
-    """'SPHERE' or 'BOX' for a collider object (AUTO: a mesh whose vertices are equidistant is a sphere)."""
+    """'SPHERE', 'BOX' or 'MESH' for a metaphys collider object (AUTO: a mesh whose vertices are
+    equidistant is a sphere, anything else its bounding box)."""
     shape = obj.metaphys_collider.shape
     if shape != "AUTO":
         return shape
+    return "SPHERE" if _sphere_like(obj) else "BOX"
+
+
+def _sphere_like(obj) -> bool:
+    """A mesh whose vertices lie on a sphere (a UV or ico sphere, scaled uniformly)."""
     if obj.type == "MESH" and len(obj.data.vertices) >= 8:
         co = np.empty(len(obj.data.vertices) * 3, dtype=np.float32)
         obj.data.vertices.foreach_get("co", co)
@@ -200,8 +206,8 @@ def collider_shape(obj) -> str:
         dims = co.max(axis=0) - co.min(axis=0)
         r = np.linalg.norm(co - c, axis=1)
         if dims.min() > 0 and dims.max() / dims.min() < 1.02 and r.std() < 0.02 * r.mean():
-            return "SPHERE"
-    return "BOX"
+            return True
+    return False
 
 
 def _collider_state(obj_eval) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,10 +296,43 @@ def solver_keys(s) -> dict:
             "self_collision": bool(s.self_collision), "self_collision_distance": float(s.self_collision_distance)}
 
 
+# Blender's cloth collision scales a Collision modifier's Friction (0..80) by 0.01 into the Coulomb
+# ratio of tangential to normal impulse (collision.cc: pdef_cfrict * 0.01)
+BLENDER_FRICTION_SCALE = 0.01
+
+
+def blender_collision(ob):
+    """The object's own Blender Collision settings when it has an enabled Collision modifier, else None."""
+    if not any(m.type == "COLLISION" and m.show_viewport for m in getattr(ob, "modifiers", ())):
+        return None
+    settings = getattr(ob, "collision", None)
+    return settings if settings is not None and settings.use else None
+
+
+def collider_settings(ob) -> dict:
+    """How ``ob`` collides with metaphys cloth: {"shape", "friction", "thickness" (metres or None),
+    "source"}. The metaphys Collider panel decides shape and friction where it is enabled; an object
+    with Blender's own Collision modifier collides as well, with the modifier's Friction (scaled as
+    Blender's cloth does) and Thickness Outer, as its mesh surface (a sphere-like mesh: a sphere). The
+    modifier's thickness applies in both cases."""
+    col = blender_collision(ob)
+    thickness = float(col.thickness_outer) if col is not None else None
+    if ob.metaphys_collider.enabled:
+        return {"shape": collider_shape(ob), "friction": float(ob.metaphys_collider.friction),
+                "thickness": thickness, "source": "metaphys"}
+    shape = "SPHERE" if _sphere_like(ob) else ("MESH" if ob.type == "MESH" else "BOX")
+    return {"shape": shape, "friction": BLENDER_FRICTION_SCALE * float(col.cloth_friction),
+            "thickness": thickness, "source": "Collision modifier"}
+
+
 def colliders_in(context, exclude=None) -> list:
+    """The objects metaphys cloth collides with: metaphys Collider enabled, or Blender's Collision
+    modifier on (sorted by name)."""
     out = []
     for ob in context.view_layer.objects:
-        if ob is exclude or not getattr(ob, "metaphys_collider", None) or not ob.metaphys_collider.enabled:
+        if ob is exclude or not getattr(ob, "metaphys_collider", None):
+            continue
+        if not ob.metaphys_collider.enabled and blender_collision(ob) is None:
             continue
         if not ob.visible_get(view_layer=context.view_layer) and ob.hide_viewport:
             continue
@@ -333,7 +372,8 @@ def cloth_spec(context, obj, frames_override: int | None = None, input_dir: str 
     pinned = weights > 0
 
     colliders = colliders_in(context, exclude=obj)
-    shapes = [collider_shape(c) for c in colliders]
+    settings = [collider_settings(c) for c in colliders]
+    shapes = [cs["shape"] for cs in settings]
 
     frame_cur, subframe_cur = scene.frame_current, scene.frame_subframe
     positions, matrices = [], []
@@ -401,13 +441,17 @@ def cloth_spec(context, obj, frames_override: int | None = None, input_dir: str 
         if float(np.abs(H - H[0]).max()) > 1e-6:
             info["warnings"].append(f"collider '{c.name}' changes size; the bake uses its size at "
                                     f"frame {f0} (the spec has no per-frame size)")
-        friction = float(c.metaphys_collider.friction)
+        friction = settings[ci]["friction"]
+        thickness = {} if settings[ci]["thickness"] is None else {"thickness": settings[ci]["thickness"]}
+        if settings[ci]["source"] != "metaphys":
+            info["warnings"].append(f"collider '{c.name}': from its Collision modifier (friction {friction:g}, "
+                                    f"thickness {settings[ci]['thickness']:g} m)")
         if shape == "MESH":
-            cl.append(_mesh_collider(c, col_m[ci], friction, input_dir, info))
+            cl.append({**_mesh_collider(c, col_m[ci], friction, input_dir, info), **thickness})
             continue
         if shape == "SPHERE":
             radius = 0.5 * float(max(c.dimensions))
-            cl.append({"type": "sphere", "center": center, "radius": radius, "friction": friction})
+            cl.append({"type": "sphere", "center": center, "radius": radius, "friction": friction, **thickness})
         else:
             half = H[0].copy()
             cen = np.array(center, dtype=np.float64)
@@ -424,7 +468,8 @@ def cloth_spec(context, obj, frames_override: int | None = None, input_dir: str 
                 half = np.maximum(half, FLAT_HALF)
                 info["warnings"].append(f"collider '{c.name}' is flat: used as a {2 * FLAT_HALF * 100:.0f} cm "
                                         "thick box")
-            box = {"type": "box", "center": cen.tolist(), "half_extents": half.tolist(), "friction": friction}
+            box = {"type": "box", "center": cen.tolist(), "half_extents": half.tolist(), "friction": friction,
+                   **thickness}
             if rotated:   # an axis-aligned box stays on the kernel's faster path
                 box["rotation"] = (Rot[0].tolist() if float(np.abs(Rot - Rot[0]).max()) <= 1e-6
                                    else _track(Rot).tolist())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bpy
 
 from . import operators, results
+from .extract_cloth import collider_settings, colliders_in
 
 
 class _PhysicsPanel:
@@ -126,7 +127,23 @@ class METAPHYS_PT_cloth(_PhysicsPanel, bpy.types.Panel):
         scene = context.scene
         g = scene.gravity if scene.use_gravity else (0.0, 0.0, 0.0)
         layout.label(text="Gravity (Scene): ({:.2f}, {:.2f}, {:.2f})".format(*g), icon="FORCE_FORCE")
+        _collider_list(layout, context, ob)
         _bake_box(layout, ob, s, "cloth")
+
+
+def _collider_list(layout, context, ob):
+    """Which objects the cloth collides with, and how (shape, friction, thickness, where from)."""
+    box = layout.box()
+    colliders = colliders_in(context, exclude=ob)
+    if not colliders:
+        box.label(text="No colliders (metaphys Collider panel or a Collision modifier)", icon="INFO")
+        return
+    box.label(text=f"Colliders ({len(colliders)})", icon="MOD_PHYSICS")
+    for c in colliders:
+        cs = collider_settings(c)
+        thick = "margin" if cs["thickness"] is None else f"{cs['thickness'] * 100:.1f} cm"
+        box.label(text=f"{c.name}: {cs['shape'].lower()}, friction {cs['friction']:.2f}, thickness {thick}"
+                       f"{' (Collision modifier)' if cs['source'] != 'metaphys' else ''}")
 
 
 class METAPHYS_PT_collider(_PhysicsPanel, bpy.types.Panel):
@@ -149,7 +166,9 @@ class METAPHYS_PT_collider(_PhysicsPanel, bpy.types.Panel):
         layout.active = c.enabled
         layout.prop(c, "shape")
         layout.prop(c, "friction")
-        layout.label(text="Size and motion come from the object's bounding box", icon="INFO")
+        layout.label(text="Sphere/Box: the object's bounding box; Mesh: its evaluated surface", icon="INFO")
+        if c.enabled and any(m.type == "COLLISION" for m in context.object.modifiers):
+            layout.label(text="Thickness: the Collision modifier's Thickness Outer", icon="MOD_PHYSICS")
 
 
 class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):

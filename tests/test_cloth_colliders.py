@@ -285,3 +285,49 @@ def test_self_collision_pairs_stay_out_of_the_colored_probes():
 def test_self_collision_needs_the_newton_solver():
     with pytest.raises(ValueError, match="self_collision"):
         ClothSim(16, 16, self_collision=True, solver="auto")
+
+
+# --- per-collider thickness (Blender's Collision modifier: Thickness Outer) ----------------------------
+def test_collider_thickness_inflates_each_collider_by_its_excess_over_the_margin():
+    n, margin = 16, 0.25
+    L = 1.0 / (n - 1)
+    colliders = [{"type": "sphere", "center": [0, 0, 0], "radius": 0.2, "thickness": 0.05},
+                 {"type": "box", "center": [0, 0, -1], "half_extents": [0.5, 0.5, 0.1]},
+                 {"type": "box", "center": [0, 0, -2], "half_extents": [0.5, 0.5, 0.1], "thickness": 0.0}]
+    sim = ClothSim(n, n, colliders=colliders, contact_margin=margin, threads=1)
+    grow = 0.05 - margin * L
+    assert float(sim.problem.fields["spheres"][0, 0, 3]) * L == pytest.approx(0.2 + grow, rel=1e-12)
+    boxes = sim.problem.fields["boxes"][0]
+    assert np.allclose(boxes[0, 3:].numpy() * L, [0.5, 0.5, 0.1])                  # no thickness: as given
+    assert np.allclose(boxes[1, 3:].numpy() * L, np.array([0.5, 0.5, 0.1]) - margin * L)   # 0: touching
+    with pytest.raises(ValueError, match="thickness"):
+        ClothSim(n, n, colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": 0.001, "thickness": 0.0}])
+    with pytest.raises(ValueError, match="thickness"):
+        ClothSim(n, n, colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": 0.1, "thickness": -0.01}])
+
+
+def test_mesh_collider_thickness_moves_its_contact_planes_out_along_the_normal():
+    V = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], dtype=np.float64)
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    pts = np.array([[0.1, 0.2, 0.05], [0.3, -0.4, 0.02]])
+    band = np.full(2, 1.0)
+    base = contact_planes([MeshCollider(V, F, [0, 0, 0])], 0.0, pts, band, 1.0)
+    thick = contact_planes([MeshCollider(V, F, [0, 0, 0], offset=0.03)], 0.0, pts, band, 1.0)
+    assert np.allclose(thick[3:6], base[3:6]) and np.allclose(thick[5], [1.0, 1.0])   # same normals: +z
+    assert np.allclose(thick[0:3] - base[0:3], 0.03 * base[3:6])
+
+
+def test_cloth_rests_at_the_colliders_thickness():
+    """A sheet dropped on a box settles with its lowest vertex about `thickness` above the top face
+    (the penalty lets it sink a little into the margin under its weight: compared with 2 thicknesses)."""
+    def rest_gap(thickness):
+        n = 16
+        box = {"type": "box", "center": [0, 0, -0.1], "half_extents": [1.0, 1.0, 0.1], "thickness": thickness}
+        sim = ClothSim(n, n, rest_positions=flat_cloth(n, n, 0.5, height=thickness + 0.01),
+                       pin_weights=np.zeros(n * n), colliders=[box], threads=1)
+        for _ in range(12):
+            assert sim.step().converged
+        return float(sim.positions[..., 2].min())
+    thin, thick = rest_gap(0.01), rest_gap(0.04)
+    assert 0.004 < thin < 0.012
+    assert thick - thin == pytest.approx(0.03, abs=0.003)

@@ -132,7 +132,7 @@ class ClothSim(Sim):
                          "air_damping": check_positive("air_damping", air_damping, allow_zero=True)}
         self.pin_w = self._pin_weights(pin_weights)
         self.pin_targets = self._pin_targets(pin_targets)
-        self.colliders = self._colliders(colliders or [])
+        self.colliders = self._colliders(colliders or [], float(contact_margin) * self.length_unit)
         # Newton alone needs no optimizer: none is loaded unless one is given
         needs_optimizer = solver != "newton" or optimizer is not None or weights is not None
         self.optimizer = optimizer_for(optimizer, weights, self.device) if needs_optimizer else None
@@ -210,24 +210,39 @@ class ClothSim(Sim):
                                                             f"{list(t.shape)}")
         return t
 
-    @staticmethod
-    def _colliders(colliders):
-        """Colliders as arrays (their keys and values checked by the schema's collider type)."""
+    def _colliders(self, colliders, margin_m: float):
+        """Colliders as arrays (their keys and values checked by the schema's collider type). A
+        collider's ``thickness`` (metres; the distance the cloth keeps from it) differs from the cloth's
+        contact margin ``margin_m`` by ``grow``: the collider is inflated by it (sphere radius, box half
+        extents -- edges and corners stay sharp --, mesh surface along its normal), since the contact
+        terms keep one margin for all colliders."""
         out = []
-        for c in colliders:
+        for k, c in enumerate(colliders):
             center = np.atleast_2d(np.asarray(c["center"], dtype=np.float64))
             friction = float(c.get("friction", 0.0))
+            thickness = c.get("thickness")
+            grow = 0.0 if thickness is None else float(thickness) - margin_m
             if c["type"] == "sphere":
-                out.append({"type": "sphere", "center": center, "radius": float(c["radius"]), "friction": friction})
+                radius = float(c["radius"]) + grow
+                if radius <= 0:
+                    raise argument_error("ClothSim", f"colliders[{k}].thickness",
+                                         f"expected a thickness that leaves the sphere a positive radius "
+                                         f"(radius {c['radius']:g} m + thickness {thickness:g} m - contact margin "
+                                         f"{margin_m:g} m = {radius:g} m)")
+                out.append({"type": "sphere", "center": center, "radius": radius, "friction": friction})
             elif c["type"] == "mesh":
                 load = lambda v: np.load(v, allow_pickle=False) if isinstance(v, str) else v   # .npy paths
                 out.append({"type": "mesh", "friction": friction,
                             "mesh": MeshCollider(load(c["vertices"]), load(c["faces"]), center, c.get("rotation"),
-                                                 friction)})
+                                                 friction, offset=grow)})
             else:
                 rotation = c.get("rotation")
-                out.append({"type": "box", "center": center, "friction": friction,
-                            "half_extents": np.asarray(c["half_extents"], dtype=np.float64),
+                half = np.asarray(c["half_extents"], dtype=np.float64) + grow
+                if half.min() <= 0:
+                    raise argument_error("ClothSim", f"colliders[{k}].thickness",
+                                         f"expected a thickness that leaves the box positive half extents "
+                                         f"(half extents + thickness - contact margin = {half.tolist()} m)")
+                out.append({"type": "box", "center": center, "friction": friction, "half_extents": half,
                             "rotation": None if rotation is None else np.atleast_2d(np.asarray(rotation, np.float64))})
         return out
 

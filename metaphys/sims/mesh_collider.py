@@ -38,7 +38,7 @@ class MeshCollider:
     """World vertices at any (fractional) frame: ``R(t) @ v(t) + center(t)``, with ``v`` [V,3] or
     per frame [F,V,3], ``center`` [3] or [F,3], ``rotation`` Euler XYZ degrees [3] or [F,3]."""
 
-    def __init__(self, vertices, faces, center, rotation=None, friction: float = 0.0):
+    def __init__(self, vertices, faces, center, rotation=None, friction: float = 0.0, offset: float = 0.0):
         v = np.asarray(vertices, dtype=np.float64)
         self.vertices = v[None] if v.ndim == 2 else v
         self.faces = np.ascontiguousarray(np.asarray(faces, dtype=np.int64))
@@ -53,6 +53,7 @@ class MeshCollider:
         self.center = np.atleast_2d(np.asarray(center, dtype=np.float64))
         self.rotation = None if rotation is None else np.atleast_2d(np.asarray(rotation, dtype=np.float64))
         self.friction = float(friction)
+        self.offset = float(offset)   # metres the surface is pushed out along its normal (collider thickness)
 
     def world_vertices(self, t: float) -> np.ndarray:
         v = interp_track(self.vertices, t)
@@ -85,7 +86,7 @@ def contact_planes(meshes: List[MeshCollider], t: float, points: np.ndarray, ban
         fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-300)
         n = np.where((length > 1e-9)[:, None], np.sign(S)[:, None] * d / np.maximum(length, 1e-300)[:, None], fn)
-        out[0:3, near] = (C[near] / length_unit).T
+        out[0:3, near] = ((C[near] + mesh.offset * n[near]) / length_unit).T
         out[3:6, near] = n[near].T
         out[6, near] = 1.0
         out[7, near] = mesh.friction

@@ -44,7 +44,11 @@ COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
                                              doc="[x, y, z] metres, or a per-frame list of them"),
                                 "friction": Key(Number(0, unit="Coulomb coefficient"), 0.0,
                                                 "cloth-collider friction (lagged: the normal force of the step "
-                                                "before); 0 = frictionless")},
+                                                "before); 0 = frictionless"),
+                                "thickness": Key(Number(0, unit="metres", nullable=True), None,
+                                                 "distance the cloth keeps from this collider's surface (Blender's "
+                                                 "Collision modifier: Thickness Outer); null = the cloth's "
+                                                 "`contact_margin`")},
                   tag="type", variants={
                       "sphere": {"radius": Key(Number(0, lo_open=True, unit="metres"), required=True)},
                       "box": {"half_extents": Key(Vector(3, "metres", lo=0, lo_open=True, names="[hx, hy, hz]"),
@@ -94,7 +98,8 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                      "`{\"type\": \"sphere\", \"center\": [x,y,z] or per-frame list, \"radius\": r}` or "
                      "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz], \"rotation\": "
                      "[rx,ry,rz] degrees (optional)}` or `{\"type\": \"mesh\", \"center\": ..., \"vertices\": ..., \"faces\": "
-                     "...}` (a triangle mesh, static, rigid or deforming), metres; all take `\"friction\": mu` (default 0)",
+                     "...}` (a triangle mesh, static, rigid or deforming), metres; all take `\"friction\": mu` (default 0) "
+                     "and `\"thickness\": metres` (default: `contact_margin`)",
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),

@@ -254,3 +254,33 @@ def test_mesh_collider_sends_its_surface(blend_dir, stub_engine, tmp_path):
     validate("cloth", {"colliders": spec["colliders"]})   # the engine takes the colliders as sent
     inline, _ = addon_module("extract_cloth").cloth_spec(bpy.context, ob)      # no folder: inline lists
     assert np.allclose(np.asarray(inline["colliders"][0]["vertices"]), V)
+
+
+def test_blender_collision_modifier_makes_a_collider(blend_dir, stub_engine):
+    """An object with only Blender's own Collision modifier collides, with the modifier's friction
+    (Blender's cloth scales Friction 0..80 by 0.01) and Thickness Outer; the metaphys panel's
+    settings win where it is enabled, the modifier's thickness still applies."""
+    from metaphys.spec.schema import validate
+    ext = addon_module("extract_cloth")
+    new_scene(blend_dir)
+    ob = add_grid(4, 4)
+    bpy.ops.mesh.primitive_monkey_add(size=0.5, location=(0.0, 0.0, 0.2))
+    suz = bpy.context.object
+    suz.modifiers.new("Collision", "COLLISION")
+    suz.collision.cloth_friction, suz.collision.thickness_outer = 20.0, 0.03
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.3, location=(1.0, 0.0, 0.0))
+    ball = bpy.context.object
+    ball.modifiers.new("Collision", "COLLISION")
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(3.0, 0.0, 0.0))   # no collision at all
+    assert [c.name for c in ext.colliders_in(bpy.context, exclude=ob)] == ["Sphere", "Suzanne"]
+    spec, info = ext.cloth_spec(bpy.context, ob)
+    sphere, monkey = spec["colliders"]
+    assert monkey["type"] == "mesh" and monkey["friction"] == pytest.approx(0.2)
+    assert monkey["thickness"] == pytest.approx(0.03)
+    assert sphere["type"] == "sphere" and sphere["friction"] == pytest.approx(0.01 * ball.collision.cloth_friction)
+    assert any("Collision modifier" in w for w in info["warnings"])
+    validate("cloth", {"colliders": spec["colliders"]})
+    suz.metaphys_collider.enabled, suz.metaphys_collider.shape, suz.metaphys_collider.friction = True, "BOX", 0.7
+    _, monkey = ext.cloth_spec(bpy.context, ob)[0]["colliders"]
+    assert monkey["type"] == "box" and monkey["friction"] == pytest.approx(0.7)
+    assert monkey["thickness"] == pytest.approx(0.03)
