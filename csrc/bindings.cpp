@@ -21,6 +21,11 @@ TORCH_LIBRARY(metaphys, m) {
   // (cx,cy,cz,hx,hy,hz; all 0 unused); gravity, wind [N,3]; the rest per-sample [N].
   // Returns (loss [N], TRUE gradient d loss / d a [N,3,H,W]).
   m.def("cloth_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor spheres, Tensor boxes, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt) -> (Tensor, Tensor)");
+  // The Hessian of cloth_loss_grad's loss w.r.t. a, per vertex: blocks [N, 13, 3, 3, H, W] float64,
+  // blocks[n,k,r,c,i,j] = d^2 loss_n / d a[n,r,i,j] d a[n,c,i+di_k,j+dj_k], offsets (0,0) then
+  // ClothProblem.hessian_offsets; 0 outside the grid and in rows/columns of hard pins. project:
+  // every element's Hessian made PSD (projected Newton). Twin: metaphys/physics/cloth_hessian.py.
+  m.def("cloth_hessian(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor spheres, Tensor boxes, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt, bool project) -> Tensor");
 }
 
 static bool with_cuda() {

@@ -28,3 +28,11 @@ for _name in KERNELS:
         qual = f"metaphys::{_name}"
         torch.library.register_fake(qual)(_fake)
         torch.library.register_autograd(qual, _backward, setup_context=_setup_context)
+
+
+# cloth_hessian (not a registry op: the Hessian beside cloth_loss_grad, metaphys/physics/cloth_hessian.py):
+# blocks [N, 13, 3, 3, H, W]; no autograd formula (nothing differentiates through it)
+if hasattr(torch.ops.metaphys, "cloth_hessian"):
+    @torch.library.register_fake("metaphys::cloth_hessian")
+    def _cloth_hessian_fake(a, *args):
+        return a.new_empty((a.shape[0], 13, 3, 3, a.shape[2], a.shape[3]))

@@ -57,6 +57,22 @@ def check_opcheck_cuda(name):
     R.check_opcheck(name, R.to(OPS[name][0](4, 2, 6, 7), "cuda"))
 
 
+def check_cloth_hessian_cuda_matches_cpu(size):
+    """cloth_hessian (metaphys/physics/cloth_hessian.py): CUDA == CPU kernel, exact and projected,
+    the same bits on a second call."""
+    import torch
+    from physics_cases import assert_close_rel
+    args = cloth_args(sum(size) + 5, *size)
+    cuda_args = R.to(args, "cuda")
+    for project in (False, True):
+        want = torch.ops.metaphys.cloth_hessian(*args, project)
+        got = torch.ops.metaphys.cloth_hessian(*cuda_args, project)
+        assert got.is_cuda and torch.equal(got, torch.ops.metaphys.cloth_hessian(*cuda_args, project))
+        # nvcc's FMAs: a few ulps; the Jacobi projection can rotate them into ~1e-10 of the scale
+        assert_close_rel(got.cpu(), want, 1e-12 if not project else 1e-10, f"cloth_hessian {size} project={project}")
+
+
+HESSIAN_SIZES = [(1, 7, 9), (3, 16, 23), (2, 2, 5), (1, 67, 130)]
 CASES = [(name, size) for name in OPS for size in SIZES]
 PER_OP = [check_large_grid_and_determinism, check_stale_scratch, check_problem_dispatches_to_cuda,
           check_cuda_rejects_bad_input, check_opcheck_cuda]
@@ -72,5 +88,11 @@ if R.pytest is not None:
     test_cuda_matches_cpu_and_twin, test_cuda_per_op = R.pytest_tests(check_cuda_matches_cpu_and_twin, CASES, _case_id,
                                                                       PER_OP, list(OPS))
 
+    @R.pytest.mark.parametrize("size", HESSIAN_SIZES, ids=lambda s: "x".join(map(str, s)))
+    def test_cuda_cloth_hessian_matches_cpu(size):
+        check_cloth_hessian_cuda_matches_cpu(size)
+
 if __name__ == "__main__":
-    sys.exit(R.run_script(R.script_checks(check_cuda_matches_cpu_and_twin, CASES, _case_id, PER_OP, list(OPS))))
+    sys.exit(R.run_script(R.script_checks(check_cuda_matches_cpu_and_twin, CASES, _case_id, PER_OP, list(OPS))
+                          + [(f"cloth_hessian_cuda_matches_cpu[{s}]", check_cloth_hessian_cuda_matches_cpu, (s,))
+                             for s in HESSIAN_SIZES]))

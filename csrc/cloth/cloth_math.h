@@ -39,16 +39,30 @@ enum Plane : int {
   kWorkPlanes = 25
 };
 
-struct V3 {
-  double x, y, z;
+// 3-vectors over a scalar type T: double here; the Hessian op (cloth_hessian_math.h) runs the same
+// element formulas on forward-mode dual numbers. With T = double every expression is the one it was.
+template <class T>
+struct Vec3 {
+  T x, y, z;
 };
-MP_HD V3 v3(double x, double y, double z) { V3 r; r.x = x; r.y = y; r.z = z; return r; }
-MP_HD V3 operator+(V3 a, V3 b) { return v3(a.x + b.x, a.y + b.y, a.z + b.z); }
-MP_HD V3 operator-(V3 a, V3 b) { return v3(a.x - b.x, a.y - b.y, a.z - b.z); }
-MP_HD V3 operator*(double s, V3 a) { return v3(s * a.x, s * a.y, s * a.z); }
-MP_HD double dot(V3 a, V3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
-MP_HD V3 cross(V3 a, V3 b) { return v3(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x); }
-MP_HD double norm(V3 a) { return sqrt(dot(a, a)); }
+using V3 = Vec3<double>;
+template <class T>
+MP_HD Vec3<T> vec3(T x, T y, T z) { Vec3<T> r; r.x = x; r.y = y; r.z = z; return r; }
+MP_HD V3 v3(double x, double y, double z) { return vec3<double>(x, y, z); }
+template <class T>
+MP_HD Vec3<T> operator+(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x + b.x, a.y + b.y, a.z + b.z); }
+template <class T>
+MP_HD Vec3<T> operator-(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x - b.x, a.y - b.y, a.z - b.z); }
+template <class S, class T>
+MP_HD Vec3<T> operator*(S s, Vec3<T> a) { return vec3<T>(s * a.x, s * a.y, s * a.z); }
+template <class T>
+MP_HD T dot(Vec3<T> a, Vec3<T> b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+template <class T>
+MP_HD Vec3<T> cross(Vec3<T> a, Vec3<T> b) {
+  return vec3<T>(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x);
+}
+template <class T>
+MP_HD T norm(Vec3<T> a) { return sqrt(dot(a, a)); }
 MP_HD double sgn(double v) { return (double)((v > 0.0) - (v < 0.0)); }
 
 struct Args {
@@ -104,20 +118,22 @@ MP_HD double stretch_term(V3 e, double L0, V3& ge) {
   return d * d;
 }
 // psi^2, psi = atan2(u.v, |u x v|) = pi/2 - angle(u, v)
-MP_HD double shear_term(V3 u, V3 v, V3& gu, V3& gv) {
-  const double c = dot(u, v);
-  const V3 cr = cross(u, v);
-  const double s = norm(cr);
-  const double psi = atan2(c, s);
-  const double den = s * s + c * c;
+// (a template on the scalar: cloth_hessian_math.h differentiates it once more with dual numbers)
+template <class T>
+MP_HD T shear_term(Vec3<T> u, Vec3<T> v, Vec3<T>& gu, Vec3<T>& gv) {
+  const T c = dot(u, v);
+  const Vec3<T> cr = cross(u, v);
+  const T s = norm(cr);
+  const T psi = atan2(c, s);
+  const T den = s * s + c * c;
   if (den == 0.0) {
-    gu = v3(0.0, 0.0, 0.0);
+    gu = vec3<T>(T(0.0), T(0.0), T(0.0));
     gv = gu;
     return psi * psi;
   }
-  const double f = 2.0 * psi / den;
+  const T f = 2.0 * psi / den;
   if (s > 0.0) {
-    const double cs = c / s;
+    const T cs = c / s;
     gu = f * (s * v - cs * cross(v, cr));
     gv = f * (s * u - cs * cross(cr, u));
   } else {

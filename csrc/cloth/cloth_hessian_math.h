@@ -1,0 +1,500 @@
+// cloth_hessian: the Hessian of the cloth loss (the kernel cloth_loss_grad's terms, same
+// normalization) w.r.t. the acceleration, as 13 3x3 blocks per vertex (its own and its 12 stencil
+// neighbours'). Shared by the CPU kernel (cloth_hessian_cpu.cpp) and the CUDA kernel
+// (cloth_hessian_cuda.cu): plain C++ on raw pointers, no ATen. PyTorch twin:
+// metaphys/physics/cloth_hessian.py.
+//
+// blocks[n, k, r, c, i, j] = d^2 loss_n / d a[n, r, i, j] d a[n, c, i + di_k, j + dj_k], offsets k in
+// the order of kOffsetDi/kOffsetDj ((0,0) then ClothProblem.hessian_offsets); zero outside the
+// grid and in the rows and columns of hard-pinned vertices (pin_w == 1). x_new = x_old + dt v_old +
+// dt^2 a, so position-space Hessians get the factor dt^4.
+//
+// Element Hessians: stretch springs in closed form; each shear term psi^2 and each bend term
+// phi^2 is a function of two edge vectors: its 6x6 Hessian is the forward-mode derivative (dual
+// numbers with 6 tangents, ad::D6) of its analytic gradient -- shear_term of cloth_math.h itself,
+// and for the bend a form of bend_term's gradient that is smooth at phi = 0 (bend_grad_smooth).
+// project: every element's Hessian made PSD on its own (stretch: max(0, 1 - L0/|e|) on the
+// transverse part; shear, bend: negative eigenvalues of the 6x6 clamped to 0 by Jacobi; contact:
+// the negative curvature of the collider's distance dropped).
+//
+// Two passes over all vertices (n, i, j):
+//   pass 1  the elements owned by vertex (i,j) -- its vertical and horizontal edge, quad (i,j),
+//           the bend hinges centred at (i,j) -- as vertex-space blocks in position space, into
+//           the vertex's own kHPlanes doubles of the work buffer [N, H, W, kHPlanes]; elements
+//           that do not exist store 0                                  (cloth_hessian_elements_at)
+//   pass 2  gather per vertex, in a fixed order, the blocks of every element that contains it,
+//           add the per-vertex terms (inertia, damping, soft pin, contact), scale, write the
+//           13 blocks                                                  (cloth_hessian_gather_at)
+#pragma once
+#include "cloth/cloth_math.h"
+
+namespace metaphys {
+namespace cloth {
+
+// ---- forward-mode dual numbers with 6 tangents -------------------------------------------------
+namespace ad {
+struct D6 {
+  double v;
+  double d[6];
+  D6() = default;
+  MP_HD explicit D6(double x) : v(x) {
+    for (int q = 0; q < 6; ++q) d[q] = 0.0;
+  }
+};
+MP_HD D6 operator+(const D6& a, const D6& b) {
+  D6 r;
+  r.v = a.v + b.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = a.d[q] + b.d[q];
+  return r;
+}
+MP_HD D6 operator-(const D6& a, const D6& b) {
+  D6 r;
+  r.v = a.v - b.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = a.d[q] - b.d[q];
+  return r;
+}
+MP_HD D6 operator*(const D6& a, const D6& b) {
+  D6 r;
+  r.v = a.v * b.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = a.v * b.d[q] + a.d[q] * b.v;
+  return r;
+}
+MP_HD D6 operator*(double s, const D6& a) {
+  D6 r;
+  r.v = s * a.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = s * a.d[q];
+  return r;
+}
+MP_HD D6 operator/(const D6& a, const D6& b) {
+  D6 r;
+  r.v = a.v / b.v;
+  const double ib = 1.0 / b.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = (a.d[q] - r.v * b.d[q]) * ib;
+  return r;
+}
+MP_HD D6 operator/(double s, const D6& b) {
+  D6 r;
+  r.v = s / b.v;
+  const double f = -r.v / b.v;
+  for (int q = 0; q < 6; ++q) r.d[q] = f * b.d[q];
+  return r;
+}
+MP_HD bool operator==(const D6& a, double b) { return a.v == b; }
+MP_HD bool operator>(const D6& a, double b) { return a.v > b; }
+// a function of one value: f(a.v) with derivative df
+MP_HD D6 chain(const D6& a, double f, double df) {
+  D6 r;
+  r.v = f;
+  for (int q = 0; q < 6; ++q) r.d[q] = df * a.d[q];
+  return r;
+}
+MP_HD D6 sqrt(const D6& a) {
+  const double s = ::sqrt(a.v);
+  return chain(a, s, s > 0.0 ? 0.5 / s : 0.0);
+}
+MP_HD D6 atan2(const D6& y, const D6& x) {
+  D6 r;
+  r.v = ::atan2(y.v, x.v);
+  const double den = x.v * x.v + y.v * y.v;
+  const double fx = den > 0.0 ? -y.v / den : 0.0, fy = den > 0.0 ? x.v / den : 0.0;
+  for (int q = 0; q < 6; ++q) r.d[q] = fy * y.d[q] + fx * x.d[q];
+  return r;
+}
+// the edge vector e as the variables 3*slot .. 3*slot + 2
+MP_HD Vec3<D6> seed(V3 e, int slot) {
+  Vec3<D6> r = vec3<D6>(D6(e.x), D6(e.y), D6(e.z));
+  r.x.d[3 * slot] = 1.0;
+  r.y.d[3 * slot + 1] = 1.0;
+  r.z.d[3 * slot + 2] = 1.0;
+  return r;
+}
+}  // namespace ad
+
+// ---- the bend gradient in a form smooth at phi = 0 ---------------------------------------------
+// atan(sqrt(x)) / sqrt(x) and its derivative, smooth for x >= 0 (series below 1e-3)
+MP_HD void atan_ratio_fd(double x, double& f, double& df) {
+  if (x < 1e-3) {
+    f = 1.0 + x * (-1.0 / 3 + x * (1.0 / 5 + x * (-1.0 / 7 + x * (1.0 / 9 + x * (-1.0 / 11 + x * (1.0 / 13))))));
+    df = -1.0 / 3 + x * (2.0 / 5 + x * (-3.0 / 7 + x * (4.0 / 9 + x * (-5.0 / 11 + x * (6.0 / 13)))));
+  } else {
+    const double t = sqrt(x);
+    f = atan(t) / t;
+    df = (1.0 / (1.0 + x) - f) / (2.0 * x);
+  }
+}
+MP_HD double atan_ratio(double x) {
+  double f, df;
+  atan_ratio_fd(x, f, df);
+  return f;
+}
+MP_HD ad::D6 atan_ratio(const ad::D6& x) {
+  double f, df;
+  atan_ratio_fd(x.v, f, df);
+  return ad::chain(x, f, df);
+}
+// d(phi^2)/d e1, d e2 as bend_term, with r = phi / s written through s^2 = |e1 x e2|^2 where
+// e1 . e2 > 0: r = atan_ratio(s^2 / c^2) / c, so that its derivatives are finite at phi = 0
+template <class T>
+MP_HD void bend_grad_smooth(Vec3<T> e1, Vec3<T> e2, Vec3<T>& g1, Vec3<T>& g2) {
+  const T c = dot(e1, e2);
+  const Vec3<T> cr = cross(e1, e2);
+  const T s2 = dot(cr, cr);
+  const T den = s2 + c * c;
+  if (den == 0.0) {
+    g1 = vec3<T>(T(0.0), T(0.0), T(0.0));
+    g2 = g1;
+    return;
+  }
+  T r;
+  if (c > 0.0) {
+    r = atan_ratio(s2 / (c * c)) / c;
+  } else {  // bent by 90 degrees or more: s > 0
+    const T s = sqrt(s2);
+    r = atan2(s, c) / s;
+  }
+  const T f = 2.0 / den;
+  g1 = f * ((c * r) * cross(e2, cr) - (r * s2) * e2);
+  g2 = f * ((c * r) * cross(cr, e1) - (r * s2) * e1);
+}
+
+// ---- small symmetric matrices ------------------------------------------------------------------
+// Negative eigenvalues of the symmetric A clamped to 0 (cyclic Jacobi); A is left bit-for-bit as
+// it is when it has none.
+template <int n>
+MP_HD void psd_project(double (&A)[n][n]) {
+  double B[n][n], V[n][n];
+  double scale = 0.0;
+  for (int p = 0; p < n; ++p) {
+    for (int q = 0; q < n; ++q) {
+      B[p][q] = A[p][q];
+      V[p][q] = p == q ? 1.0 : 0.0;
+      scale += A[p][q] * A[p][q];
+    }
+  }
+  if (!(scale > 0.0)) return;
+  // a rotation only for off-diagonals above round-off of the whole matrix; done when a sweep has none
+  const double tiny = 1e-32 * scale;
+  for (int sweep = 0; sweep < 16; ++sweep) {
+    bool rotated = false;
+    for (int p = 0; p < n; ++p) {
+      for (int q = p + 1; q < n; ++q) {
+        const double apq = B[p][q];
+        if (apq * apq <= tiny) {
+          B[p][q] = B[q][p] = 0.0;
+          continue;
+        }
+        rotated = true;
+        const double theta = (B[q][q] - B[p][p]) / (2.0 * apq);
+        const double t = fabs(theta) > 1e150 ? 0.5 / theta
+                                              : (theta >= 0.0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+        const double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+        for (int k = 0; k < n; ++k) {  // columns p, q of B J
+          const double bkp = B[k][p], bkq = B[k][q];
+          B[k][p] = c * bkp - s * bkq;
+          B[k][q] = s * bkp + c * bkq;
+        }
+        for (int k = 0; k < n; ++k) {  // rows p, q of J^T (B J)
+          const double bpk = B[p][k], bqk = B[q][k];
+          B[p][k] = c * bpk - s * bqk;
+          B[q][k] = s * bpk + c * bqk;
+        }
+        B[p][q] = B[q][p] = 0.0;
+        for (int k = 0; k < n; ++k) {  // eigenvectors: V J
+          const double vkp = V[k][p], vkq = V[k][q];
+          V[k][p] = c * vkp - s * vkq;
+          V[k][q] = s * vkp + c * vkq;
+        }
+      }
+    }
+    if (!rotated) break;
+  }
+  bool negative = false;
+  for (int p = 0; p < n; ++p) negative = negative || B[p][p] < 0.0;
+  if (!negative) return;
+  for (int p = 0; p < n; ++p) {
+    for (int q = p; q < n; ++q) {
+      double v = 0.0;
+      for (int k = 0; k < n; ++k) v += (B[k][k] > 0.0 ? B[k][k] : 0.0) * V[p][k] * V[q][k];
+      A[p][q] = v;
+      A[q][p] = v;
+    }
+  }
+}
+
+// ---- element Hessians (position space) ---------------------------------------------------------
+// c (|e| - L0)^2 w.r.t. e: 2c [e^ e^T + (1 - L0/|e|)(I - e^ e^T)]; projected: max(0, 1 - L0/|e|)
+MP_HD void stretch_hessian(V3 e, double L0, double c, bool project, double* S) {
+  const double len = norm(e);
+  if (!(len > 0.0)) {
+    for (int q = 0; q < 9; ++q) S[q] = 0.0;
+    return;
+  }
+  const double u[3] = {e.x / len, e.y / len, e.z / len};
+  double t = 1.0 - L0 / len;
+  if (project && t < 0.0) t = 0.0;
+  for (int r = 0; r < 3; ++r)
+    for (int q = 0; q < 3; ++q) S[3 * r + q] = 2.0 * c * ((1.0 - t) * u[r] * u[q] + (r == q ? t : 0.0));
+}
+
+enum PairKind : int { kShearPair = 0, kBendPair = 1 };
+// c * (psi^2 or phi^2) of the edge vectors (u, v): its 6x6 Hessian (variables u then v), symmetric,
+// projected to PSD when asked
+template <int KIND>
+MP_HD void pair_hessian(V3 u, V3 v, double c, bool project, double (&Hm)[6][6]) {
+  const Vec3<ad::D6> U = ad::seed(u, 0), Vv = ad::seed(v, 1);
+  Vec3<ad::D6> gu, gv;
+  if (KIND == kShearPair) {
+    shear_term(U, Vv, gu, gv);
+  } else {
+    bend_grad_smooth(U, Vv, gu, gv);
+  }
+  const ad::D6* rows[6] = {&gu.x, &gu.y, &gu.z, &gv.x, &gv.y, &gv.z};
+  for (int p = 0; p < 6; ++p)
+    for (int q = 0; q < 6; ++q) Hm[p][q] = rows[p]->d[q];
+  for (int p = 0; p < 6; ++p) {
+    for (int q = p; q < 6; ++q) {
+      const double s = c * (0.5 * (Hm[p][q] + Hm[q][p]));
+      Hm[p][q] = s;
+      Hm[q][p] = s;
+    }
+  }
+  if (project) psd_project<6>(Hm);
+}
+
+// ---- the work buffer and the offsets -----------------------------------------------------------
+// per owner vertex, vertex-space 3x3 blocks [a][b][r][c] of its elements (position space, scaled)
+enum HPlane : int {
+  kHSV = 0,     // vertical edge (i,j)->(i+1,j): its 3x3 spring Hessian S (blocks +-S)
+  kHSH = 9,     // horizontal edge (i,j)->(i,j+1)
+  kHQ = 18,     // quad (i,j), 4 shear terms: vertices (0,0), (0,1), (1,0), (1,1): 4 x 4 blocks
+  kHBV = 162,   // bend hinge centred at (i,j) along the column: vertices (-1,0), (0,0), (1,0)
+  kHBH = 243,   // ... along the row: (0,-1), (0,0), (0,1)
+  kHPlanes = 324
+};
+constexpr int kHOffsets = 13;
+
+MP_HD int offset_di(int k) {
+  return k < 5 ? 0 : k == 5 ? 1 : k == 6 ? -1 : k == 7 ? 2 : k == 8 ? -2 : k < 11 ? 1 : -1;
+}
+MP_HD int offset_dj(int k) {
+  return k == 0 ? 0 : k == 1 ? 1 : k == 2 ? -1 : k == 3 ? 2 : k == 4 ? -2 : k < 9 ? 0 : (k % 2 == 1 ? 1 : -1);
+}
+MP_HD int offset_index(int di, int dj) {
+  if (di == 0) return dj == 0 ? 0 : dj == 1 ? 1 : dj == -1 ? 2 : dj == 2 ? 3 : dj == -2 ? 4 : -1;
+  if (dj == 0) return di == 1 ? 5 : di == -1 ? 6 : di == 2 ? 7 : di == -2 ? 8 : -1;
+  if (di == 1) return dj == 1 ? 9 : dj == -1 ? 10 : -1;
+  if (di == -1) return dj == 1 ? 11 : dj == -1 ? 12 : -1;
+  return -1;
+}
+
+struct HArgs {
+  Args g;          // the inputs (cloth_args); g.work and g.grad unused
+  bool project;
+  double* work;    // [N, H, W, kHPlanes]
+  double* blocks;  // [N, 13, 3, 3, H, W]
+};
+MP_HD int64_t hessian_work_doubles(const HArgs& h) { return h.g.N * h.g.H * h.g.W * kHPlanes; }
+MP_HD double* hwork(const HArgs& h, int64_t n, int64_t i, int64_t j) {
+  return h.work + ((n * h.g.H + i) * h.g.W + j) * kHPlanes;
+}
+
+// x_new of vertex (i, j), exactly as cloth_vertex_at computes it
+MP_HD V3 xnew_at(const Args& g, int64_t n, int64_t i, int64_t j) {
+  if (g.pin_w[(n * g.H + i) * g.W + j] == 1.0) return in3(g.pin_x, g, n, i, j);
+  const double dt = g.dt[n];
+  const V3 a = in3(g.a, g, n, i, j);
+  const V3 vn = in3(g.v_old, g, n, i, j) + dt * a;
+  return in3(g.x_old, g, n, i, j) + dt * vn;
+}
+
+// the 6x6 Hessian of a pair of edges (p0 -> q0, p1 -> q1; local vertex numbers) added to the
+// element's nv x nv vertex blocks
+MP_HD void scatter_pair(double* blk, int nv, const double (&Hm)[6][6], int p0, int q0, int p1, int q1) {
+  const int ends[2][2] = {{p0, q0}, {p1, q1}};
+  for (int al = 0; al < 2; ++al)
+    for (int ea = 0; ea < 2; ++ea)
+      for (int be = 0; be < 2; ++be)
+        for (int eb = 0; eb < 2; ++eb) {
+          const double sg = ea == eb ? 1.0 : -1.0;
+          double* o = blk + (ends[al][ea] * nv + ends[be][eb]) * 9;
+          for (int r = 0; r < 3; ++r)
+            for (int c = 0; c < 3; ++c) o[3 * r + c] += sg * Hm[3 * al + r][3 * be + c];
+        }
+}
+
+// ---- pass 1 ------------------------------------------------------------------------------------
+MP_HD void cloth_hessian_elements_at(const HArgs& h, int64_t n, int64_t i, int64_t j) {
+  const Args& g = h.g;
+  double* w = hwork(h, n, i, j);
+  for (int q = 0; q < kHPlanes; ++q) w[q] = 0.0;
+  const double hw = (double)(g.H * g.W);
+  const double L0 = g.rest[n];
+  const double cs_v = g.k_stretch[n] / (double)((g.H - 1) * g.W);
+  const double cs_h = g.k_stretch[n] / (double)(g.H * (g.W - 1));
+  const double csh = g.k_shear[n] / hw, cb = g.k_bend[n] / hw;
+  const bool has_v = i < g.H - 1, has_h = j < g.W - 1;
+  const V3 x00 = xnew_at(g, n, i, j);
+  V3 ev = x00, eh = x00;
+  if (has_v) {
+    ev = xnew_at(g, n, i + 1, j) - x00;
+    stretch_hessian(ev, L0, cs_v, h.project, w + kHSV);
+  }
+  if (has_h) {
+    eh = xnew_at(g, n, i, j + 1) - x00;
+    stretch_hessian(eh, L0, cs_h, h.project, w + kHSH);
+  }
+  double Hm[6][6];
+  if (has_v && has_h) {
+    const V3 x11 = xnew_at(g, n, i + 1, j + 1);
+    const V3 left = ev, top = eh;
+    const V3 right = x11 - xnew_at(g, n, i, j + 1);
+    const V3 bottom = x11 - xnew_at(g, n, i + 1, j);
+    // local vertices 0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1): left 0->2, top 0->1, right 1->3, bottom 2->3
+    pair_hessian<kShearPair>(left, top, csh, h.project, Hm);
+    scatter_pair(w + kHQ, 4, Hm, 0, 2, 0, 1);
+    pair_hessian<kShearPair>(left, bottom, csh, h.project, Hm);
+    scatter_pair(w + kHQ, 4, Hm, 0, 2, 2, 3);
+    pair_hessian<kShearPair>(right, top, csh, h.project, Hm);
+    scatter_pair(w + kHQ, 4, Hm, 1, 3, 0, 1);
+    pair_hessian<kShearPair>(right, bottom, csh, h.project, Hm);
+    scatter_pair(w + kHQ, 4, Hm, 1, 3, 2, 3);
+  }
+  // hinges: local vertices 0 (before), 1 (centre), 2 (after); e1 0->1, e2 1->2
+  if (i >= 1 && has_v) {
+    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i - 1, j), ev, cb, h.project, Hm);
+    scatter_pair(w + kHBV, 3, Hm, 0, 1, 1, 2);
+  }
+  if (j >= 1 && has_h) {
+    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i, j - 1), eh, cb, h.project, Hm);
+    scatter_pair(w + kHBH, 3, Hm, 0, 1, 1, 2);
+  }
+}
+
+// per-vertex position-space terms of a free vertex: soft pin and contacts (P += 3x3)
+MP_HD void vertex_hessian(const Args& g, int64_t n, int64_t i, int64_t j, V3 xn, bool project, double* P) {
+  const double hw = (double)(g.H * g.W);
+  const double w = g.pin_w[(n * g.H + i) * g.W + j];
+  if (w > 0.0) {
+    const double kp = g.k_pin[n] * w / hw;
+    for (int r = 0; r < 3; ++r) P[4 * r] += 2.0 * kp;
+  }
+  const double kc = g.k_contact[n] / hw, margin = g.margin[n];
+  for (int64_t q = 0; q < g.S; ++q) {
+    const double* sp = g.spheres + (n * g.S + q) * 4;
+    if (!(sp[3] > 0.0)) continue;
+    const V3 d = xn - v3(sp[0], sp[1], sp[2]);
+    const double dist = norm(d);
+    const double pen = margin - (dist - sp[3]);
+    if (pen > 0.0 && dist > 0.0) {  // 6 kc pen n n^T - 3 kc pen^2 (I - n n^T) / dist
+      const double u[3] = {d.x / dist, d.y / dist, d.z / dist};
+      const double tang = project ? 0.0 : 3.0 * kc * pen * pen / dist;
+      for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+          P[3 * r + c] += 6.0 * kc * pen * u[r] * u[c] - tang * ((r == c ? 1.0 : 0.0) - u[r] * u[c]);
+    }
+  }
+  for (int64_t q = 0; q < g.B; ++q) {
+    const double* bx = g.boxes + (n * g.B + q) * 6;
+    if (!(bx[3] > 0.0 || bx[4] > 0.0 || bx[5] > 0.0)) continue;
+    const double d[3] = {xn.x - bx[0], xn.y - bx[1], xn.z - bx[2]};
+    double qv[3], o[3];
+    int kmax = 0;
+    for (int c = 0; c < 3; ++c) {
+      qv[c] = fabs(d[c]) - bx[3 + c];
+      o[c] = qv[c] > 0.0 ? qv[c] : 0.0;
+      if (qv[c] > qv[kmax]) kmax = c;
+    }
+    const double on = sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2]);
+    const double inside = qv[kmax] < 0.0 ? qv[kmax] : 0.0;
+    const double pen = margin - (on + inside);
+    if (!(pen > 0.0)) continue;
+    double gs[3] = {0.0, 0.0, 0.0};  // d sdf / d x, as cloth_vertex_at
+    for (int c = 0; c < 3; ++c) {
+      if (on > 0.0) gs[c] += o[c] / on * sgn(d[c]);
+    }
+    if (qv[kmax] < 0.0) gs[kmax] += sgn(d[kmax]);
+    // 6 kc pen gs gs^T - 3 kc pen^2 d^2 sdf; outside an edge or corner d^2 sdf = (P_out - gs gs^T) / on
+    const double curv = (project || !(on > 0.0)) ? 0.0 : 3.0 * kc * pen * pen / on;
+    for (int r = 0; r < 3; ++r)
+      for (int c = 0; c < 3; ++c)
+        P[3 * r + c] += 6.0 * kc * pen * gs[r] * gs[c] -
+                        curv * ((r == c && qv[r] > 0.0 ? 1.0 : 0.0) - gs[r] * gs[c]);
+  }
+}
+
+// ---- pass 2 ------------------------------------------------------------------------------------
+MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t j) {
+  const Args& g = h.g;
+  const int64_t H = g.H, W = g.W, hw = H * W;
+  double* out = h.blocks + n * kHOffsets * 9 * hw + i * W + j;
+  if (g.pin_w[(n * H + i) * W + j] == 1.0) {
+    for (int q = 0; q < kHOffsets * 9; ++q) out[q * hw] = 0.0;
+    return;
+  }
+  double X[kHOffsets][9];
+  for (int k = 0; k < kHOffsets; ++k)
+    for (int q = 0; q < 9; ++q) X[k][q] = 0.0;
+  // springs: vertices (0,0), (1,0) [vertical] or (0,0), (0,1) [horizontal]; blocks +S, -S
+  for (int a = 0; a < 2; ++a) {
+    if (i - a >= 0) {
+      const double* S = hwork(h, n, i - a, j) + kHSV;
+      for (int b = 0; b < 2; ++b) {
+        const int k = offset_index(b - a, 0);
+        const double sg = a == b ? 1.0 : -1.0;
+        for (int q = 0; q < 9; ++q) X[k][q] += sg * S[q];
+      }
+    }
+    if (j - a >= 0) {
+      const double* S = hwork(h, n, i, j - a) + kHSH;
+      for (int b = 0; b < 2; ++b) {
+        const int k = offset_index(0, b - a);
+        const double sg = a == b ? 1.0 : -1.0;
+        for (int q = 0; q < 9; ++q) X[k][q] += sg * S[q];
+      }
+    }
+  }
+  // quads: this vertex as local vertex a = 2 ai + aj of quad (i - ai, j - aj)
+  for (int a = 0; a < 4; ++a) {
+    const int ai = a >> 1, aj = a & 1;
+    if (i - ai < 0 || j - aj < 0) continue;
+    const double* Q = hwork(h, n, i - ai, j - aj) + kHQ + a * 4 * 9;
+    for (int b = 0; b < 4; ++b) {
+      const int k = offset_index((b >> 1) - ai, (b & 1) - aj);
+      for (int q = 0; q < 9; ++q) X[k][q] += Q[b * 9 + q];
+    }
+  }
+  // hinges: this vertex as local vertex a of the hinge centred a - 1 before it
+  for (int a = 0; a < 3; ++a) {
+    const int64_t ci = i - (a - 1), cj = j - (a - 1);
+    if (ci >= 0 && ci < H) {
+      const double* Bv = hwork(h, n, ci, j) + kHBV + a * 3 * 9;
+      for (int b = 0; b < 3; ++b) {
+        const int k = offset_index(b - a, 0);
+        for (int q = 0; q < 9; ++q) X[k][q] += Bv[b * 9 + q];
+      }
+    }
+    if (cj >= 0 && cj < W) {
+      const double* Bh = hwork(h, n, i, cj) + kHBH + a * 3 * 9;
+      for (int b = 0; b < 3; ++b) {
+        const int k = offset_index(0, b - a);
+        for (int q = 0; q < 9; ++q) X[k][q] += Bh[b * 9 + q];
+      }
+    }
+  }
+  vertex_hessian(g, n, i, j, xnew_at(g, n, i, j), h.project, X[0]);
+  const double dt = g.dt[n], dt2 = dt * dt, dt4 = dt2 * dt2;
+  const double M = g.mass[n] * lumped(g, i, j);
+  const double diag = dt2 * M / (double)hw * (1.0 + g.damping[n] * dt);  // inertia + damping (a-space)
+  for (int k = 0; k < kHOffsets; ++k) {
+    const int64_t ni = i + offset_di(k), nj = j + offset_dj(k);
+    const bool live = ni >= 0 && ni < H && nj >= 0 && nj < W && g.pin_w[(n * H + ni) * W + nj] != 1.0;
+    for (int q = 0; q < 9; ++q) {
+      double v = 0.0;
+      if (live) v = dt4 * X[k][q] + (k == 0 && q % 4 == 0 ? diag : 0.0);
+      out[(k * 9 + q) * hw] = v;
+    }
+  }
+}
+
+}  // namespace cloth
+}  // namespace metaphys

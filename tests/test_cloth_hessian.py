@@ -1,0 +1,242 @@
+"""The per-element cloth Hessian (metaphys/physics/cloth_hessian.py, csrc/cloth/cloth_hessian_*):
+kernel == twin (exact and projected), twin == autograd Hessian of the kernel's terms, kernel ==
+Newton's central differences, the projection is PSD and changes nothing where every element is
+convex, the CSR pattern, opcheck. CUDA vs CPU: tests/test_cuda_fluid_cloth.py."""
+import numpy as np
+import pytest
+import torch
+
+from metaphys.optim.newton import sparse_hessian
+from metaphys.physics import cloth as C
+from metaphys.physics.cloth_hessian import (OFFSETS, blocks_to_csr, blocks_to_csr_pattern, cloth_hessian_blocks,
+                                            cloth_hessian_twin)
+from physics_cases import assert_close_rel, cloth_args, requires_kernels
+
+F64 = torch.float64
+
+
+def kernel(args, project):
+    return torch.ops.metaphys.cloth_hessian(*args, project)
+
+
+def problem_of(args):
+    u, x, v, pw, px, sph, box, grav, wind, *p = args
+    return C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, spheres=sph, boxes=box, gravity=grav, wind=wind,
+                          **dict(zip(C.PARAM_NAMES, p)))
+
+
+def flat_args(n, h, w, rest, *, spheres=None, pins=True, k_shear=5.0, k_bend=0.5):
+    """A flat rest grid (spacing 1, every hinge exactly straight, every shear angle exactly 0), a = 0:
+    rest < 1 stretches every spring, rest > 1 compresses it. Optional sphere contacts; a hard pin
+    at (0, 0) and a soft one at (h-1, w-1)."""
+    x = C.rest_grid(n, h, w, 1.0).contiguous()
+    a = torch.zeros_like(x)
+    pw = torch.zeros(n, 1, h, w, dtype=F64)
+    if pins:
+        pw[:, 0, 0, 0] = 1.0
+        pw[:, 0, -1, -1] = 0.5
+    sph = torch.zeros(n, 0, 4, dtype=F64) if spheres is None else spheres
+    box = torch.zeros(n, 0, 6, dtype=F64)
+    par = lambda v: torch.full((n,), float(v), dtype=F64)
+    params = (par(rest), par(100.0), par(k_shear), par(k_bend), par(1.0), par(0.1), par(50.0), par(500.0),
+              par(0.1), par(0.5))
+    return (a, x, torch.zeros_like(x), pw, x.clone(), sph, box, torch.zeros(n, 3, dtype=F64),
+            torch.zeros(n, 3, dtype=F64)) + params
+
+
+def dense(blocks, sample=0):
+    _, _, _, _, h, w = blocks.shape
+    return blocks_to_csr(blocks, blocks_to_csr_pattern(h, w), sample).toarray()
+
+
+def autograd_hessian(args, sample=0):
+    """Dense exact Hessian of the kernel's terms (cloth_terms, smooth bend form) for one sample."""
+    one = tuple(t[sample:sample + 1] for t in args)
+    _, _, h, w = one[0].shape
+
+    def f(flat):
+        return sum(C.cloth_terms(flat.view(1, 3, h, w), *one[1:], smooth=True).values()).sum()
+
+    return torch.autograd.functional.hessian(f, one[0].reshape(-1)).numpy()
+
+
+# random states: pins hard and soft, sphere and box contacts, N = 2 with different parameters
+RANDOM = [(0, 2, 5, 7), (1, 2, 7, 5), (2, 1, 2, 2), (3, 2, 2, 5), (4, 1, 6, 2), (5, 2, 8, 8)]
+
+
+@requires_kernels
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("case", RANDOM, ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}")
+def test_kernel_matches_twin_random(case, project):
+    args = cloth_args(*case)
+    b = kernel(args, project)
+    assert b.shape == (case[1], 13, 3, 3, case[2], case[3]) and b.dtype == F64
+    assert_close_rel(b, cloth_hessian_twin(*args, project), 1e-9, f"{case} project={project}")
+
+
+@requires_kernels
+@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("rest", [0.8, 1.25])
+def test_kernel_matches_twin_flat_straight_hinges(rest, project):
+    # straight hinges (phi = 0), right shear angles, stretched or compressed springs, sphere contacts
+    n, h, w = 2, 5, 6
+    sph = torch.tensor([[[2.0, 2.5, -0.95, 1.0]], [[1.0, 4.0, -0.5, 0.6]]], dtype=F64)
+    args = flat_args(n, h, w, rest, spheres=sph)
+    b = kernel(args, project)
+    assert_close_rel(b, cloth_hessian_twin(*args, project), 1e-9, f"flat rest={rest} project={project}")
+    assert float(b[:, 0].abs().max()) > 0
+
+
+def test_twin_equals_autograd_hessian_and_csr():
+    for seed, (n, h, w) in enumerate([(2, 4, 5), (1, 3, 3), (1, 1, 5), (1, 4, 1)]):
+        args = cloth_args(seed + 20, n, h, w)
+        blocks = cloth_hessian_twin(*args, False)
+        for s in range(n):
+            want = autograd_hessian(args, s)
+            got = dense(blocks, s)
+            scale = np.abs(want).max()
+            assert np.abs(got - want).max() <= 1e-9 * scale, (n, h, w, s)
+            assert np.abs(got - got.T).max() <= 1e-12 * scale
+
+
+@requires_kernels
+def test_kernel_equals_autograd_on_flat_grid():
+    args = flat_args(1, 4, 5, 1.1, spheres=torch.tensor([[[1.5, 2.0, -0.95, 1.0]]], dtype=F64))
+    want = autograd_hessian(args)
+    got = dense(kernel(args, False))
+    assert np.abs(got - want).max() <= 1e-9 * np.abs(want).max()
+
+
+def drape_problem(size=16):
+    """A sheet hanging from two corners over a sphere, moved by a random acceleration: stretched and
+    compressed springs, bent hinges, contacts."""
+    prob = C.ClothProblem(C.rest_grid(1, size, size, 1.0 / (size - 1)), k_stretch=1000.0, k_shear=10.0,
+                          k_bend=0.05, damping=0.2, margin=0.05, dt=0.05, rest=1.0 / (size - 1))
+    pin = torch.zeros(1, 1, size, size, dtype=F64)
+    pin[..., 0, 0] = 1
+    pin[..., 0, -1] = 0.5
+    prob.set_pins(pin_w=pin)
+    prob.set_colliders(spheres=torch.tensor([[[0.5, 0.5, -0.25, 0.28]]], dtype=F64),
+                       boxes=torch.tensor([[[0.2, 0.8, -0.02, 0.1, 0.1, 0.05]]], dtype=F64))
+    g = torch.Generator().manual_seed(0)
+    a = 4.0 * torch.randn(1, 3, size, size, generator=g, dtype=F64)
+    a[:, 2] -= 10.0
+    return prob, a
+
+
+@requires_kernels
+def test_kernel_equals_newton_differences():
+    prob, a = drape_problem(16)
+    got = dense(cloth_hessian_blocks(prob, a, project=False))
+    want = sparse_hessian(prob, prob.impose(a)).toarray()
+    # hard pins: the differences leave their rows and columns 0, so does the op
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= 1e-7 * scale, np.abs(got - want).max() / scale
+    x = prob.state(a)[0]
+    assert bool((C.contact_energy(x, prob.fields["spheres"], prob.fields["boxes"], prob.fields["margin"]) > 0).any())
+
+
+def min_eig(m):
+    return float(np.linalg.eigvalsh(0.5 * (m + m.T)).min())
+
+
+@requires_kernels
+def test_projection_is_psd_and_exact_where_convex():
+    for args in (cloth_args(7, 1, 6, 7), flat_args(1, 5, 6, 1.25), drape_args()):
+        exact, proj = dense(kernel(args, False)), dense(kernel(args, True))
+        scale = np.abs(exact).max()
+        assert min_eig(exact) < -1e-6 * scale  # the exact one is indefinite here
+        assert min_eig(proj) >= -1e-12 * scale
+    # stretched flat sheet, no contact: every element convex, projection changes nothing
+    args = flat_args(2, 5, 6, 0.8)
+    exact, proj = kernel(args, False), kernel(args, True)
+    assert_close_rel(proj, exact, 1e-12, "stretched flat sheet")
+
+
+def drape_args():
+    prob, a = drape_problem(8)
+    return (prob.impose(a).contiguous(),) + tuple(prob.op_args())
+
+
+@requires_kernels
+def test_each_projected_element_is_psd():
+    """Grids whose only energy is one kind of element (mass ~ 0), each element on its own vertices:
+    the assembled projected matrix is block-diagonal per element, so every element is PSD."""
+    g = torch.Generator().manual_seed(3)
+    for h, w, which in ((2, 3, "bend"), (3, 2, "bend"), (2, 2, "shear"), (2, 2, "stretch")):
+        args = list(flat_args(1, h, w, 1.3, pins=False, k_shear=5.0 if which == "shear" else 0.0,
+                              k_bend=0.5 if which == "bend" else 0.0))
+        args[0] = 0.3 * torch.randn(1, 3, h, w, generator=g, dtype=F64)
+        args[10] = args[10] * (1.0 if which == "stretch" else 0.0)
+        args[13] = torch.full((1,), 1e-12, dtype=F64)       # mass ~ 0: the elements alone
+        args[14] = torch.zeros(1, dtype=F64)
+        exact, proj = dense(kernel(tuple(args), False)), dense(kernel(tuple(args), True))
+        scale = np.abs(exact).max()
+        assert min_eig(exact) < -1e-8 * scale, which
+        assert min_eig(proj) >= -1e-12 * scale, which
+
+
+def test_restated_pieces_match_physics_cloth():
+    from metaphys.physics import cloth_hessian as CH
+    assert OFFSETS == ((0, 0),) + tuple(C.ClothProblem.hessian_offsets)
+    for h, w in ((1, 4), (3, 1), (2, 2), (5, 7)):
+        assert torch.equal(CH.lumped(h, w), C.lumped_weights(h, w)[0, 0])
+    a, x, v, pw, px, *_, dt = cloth_args(3, 2, 5, 6)
+    assert torch.equal(CH.x_new_of(a, x, v, pw, px, dt), C.cloth_state(a, x, v, pw, px, dt)[0])
+
+
+def test_pattern_is_fixed_and_fills_every_block():
+    h, w = 5, 7
+    pat = blocks_to_csr_pattern(h, w)
+    inside = sum(max(0, h - abs(di)) * max(0, w - abs(dj)) for di, dj in OFFSETS)
+    assert pat.csr.nnz == 9 * inside and len(pat.gather) == pat.csr.nnz
+    blocks = torch.arange(13 * 9 * h * w, dtype=F64).view(1, 13, 3, 3, h, w) + 1.0
+    m = blocks_to_csr(blocks, pat)
+    assert m.nnz == pat.csr.nnz and m.has_sorted_indices
+    # entry (r, i, j), (c, i+di, j+dj) = blocks[0, k, r, c, i, j]
+    for k, (di, dj) in enumerate(OFFSETS):
+        for (r, c, i, j) in ((0, 2, 2, 3), (1, 1, 0, 0), (2, 0, 4, 6)):
+            ni, nj = i + di, j + dj
+            if 0 <= ni < h and 0 <= nj < w:
+                assert m[r * h * w + i * w + j, c * h * w + ni * w + nj] == blocks[0, k, r, c, i, j]
+    zero = blocks_to_csr(torch.zeros_like(blocks), pat)
+    assert zero.nnz == pat.csr.nnz  # explicit zeros kept
+
+
+@requires_kernels
+def test_kernel_refuses_grids_below_2x2_and_twin_dispatch():
+    args = cloth_args(0, 1, 1, 4)
+    with pytest.raises(RuntimeError, match="at least 2x2"):
+        kernel(args, False)
+    prob, a = drape_problem(6)
+    from metaphys import _ops
+    old = _ops.backend()
+    try:
+        _ops.set_backend("twin")
+        twin = cloth_hessian_blocks(prob, a, project=True)
+    finally:
+        _ops.set_backend(old)
+    assert_close_rel(cloth_hessian_blocks(prob, a, project=True), twin, 1e-9, "dispatch")
+
+
+@requires_kernels
+def test_threads_do_not_change_the_result():
+    args = cloth_args(9, 2, 23, 31)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernel(args, True)
+        torch.set_num_threads(max(2, old))
+        many = kernel(args, True)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, many)
+
+
+@requires_kernels
+def test_opcheck_cpu():
+    args = cloth_args(4, 2, 6, 7)
+    for project in (False, True):
+        torch.library.opcheck(torch.ops.metaphys.cloth_hessian.default, tuple(args) + (project,),
+                              test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
+                                          "test_aot_dispatch_dynamic"))
