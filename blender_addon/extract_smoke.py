@@ -183,7 +183,15 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
         "density_diffusion": float(s.density_diffusion),
         "wind": [float(v) for v in s.wind],
         "emitter_heat": float(s.emitter_heat), "heat_buoyancy": float(s.heat_buoyancy), "cooling": float(s.cooling),
+        "flipbook": bool(s.flipbook),
     }
+    if s.flipbook:
+        spec.update(flipbook_layout=[int(s.flipbook_rows), int(s.flipbook_cols)], flipbook_loop=int(s.flipbook_loop),
+                    flipbook_alpha=s.flipbook_alpha.lower(), flipbook_engine=s.flipbook_engine.lower())
+        if s.flipbook_cell:
+            spec["flipbook_cell"] = int(s.flipbook_cell)
+        if s.flipbook_step:
+            spec["flipbook_step"] = int(s.flipbook_step)
     if s.solver_mode == "TOLERANCE":
         spec["tol"] = float(s.tolerance)
         spec["max_iterations"] = int(s.max_iterations)

@@ -143,6 +143,28 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
                               description="Where this domain's bake goes (empty: the add-on preference)")
     density_scale: FloatProperty(name="Render Density", description="Density multiplier of the volume material",
                                  default=10.0, min=0.0, soft_max=200.0)
+    # game flipbook (the engine's flipbook_* spec keys; docs/flipbooks.md)
+    flipbook: BoolProperty(name="Game Flipbook", default=True,
+                           description="Write flipbook sheets for game engines (color, emissive, motion vectors, "
+                                       "normals, a JSON sidecar and a motion-blended preview) into the cache folder")
+    flipbook_rows: IntProperty(name="Rows", description="Cells per column of the sheet", default=8, min=1, max=64)
+    flipbook_cols: IntProperty(name="Columns", description="Cells per row of the sheet", default=8, min=1, max=64)
+    flipbook_cell: IntProperty(name="Cell Size", description="Pixels of a cell along the domain's longer side "
+                                                             "(0 = the simulation's resolution)",
+                               default=0, min=0, max=4096)
+    flipbook_step: IntProperty(name="Frame Step", description="Take every n-th frame (0 = the smallest step that "
+                                                              "fits the frame range into the sheet)",
+                               default=0, min=0)
+    flipbook_loop: IntProperty(name="Loop Blend", description="Seamless loop: crossfade the last n frames into the "
+                                                              "first (0 = no loop)", default=0, min=0, max=4096)
+    flipbook_alpha: EnumProperty(name="Alpha", default="STRAIGHT", items=[
+        ("STRAIGHT", "Straight", "Color = smoke colour, alpha = density"),
+        ("PREMULTIPLIED", "Premultiplied", "Color multiplied by alpha (One, OneMinusSrcAlpha blending)"),
+    ])
+    flipbook_engine: EnumProperty(name="Engine", default="UNITY", items=[
+        ("UNITY", "Unity", "Motion vectors and normals with +V up (Unity UVs, OpenGL normals)"),
+        ("UNREAL", "Unreal", "Motion vectors and normals with +V down (Unreal UVs, DirectX normals)"),
+    ])
     # emitter
     strength: FloatProperty(name="Strength", description="Emitter mask value (0 - 1)", default=1.0, min=0.0,
                             max=1.0)

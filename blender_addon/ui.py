@@ -171,6 +171,23 @@ class METAPHYS_PT_collider(_PhysicsPanel, bpy.types.Panel):
             layout.label(text="Thickness: the Collision modifier's Thickness Outer", icon="MOD_PHYSICS")
 
 
+def _flipbook(layout, s):
+    """The game flipbook's settings (sheets written beside the bake's cache)."""
+    box = layout.box()
+    box.prop(s, "flipbook")
+    if not s.flipbook:
+        return
+    row = box.row(align=True)
+    row.prop(s, "flipbook_rows")
+    row.prop(s, "flipbook_cols")
+    col = box.column(align=True)
+    col.prop(s, "flipbook_cell")
+    col.prop(s, "flipbook_step")
+    col.prop(s, "flipbook_loop")
+    box.prop(s, "flipbook_alpha")
+    box.prop(s, "flipbook_engine")
+
+
 class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):
     bl_label = "metaphys Smoke"
     bl_options = {"DEFAULT_CLOSED"}
@@ -207,6 +224,7 @@ class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):
             _solver(layout, s)
             _range(layout, s)
             layout.prop(s, "density_scale")
+            _flipbook(layout, s)
             _bake_box(layout, ob, s, "smoke")
         elif s.role == "EMITTER":
             layout.prop(s, "strength")

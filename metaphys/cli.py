@@ -46,7 +46,44 @@ def _overrides(args, spec):
         spec["max_iterations"] = args.max_iterations
     if args.solver is not None:
         spec["solver"] = args.solver
+    _flipbook_overrides(args, spec)
     return spec
+
+
+_FLIPBOOK_OPTIONS = ("flipbook", "no_flipbook", "flipbook_cell", "flipbook_step", "flipbook_range", "flipbook_loop",
+                     "flipbook_alpha", "flipbook_engine")
+
+
+def _flipbook_overrides(args, spec: dict) -> None:
+    """``--flipbook ROWSxCOLS`` and the other ``--flipbook-*`` options -> the spec's flipbook keys."""
+    if args.flipbook is not None:
+        spec["flipbook"] = True
+        spec["flipbook_layout"] = list(args.flipbook)
+    if args.no_flipbook:
+        spec["flipbook"] = False
+    for name in ("flipbook_cell", "flipbook_step", "flipbook_loop", "flipbook_alpha", "flipbook_engine"):
+        if getattr(args, name) is not None:
+            spec[name] = getattr(args, name)
+    if args.flipbook_range is not None:
+        spec["flipbook_range"] = list(args.flipbook_range)
+
+
+def _layout(text: str):
+    """``8x8`` -> (8, 8) (rows x columns)."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLS such as 8x8, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _frame_range(text: str):
+    """``17:96`` -> (17, 96) (first and last frame numbers, inclusive)."""
+    parts = text.split(":")
+    try:
+        first, last = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FIRST:LAST frame numbers such as 17:96, got {text!r}") from None
+    return first, last
 
 
 def _check_args(args) -> None:
@@ -68,6 +105,11 @@ def _check_args(args) -> None:
                          "--force replaces it")
     if args.solver is not None and args.kind != "cloth":
         raise ValueError("--solver applies to cloth bakes only")
+    used = [o for o in _FLIPBOOK_OPTIONS if getattr(args, o) not in (None, False)]
+    if used and args.kind != "smoke":
+        raise ValueError(f"--{used[0].replace('_', '-')} applies to smoke bakes only")
+    if args.flipbook is not None and args.no_flipbook:
+        raise ValueError("--flipbook and --no-flipbook contradict each other")
     if args.threads is not None and args.threads != "auto":
         if not args.threads.isdigit() or int(args.threads) < 1:
             raise ValueError(f"--threads must be an integer >= 1 or 'auto', got {args.threads!r}")
@@ -229,7 +271,7 @@ def cmd_demo(args) -> int:
         if rc:
             return rc
     print(f"demo done: cloth in {os.path.join(out, 'cloth')} (cloth.pc2, rest.obj, frames/, preview.gif), "
-          f"smoke in {os.path.join(out, 'smoke')} (density/ .png .npz .vdb, smoke.usda, flipbook.png, preview.gif)")
+          f"smoke in {os.path.join(out, 'smoke')} (density/ .png .npz .vdb, smoke.usda, flipbook_*.png + flipbook.json, preview.gif)")
     return rc
 
 
@@ -363,6 +405,20 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     b.add_argument("--max-iterations", type=int, help="iteration cap per step with --tol")
     b.add_argument("--solver", choices=["auto", "metamizer", "newton"],
                    help="cloth: auto = Metamizer then a Newton finishing stage when above --tol (default: the spec's)")
+    f = b.add_argument_group("smoke game flipbook (docs/flipbooks.md; the spec's flipbook_* keys)")
+    f.add_argument("--flipbook", type=_layout, metavar="ROWSxCOLS",
+                   help="sheet layout, e.g. 8x8 (the default; the flipbook is written unless --no-flipbook)")
+    f.add_argument("--no-flipbook", action="store_true", help="write no game flipbook")
+    f.add_argument("--flipbook-cell", type=int, metavar="PIXELS",
+                   help="cell size along the domain's longer side (default: the grid's)")
+    f.add_argument("--flipbook-step", type=int, metavar="K", help="every K-th frame (default: fit the range)")
+    f.add_argument("--flipbook-range", type=_frame_range, metavar="FIRST:LAST",
+                   help="baked frame numbers the sheet is taken from (default: all)")
+    f.add_argument("--flipbook-loop", type=int, metavar="L",
+                   help="seamless loop: crossfade the last L selected frames into the first (default 0)")
+    f.add_argument("--flipbook-alpha", choices=["straight", "premultiplied"], help="default straight")
+    f.add_argument("--flipbook-engine", choices=["unity", "unreal"],
+                   help="green axis of motion vectors and normals: unity = +v up (default), unreal = +v down")
     b.add_argument("--strict", action="store_true",
                    help="a frame that misses the tolerance or the strain limit is an error (exit 1; it is not "
                         "written, finished frames are kept)")

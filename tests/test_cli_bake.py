@@ -56,7 +56,8 @@ def test_smoke_bake_writes_every_promised_file(tmp_path, weights_path):
     out = tmp_path / "smoke"
     r = bake("smoke", "--out", str(out), "--size", "16", "--frames", "2", "--iterations", "5", "--progress", "none")
     assert r.returncode == 0, r.stderr
-    for name in ("manifest.json", "preview.gif", "flipbook.png", "flipbook.json", "density/density_0001.png",
+    for name in ("manifest.json", "preview.gif", "flipbook_color.png", "flipbook_motion.png", "flipbook_normal.png",
+                 "flipbook_emissive.png", "flipbook.json", "flipbook_preview.gif", "density/density_0001.png",
                  "density/density_0002.npz"):
         assert (out / name).exists(), name
     from metaphys.io import vdb
@@ -64,6 +65,51 @@ def test_smoke_bake_writes_every_promised_file(tmp_path, weights_path):
         assert (out / "density" / "density_0002.vdb").exists()
     npz = np.load(out / "density" / "density_0002.npz")
     assert npz["density"].shape == (16, 16) and npz["velocity"].shape == (16, 16, 2)
+
+
+def test_smoke_flipbook_flags_and_spec_keys_end_to_end(tmp_path, weights_path):
+    """--flipbook and its options, and the same as spec keys, reach the sheets; the sheet's motion
+    vectors (decoded from the PNG, as an engine reads them) carry frame k closer to frame k+1."""
+    from metaphys.io import flipbook as fb
+    spec = tmp_path / "push.json"  # an upward push: the plume moves about a cell per frame
+    spec.write_text(json.dumps({"emitter_velocity": [0.0, 1.0], "emitter_heat": 2.0}))
+    out = tmp_path / "flags"
+    r = bake("smoke", "--out", str(out), "--spec", str(spec), "--size", "24", "--frames", "10", "--iterations", "5",
+             "--progress", "none", "--flipbook", "2x3", "--flipbook-loop", "2", "--flipbook-cell", "32",
+             "--flipbook-range", "3:10", "--flipbook-alpha", "premultiplied", "--flipbook-engine", "unreal")
+    assert r.returncode == 0, r.stderr
+    side = fb.read_sidecar(out)
+    assert (side["rows"], side["columns"], side["frames"], side["cell_width"]) == (2, 3, 6, 32)
+    assert side["source_frames"] == list(range(3, 11)) and side["loop"]["frames"] == 2 and side["fps"] == 24
+    assert side["alpha_mode"] == "premultiplied" and side["engine"] == "unreal" and side["temperature_max"] > 0
+    m = read_manifest(out / "manifest.json")
+    assert m["outputs"]["flipbook_motion"] == "flipbook_motion.png" and m["parameters"]["flipbook_loop"] == 2
+    seam = m["extra"]["flipbook"]["loop_seam"]
+    assert seam["seam"] <= seam["mean"], seam
+    back = fb.read_flipbook(out)
+    assert np.abs(back["rgb"] - back["alpha"][..., None]).max() <= 1 / 255 + 1e-9  # premultiplied
+    px = back["motion"] * np.array([32, 32])   # cell UV (v down: unreal) -> pixels (col, row)
+    a = back["alpha"]
+    for k in range(3, 5):  # past the loop's crossfade: plain consecutive frames
+        assert np.abs(fb.warp(a[k], px[k]) - a[k + 1]).mean() < np.abs(a[k] - a[k + 1]).mean()
+
+    # the same through the spec: every 2nd frame, no flipbook for cloth-only flags
+    spec2 = tmp_path / "spec.json"
+    spec2.write_text(json.dumps({"flipbook_layout": [2, 2], "flipbook_step": 2, "flipbook_motion_bits": 8}))
+    out2 = tmp_path / "spec"
+    r = bake("smoke", "--out", str(out2), "--spec", str(spec2), "--size", "16", "--frames", "7", "--iterations", "3",
+             "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    side = fb.read_sidecar(out2)
+    assert side["source_frames"] == [1, 3, 5, 7] and side["fps"] == 12 and side["channels"]["motion"]["bits"] == 8
+    assert fb.read_png(out2 / "flipbook_motion.png").dtype == np.uint8
+    r = bake("smoke", "--out", str(tmp_path / "none"), "--size", "16", "--frames", "1", "--iterations", "2",
+             "--progress", "none", "--no-flipbook")
+    assert r.returncode == 0 and not (tmp_path / "none" / "flipbook.json").exists()
+    r = bake("cloth", "--out", str(tmp_path / "c"), "--flipbook", "4x4")
+    assert r.returncode == 2 and "--flipbook applies to smoke bakes only" in r.stderr
+    r = bake("smoke", "--out", str(tmp_path / "s"), "--flipbook", "4by4")
+    assert r.returncode == 2 and "expected ROWSxCOLS" in r.stderr
 
 
 def test_interrupted_bake_resumes_to_the_same_result(tmp_path, weights_path):

@@ -6,7 +6,10 @@ import re
 # the folder is reused without --resume.
 OWNED = {
     "cloth": (("cloth.pc2", "rest.obj", "preview.gif", "cloth.usdc"), {"frames": r"frame_\d+\.(obj|ply|glb)"}),
-    "smoke": (("flipbook.png", "flipbook.json", "preview.gif", "smoke.usda"), {"density": r"density_\d+\.(png|npz|vdb)"}),
+    # flipbook.png: the density-only sheet of earlier bakes, still cleared from a reused folder
+    "smoke": (("flipbook.png", "flipbook.json", "flipbook_color.png", "flipbook_emissive.png", "flipbook_motion.png",
+               "flipbook_normal.png", "flipbook_preview.gif", "preview.gif", "smoke.usda"),
+              {"density": r"density_\d+\.(png|npz|vdb)"}),
 }
 
 # Keys of a writer's per-frame ``files`` that name a sample of a cache file every frame appends to

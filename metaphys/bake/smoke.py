@@ -1,5 +1,6 @@
-"""Smoke bake: spec -> SmokeSim, per-frame density PNG, npz (density, velocity, pressure, temperature) and VDB,
-flipbook and preview at the end."""
+"""Smoke bake: spec -> SmokeSim, per-frame density PNG, npz (density, velocity, pressure, temperature) and VDB;
+at the end the game flipbook (io/flipbook.py: sheets, sidecar, motion-blended preview) and the preview GIF,
+both made from the saved frames, so a resumed bake writes the same ones."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import numpy as np
 from metaphys.bake.owned import frame_sort_key
 from metaphys.bake.errors import BakeError, input_error
 from metaphys.sims.smoke import SmokeSim
-from metaphys.io import images, preview, usd, vdb
+from metaphys.io import flipbook, images, preview, usd, vdb
 
 
 def make_smoke_sim(p: dict, optimizer, device: str = "cpu", threads=None):
@@ -30,6 +31,9 @@ class SmokeWriter:
         self.want_vdb = params["vdb"] and vdb.vdb_available()
         self.fps = float(params["fps"])
         self.min_density = None  # over all frames on disk, found by finish()
+        self.flipbook = {k[len("flipbook_"):]: params[k] for k in params if k.startswith("flipbook_")} \
+            if params.get("flipbook", True) else None
+        self.flipbook_facts = None
 
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -62,6 +66,8 @@ class SmokeWriter:
         """Facts readers of the bake need beside the files: the density's minimum over all frames (>= 0:
         the transport is monotone, nothing is clamped) and the VDB grids' index-to-world transform."""
         extra = {} if self.min_density is None else {"min_density": self.min_density}
+        if self.flipbook_facts is not None:
+            extra["flipbook"] = self.flipbook_facts
         if self.want_vdb:
             extra["vdb_index_to_world"] = vdb.index_to_world(self.cell_size).tolist()
         return extra
@@ -73,12 +79,11 @@ class SmokeWriter:
             return {}
         self.min_density = float(min(f.min() for f in frames))
         vmax = max(images.sequence_max(frames), 1e-12)
-        cols = int(np.ceil(np.sqrt(len(frames))))
-        images.write_flipbook(os.path.join(self.out, "flipbook.png"), frames, columns=cols, vmax=vmax,
-                              sidecar=os.path.join(self.out, "flipbook.json"), fps=self.fps)
         preview.density_gif(os.path.join(self.out, "preview.gif"), frames, vmax=vmax, fps=self.fps)
-        outputs = {"flipbook": "flipbook.png", "flipbook_layout": "flipbook.json", "preview": "preview.gif",
-                   "density": "density"}
+        outputs = {"preview": "preview.gif", "density": "density"}
+        if self.flipbook is not None:
+            numbers = [int(frame_sort_key(f)[1]) for f in names]
+            outputs.update(self._write_flipbook(names, numbers))
         # smoke.usda: a UsdVolVolume over the VDB sequence (needs usd-core and the VDB files)
         vdbs = {int(f[len("density_"):-len(".vdb")]): os.path.join(self.dir, f)
                 for f in sorted(os.listdir(self.dir)) if f.startswith("density_") and f.endswith(".vdb")}
@@ -89,3 +94,40 @@ class SmokeWriter:
             usd.write_volume_usd(os.path.join(self.out, "smoke.usda"), fields, fps=self.fps)
             outputs["usd"] = "smoke.usda"
         return outputs
+
+    def _write_flipbook(self, names, numbers) -> Dict[str, str]:
+        """The game flipbook of the saved frames (io/flipbook.py): frame selection, motion vectors traced
+        through the saved velocities (m/s -> cells per frame), sheets, sidecar and preview."""
+        o = self.flipbook
+        rows, cols = o["layout"]
+        first, last = 0, len(names) - 1
+        if o["range"] is not None:  # frame numbers -> positions among the saved frames
+            first = next((i for i, n in enumerate(numbers) if n >= o["range"][0]), len(numbers))
+            last = max((i for i, n in enumerate(numbers) if n <= o["range"][1]), default=-1)
+            if first > last:
+                raise BakeError(f"flipbook_range {o['range']} holds none of the baked frames "
+                                f"{numbers[0]}..{numbers[-1]}")
+        loop = int(o["loop"])
+        picked = flipbook.select_frames(len(names), rows * cols, o["step"], first, last, loop)
+        step = picked[1] - picked[0] if len(picked) > 1 else (o["step"] or 1)
+        if loop and 2 * loop > len(picked):
+            raise BakeError(f"flipbook_loop {loop} needs at least {2 * loop} frames in the flipbook's range; "
+                            f"it has {len(picked)} (bake more frames, or a smaller loop)")
+        lo, hi = picked[0], min(picked[-1] + step, len(names) - 1)
+        data = {i: images.read_frame_npz(os.path.join(self.dir, names[i])) for i in range(lo, hi + 1)}
+        to_cells = 1.0 / (self.fps * self.cell_size)   # m/s -> cells per frame; (vx, vy up) -> (col, row down)
+        vel = [np.stack([data[i]["velocity"][..., 0], -data[i]["velocity"][..., 1]], axis=-1) * to_cells
+               for i in range(lo, hi + 1)]
+        motion = np.stack([flipbook.motion_from_velocity(vel, i - lo, i - lo + step) for i in picked])
+        density = np.stack([data[i]["density"] for i in picked])
+        temperature = np.stack([data[i].get("temperature", np.zeros_like(data[i]["density"])) for i in picked])
+        layout = flipbook.write_game_flipbook(
+            self.out, density, motion, temperature, rows=rows, cols=cols, cell=o["cell"], loop=loop,
+            alpha=o["alpha"], engine=o["engine"], motion_bits=int(o["motion_bits"]), motion_scale=o["motion_scale"],
+            normal_strength=o["normal_strength"], fps=self.fps / step, source_frames=[numbers[i] for i in picked])
+        seam = flipbook.loop_seam(flipbook.read_flipbook(self.out)["alpha"]) if layout["frames"] > 2 else None
+        self.flipbook_facts = {"frames": layout["frames"], "step": step, "motion_scale": layout["motion_scale"],
+                               "loop_seam": seam}
+        files = flipbook.FILES
+        return {f"flipbook_{k}": files[k] for k in ("color", "emissive", "motion", "normal", "preview")} | \
+            {"flipbook_layout": files["sidecar"]}

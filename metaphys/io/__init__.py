@@ -11,6 +11,7 @@ imported on first use):
 * ``mdd``      MDD vertex caches
 * ``meshseq``  H x W grid meshes: faces, UVs, OBJ (quads + UVs) / PLY / GLB frames and sequences
 * ``images``   16-bit density PNGs, flipbook sprite sheets + JSON layout, per-frame .npz
+* ``flipbook``  game flipbooks: alpha/emissive/motion-vector/normal sheets, loops, sidecar, blended preview
 * ``vdb``      OpenVDB density grids for bakes (through ``vdbfile``)
 * ``vdbfile``  the OpenVDB file format (version 224), written and read with numpy and zlib
 * ``usd``      USD: the cloth mesh with per-frame points, a Volume over the VDB sequence (needs usd-core)

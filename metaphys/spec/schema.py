@@ -180,6 +180,35 @@ SMOKE_SCHEMA: Dict[str, Key] = {
     "max_iterations": Key(Int(1), 200, "iteration cap per step with `tol`"),
     "png_max": Key(Number(0, lo_open=True, unit="density"), 1.0, "density mapped to white in the PNGs"),
     "vdb": Key(Bool(), True, "write OpenVDB files (`density` and `velocity` (m/s) grids)"),
+    # game flipbooks (io/flipbook.py; docs/flipbooks.md): written at the end of the bake from the saved frames
+    "flipbook": Key(Bool(), True, "write the game flipbook sheets (`flipbook_color/emissive/motion/normal.png`, "
+                    "`flipbook.json`, `flipbook_preview.gif`) at the end of the bake"),
+    "flipbook_layout": Key(Vector(2, "cells", lo=1, hi=64, integer=True, names="[rows, cols]"), [8, 8],
+                           "cells of the sheet; frame 0 top-left, left to right, then top to bottom"),
+    "flipbook_cell": Key(Int(8, MAX_GRID, unit="pixels", nullable=True), None,
+                         "pixels of a cell along the domain's longer side (resampled from the grid)",
+                         "null = the grid's own (`resolution`)"),
+    "flipbook_range": Key(Vector(2, "frame numbers", integer=True, lo=-MAX_FRAME, hi=MAX_FRAME,
+                                 names="[first, last]"), None,
+                          "baked frames the sheet is taken from (inclusive)", "all baked frames"),
+    "flipbook_step": Key(Int(1, MAX_FRAME, unit="frames", nullable=True), None,
+                         "take every step-th frame of the range (the sheet plays at fps / step)",
+                         "null = the smallest step that fits the range into rows x cols (+ loop) frames"),
+    "flipbook_loop": Key(Int(0, 4096, unit="frames"), 0,
+                         "seamless loop: the last L selected frames are crossfaded (smoothstep) into the first L; "
+                         "0 = no loop"),
+    "flipbook_alpha": Key(Choice("straight", "premultiplied"), "straight",
+                          "alpha of flipbook_color.png: straight (RGB = smoke colour) or premultiplied (RGB x A)"),
+    "flipbook_engine": Key(Choice("unity", "unreal"), "unity",
+                           "motion-vector and normal-map green axis: unity = +v up (Unity UV, OpenGL normals), "
+                           "unreal = +v down (Unreal UV, DirectX normals)"),
+    "flipbook_motion_bits": Key(Int(8, 16, unit="bits"), 16, "bits per channel of flipbook_motion.png: 8 or 16"),
+    "flipbook_motion_scale": Key(Number(0, lo_open=True, unit="cell UV per frame", nullable=True), None,
+                                 "the motion vectors' scale (Unity: Motion Vector Scale; Unreal: strength): "
+                                 "a channel at 1.0 (or 0.0) is this displacement",
+                                 "null = the largest displacement, rounded up to 3 digits"),
+    "flipbook_normal_strength": Key(Number(0, unit="cell widths"), 0.05,
+                                    "height of full density in the normal map's height field"),
 }
 # Keys of the grid-unit smoke: refused with what became of them (issue #27)
 SMOKE_REMOVED = {
@@ -239,9 +268,25 @@ def _smoke_scale(p: dict, given: dict, errors: list) -> None:
                                            f"(or no cell_size), got {p['cell_size']:.6g}"))
 
 
+def _flipbook_cross(p: dict, errors: list) -> None:
+    if p["flipbook_motion_bits"] not in (8, 16):
+        errors.append(Invalid("flipbook_motion_bits", f"expected 8 or 16, got {p['flipbook_motion_bits']}"))
+    rng = p["flipbook_range"]
+    if rng is not None:
+        last = p["start_frame"] + p["frames"] - 1
+        if not p["start_frame"] <= rng[0] <= rng[1] <= last:
+            errors.append(Invalid("flipbook_range", f"expected [first, last] with {p['start_frame']} <= first <= "
+                                                    f"last <= {last} (the baked frames), got {rng}"))
+    rows, cols = p["flipbook_layout"]
+    if p["flipbook_loop"] and 2 * p["flipbook_loop"] > rows * cols + p["flipbook_loop"]:
+        errors.append(Invalid("flipbook_loop", f"expected at most {rows * cols} frames (the sheet's cells) for a "
+                                               f"{rows} x {cols} sheet, got {p['flipbook_loop']}"))
+
+
 def _smoke_cross(p: dict, given: dict, errors: list) -> None:
     h, w = p["resolution"]
     _smoke_scale(p, given, errors)
+    _flipbook_cross(p, errors)
     for key in ("emitters", "obstacles"):
         v = p[key]
         if v is None:

@@ -95,6 +95,14 @@ def test_smoke_settings_follow_the_engine_schema(blend_dir):
     for prop in ("emitter_velocity", "wind"):
         assert list(props[prop].default_array) == limits[prop]["default"], prop
     assert props["substeps"].hard_max == limits["substeps"]["max"]
+    # the game flipbook: the same defaults and choices as the spec's flipbook_* keys
+    assert props["flipbook"].default == limits["flipbook"]["default"]
+    assert [props["flipbook_rows"].default, props["flipbook_cols"].default] == limits["flipbook_layout"]["default"]
+    assert props["flipbook_rows"].hard_max == limits["flipbook_layout"]["max"]
+    assert props["flipbook_loop"].default == limits["flipbook_loop"]["default"]
+    for prop in ("flipbook_alpha", "flipbook_engine"):
+        assert [i.identifier.lower() for i in props[prop].enum_items] == limits[prop]["options"], prop
+        assert props[prop].default.lower() == limits[prop]["default"], prop
     new_scene(blend_dir)
     bpy.ops.mesh.primitive_plane_add(size=2.0, location=(0.0, 0.0, 1.0), rotation=(np.pi / 2, 0.0, 0.0))
     dom = bpy.context.object
@@ -106,3 +114,14 @@ def test_smoke_settings_follow_the_engine_schema(blend_dir):
     p = validate("smoke", spec)  # the engine's own validation: raises on an unknown or out-of-range key
     assert p["resolution"] == [21, 32] and p["size_m"] == pytest.approx(3.0) and p["cell_size"] == pytest.approx(3 / 32)
     assert p["buoyancy"] == limits["buoyancy"]["default"] and p["cfl"] == limits["cfl"]["default"]
+    assert p["flipbook"] and p["flipbook_layout"] == [8, 8] and p["flipbook_cell"] is None
+    dom.metaphys_smoke.flipbook_rows, dom.metaphys_smoke.flipbook_loop = 4, 6
+    dom.metaphys_smoke.flipbook_cell, dom.metaphys_smoke.flipbook_step = 128, 2
+    dom.metaphys_smoke.flipbook_alpha, dom.metaphys_smoke.flipbook_engine = "PREMULTIPLIED", "UNREAL"
+    spec, _ = addon_module("extract_smoke").smoke_spec(bpy.context, dom, str(blend_dir))
+    p = validate("smoke", spec)
+    assert (p["flipbook_layout"], p["flipbook_loop"], p["flipbook_cell"], p["flipbook_step"]) == ([4, 8], 6, 128, 2)
+    assert (p["flipbook_alpha"], p["flipbook_engine"]) == ("premultiplied", "unreal")
+    dom.metaphys_smoke.flipbook = False
+    spec, _ = addon_module("extract_smoke").smoke_spec(bpy.context, dom, str(blend_dir))
+    assert validate("smoke", spec)["flipbook"] is False
