@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first", type=int, default=17, help="first baked frame of the sheet")
     ap.add_argument("--loop", type=int, default=16)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "smoke_flipbook.md"))
+    ap.add_argument("--threads", default="auto", help="the bake's --threads (auto: 2 at 128² on 2 cores)")
     ap.add_argument("--keep", help="bake folder to keep (default: a temporary one)")
     ap.add_argument("--resume", action="store_true",
                     help="continue the interrupted bake in --keep; the total is then the sum of all frames' "
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "metaphys", "bake", "smoke", "--out", out, "--size", str(args.size),
                "--frames", str(args.frames), "--flipbook", "8x8", "--flipbook-cell", str(args.cell),
                "--flipbook-range", f"{args.first}:{args.frames}", "--flipbook-loop", str(args.loop),
-               "--progress", "none", "--resume" if args.resume else "--force"]
+               "--threads", str(args.threads), "--progress", "none", "--resume" if args.resume else "--force"]
         before = len(read_manifest(os.path.join(out, "manifest.json"))["frames"]) if args.resume else 0
         t0 = time.time()
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
