@@ -27,7 +27,7 @@ def test_coloring_separates_every_coupled_pair():
 
 
 # exact products; central differences of the exact kernel gradient (measured ~1e-10 relative)
-@pytest.mark.parametrize("method,rel", [("autograd", 1e-10), ("difference", 1e-8)])
+@pytest.mark.parametrize("method,rel", [("autograd", 1e-10), ("difference", 1e-8), ("analytic", 1e-10), ("auto", 1e-10)])
 def test_sparse_hessian_matches_autograd_hessian_vector_products(method, rel):
     prob = _hanging_cloth()
     a = 0.01 * torch.randn(prob.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -78,19 +78,23 @@ def test_newton_refuses_problems_without_a_twice_differentiable_loss():
 def test_both_hessians_give_the_same_converged_answer():
     prob = _hanging_cloth()
     outs = [NewtonSolver(tol=1e-11, max_iterations=60, hessian=h).solve(prob, prob.initial_guess())
-            for h in ("autograd", "difference")]
+            for h in ("autograd", "difference", "analytic")]
     assert all(o.converged for o in outs)
     scale = float(outs[0].u.abs().max())
-    assert float((outs[0].u - outs[1].u).abs().max()) <= 1e-8 * scale
+    for other in outs[1:]:
+        assert float((outs[0].u - other.u).abs().max()) <= 1e-8 * scale
 
 
 def test_a_missed_tolerance_with_the_difference_hessian_is_retried_exactly():
     prob = _hanging_cloth()
-    short = NewtonSolver(tol=1e-12, max_iterations=2).solve(prob, prob.initial_guess())
+    short = NewtonSolver(tol=1e-12, max_iterations=2, hessian="difference").solve(prob, prob.initial_guess())
     assert not short.converged and short.exact_retry
     assert short.iterations == 4                     # both attempts are counted
-    full = NewtonSolver(tol=1e-11, max_iterations=60).solve(prob, prob.initial_guess())
+    full = NewtonSolver(tol=1e-11, max_iterations=60, hessian="difference").solve(prob, prob.initial_guess())
     assert full.converged and not full.exact_retry   # the fast path alone when it converges
+    # the analytic Hessian is exact: nothing to retry
+    analytic = NewtonSolver(tol=1e-12, max_iterations=2, hessian="analytic").solve(prob, prob.initial_guess())
+    assert not analytic.converged and not analytic.exact_retry and analytic.iterations == 2
 
 
 # --- Newton-Krylov (linear="pcg"): CG with a lagged factorization as the preconditioner ---------------

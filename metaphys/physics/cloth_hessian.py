@@ -22,6 +22,7 @@ into a scipy CSR matrix in the unknowns' flat (c, i, j) order with a fixed patte
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -261,6 +262,7 @@ class CsrPattern:
     gather: np.ndarray
 
 
+@functools.lru_cache(maxsize=8)   # built once per grid size: every Newton iteration reuses it
 def blocks_to_csr_pattern(H: int, W: int) -> CsrPattern:
     """Every 3x3 block of the 13 offsets that lies inside the grid (explicit zeros kept: the pattern
     does not depend on the state), rows and columns in the flat (c, i, j) order c*H*W + i*W + j."""

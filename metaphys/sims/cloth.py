@@ -13,8 +13,8 @@ vertex rho*L0^2); the mapping (``physics.cloth.model_material``) is applied only
     gravity, wind (m/s^2) -> * dt^2 / L0       air_damping (1/s) -> * dt
 
 Solvers per step (``solver``): "newton" (default): Newton-Krylov to ``tol`` (``metaphys.optim.newton``,
-``newton_linear="pcg"``: CG on exact Hessian-vector products of the compiled gradient, preconditioned
-by a factorization of an earlier Hessian that frames reuse; ``"direct"`` factors every iteration, the
+``newton_linear="pcg"``: CG on the analytic sparse Hessian (``ClothProblem.hessian_matrix``, the
+compiled ``cloth_hessian`` op), preconditioned by a factorization of an earlier Hessian that frames reuse; ``"direct"`` factors every iteration, the
 converged reference of the benchmarks); "auto": the Metamizer runs its ``iterations_per_step`` and
 stops early at ``tol``, and Newton finishes the step when it has not; "metamizer": the network's
 iterations only. On the CPU the Metamizer's 30 iterations cost more than a whole Newton-Krylov frame
