@@ -67,12 +67,24 @@ METHODS = {
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
     "krylov_1e-4": dict(solver="newton", newton_linear="pcg", tol=1e-4),
+    # the default before the analytic Hessian: Newton-Krylov on difference Hessian-vector products
+    "difference_hessian": dict(),
     "metamizer": dict(solver="metamizer", tol=None, iterations_per_step=30),
 }
 
 
-def run(name, n, frames, method):
+# solver settings that are not ClothSim arguments
+SETUP = {"difference_hessian": lambda sim: setattr(sim.newton, "hessian", "difference")}
+
+
+def make_sim(name, n, frames, method):
     sim = ClothSim(n, n, threads=1, **scene(name, n, frames), **METHODS[method])
+    SETUP.get(method, lambda s: None)(sim)
+    return sim
+
+
+def run(name, n, frames, method):
+    sim = make_sim(name, n, frames, method)
     positions, states, times = [], [sim.state_dict()], []
     for _ in range(frames):
         t0 = time.perf_counter()
@@ -97,7 +109,7 @@ def per_step_errors(name, n, frames, method, ref_states, ref_positions):
     Returns (max vertex distance in edge lengths, relative step-energy difference) per frame: with
     contact a step's energy can have several minima, and the energy says whether a step that lands
     away from the reference's found a higher minimum (> 0) or a lower one (< 0)."""
-    sim = ClothSim(n, n, threads=1, **scene(name, n, frames), **METHODS[method])
+    sim = make_sim(name, n, frames, method)
     errs, denergy = [], []
     for k in range(frames):
         sim.problem.fields = {key: v.clone() for key, v in ref_states[k]["fields"].items()}
@@ -119,7 +131,8 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[32])
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--scenes", nargs="+", default=["curtain", "stiff_bend", "drape", "moving_collider"])
-    ap.add_argument("--methods", nargs="+", default=["newton_1e-8", "previous_default", "default", "metamizer"])
+    ap.add_argument("--methods", nargs="+", default=["newton_1e-8", "previous_default", "difference_hessian", "default",
+                                                    "metamizer"])
     ap.add_argument("--large-scenes", nargs="+", default=None,
                     help="scenes to run at sizes above 32 (default: all of --scenes)")
     ap.add_argument("--out", default=RESULTS)
@@ -190,7 +203,9 @@ def write(args, rows, curves):
              f"torch {torch.__version__}, 1 thread; {args.frames} frames at 24 fps; 1 m cloth; default "
              "material (tension 250 N/m, shear 10 N/m, bending 2.5e-5 N*m, 0.2 kg/m^2, air damping 0.1/s).",
              "", "Reference: direct Newton to relative residual 1e-10. default: ClothSim's defaults "
-             "(issue #24: Newton-Krylov with a lagged factorization, tolerance and frame budget as in the README). "
+             "(issue #24: Newton-Krylov on the analytic sparse Hessian with a lagged factorization, tolerance and frame "
+             "budget as in the README); difference_hessian: the same on Hessian-vector products by differences of "
+             "the compiled gradient (the default before the analytic Hessian). "
              "previous_default: Metamizer 30 it + direct Newton finishing to 1e-8 (the default before #24). metamizer: 30 iterations, no finishing (the behaviour before issue #12). newton_1e-8: a "
              "second converged run (tolerance 1e-8): where it differs from the reference, the scene itself is "
              "sensitive (contact), and that difference is the floor for any solver.", "",

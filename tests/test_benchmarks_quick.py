@@ -17,6 +17,7 @@ SCRIPTS = {
     "laplace.py": ["## Headline: time to MSR 1e-20", "| problem | Metamizer variant |"],
     "nonlinear.py": ["## Summary", "| problem | method |"],
     "table1.py": ["## Table 1", "| row | 1 it/step |"],
+    "metamizer_place.py": ["## Costs per size", "| grid | unknowns |", "## Verdict"],
     "profile_iteration.py": ["## Time per iteration, before/after", "## Time to MSR 1e-20", "| method | iterations |"],
 }
 
