@@ -87,6 +87,10 @@ def main(argv=None):
     verdict = (f"A U-Net forward is cheaper than a triangular solve from {min(cheaper)}² on (of the sizes run)."
                if cheaper else "A U-Net forward costs more than a triangular solve at every size run: as CG's "
                "preconditioner it would have to save that many CG iterations per forward to pay.")
+    ratios = ", ".join(f"{r['n']}²: {r['unet'] / r['solve']:.1f}" for r in rows)
+    verdict += (f" Forward / solve by size: {ratios} (the forward grows with the cells, the solve faster: "
+                f"its factor fills in); a refresh of the factorization costs "
+                f"{rows[-1]['factor'] / rows[-1]['unet']:.0f} forwards at {rows[-1]['n']}².")
     md = "\n".join(["# The Metamizer's place in cloth's solver (benchmarks/metamizer_place.py)", "",
                     common.environment_md(machine, monitor.report(), wdesc, args), "",
                     "Times in ms, median of repeats, 1 thread, the state of a 1 m cloth pinned at two corners "
