@@ -15,8 +15,10 @@ def test_cloth_accuracy_benchmark_tiny(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = {row["method"]: row for row in json.load(open(tmp_path / "cloth_accuracy.json"))
             if not row["method"].startswith("Blender")}  # Blender rows appear where bpy is installed
-    assert set(rows) == {"reference", "newton_1e-8", "previous_default", "default", "metamizer"}
+    assert set(rows) == {"reference", "newton_1e-8", "previous_default", "difference_hessian", "default", "metamizer"}
     assert rows["default"]["converged"] == 3 and rows["default"]["final_err_pct"] < 1e-3
+    # the same solver on difference Hessian-vector products lands on the same answer
+    assert rows["difference_hessian"]["converged"] == 3 and rows["difference_hessian"]["final_err_pct"] < 1e-3
     assert rows["default"]["budget_hit"] == 0 and rows["default"]["ms_max"] >= rows["default"]["ms"]
     assert abs(rows["default"]["step_energy"]) < 1e-6   # the same minimum as the reference (no contact)
     assert rows["metamizer"]["final_err_pct"] > 100 * rows["default"]["final_err_pct"]
