@@ -384,3 +384,38 @@ def test_newton_krylov_converges_on_the_readme_collider_scene_with_friction():
     sim.run(2)
     assert all(r.converged for r in sim.records)
     assert sim.records[1].newton_iterations < 80, [r.newton_iterations for r in sim.records]
+
+
+def test_the_analytic_hessian_with_every_extra_term_equals_autograd():
+    """``ClothProblem.hessian_matrix`` (the Newton default) with rotated boxes, mesh contact planes,
+    friction and a pinned corner: its products equal exact autograd Hessian-vector products of the
+    loss, and with ``identity_at_pins`` the pinned rows are identity rows."""
+    prob = _problem_with_extras()
+    n = prob.shape[-1]
+    planes = torch.zeros(1, 8, n, n, dtype=torch.float64)
+    x = prob.fields["x_old"]
+    planes[0, 0:3] = x[0] + torch.tensor([0.0, 0.0, -0.2], dtype=torch.float64).view(3, 1, 1)  # 0.2 below
+    planes[0, 5] = 1.0                                      # normal +z
+    planes[0, 6, : n // 2] = 1.0                            # half the vertices touch a plane
+    planes[0, 7] = 0.4
+    prob.set_contact_planes(planes)
+    pins = torch.zeros(1, 1, n, n, dtype=torch.float64)
+    pins[0, 0, 0, 0] = 1.0
+    prob.set_pins(pin_w=pins, pin_x=x)
+    prob.set_friction([0.6])
+    a = prob.impose(0.05 * torch.randn(prob.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))
+    H = prob.hessian_matrix(a)
+    aa = a.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(prob.pure_loss(aa).sum(), aa, create_graph=True)
+    for seed in (1, 2):
+        v = prob.impose(torch.randn(prob.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))
+        (hv,) = torch.autograd.grad((g * v).sum(), aa, retain_graph=True)
+        # free rows only: autograd's reference is NaN at the pinned vertex (a masked sqrt(0) of friction)
+        free = prob.impose(torch.ones_like(a)).flatten().numpy() != 0
+        hv = hv.flatten().numpy()[free]
+        err = np.abs((H @ v.flatten().numpy())[free] - hv).max()
+        assert err <= 1e-6 * np.abs(hv).max(), err                  # rotated boxes: central differences
+    Hp = prob.hessian_matrix(a, identity_at_pins=True).toarray()
+    for c in range(3):
+        row = c * n * n                                             # vertex (0, 0), component c
+        assert Hp[row, row] == 1.0 and np.count_nonzero(Hp[row]) == 1 and np.count_nonzero(Hp[:, row]) == 1
