@@ -217,12 +217,18 @@ def oriented_box_sdf(x, obbs):
 FRICTION_SLIP = 1e-3
 
 
-def friction_energy(x_new, x_old, friction):
-    """Per-vertex lagged friction potential [N,H,W]; ``friction`` [N,4,H,W] = (mu * lambda, normal)."""
-    w, nrm = friction[:, 0], friction[:, 1:4]
+def tangential_slip(x_new, x_old, nrm):
+    """(t [N,3,H,W], |t|^2 [N,H,W]): each vertex's displacement over the step without its part along
+    its lagged contact normal ``nrm`` [N,3,H,W] -- what friction resists."""
     dx = x_new - x_old
     t = dx - (dx * nrm).sum(1, keepdim=True) * nrm
-    s2 = (t * t).sum(1)
+    return t, (t * t).sum(1)
+
+
+def friction_energy(x_new, x_old, friction):
+    """Per-vertex lagged friction potential [N,H,W]; ``friction`` [N,4,H,W] = (mu * lambda, normal)."""
+    w = friction[:, 0]
+    _, s2 = tangential_slip(x_new, x_old, friction[:, 1:4])
     eps = FRICTION_SLIP
     slow = s2 < eps * eps
     s_fast = torch.sqrt(torch.where(slow, torch.full_like(s2, eps * eps), s2))   # no sqrt(0) in any gradient
@@ -328,10 +334,9 @@ def extra_terms_and_grad(a, fields):
         loss = loss + (kc * act * pen ** 3).flatten(1).sum(1) / hw
         grad_x = grad_x - (3.0 / hw) * kc * act * pen ** 2 * planes[:, 3:6]
     if friction is not None and bool((friction[:, 0] != 0).any()):
-        wgt, nrm = friction[:, 0:1] * free, friction[:, 1:4]
-        dx = x_new - fields["x_old"]
-        t = dx - (dx * nrm).sum(1, keepdim=True) * nrm
-        s2 = (t * t).sum(1, keepdim=True)
+        wgt = friction[:, 0:1] * free
+        t, s2 = tangential_slip(x_new, fields["x_old"], friction[:, 1:4])
+        s2 = s2.unsqueeze(1)
         eps = FRICTION_SLIP
         slow = s2 < eps * eps
         s = torch.sqrt(torch.where(slow, torch.full_like(s2, eps * eps), s2))
@@ -377,9 +382,7 @@ def _friction_curvature(x_new, x_old, friction):
     and lies above it everywhere (f'/s >= f'' for this f: iteratively reweighted least squares), so
     each step lowers the friction energy; PSD either way."""
     wgt, nrm = friction[:, 0], friction[:, 1:4]
-    dx = x_new - x_old
-    t = dx - (dx * nrm).sum(1, keepdim=True) * nrm
-    s2 = (t * t).sum(1)
+    t, s2 = tangential_slip(x_new, x_old, nrm)
     eps = FRICTION_SLIP
     slow = s2 < eps * eps
     s = torch.sqrt(s2.clamp_min(0.0))
