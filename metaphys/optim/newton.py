@@ -171,14 +171,17 @@ def _curvature_majorizer(problem, u):
 
 def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
     """Newton-Krylov's matrix from the problem's analytic Hessian, full size (identity rows at hard
-    pins, ``free`` False there), exact, plus its curvature majorizer, and where ``project`` plus its
-    PSD correction (``hessian_psd_correction``: compressed springs, sphere contacts). Not the kernel's
-    per-element eigenvalue projection (``hessian_matrix(project=True)``): that costs 10x the exact
-    Hessian (33 vs 3.3 ms at 32^2) and made frames slower (curtain 32^2: 148 vs 70 ms/frame)."""
+    pins, ``free`` False there): exact, or where ``project`` (far from the answer, and for the lagged
+    preconditioner) plus its PSD correction (``hessian_psd_correction``: compressed springs, sphere
+    contacts) and its curvature majorizer (friction). Not the kernel's per-element eigenvalue
+    projection (``hessian_matrix(project=True)``): that costs 10x the exact Hessian (33 vs 3.3 ms at
+    32^2) and made frames slower (curtain 32^2: 148 vs 70 ms/frame)."""
     import scipy.sparse as sp
 
     H = problem.hessian_matrix(u, project=False, identity_at_pins=True)
-    parts = [_curvature_majorizer(problem, u)]
+    parts = []
+    if project:
+        parts.append(_curvature_majorizer(problem, u))
     if project and hasattr(problem, "hessian_psd_correction"):
         keep = sp.diags(free.astype(np.float64))            # no coupling into the pinned identity rows
         parts.append(keep @ problem.hessian_psd_correction(u) @ keep)
@@ -576,12 +579,12 @@ class NewtonSolver:
             # 32^2: 340 -> 277 Newton and 3830 -> 3276 CG iterations over 12 frames); near it, the
             # exact Hessian, whose Newton steps converge fast where the projected ones crawl
             correction = None
-            if (self.krylov_hessian == "projected" and rel > PROJECT_ABOVE
-                    and hasattr(problem, "hessian_psd_correction")):
-                correction = sparse_hessian_correction(problem, u)
-            majorizer = _curvature_majorizer(problem, u)
-            if majorizer is not None:
-                correction = majorizer if correction is None else correction + majorizer
+            if self.krylov_hessian == "projected" and rel > PROJECT_ABOVE:
+                if hasattr(problem, "hessian_psd_correction"):
+                    correction = sparse_hessian_correction(problem, u)
+                majorizer = _curvature_majorizer(problem, u)
+                if majorizer is not None:
+                    correction = majorizer if correction is None else correction + majorizer
             if correction is not None:
                 correction = correction.tocsr()[idx][:, idx]
                 if correction.nnz == 0:
