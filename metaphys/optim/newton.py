@@ -568,7 +568,6 @@ class NewtonSolver:
         a Hessian factorization."""
         if hessian_method(problem, self.hessian) == "analytic":
             return self._newton_loop(problem, u, scale, callback, self._analytic_pcg_step(problem))
-        pc = self.preconditioner
 
         def step(u, loss, grad, g, rel, scale, free, idx, out):
             key = (tuple(u.shape), idx.tobytes())
