@@ -116,3 +116,30 @@ def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path):
         assert torch.equal(trainer.ema.state_dict()[k], v)
     trainer.train_step()
     assert trainer.step == saved["step"] + 1
+
+
+def test_a_pool_with_every_trains_only_on_every_nth_step(tmp_path):
+    cfg = TrainConfig.load(TINY)
+    cfg.pools[1].every = 3
+    tr = Trainer(cfg, str(tmp_path))
+    asked_steps = []
+    pool = tr.pools[1]
+    original = pool.ask
+
+    def spy():
+        asked_steps.append(tr.step)
+        return original()
+
+    pool.ask = spy
+    for _ in range(7):
+        losses = tr.train_step()
+        assert (pool.name in losses) == ((tr.step - 1) % 3 == 0)
+    assert asked_steps == [0, 3, 6]
+
+
+def test_every_must_be_a_whole_number_of_steps():
+    import pytest
+    from metaphys.train.pools import PoolSpec
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="every"):
+            PoolSpec(pde="laplace", every=bad)

@@ -80,9 +80,11 @@ class Trainer:
 
     def train_step(self) -> dict:
         self._train_mode()
-        asked = [p.ask() for p in self.pools]
+        asked = [p.ask() if self.step % p.spec.every == 0 else None for p in self.pools]
         groups = defaultdict(list)
         for k, a in enumerate(asked):
+            if a is None:
+                continue   # this pool sits out this step (PoolSpec.every)
             groups[tuple(a.grad.shape[-2:])].append(k)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         per_pool = {}

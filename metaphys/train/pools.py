@@ -28,6 +28,15 @@ class PoolSpec:
     batch: int = 4
     ipt: int = 1
     episode: int = 200  # A: time steps per episode (iterations for stationary problems)
+    # train on this pool every ``every``-th step only: its share of the training signal below one
+    # sample per step. (A loss weight would do nothing: the gradient normalizer gives every sample
+    # an equal-sized signal whatever its loss, so a recipe is balanced by sample counts.)
+    every: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"pool {self.pde} {self.size}: every must be a whole number of steps >= 1, "
+                             f"got {self.every!r}")
 
     @property
     def shape(self):
