@@ -119,7 +119,7 @@ def test_non_finite_values_end_the_sim_naming_the_step(shipped_optimizer):
     sim = mp.DiffusionSim((32, 32), D=0.5, source=src, iterations_per_step=4, guard=False,
                           optimizer=shipped_optimizer)
     sim.step()
-    sim.stepper.optimizer = NaNSteps(shipped_optimizer)
+    sim.step_solver.optimizer = NaNSteps(shipped_optimizer)
     with pytest.raises(SimulationDiverged, match=r"DiffusionSim diverged at step 2: .*residual (nan|inf)"):
         sim.step()
 
@@ -138,7 +138,7 @@ def test_sims_take_a_weights_path(tmp_path, weights_path, shipped_optimizer):
     from metaphys.optim.metamizer import MetamizerNet
     from metaphys.optim.weights import WeightsError, export_torchscript
     sim = mp.DiffusionSim((16, 16), iterations_per_step=2, weights=weights_path)
-    assert sim.stepper.optimizer.name == "metamizer"
+    assert sim.optimizer.name == "metamizer"
     u, _ = mp.solve_poisson(np.ones((32, 32)), iterations=5, weights=weights_path)
     assert np.isfinite(u).all() and u[16, 16] > 0
     torch.manual_seed(0)

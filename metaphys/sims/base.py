@@ -4,6 +4,11 @@
   ``DiffusionSim(shape)``, ``WaveSim(shape)``, ``BurgersSim(v0)``: the grid of its initial field),
   everything else by keyword; every sim takes ``optimizer=`` (built) or ``weights=`` (a path) and
   ``device=``; ``sims.common.optimizer_for`` turns them into the optimizer, in one place.
+* Solving: every sim holds a step solver, ``step_solver`` (``metaphys.optim.step_solvers``: one
+  interface, ``solve(problem, start, state) -> StepResult``), built from its solver settings
+  (``iterations_per_step``, ``tol``, ...; cloth: ``solver=``) or given ready-made as
+  ``step_solver=``; each step's solve goes through it. ``optimizer`` is the optimizer inside it
+  (None for solvers that run none: Newton, Krylov).
 * Stepping: ``step()`` advances one step (a frame for cloth and smoke) and returns its
   ``StepRecord``, also kept in ``records``; ``run(n, callback=None)`` steps n times and returns
   ``field`` after each step, stacked.
@@ -21,6 +26,7 @@ from typing import List
 
 import numpy as np
 
+from metaphys.optim.step_solvers import solver_state_dict
 from metaphys.sims.common import StepRecord
 from metaphys.spec.validate import argument_error
 
@@ -28,6 +34,12 @@ from metaphys.spec.validate import argument_error
 class Sim:
     records: List[StepRecord]
     step_unit = "steps"  # what one step() advances, as messages name it
+    step_solver = None   # the StepSolver every step's solve goes through (set by each sim)
+
+    @property
+    def optimizer(self):
+        """The optimizer the step solver runs (its state is saved in this optimizer's format), or None."""
+        return getattr(self.step_solver, "optimizer", None)
 
     def step(self) -> StepRecord:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -106,3 +118,22 @@ def restore_optimizer_state(optimizer, saved, shape, device):
     for name, value in saved.items():
         setattr(fresh, name, value.to(device))
     return fresh
+
+
+def with_solver_state(sd: dict, step_solver) -> dict:
+    """A sim's ``state_dict`` with what its step solver keeps across steps (``solver_state_dict``) added
+    beside the sim's own keys; a solver key that would hide one of the sim's is refused."""
+    saved = solver_state_dict(step_solver)
+    clash = sorted(set(saved) & set(sd))
+    if clash:
+        raise ValueError(f"the step solver's state_dict() has keys the sim's state uses: {', '.join(clash)}; "
+                         "rename them in the solver")
+    return {**sd, **saved}
+
+
+def step_residuals(problem, start, result):
+    """(residual at the start, at the answer) of a step's StepResult, per sample [N]: the result's own,
+    or measured here (``problem.residual``) where a solver of the caller's did not report them."""
+    r0 = result.residual_start if result.residual_start is not None else problem.residual(start)
+    r1 = result.residual_end if result.residual_end is not None else problem.residual(result.u)
+    return r0, r1

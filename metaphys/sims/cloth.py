@@ -25,6 +25,11 @@ within 1.5e-5 edge lengths of a 1e-10 solve on the benchmark scenes without cont
 32², 5.6e-3 on the 64² stiff bend; benchmarks/results/cloth_tolerance.md, cloth_accuracy.md). ``frame_time_budget`` (seconds, default 30) bounds Newton's
 time per frame: a frame at its budget keeps its best iterate and its record says so (``budget_hit``).
 Every ``StepRecord`` carries the relative residual, the max edge strain, and which solver finished.
+The solver settings build the sim's step solver (``metaphys.optim.step_solvers``: "newton" ->
+``NewtonStep``, "metamizer" -> ``MetamizerStep``, "auto" -> ``MetamizerThenNewton``); a built one
+may be given instead (``step_solver=``, the solver settings then left at their defaults). Each
+substep's solve goes through ``step_solver.solve(problem, start, state, scale=, warm_start=,
+progress=)``.
 """
 from __future__ import annotations
 
@@ -35,13 +40,13 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.newton import NewtonSolver
-from metaphys.optim.solve import iterate
+from metaphys.optim.step_solvers import (MetamizerStep, MetamizerThenNewton, NewtonStep, StepResult, initial_state,
+                                         load_solver_state)
 from metaphys.physics.cloth import ClothProblem, model_material, swept_pairs
 from metaphys.sims.mesh_collider import MeshCollider, contact_planes, euler_xyz_degrees, interp_track
-from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
-from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_positive,
-                                  check_threads, check_vector, optimizer_for, torch_threads)
+from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state, with_solver_state
+from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, StepRecord, check_positive, check_threads,
+                                  check_vector, optimizer_for, refuse_solver_settings, torch_threads)
 from metaphys.spec.params import CLOTH_SIM_KEYS, cloth_parameters, cloth_sim_kwargs
 from metaphys.spec.schema import CLOTH_SCHEMA
 from metaphys.spec.types import Bool, Choice
@@ -85,23 +90,25 @@ class ClothSim(Sim):
                  guard: bool = True, device="cpu", optimizer=None, threads: Optional[int] = None,
                  line_search: bool = False, accelerate: int = DEFAULT_MEMORY, weights=None,
                  frame_time_budget: Optional[float] = 30.0, newton_linear: str = "pcg",
-                 self_collision: bool = False, self_collision_distance: float = 1.0):
+                 self_collision: bool = False, self_collision_distance: float = 1.0, step_solver=None):
         check_arguments("ClothSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        refuse_solver_settings("ClothSim", ClothSim.__init__, locals())
         rows, cols = int(rows), int(cols)
         self.rows, self.cols = rows, cols
         nv = rows * cols
         self.device = torch.device(device)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        if tol is None and solver != "metamizer":
-            raise ValueError(f"solver {solver!r} needs a tolerance tol > 0 (tol=None only with solver='metamizer')")
-        self.solver = solver
-        self.tol = None if tol is None else check_positive("tol", tol)
-        if solver == "newton":
-            self.settings = SolverSettings(1, None, max_iterations, guard, accelerate)
-        else:
-            self.settings = SolverSettings(iterations_per_step, self.tol if iterations_per_step is None else None,
-                                           max_iterations, guard, accelerate)
+        if step_solver is None:
+            if solver not in SOLVERS:
+                raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+            if tol is None and solver != "metamizer":
+                raise ValueError(f"solver {solver!r} needs a tolerance tol > 0 (tol=None only with solver='metamizer')")
+            if tol is None and iterations_per_step is None:
+                raise argument_error("ClothSim", "iterations_per_step", "expected an integer >= 1 with tol=None (the "
+                                                                        "Metamizer needs a count or a tolerance), got None")
+        self.solver = solver if step_solver is None else getattr(step_solver, "name", type(step_solver).__name__)
+        # the gauge's tolerance: the settings' or the built solver's (None: it has none)
+        self.tol = (None if tol is None else check_positive("tol", tol)) if step_solver is None else \
+            getattr(step_solver, "tol", None)
         self.newton_max_iterations = int(newton_max_iterations)
         # along the Metamizer's steps (issue #13); the subspace acceleration (accelerate=m, default
         # on) replaces it: at 32^2, 100 it/frame, relative residual 3e-2 -> 1e-5 (curtain scene)
@@ -133,19 +140,19 @@ class ClothSim(Sim):
         self.pin_w = self._pin_weights(pin_weights)
         self.pin_targets = self._pin_targets(pin_targets)
         self.colliders = self._colliders(colliders or [], float(contact_margin) * self.length_unit)
-        # Newton alone needs no optimizer: none is loaded unless one is given
-        needs_optimizer = solver != "newton" or optimizer is not None or weights is not None
-        self.optimizer = optimizer_for(optimizer, weights, self.device) if needs_optimizer else None
-        # Newton-Krylov by default (issue #24: 2-4x faster frames than a factorization per
-        # iteration); the frame budget is shared by the substeps and bounds every frame
         self.frame_time_budget = frame_time_budget
-        self.newton = NewtonSolver(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations,
-                                   linear=newton_linear,
-                                   time_budget=None if frame_time_budget is None else frame_time_budget / self.substeps)
+        if step_solver is None:
+            # Newton alone needs no optimizer: none is loaded unless one is given (then checked, unused)
+            needs_optimizer = solver != "newton" or optimizer is not None or weights is not None
+            opt = optimizer_for(optimizer, weights, self.device) if needs_optimizer else None
+            step_solver = self._build_step_solver(opt, iterations_per_step, max_iterations, guard, accelerate,
+                                                  newton_linear)
+        self.step_solver = step_solver
+        self.newton = getattr(step_solver, "newton_solver", None)   # the NewtonSolver inside, if any
         self.on_progress = None   # callable(dict) told of each Newton iteration (bakes: progress inside a frame)
         self.self_collision = bool(self_collision)
         self.self_collision_distance = float(self_collision_distance)   # in rest edge lengths
-        if self.self_collision and solver != "newton":
+        if self.self_collision and self.solver != "newton":
             raise ValueError("ClothSim(self_collision=True) needs solver='newton': only its line search keeps "
                              "layers from passing through each other")
         k = model_material(self.material, rows, cols, self.length_unit, self.dt)
@@ -159,15 +166,27 @@ class ClothSim(Sim):
             k_contact=max(1000.0, k["k_stretch"]), k_pin=max(1000.0, k["k_stretch"]), dt=1.0)
         self._set_colliders(0.0)
         self.u = self.problem.initial_guess()
-        self.state = None if self.optimizer is None else self.optimizer.init_state(tuple(self.u.shape),
-                                                                                 device=self.device)
+        self.state = initial_state(self.step_solver, self.u)   # the step solver's carried state (Metamizer's)
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
-        self._metamizer_misses = 0     # consecutive steps the Metamizer stage missed tol ("auto")
-        self._substep_count = 0
         self.frame = 0
         self.records: List[StepRecord] = []
 
     # --- construction helpers ---------------------------------------------------------------
+    def _build_step_solver(self, optimizer, iterations_per_step, max_iterations, guard, accelerate, newton_linear):
+        """The step solver of the settings: "newton" -> NewtonStep, "metamizer" -> MetamizerStep, "auto" ->
+        MetamizerThenNewton. Newton-Krylov by default (issue #24: 2-4x faster frames than a factorization
+        per iteration); the frame budget is shared by the substeps and bounds every frame. The
+        Metamizer stops early at the gauge's tolerance (relative: ``solve`` gets the step's scale)."""
+        budget = None if self.frame_time_budget is None else self.frame_time_budget / self.substeps
+        newton = NewtonStep(tol=self.tol or 1e-10, max_iterations=self.newton_max_iterations, linear=newton_linear,
+                            time_budget=budget)
+        if self.solver == "newton":
+            return newton
+        metamizer = MetamizerStep(optimizer, iterations=iterations_per_step, tol=self.tol,
+                                  max_iterations=max_iterations, guard=guard, guard_growth=0.0,
+                                  line_search=self.line_search, accelerate=accelerate)
+        return metamizer if self.solver == "metamizer" else MetamizerThenNewton(metamizer, newton)
+
     @classmethod
     def from_spec(cls, spec: dict, *, optimizer=None, device="cpu", size: int = 32) -> "ClothSim":
         """Build from a bake spec (docs/bake-spec.md)."""
@@ -324,55 +343,39 @@ class ClothSim(Sim):
             return self._step()
 
     def _solve_substep(self):
-        """One backward-Euler step: Metamizer, then (per ``solver``) Newton's finishing stage.
-        Returns (a, Metamizer iterations, guard rejections, hit_cap, gradient RMS at the start,
-        relative residual at the end, Newton iterations, the solver that finished)."""
+        """One backward-Euler step through the step solver. Returns (a, the StepResult, gradient RMS at
+        the start, relative residual at the end)."""
         p = self.problem
         _, grad0 = p.loss_and_grad(self.u)
         scale = p.residual_scale(grad0)
-        rms = lambda g: float(g[0].norm()) / math.sqrt(g[0].numel())
-        iters = rej = newton_iters = 0
-        cap = False
-        a = self.u
-        # "auto": the Metamizer's iterations are wasted when Newton finishes anyway (its answer is
-        # not Newton's start); after 3 misses in a row it only tries every 8th step
-        retry = self._metamizer_misses < 3 or self._substep_count % 8 == 0
-        self._substep_count += 1
-        if self.solver == "metamizer" or (self.solver == "auto" and retry):
-            kwargs = self.settings.solve_kwargs()
-            if self.tol is not None and "iterations" in kwargs:  # early stop at the gauge's tolerance
-                kwargs = {"tol": self.tol * scale, "max_iterations": kwargs["iterations"],
-                          "accelerate": kwargs["accelerate"]}
-            res = iterate(p, self.optimizer, a, self.state, guard=self.settings.guard,
-                          guard_growth=0.0, line_search=self.line_search, **kwargs)
-            self.state, a = res.state, res.u
-            iters, rej, cap = res.iterations, res.guard_rejections, res.hit_cap
-        _, grad = p.loss_and_grad(a)
-        rel = rms(grad) / scale
-        finished_by = "metamizer"
-        if self.solver == "auto" and retry:
-            self._metamizer_misses = 0 if rel <= self.tol else self._metamizer_misses + 1
-        if self.solver != "metamizer" and rel > self.tol:
-            # warm start: the lower-energy of the last step's acceleration and that acceleration
-            # projected out of the colliders -- the same start in "auto" and "newton", so the
-            # finishing stage lands on the reference's minimum. (Starting from the Metamizer's
-            # unconverged answer was measured to land in another local minimum of the step's
-            # energy with contact: 1.6 edge lengths from the reference's step.)
-            prev = p.impose(self.a_prev)
-            guesses = [prev, p.project_out_of_colliders(prev)]
-            if self.self_collision:
-                # with self-collision Newton must start where no layer has passed through another: a
-                # guess is kept only if the straight path from "no motion" to it keeps every pair apart
-                still = p.impose(-p.fields["v_old"] / p.fields["dt"].view(-1, 1, 1, 1))
-                guesses = [g for g in guesses if p.max_step(still, g - still) >= 0.9] or [still]
-            energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
-            a = guesses[int(np.argmin(energies))]
-            out = self.newton.solve(p, a, scale=scale, callback=self._newton_progress)
-            a, rel, newton_iters = out.u, out.residuals[-1], out.iterations
-            finished_by = "newton"
-            cap = not out.converged
-            self._budget_hit = self._budget_hit or out.budget_hit
-        return a, iters, rej, cap, rms(grad0), rel, newton_iters, finished_by
+        res: StepResult = self.step_solver.solve(p, self.u, self.state, scale=scale, warm_start=self._warm_start,
+                                                 progress=self._newton_progress)
+        self.state = res.state
+        rel = res.relative_end
+        if rel is None:   # a solver of the caller's that does not measure the gauge
+            rel = self._rms(p.loss_and_grad(res.u)[1]) / scale
+        return res.u, res, self._rms(grad0), rel
+
+    @staticmethod
+    def _rms(g) -> float:
+        return float(g[0].norm()) / math.sqrt(g[0].numel())
+
+    def _warm_start(self):
+        """Where Newton starts: the lower-energy of the last step's acceleration and that acceleration
+        projected out of the colliders -- the same start whether the Metamizer ran first or not, so
+        "auto" lands on the reference's minimum. (Starting from the Metamizer's unconverged answer
+        was measured to land in another local minimum of the step's energy with contact: 1.6 edge
+        lengths from the reference's step.)"""
+        p = self.problem
+        prev = p.impose(self.a_prev)
+        guesses = [prev, p.project_out_of_colliders(prev)]
+        if self.self_collision:
+            # with self-collision Newton must start where no layer has passed through another: a
+            # guess is kept only if the straight path from "no motion" to it keeps every pair apart
+            still = p.impose(-p.fields["v_old"] / p.fields["dt"].view(-1, 1, 1, 1))
+            guesses = [g for g in guesses if p.max_step(still, g - still) >= 0.9] or [still]
+        energies = [float(p.loss_and_grad(c)[0][0]) for c in guesses]
+        return guesses[int(np.argmin(energies))]
 
     def _newton_progress(self, iteration: int, u, rel: float) -> None:
         if self.on_progress is not None:
@@ -384,24 +387,30 @@ class ClothSim(Sim):
         start = rel_worst = 0.0
         finished_by = "metamizer"
         strain = -1.0
-        self._budget_hit = ""
+        budget_hit = ""
+        converged = []
         for s in range(self.substeps):
             t = self.frame + (s + 1) / self.substeps  # targets/colliders at the END of the substep
             self.problem.set_pins(pin_x=self._to_model(self._targets_at(t)))
             self._set_colliders(t)
-            a, it, rj, hc, g0, rel, nit, fin = self._solve_substep()
+            a, res, g0, rel = self._solve_substep()
             start = g0 if s == 0 else start
             rel_worst = max(rel_worst, rel)
-            iters, rej, newton_iters, cap = iters + it, rej + rj, newton_iters + nit, cap or hc
-            finished_by = "newton" if fin == "newton" else finished_by
+            iters, rej = iters + res.iterations, rej + res.guard_rejections
+            newton_iters, cap = newton_iters + res.newton_iterations, cap or res.hit_cap
+            budget_hit = budget_hit or res.budget_hit
+            converged.append(res.converged)
+            # the frame's finisher: Newton where it finished any substep, else another solver that did
+            # ("" -- the start already within tolerance -- leaves the record's "metamizer")
+            fin = res.finished_by
+            finished_by = fin if fin == "newton" or (fin and finished_by == "metamizer") else finished_by
             self.a_prev = a.detach().clone()
             self.u = self.problem.advance(a)
             strain = max(strain, float(self.problem.max_stretch().max()))
         self.frame += 1
         rec = StepRecord(self.frame, iters, rel_worst, start, rej, cap, relative_residual=rel_worst, max_strain=strain,
                          finished_by=finished_by, newton_iterations=newton_iters,
-                         converged=None if self.tol is None else bool(rel_worst <= self.tol),
-                         budget_hit=self._budget_hit)
+                         converged=None if None in converged else all(converged), budget_hit=budget_hit)
         self._refuse_torn(rec)
         self.records.append(rec)
         return rec
@@ -450,11 +459,12 @@ class ClothSim(Sim):
         return bool(torch.isfinite(self.problem.fields["x_old"]).all())
 
     def state_dict(self) -> dict:
-        return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
+        sd = {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
                 "state": optimizer_state(self.optimizer, self.state), "frame": self.frame,
-                "a_prev": self.a_prev.clone(), "metamizer_misses": self._metamizer_misses,
-                "substep_count": self._substep_count, "newton": self.newton.state_dict(),
-                "records": [r.as_dict() for r in self.records]}
+                "a_prev": self.a_prev.clone(), "records": [r.as_dict() for r in self.records]}
+        # what the step solver keeps across steps (Newton's lagged factor: "newton"; "auto"'s skip
+        # counters: "metamizer_misses", "substep_count"), beside the sim's own keys
+        return with_solver_state(sd, self.step_solver)
 
     def load_state_dict(self, sd: dict) -> None:
         check_state_dict(self, sd, ("fields", "u", "state", "frame", "records"), shapes={"u": self.u.shape})
@@ -463,8 +473,6 @@ class ClothSim(Sim):
         self.state = (None if self.optimizer is None else
                       restore_optimizer_state(self.optimizer, sd["state"], self.u.shape, self.device))
         self.a_prev = sd.get("a_prev", torch.zeros_like(self.u)).to(self.device)
-        self._metamizer_misses = int(sd.get("metamizer_misses", 0))
-        self._substep_count = int(sd.get("substep_count", 0))
-        self.newton.load_state_dict(self.problem, sd.get("newton", {}))
+        load_solver_state(self.step_solver, self.problem, sd)
         self.frame = int(sd["frame"])
         self.records = [StepRecord(**r) for r in sd["records"]]

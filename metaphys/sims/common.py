@@ -3,6 +3,7 @@ every sim takes (device, optimizer, weights, ...) and the error a blown-up step 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 from dataclasses import dataclass, asdict
@@ -12,8 +13,9 @@ import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.solve import DivergenceError
+from metaphys.optim.step_solvers import is_step_solver
 from metaphys.spec.types import Bool, Int, Invalid, Number, Type
-from metaphys.spec.validate import check_arguments
+from metaphys.spec.validate import argument_error, check_arguments
 
 
 class SimulationDiverged(DivergenceError):
@@ -60,6 +62,29 @@ class Optimizer(Type):
         return value
 
 
+class StepSolverArgument(Type):
+    """A built step solver (``metaphys.optim.step_solvers``: an object with ``solve(problem, start, state)
+    -> StepResult``), or None for the one the sim builds from its solver settings."""
+
+    def describe(self):
+        return ("a step solver: an object with solve(problem, start, state) -> StepResult (metaphys.optim."
+                "step_solvers: MetamizerStep, NewtonStep, MetamizerThenNewton, KrylovStep), or None")
+
+    def check(self, value, path):
+        if value is None or is_step_solver(value):
+            return value
+        kind = type(value).__name__
+        if isinstance(value, type):
+            hint = f"the class {value.__name__}, not an object of it (call it: {value.__name__}(...))"
+        elif kind == "NewtonSolver":
+            hint = "a NewtonSolver, whose solve returns a NewtonResult (wrap it: NewtonStep(solver))"
+        elif all(callable(getattr(value, m, None)) for m in ("init_state", "step", "shrink")):
+            hint = f"an optimizer ({kind}), which proposes steps but solves nothing (wrap it: MetamizerStep(optimizer, ...))"
+        else:
+            hint = f"a {kind} (it has no solve method)"
+        raise Invalid(path, f"expected {self.describe()}, got {hint}")
+
+
 class WeightsPath(Type):
     """A path to Metamizer TorchScript weights that exists, or None for the shipped weights."""
 
@@ -88,7 +113,34 @@ COMMON_ARGUMENTS = {
     "iterations_per_step": Int(1, nullable=True),
     "tol": Number(0, lo_open=True, nullable=True),
     "max_iterations": Int(1),
+    "step_solver": StepSolverArgument(),
 }
+# the settings a built step solver replaces (each sim: these of its arguments that it has)
+SOLVER_SETTINGS = ("solver", "tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "guard",
+                   "optimizer", "weights", "line_search", "accelerate", "frame_time_budget", "newton_linear")
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare (arrays) differ
+        return False
+
+
+def refuse_solver_settings(owner: str, function, values: dict) -> None:
+    """With ``step_solver=`` given, the solver settings it replaces must be left at their defaults (the
+    solver object carries its own): else an ArgumentError naming each one, never silently ignored."""
+    if values.get("step_solver") is None:
+        return
+    params = inspect.signature(function).parameters
+    given = [n for n in SOLVER_SETTINGS if n in params and n in values and not _same(values[n], params[n].default)]
+    if given:
+        names = ", ".join(f"{n}=" for n in given)
+        raise argument_error(owner, "step_solver", f"expected either a step solver or the solver settings it "
+                                                   f"replaces, got step_solver= and {names} (give those settings "
+                                                   "to the step solver object)")
 
 
 @dataclass
@@ -113,6 +165,12 @@ class SolverSettings:
         if self.tol is not None:
             return {"tol": self.tol, "max_iterations": int(self.max_iterations), "accelerate": self.accelerate}
         return {"iterations": int(self.iterations_per_step), "accelerate": self.accelerate}
+
+    def step_solver_kwargs(self) -> dict:
+        """``MetamizerStep`` keyword arguments of these settings (``step_solvers.MetamizerStep(optimizer, **...)``)."""
+        return {"iterations": None if self.iterations_per_step is None else int(self.iterations_per_step),
+                "tol": self.tol, "max_iterations": int(self.max_iterations), "guard": bool(self.guard),
+                "accelerate": self.accelerate}
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """The paper's other systems through the same API: DiffusionSim, WaveSim, BurgersSim, solve_poisson.
 
-Each wraps a batched Problem and a TimeStepper and follows the sim protocol (sims/base.py):
+Each wraps a batched Problem and a step solver (``step_solver``: by default the Metamizer loop of
+its settings, ``optim.step_solvers.MetamizerStep``, the optimizer state carried across steps as in
+``TimeStepper``; or one given ready-made, ``step_solver=``, e.g. ``KrylovStep`` for diffusion)
+and follows the sim protocol (sims/base.py):
 ``step()`` advances one time step, ``run(n)`` returns ``field`` after every step, ``records`` holds
 iterations and residual per step, ``state_dict()`` / ``load_state_dict()`` continue bit for bit.
 Fields are numpy arrays [H, W] (batch 1) or [N, H, W]; row 0 is the top of the grid.
@@ -19,11 +22,13 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.solve import DivergenceError, TimeStepper, solve
+from metaphys.optim.solve import DivergenceError, solve
+from metaphys.optim.step_solvers import MetamizerStep, initial_state, load_solver_state
 from metaphys.physics import BurgersProblem, DiffusionProblem, LaplaceProblem, WaveProblem, frame_mask
-from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
+from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
+                                with_solver_state)
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
-                                  optimizer_for, torch_threads)
+                                  optimizer_for, refuse_solver_settings, torch_threads)
 from metaphys.spec.types import Array, Int, Invalid, Number, Type, Vector
 from metaphys.spec.validate import argument_error, check_arguments, check_value
 
@@ -143,15 +148,17 @@ class _PDESim(Sim):
     problem = None
 
     def __init__(self, problem, optimizer, settings: SolverSettings, rescale_on_step=None, weights=None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, step_solver=None):
         self.problem = problem
         self.settings = settings
         # torch threads while stepping (None: sims.common.threads_for_grid, the rule of every sim)
         self.threads = check_threads(threads, *problem.shape[-2:])
-        opt = optimizer_for(optimizer, weights, problem.device)
-        self.stepper = TimeStepper(problem, opt, iterations_per_step=settings.iterations_per_step,
-                                   tol=settings.tol, max_iterations=settings.max_iterations, guard=settings.guard,
-                                   rescale_on_step=rescale_on_step, accelerate=settings.accelerate)
+        if step_solver is None:
+            step_solver = MetamizerStep(optimizer_for(optimizer, weights, problem.device),
+                                        rescale_on_step=rescale_on_step, **settings.step_solver_kwargs())
+        self.step_solver = step_solver
+        self.u = problem.initial_guess()                     # the next step's start
+        self.state = initial_state(step_solver, self.u)      # the step solver's carried state
         self.records: List[StepRecord] = []
 
     def step(self) -> StepRecord:
@@ -164,11 +171,13 @@ class _PDESim(Sim):
         name = type(self).__name__
         scale = float(self._unknown_scale())
         try:
-            rep = self.stepper.step()
+            res = self.step_solver.solve(self.problem, self.u, self.state)
+            r0, r1 = step_residuals(self.problem, self.u, res)
+            self.state = res.state
+            self.u = self.problem.advance(res.u)
         except DivergenceError as exc:
             raise SimulationDiverged(f"{name} diverged at step {number}: {exc}") from None
-        rec = StepRecord(number, rep.iterations, float(rep.residual_end.max()),
-                         float(rep.residual_start.max()), rep.guard_rejections, rep.hit_cap)
+        rec = StepRecord(number, res.iterations, float(r1.max()), float(r0.max()), res.guard_rejections, res.hit_cap)
         self._check_sane(name, rec, scale)
         self.records.append(rec)
         return rec
@@ -201,18 +210,20 @@ class _PDESim(Sim):
         return bool(torch.isfinite(self._state_tensor()).all())
 
     def state_dict(self) -> dict:
-        """Everything needed to continue bit for bit: the problem's fields, the stepper's unknown and
-        optimizer state, the records."""
-        st = self.stepper
-        return {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": st.u.clone(),
-                "state": optimizer_state(st.optimizer, st.state), "records": [r.as_dict() for r in self.records]}
+        """Everything needed to continue bit for bit: the problem's fields, the next step's start, the
+        optimizer's state (and what the step solver keeps), the records."""
+        sd = {"fields": {k: v.clone() for k, v in self.problem.fields.items()}, "u": self.u.clone(),
+              "state": optimizer_state(self.optimizer, self.state), "records": [r.as_dict() for r in self.records]}
+        return with_solver_state(sd, self.step_solver)
 
     def load_state_dict(self, sd: dict) -> None:
-        check_state_dict(self, sd, ("fields", "u", "state", "records"), shapes={"u": self.stepper.u.shape})
-        st, device = self.stepper, self.problem.device
+        check_state_dict(self, sd, ("fields", "u", "state", "records"), shapes={"u": self.u.shape})
+        device = self.problem.device
         self.problem.fields = {k: v.to(device) for k, v in sd["fields"].items()}
-        st.u = sd["u"].to(device)
-        st.state = restore_optimizer_state(st.optimizer, sd["state"], st.u.shape, device)
+        self.u = sd["u"].to(device)
+        self.state = (None if self.optimizer is None else
+                      restore_optimizer_state(self.optimizer, sd["state"], self.u.shape, device))
+        load_solver_state(self.step_solver, self.problem, sd)
         self.records = [StepRecord(**r) for r in sd["records"]]
 
     @staticmethod
@@ -227,8 +238,9 @@ class DiffusionSim(_PDESim):
     def __init__(self, shape=(64, 64), *, D=0.1, velocity=None, source=None, mask=None, bc=0.0, c0=None,
                  dt=1.0, batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200,
                  guard=True, device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, step_solver=None):
         a = check_arguments("DiffusionSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        refuse_solver_settings("DiffusionSim", DiffusionSim.__init__, locals())
         h, w = a["shape"]
         field = lambda name, channels=1: _grid_tensor("DiffusionSim", name, a[name], batch, channels, h, w, device)
         problem = DiffusionProblem(_mask("DiffusionSim", a["mask"], batch, h, w, device), field("bc"),
@@ -236,7 +248,7 @@ class DiffusionSim(_PDESim):
                                    D=_per_sample("DiffusionSim", "D", a["D"], batch),
                                    dt=_per_sample("DiffusionSim", "dt", a["dt"], batch))
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights, threads=threads)
+                         weights=weights, threads=threads, step_solver=step_solver)
 
     def _state_tensor(self):
         return self.problem.fields["c_old"]
@@ -254,8 +266,9 @@ class WaveSim(_PDESim):
     def __init__(self, shape=(64, 64), *, x0=None, v0=None, c=1.0, mask=None, bc=0.0, boundary=None, dt=1.0,
                  batch=1, iterations_per_step: Optional[int] = 20, tol=None, max_iterations=200, guard=True,
                  device="cpu", optimizer=None, weights=None, accelerate: int = DEFAULT_MEMORY,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, step_solver=None):
         a = check_arguments("WaveSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        refuse_solver_settings("WaveSim", WaveSim.__init__, locals())
         if boundary is not None and not callable(boundary):
             raise argument_error("WaveSim", "boundary", f"expected a function of the step number returning the "
                                                         f"Dirichlet heights, or None, got {boundary!r}")
@@ -265,7 +278,7 @@ class WaveSim(_PDESim):
                               v_old=field("v0"), c=_per_sample("WaveSim", "c", a["c"], batch), dt=_per_sample("WaveSim", "dt", a["dt"], batch))
         self.boundary = boundary
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights, threads=threads)
+                         weights=weights, threads=threads, step_solver=step_solver)
 
     def _state_tensor(self):
         return self.problem.fields["x_old"]
@@ -290,8 +303,9 @@ class BurgersSim(_PDESim):
 
     def __init__(self, v0, *, mu=0.3, mask=None, dt=1.0, iterations_per_step: Optional[int] = 20, tol=None,
                  max_iterations=200, guard=True, device="cpu", optimizer=None, weights=None,
-                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None):
+                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None, step_solver=None):
         a = check_arguments("BurgersSim", {**ARGUMENTS, "v0": BURGERS_V0}, locals())  # as passed: no coercion
+        refuse_solver_settings("BurgersSim", BurgersSim.__init__, locals())
         v = np.asarray(a["v0"], dtype=np.float64)
         if v.ndim == 3:
             v = v[None]
@@ -304,7 +318,7 @@ class BurgersSim(_PDESim):
                                  v_old=torch.as_tensor(v, dtype=F64, device=device), mu=_per_sample("BurgersSim", "mu", a["mu"], n),
                                  dt=_per_sample("BurgersSim", "dt", a["dt"], n))
         super().__init__(problem, optimizer, SolverSettings(iterations_per_step, tol, max_iterations, guard, accelerate),
-                         weights=weights, threads=threads)
+                         weights=weights, threads=threads, step_solver=step_solver)
 
     def _state_tensor(self):
         return self.problem.fields["v_old"]

@@ -34,11 +34,12 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.solve import iterate
+from metaphys.optim.step_solvers import MetamizerStep, initial_state, load_solver_state
 from metaphys.physics.fluid import FluidProblem, add_obstacle, corner_velocity, curl, fluid_geometry, transport
-from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state
+from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
+                                with_solver_state)
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
-                                  fastest_forward, optimizer_for, torch_threads)
+                                  fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
 from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
 from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_REMOVED, SMOKE_SCHEMA
 from metaphys.spec.types import Int
@@ -135,9 +136,10 @@ class SmokeSim(Sim):
                  heat_buoyancy: float = 4.0, cooling: float = 1.0, wall: int = 2,
                  iterations_per_step: Optional[int] = 20, tol: Optional[float] = None, max_iterations: int = 200,
                  guard: bool = True, batch: int = 1, device="cpu", optimizer=None, weights=None,
-                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None, **removed):
+                 accelerate: int = DEFAULT_MEMORY, threads: Optional[int] = None, step_solver=None, **removed):
         self._refuse_removed(removed)
         a = check_arguments("SmokeSim", ARGUMENTS, locals())  # the arguments as passed: no coercion
+        refuse_solver_settings("SmokeSim", SmokeSim.__init__, locals())
         self.h, self.w = int(resolution[0]), int(resolution[1])
         # torch threads while stepping (None: sims.common.threads_for_grid, the rule bakes use too)
         self.threads = check_threads(threads, self.h, self.w)
@@ -161,13 +163,17 @@ class SmokeSim(Sim):
             self.emitters = self.default_emitter(self.h, self.w)
         self.obstacles = _frames_array("obstacles", obstacles, self.h, self.w)
         self.obstacle_shapes = list(a["obstacle_shapes"] or [])
-        self.optimizer = optimizer_for(optimizer, weights, self.device, fastest=True)
+        # the fluid step's solver: the Metamizer loop of the settings, or the one given (step_solver=)
+        if step_solver is None:
+            step_solver = MetamizerStep(optimizer_for(optimizer, weights, self.device, fastest=True),
+                                        **self.settings.step_solver_kwargs())
+        self.step_solver = step_solver
         self.frame = 0
         mask, bc = self._geometry(0, 1.0)
         # grid units: unit fluid density (forces are accelerations), viscosity in cells^2 per frame
         self.fluid = FluidProblem(mask, bc, rho=1.0, mu=self.units.diffusivity(self.viscosity), dt=1.0)
         self.u = self.fluid.initial_guess()
-        self.fluid_state = self.optimizer.init_state(tuple(self.u.shape), device=self.device)
+        self.fluid_state = initial_state(self.step_solver, self.u)
         self.density_field = torch.zeros(self.n, 1, self.h, self.w, dtype=F64, device=self.device)
         self.temperature_field = torch.zeros_like(self.density_field)
         self.records: List[SmokeStepRecord] = []
@@ -305,8 +311,8 @@ class SmokeSim(Sim):
             emitter = emitter_grid * (1 - mask)
             self.fluid.set_boundary(mask=mask, bc=bc, force=self._forces(emitter, dt))
             self.fluid.fields["dt"].fill_(dt)
-            res = iterate(self.fluid, self.optimizer, self.u, self.fluid_state, guard=self.settings.guard,
-                          **self.settings.solve_kwargs())
+            res = self.step_solver.solve(self.fluid, self.u, self.fluid_state)
+            r0, r1 = step_residuals(self.fluid, self.u, res)
             self.fluid_state = res.state
             u_new = res.u
             courant = max(courant, self._check_resolved(u_new, dt, frame + 1))
@@ -315,8 +321,8 @@ class SmokeSim(Sim):
             iterations += res.iterations
             rejections += res.guard_rejections
             hit_cap = hit_cap or res.hit_cap
-            residual = max(residual, float(res.residual.max()))
-            residual_start = float(res.residuals[0].max()) if residual_start is None else residual_start
+            residual = max(residual, float(r1.max()))
+            residual_start = float(r0.max()) if residual_start is None else residual_start
         self.frame += 1
         rec = SmokeStepRecord(self.frame, iterations, residual, residual_start, rejections, hit_cap, substeps=n,
                               courant=courant, transport_substeps=carried,
@@ -405,11 +411,12 @@ class SmokeSim(Sim):
     # --- resumable state ----------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to continue bit-identically (used by resumable bakes)."""
-        return {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
-                "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
-                "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
-                "injected": self.injected.clone(),
-                "frame": self.frame, "records": [r.as_dict() for r in self.records]}
+        sd = {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
+              "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
+              "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
+              "injected": self.injected.clone(),
+              "frame": self.frame, "records": [r.as_dict() for r in self.records]}
+        return with_solver_state(sd, self.step_solver)
 
     def load_state_dict(self, sd: dict) -> None:
         check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "temperature_field", "injected",
@@ -418,7 +425,9 @@ class SmokeSim(Sim):
                                  "temperature_field": self.density_field.shape})
         self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
         self.u = sd["u"].to(self.device)
-        self.fluid_state = restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device)
+        self.fluid_state = (None if self.optimizer is None else
+                            restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device))
+        load_solver_state(self.step_solver, self.fluid, sd)
         self.density_field = sd["density_field"].to(self.device)
         self.temperature_field = sd["temperature_field"].to(self.device)
         self.injected = sd["injected"].to(self.device)
