@@ -1,4 +1,4 @@
-"""`metaphys` command line: bake, demo, train, eval, export-weights, average-snapshots, export-onnx,
+"""`metaphys` command line: bake, wedge, demo, train, eval, export-weights, average-snapshots, export-onnx,
 export-solver (`--help` everywhere)."""
 from __future__ import annotations
 
@@ -257,6 +257,50 @@ def _frame_list(frames, limit: int = 12) -> str:
     return text + (f" ... ({len(frames) - limit} more)" if len(frames) > limit else "")
 
 
+def cmd_wedge(args) -> int:
+    """Bake every variant of a wedge file (parameter ranges over a bake spec) on Ray (docs/wedges.md):
+    each variant is this module's ``bake`` command run in a Ray worker into its own folder."""
+    from metaphys.bake.wedge import WedgeError, expand, read_wedge, run_wedge, validate_variants
+    try:
+        if args.force and args.resume:
+            raise WedgeError("--force and --resume contradict each other: --resume continues the wedge in --out, "
+                             "--force bakes every variant again")
+        for name in ("workers", "threads", "contact_size"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise WedgeError(f"--{name.replace('_', '-')} must be an integer >= 1, got {getattr(args, name)}")
+        if args.weights and not os.path.isfile(args.weights):
+            raise WedgeError(f"--weights {args.weights}: no such file")
+        _check_device(args.device)
+        wedge = expand(read_wedge(args.wedge))
+        validate_variants(wedge)  # every variant, before Ray or the engine starts
+        if args.list:
+            for v in wedge.variants:
+                print(f"{v.name}\t{v.label()}")
+            return 0
+        if args.out is None:
+            raise WedgeError("--out is required (unless --list)")
+        result = run_wedge(wedge, args.out, main, workers=args.workers, address=args.address, resume=args.resume,
+                           force=args.force, threads=args.threads, device=args.device, weights=args.weights,
+                           fmt=args.format, progress=args.progress, contact_frame=args.contact_frame,
+                           contact_cell=args.contact_size)
+    except (WedgeError, ValueError) as exc:
+        print(f"metaphys wedge: error: {exc}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    out = sys.stderr if args.progress == "json" else sys.stdout
+    print(f"{wedge.kind} wedge: {m['counts']} of {len(m['variants'])} variants ({result.ran} baked, "
+          f"{result.skipped} already complete) in {result.elapsed_s:.1f} s -> {os.path.abspath(args.out)}", file=out)
+    sheet = m.get("contact_sheet", {})
+    if "error" in sheet:
+        print(f"metaphys wedge: warning: no contact sheet: {sheet['error']}", file=sys.stderr)
+    for e in m["variants"]:
+        if e["status"] == "failed":
+            print(f"metaphys wedge: variant {e['name']} failed: {e['error']} (log: {e['log']})", file=sys.stderr)
+    if result.exit_code == 130:
+        print("metaphys wedge: cancelled; finished variants are kept (continue with --resume)", file=sys.stderr)
+    return result.exit_code
+
+
 def cmd_demo(args) -> int:
     """Cloth and smoke bakes with defaults into ./out (shipped weights, CPU)."""
     out = args.out
@@ -432,6 +476,27 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
                                      "for grids up to 96^2; --resume: the bake's own)")
     b.add_argument("--weights", help="Metamizer TorchScript weights (default weights/metamizer.pt)")
     b.set_defaults(func=cmd_bake)
+
+    wg = sub.add_parser("wedge", help="bake variants of a spec (parameter ranges, seeds) on Ray (docs/wedges.md)")
+    wg.add_argument("wedge", help="wedge JSON file: kind, base spec, parameters (dotted spec keys -> values)")
+    wg.add_argument("--out", help="wedge folder: one bake folder per variant, wedge.json, contact_sheet.png")
+    wg.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all cores)")
+    wg.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379; OUT must be on a "
+                                      "filesystem every node mounts at the same path)")
+    wg.add_argument("--threads", type=int, help="torch threads per variant, and the CPUs its Ray task asks for "
+                                                "(default 1; --resume: the wedge's own)")
+    wg.add_argument("--resume", action="store_true", help="bake only the unfinished variants (each continues "
+                                                          "with the bake's --resume)")
+    wg.add_argument("--force", action="store_true", help="bake every variant again into a non-empty OUT")
+    wg.add_argument("--list", action="store_true", help="print the variants (validated) and exit")
+    wg.add_argument("--format", choices=["obj", "ply", "glb", "usd", "none"], help="cloth mesh format per frame")
+    wg.add_argument("--contact-frame", type=int, metavar="N",
+                    help="frame number the contact sheet shows (default: each variant's last)")
+    wg.add_argument("--contact-size", type=int, default=192, metavar="PIXELS", help="contact sheet cell size")
+    wg.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    wg.add_argument("--device", default="cpu", help="cpu or cuda (every variant)")
+    wg.add_argument("--weights", help="Metamizer TorchScript weights (default weights/metamizer.pt)")
+    wg.set_defaults(func=cmd_wedge)
 
     d = sub.add_parser("demo", help="bake the default cloth and smoke scenes into ./out")
     d.add_argument("--out", default="out")
