@@ -184,7 +184,8 @@ class StepRecord:
     # convergence gauge (cloth fills all of these; other sims leave the defaults)
     relative_residual: Optional[float] = None  # scale-free: |grad| / max(|grad at start|, |gravity force|)
     max_strain: Optional[float] = None         # max over edges of |e| / L0 - 1 at the end of the frame
-    finished_by: str = "metamizer"             # which solver ended the frame: "metamizer" or "newton"
+    finished_by: str = "metamizer"             # which solver ended the frame: "metamizer" or "newton" (its
+    #                                            step solver's StepResult.finished_by)
     newton_iterations: int = 0
     converged: Optional[bool] = None           # relative_residual <= tol (None: no tolerance was asked)
     budget_hit: str = ""                       # "" or what ended the frame before its tolerance: "time", "iterations"
