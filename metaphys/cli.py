@@ -288,8 +288,9 @@ def cmd_wedge(args) -> int:
         return 2
     m = result.manifest
     out = sys.stderr if args.progress == "json" else sys.stdout
-    print(f"{wedge.kind} wedge: {m['counts']} of {len(m['variants'])} variants ({result.ran} baked, "
-          f"{result.skipped} already complete) in {result.elapsed_s:.1f} s -> {os.path.abspath(args.out)}", file=out)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(m["counts"].items()))
+    print(f"{wedge.kind} wedge of {len(m['variants'])} variants: {counts} ({result.ran} run, {result.skipped} already "
+          f"complete) in {result.elapsed_s:.1f} s -> {os.path.abspath(args.out)}", file=out)
     sheet = m.get("contact_sheet", {})
     if "error" in sheet:
         print(f"metaphys wedge: warning: no contact sheet: {sheet['error']}", file=sys.stderr)

@@ -441,9 +441,11 @@ def bake_argv(kind: str, spec_path: str, folder: str, *, threads: int, device: s
     return argv
 
 
-def _error_of(log_path: str) -> Optional[str]:
+def _error_of(log_path: str, start: int = 0) -> Optional[str]:
+    """The bake's error message in its log (written from byte ``start`` on: this run's part)."""
     try:
         with open(log_path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(start)
             lines = [line.rstrip() for line in fh if line.strip()]
     except OSError:
         return None
@@ -456,7 +458,8 @@ def bake_task(bake: Callable[[List[str]], int], argv: List[str], log_path: str) 
     with its output in ``log_path``; returns its exit code and where and how long it ran."""
     started = time.time()
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
+    start = os.path.getsize(log_path) if os.path.exists(log_path) else 0  # a resumed variant's log goes on
+    with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         print(f"$ metaphys {' '.join(argv)}", flush=True)
         try:
@@ -471,8 +474,8 @@ def bake_task(bake: Callable[[List[str]], int], argv: List[str], log_path: str) 
         log.flush()
     torch = sys.modules.get("torch")  # the bake imported it: record the threads it ran with
     return {"exit_code": int(code or 0), "wall_s": round(time.time() - started, 3), "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "torch_threads": torch.get_num_threads() if torch is not None else None, "error": _error_of(log_path) if code else None}
+            "pid": os.getpid(), "torch_threads": torch.get_num_threads() if torch is not None else None,
+            "error": _error_of(log_path, start) if code else None}
 
 
 # ---- running on Ray -------------------------------------------------------------------------------------
@@ -538,7 +541,7 @@ def _record(entry: dict, result: dict, out: str) -> None:
     if code == 0 and status == "complete":
         entry["status"], entry["error"] = "complete", None
     elif code == 130:
-        entry["status"] = "cancelled"
+        entry["status"], entry["error"] = "cancelled", None
     else:
         entry["status"] = "failed"
         entry["error"] = entry["error"] or f"exit code {code}, bake status {status}"
@@ -660,7 +663,5 @@ def _cancel(ray, pending, refs, out: str, manifest: dict, grace_s: float = 60.0)
         try:
             _record(e, ray.get(ref, timeout=max(1.0, deadline - time.time())), out)
         except Exception:  # noqa: BLE001 -- TaskCancelledError (never started), a timeout
-            e.update(status="cancelled", exit_code=130)
-        if e["status"] == "failed" and e.get("exit_code") == 130:
-            e["status"] = "cancelled"
+            e.update(status="cancelled", exit_code=130, error=None)
     save_manifest(out, manifest)
