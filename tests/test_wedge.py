@@ -218,3 +218,14 @@ def test_a_failed_variant_is_recorded_and_the_others_finish(ray_local, tmp_path)
     assert bad["status"] == "failed" and bad["exit_code"] == 2 and "preview.gif" in bad["error"]
     assert good["status"] == "complete"
     assert (out / wedge.variants[0].name / "preview.gif").read_text() == "not a bake's"
+
+
+def test_the_readme_wedge_example_is_a_valid_wedge():
+    """The README's `metaphys wedge` command names a wedge file that expands to the variants it says."""
+    import re
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().split("## Wedges", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"metaphys wedge (\S+) --out \S+ --workers 2 +# (\d+) variants", text)
+    assert commands, "the README's Wedges section lost its example command"
+    for path, count in commands:
+        wedge = W.expand(W.read_wedge(os.path.join(ROOT, path)))
+        assert len(W.validate_variants(wedge)) == len(wedge.variants) == int(count)
