@@ -192,6 +192,11 @@ def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
 
 
 LINEAR_SOLVERS = ("direct", "pcg")
+FACTORIZATIONS = ("auto", "superlu", "pardiso")
+# "auto" factors with MKL PARDISO from this many unknowns (where the `mkl` wheel loads): measured on the
+# cloth's Krylov matrix, 1 thread, PARDISO vs SuperLU per factorization: 32^2 (3,072 unknowns) 19.5 vs
+# 23 ms, 64^2 82 vs 265 ms; triangular solves the same (benchmarks/results/cloth_factorizations.md)
+PARDISO_FROM = 3 * 48 * 48
 KRYLOV_HESSIANS = ("projected", "exact")
 PROJECT_ABOVE = 1e-3   # relative residual above which CG uses the projected Hessian
 
@@ -286,7 +291,16 @@ class NewtonSolver:
     def __init__(self, tol: float = 1e-10, atol: float = 0.0, max_iterations: int = 50,
                  armijo: float = 1e-4, max_halvings: int = 30, exact_below: float = float("inf"),
                  hessian: str = "auto", linear: str = "direct", time_budget: Optional[float] = None,
-                 krylov_max_iterations: int = 40, refactor_after: int = 20, krylov_hessian: str = "projected"):
+                 krylov_max_iterations: int = 40, refactor_after: int = 20, krylov_hessian: str = "projected",
+                 factorization: str = "auto"):
+        if factorization not in FACTORIZATIONS:
+            raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
+        if factorization == "pardiso":
+            from metaphys.optim import pardiso
+            if not pardiso.available():
+                raise ValueError("factorization='pardiso' needs MKL (pip package `mkl`, installed by the README's "
+                                 "set-up); use 'auto' or 'superlu'")
+        self.factorization = factorization
         if krylov_hessian not in KRYLOV_HESSIANS:
             raise ValueError(f"krylov_hessian must be one of {KRYLOV_HESSIANS}, got {krylov_hessian!r}")
         self.krylov_hessian = krylov_hessian
@@ -329,17 +343,32 @@ class NewtonSolver:
     def _done(self, rel, rms):
         return (self.tol > 0 and rel <= self.tol) or (self.atol > 0 and rms <= self.atol)
 
-    @staticmethod
-    def _factor(Hm, g):
-        """(LU, d) for H d = -g, or (None, None) when H is singular or d is not downhill."""
-        import scipy.sparse.linalg as spla
-        try:
-            # a symmetric matrix: an ordering of A + A^T and diagonal pivots where they are not tiny
-            # (measured on the drape's 32^2 Hessian: fill 0.93M -> 0.66M, factorization ~2x faster)
-            lu = spla.splu(Hm, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
-                           options={"SymmetricMode": True})
-        except RuntimeError:  # exactly singular
-            return None, None
+    def factorization_for(self, n: int) -> str:
+        """The sparse factorization this solver uses for an [n, n] system: ``factorization``, or for
+        "auto" MKL PARDISO from ``PARDISO_FROM`` unknowns where the `mkl` wheel loads, else SuperLU."""
+        if self.factorization != "auto":
+            return self.factorization
+        from metaphys.optim import pardiso
+        return "pardiso" if n >= PARDISO_FROM and pardiso.available() else "superlu"
+
+    def _factor(self, Hm, g):
+        """(factor, d) for H d = -g (factor: anything with ``solve(b)``), or (None, None) when H is
+        singular or d is not downhill."""
+        if self.factorization_for(Hm.shape[0]) == "pardiso":
+            from metaphys.optim.pardiso import PardisoError, PardisoFactor
+            try:
+                lu = PardisoFactor(Hm)
+            except PardisoError:
+                return None, None
+        else:
+            import scipy.sparse.linalg as spla
+            try:
+                # a symmetric matrix: an ordering of A + A^T and diagonal pivots where they are not tiny
+                # (measured on the drape's 32^2 Hessian: fill 0.93M -> 0.66M, factorization ~2x faster)
+                lu = spla.splu(Hm.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
+                               options={"SymmetricMode": True})
+            except RuntimeError:  # exactly singular
+                return None, None
         d = lu.solve(-g)
         if not np.all(np.isfinite(d)) or float(g @ d) >= 0:
             return None, None
