@@ -93,3 +93,20 @@ def test_newton_on_pardiso_reaches_the_superlu_answer(linear):
     assert outs["pardiso"].hessians > 0
     diff = float((outs["superlu"].u - outs["pardiso"].u).abs().max())
     assert diff <= 1e-6 * float(outs["superlu"].u.abs().max())
+
+
+def test_the_factorization_benchmark_runs_and_writes_both_tables(tmp_path):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "f.md"
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "cloth_factorizations.py"), "--sizes", "16",
+                           "--frames", "1", "--scenes", "curtain", "--out", str(out)], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## The factorization alone" in text and "## Whole frames" in text
+    for variant in ("| superlu |", "| pardiso |", "| pardiso_refactor8 |"):
+        assert variant in text
+    assert "| 1/1 |" in text   # the frame converged with every factorization
