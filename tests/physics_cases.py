@@ -17,6 +17,7 @@ from metaphys.physics.burgers import burgers_twin
 from metaphys.physics.cloth import cloth_twin, rest_grid
 from metaphys.physics.diffusion import diffusion_twin
 from metaphys.physics.fluid import fluid_twin
+from metaphys.physics.fluid3d import fluid3d_twin
 from metaphys.physics.laplace import laplace_twin
 from metaphys.physics.wave import wave_twin
 
@@ -119,6 +120,27 @@ def fluid_args(seed, n, h, w, weights=(1.3, 20.0, 0.1, 0.7)):
     return (u, a_old, mask, bc, force, par(0.2, 3.0), par(0.01, 1.0), par(0.3, 4.0)) + tuple(weights)
 
 
+def fluid3d_args(seed, n, h, w, d=None, weights=(1.3, 20.0, 0.1, 0.7), p_mask=0.3):
+    """Random 3-D op arguments [n, C, d, h, w] (d defaults to min(h, w) - 1, at least 3): frame walls +
+    random obstacle nodes (dense enough that interior faces with all 4 corners masked occur), random
+    bc/force/params."""
+    d = max(3, min(h, w) - 1) if d is None else d
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(n, 1, d, h, w, generator=g) < p_mask).to(F64)
+    for dim in (2, 3, 4):
+        mask.narrow(dim, 0, 1).fill_(1)
+        mask.narrow(dim, mask.shape[dim] - 1, 1).fill_(1)
+
+    def rnd(c, s=1.0):
+        return s * torch.randn(n, c, d, h, w, generator=g, dtype=F64)
+
+    def par(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)
+
+    u, a_old, bc, force = rnd(4), rnd(3), rnd(3), rnd(3, 0.3)
+    return (u, a_old, mask, bc, force, par(0.2, 3.0), par(0.01, 1.0), par(0.3, 4.0)) + tuple(weights)
+
+
 def cloth_args(seed, n, h, w):
     """Random op arguments (a first): perturbed grid, velocities, hard/soft/no pins, active and
     padding colliders, random gravity/wind and parameters. Every term of the loss is active."""
@@ -158,8 +180,9 @@ def _grid_full_args(name: str):
 
 # op name -> (seed, n, h, w) -> its complete argument tuple (every op in metaphys.registry)
 FULL_ARGS = {**{name: _grid_full_args(name) for name in OPS}, "fluid_loss_grad": fluid_args,
-             "cloth_loss_grad": cloth_args}
-TWINS = {**{name: twin for name, (twin, _) in OPS.items()}, "fluid_loss_grad": fluid_twin, "cloth_loss_grad": cloth_twin}
+             "fluid3d_loss_grad": fluid3d_args, "cloth_loss_grad": cloth_args}
+TWINS = {**{name: twin for name, (twin, _) in OPS.items()}, "fluid_loss_grad": fluid_twin,
+         "fluid3d_loss_grad": fluid3d_twin, "cloth_loss_grad": cloth_twin}
 
 
 def kernel(name: str):

@@ -1,4 +1,4 @@
-"""CUDA kernels == C++ CPU kernels == PyTorch twins for fluid_loss_grad and cloth_loss_grad.
+"""CUDA kernels == C++ CPU kernels == PyTorch twins for fluid_loss_grad, fluid3d_loss_grad and cloth_loss_grad.
 
 Marked ``cuda``: skipped (with the reason) unless torch sees a GPU and metaphys._C was built with the
 CUDA kernels. The checks and the runner are shared with test_cuda_ops.py (cuda_runner.py); without
@@ -11,7 +11,8 @@ import sys
 import cuda_runner as R
 from metaphys.physics import cloth as C
 from metaphys.physics import fluid as F
-from physics_cases import cloth_args, fluid_args
+from metaphys.physics import fluid3d as F3
+from physics_cases import cloth_args, fluid3d_args, fluid_args
 
 # op -> (argument builder (seed, n, h, w), twin, index of an input to move to the wrong device, its name)
 OPS = {"fluid_loss_grad": (fluid_args, F.fluid_twin, 4, "force"),
@@ -72,6 +73,29 @@ def check_cloth_hessian_cuda_matches_cpu(size):
         assert_close_rel(got.cpu(), want, 1e-12 if not project else 1e-10, f"cloth_hessian {size} project={project}")
 
 
+# fluid3d_loss_grad (metaphys/physics/fluid3d.py, 3-D): sizes (N, D, H, W); the kernels tile the D*H rows of
+# each sample, so these span many 32 x 8 blocks per sample (and the tiny ones a single partial block)
+FLUID3D = "fluid3d_loss_grad"
+FLUID3D_SIZES = [(1, 5, 7, 9), (3, 6, 16, 23), (2, 3, 3, 4), (1, 17, 33, 40), (3, 12, 20, 70), (1, 3, 130, 67)]
+
+
+def check_fluid3d_cuda_matches_cpu_and_twin(size):
+    n, d, h, w = size
+    R.check_matches_cpu_and_twin(FLUID3D, fluid3d_args(sum(size) + 11, n, h, w, d=d), F3.fluid3d_twin,
+                                 f"fluid3d {size}")
+
+
+def check_fluid3d_cuda_per_op():
+    """Determinism on a large grid, stale scratch, dispatch through Fluid3DProblem, bad input, opcheck."""
+    R.check_deterministic(FLUID3D, fluid3d_args(99, 2, 70, 129, d=45), "fluid3d large")
+    R.check_stale_scratch(FLUID3D, fluid3d_args(98, 1, 37, 66, d=19), "fluid3d")
+    u, a_old, mask, bc, force, rho, mu, dt, *_ = fluid3d_args(5, 2, 20, 24, d=9)
+    prob = F3.Fluid3DProblem(mask, bc, a_old=a_old, force=force, rho=rho, mu=mu, dt=dt)
+    R.check_problem_dispatch(FLUID3D, prob, u, FLUID3D)
+    R.check_rejects(FLUID3D, R.to(fluid3d_args(3, 2, 6, 7, d=5), "cuda"), 4, "force")
+    R.check_opcheck(FLUID3D, R.to(fluid3d_args(4, 2, 6, 7, d=5), "cuda"))
+
+
 HESSIAN_SIZES = [(1, 7, 9), (3, 16, 23), (2, 2, 5), (1, 67, 130)]
 CASES = [(name, size) for name in OPS for size in SIZES]
 PER_OP = [check_large_grid_and_determinism, check_stale_scratch, check_problem_dispatches_to_cuda,
@@ -92,7 +116,17 @@ if R.pytest is not None:
     def test_cuda_cloth_hessian_matches_cpu(size):
         check_cloth_hessian_cuda_matches_cpu(size)
 
+    @R.pytest.mark.parametrize("size", FLUID3D_SIZES, ids=lambda s: "x".join(map(str, s)))
+    def test_cuda_fluid3d_matches_cpu_and_twin(size):
+        check_fluid3d_cuda_matches_cpu_and_twin(size)
+
+    def test_cuda_fluid3d_per_op():
+        check_fluid3d_cuda_per_op()
+
 if __name__ == "__main__":
     sys.exit(R.run_script(R.script_checks(check_cuda_matches_cpu_and_twin, CASES, _case_id, PER_OP, list(OPS))
                           + [(f"cloth_hessian_cuda_matches_cpu[{s}]", check_cloth_hessian_cuda_matches_cpu, (s,))
-                             for s in HESSIAN_SIZES]))
+                             for s in HESSIAN_SIZES]
+                          + [(f"fluid3d_cuda_matches_cpu_and_twin[{s}]", check_fluid3d_cuda_matches_cpu_and_twin, (s,))
+                             for s in FLUID3D_SIZES]
+                          + [("fluid3d_cuda_per_op", check_fluid3d_cuda_per_op, ())]))

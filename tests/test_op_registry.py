@@ -50,7 +50,8 @@ def test_every_problem_class_with_an_op_is_registered():
 @pytest.mark.parametrize("name", NAMES)
 def test_generators_make_the_op_problem(name):
     op = BY_NAME[name]
-    held_out_only = name in ("wave", "burgers")  # the paper's generalisation tests: never trained on
+    # wave, burgers: the paper's generalisation tests, never trained on; fluid3d: no 3-D network yet (#28 item 2)
+    held_out_only = name in ("wave", "burgers", "fluid3d")
     assert bool(op.generators) != held_out_only, f"{name}: a trained op needs a generator in metaphys.problems"
     for g in op.generators:
         p = problems.get(g)(1, 16, 16, torch.Generator().manual_seed(0))

@@ -31,10 +31,17 @@ def _metamizer():
     return Metamizer(MetamizerNet(hidden=4).eval())
 
 
+def _network_fits(name, make_opt):
+    """The Metamizer's U-Net is 2-D: a 3-D op (fluid3d) waits for the 3-D network (issue #28 item 2)."""
+    if make_opt is _metamizer and len(make_problem(name).shape) != 4:
+        pytest.skip(f"{name} is 3-D: no 3-D Metamizer yet (issue #28 item 2)")
+
+
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 @pytest.mark.parametrize("make_opt", [_metamizer, lambda: TorchOptimizer("adam", 1e-3),
                                       lambda: TorchOptimizer("sgd", 1e-4)], ids=["metamizer", "adam", "sgd"])
 def test_solve_runs_every_op_with_every_optimizer(name, make_opt):
+    _network_fits(name, make_opt)
     problem = make_problem(name)
     res = solve(problem, make_opt(), iterations=5, guard=True, accelerate=0)
     assert res.iterations == 5 and torch.isfinite(res.u).all()
@@ -49,6 +56,7 @@ def test_acceleration_runs_on_every_op_and_only_lowers_the_loss(name, make_opt):
     """One accelerated iteration keeps the lower-loss of the optimizer's point and the candidate
     (a line search along the step, the only direction in the history yet), so it can never end
     above the plain iteration; and the run stays finite on every op."""
+    _network_fits(name, make_opt)
     problem = make_problem(name)
     plain = solve(problem, make_opt(), iterations=1, guard=True, accelerate=0)
     fast = solve(problem, make_opt(), iterations=1, guard=True, accelerate=5)

@@ -351,10 +351,11 @@ class Fluid3DProblem(Problem):
             return fluid3d_terms(u, fl["a_old"], fl["mask"], fl["bc"], fl["force"], fl["rho"], fl["mu"], fl["dt"])
 
 
-def box_geometry(n: int, d: int, h: int, w: int, *, wall: int = 2, lid=None, device=None):
+def box_geometry(n: int, d: int, h: int, w: int, *, wall: int = 3, lid=None, device=None):
     """(mask [n,1,d,h,w], bc [n,3,d,h,w]): a closed no-slip box with walls ``wall`` nodes thick, built
     from zeros; ``lid`` = (v_z, v_y, v_x) on the nodes of the top wall (rows 0..wall-1): a lid-driven
-    cavity."""
+    cavity. A tangential wall velocity reaches the loss only on faces inside the crop whose 4 corners
+    are masked, so walls are 3 nodes thick by default (the 2-D ``fluid_geometry``'s 3 rows)."""
     if min(d, h, w) < 2 * wall + 3:
         raise ValueError(f"grid {d}x{h}x{w} too small for walls {wall} nodes thick")
     f64 = torch.float64
