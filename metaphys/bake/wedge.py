@@ -525,8 +525,6 @@ class _Bar:
         if self.bar is not None:
             self.bar.write(line, file=sys.stderr)
             self.bar.update(1)
-        elif self.mode == "none":
-            pass
         self.emit("variant", done=done, total=total, **{k: entry[k] for k in
                                                        ("index", "name", "status", "exit_code", "error", "wall_s")})
 
