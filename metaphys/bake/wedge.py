@@ -497,10 +497,16 @@ def start_ray(workers: Optional[int] = None, address: Optional[str] = None):
     if ray.is_initialized():
         return ray, False
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="warning")
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=workers or os.cpu_count(), object_store_memory=128 * 1024 * 1024, **kwargs)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=workers or os.cpu_count(), object_store_memory=128 * 1024 * 1024, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise WedgeError(f"cannot start or reach {where}: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[-1][:300]} (nothing was baked; --resume continues "
+                         "this wedge)") from None
     return ray, True
 
 
