@@ -42,3 +42,16 @@ def test_grids_beyond_one_top_node_and_sparse_leaves(tmp_path):
     assert len(grid.leaves) == 52 and grid.active_bbox() == ((0, 0, 1), (4947, 0, 1))
     assert np.array_equal(read_vdb_grid(p)[0], d)
 
+
+
+def test_the_same_grids_give_the_same_bytes_and_other_grids_another_uuid(tmp_path):
+    # the file UUID comes from the content: identical bakes write identical .vdb files
+    d = np.arange(12, dtype=np.float64).reshape(3, 4)
+    write_density_vdb(tmp_path / "a.vdb", d)
+    write_density_vdb(tmp_path / "b.vdb", d)
+    write_density_vdb(tmp_path / "c.vdb", d + 1)
+    a, b, c = ((tmp_path / f"{k}.vdb").read_bytes() for k in "abc")
+    assert a == b
+    assert a[21:57] != c[21:57]
+    back, _ = read_vdb_grid(tmp_path / "a.vdb")       # the offsets behind the UUID still point right
+    np.testing.assert_allclose(back.reshape(d.shape), d, rtol=1e-6)

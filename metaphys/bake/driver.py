@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import glob
 import hashlib
+import io
 import json
 import os
 import re
@@ -82,8 +83,13 @@ def save_state(out: str, index: int, state: dict) -> str:
     manifest records it and --resume checks it before loading)."""
     path = _state_path(out, index)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    # through memory: torch.save names the zip's records after the file it writes, and the temporary
+    # file's random name would make two identical bakes' states differ byte for byte
+    buf = io.BytesIO()
+    torch.save(plain_state(state), buf)
     with atomic_path(path) as tmp:
-        torch.save(plain_state(state), tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
         digest = sha256_file(tmp)
     for old in glob.glob(os.path.join(out, STATE_DIR, "frame_*.pt")):
         m = re.fullmatch(r"frame_(\d+)\.pt", os.path.basename(old))

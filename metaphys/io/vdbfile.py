@@ -28,6 +28,7 @@ Layout notes (all little-endian):
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import uuid
@@ -245,17 +246,22 @@ def write_vdb(fh: BinaryIO, grids: Sequence[GridToWrite], metadata: Optional[Map
     names = [g.name for g in grids]
     if len(set(names)) != len(names):
         raise ValueError(f"grid names must be distinct, got {names}")
+    header = struct.pack("<qIIIB", MAGIC, FILE_VERSION, *LIBRARY_VERSION, 1)
+    uuid_len = 36
     out = io.BytesIO()
-    out.write(struct.pack("<qIIIB", MAGIC, FILE_VERSION, *LIBRARY_VERSION, 1))
-    out.write(str(uuid.uuid4()).upper().encode("ascii"))
     out.write(_metadata_block(dict(metadata or {})))
     out.write(struct.pack("<i", len(grids)))
     for g in grids:
         desc, head, bufs = _grid_bytes(g)
-        grid_pos = out.tell() + len(desc) + 24
+        grid_pos = len(header) + uuid_len + out.tell() + len(desc) + 24   # absolute file offsets
         out.write(desc + struct.pack("<3q", grid_pos, grid_pos + len(head), grid_pos + len(head) + len(bufs)))
         out.write(head)
         out.write(bufs)
+    # the file's UUID from its content (name-based, SHA-1): the same grids give the same bytes, so two
+    # identical bakes write identical files (a random UUID made every .vdb differ)
+    file_id = str(uuid.uuid5(uuid.NAMESPACE_OID, hashlib.sha1(out.getbuffer()).hexdigest())).upper().encode("ascii")
+    assert len(file_id) == uuid_len
+    fh.write(header + file_id)
     fh.write(out.getbuffer())
 
 
