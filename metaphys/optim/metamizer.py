@@ -11,6 +11,12 @@ scale and equivariant to the units of the unknown.
 
 ``Metamizer`` is the optimizer object used by solvers and simulations: it splits C channels into
 C single-channel samples, holds the state as tensors (``MetamizerState``) and calls the network.
+
+3-D (issue #28): ``MetamizerNet(dims=3)`` is the same contract on [N,1,D,H,W] fields (RMS over the
+D*H*W cells, a 3-D U-Net); the state, the channel splitting, ``shrink`` and ``step`` work for any
+number of spatial dims, so ``solve``/``iterate``, the subspace acceleration and the step guard run a
+3-D problem unchanged. A network only takes fields of its own dimension (``Metamizer.init_state``
+says so). 2-D is unchanged bit for bit.
 """
 
 import math
@@ -38,18 +44,26 @@ def _rms(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), 2.0, dim=1).clamp_min(1e-40) / torch.sqrt(count)
 
 
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[M] -> [M, 1, ...] broadcastable against ``like`` (2-D: the original view(-1, 1, 1, 1))."""
+    if like.dim() == 4:
+        return v.view(-1, 1, 1, 1)
+    return v.view(-1, 1, 1, 1, 1)
+
+
 def _soft(x: torch.Tensor, rms: torch.Tensor) -> torch.Tensor:
-    return 10.0 * torch.tanh(x / (10.0 * rms.view(-1, 1, 1, 1)))
+    return 10.0 * torch.tanh(x / (10.0 * _per_sample(rms, x)))
 
 
 class MetamizerNet(nn.Module):
     """Normalization + float32 U-Net + step formation. See the module docstring for the contract."""
 
-    def __init__(self, hidden: int = 20, padding_mode: str = "zeros"):
+    def __init__(self, hidden: int = 20, padding_mode: str = "zeros", dims: int = 2):
         super().__init__()
-        self.unet = UNet(hidden=hidden, in_channels=3, padding_mode=padding_mode)
+        self.unet = UNet(hidden=hidden, in_channels=3, padding_mode=padding_mode, dims=dims)
         self.hidden = hidden
         self.padding_mode = padding_mode
+        self.dims = dims
         # Training applies the backward-only gradient normalizer to both heads; never in export.
         self.normalize_head_gradients = False
 
@@ -67,7 +81,7 @@ class MetamizerNet(nn.Module):
             d = self._normalize(d)
             lam = self._normalize(lam.view(-1, 1)).view(-1)
         new_scale = scale * torch.exp(lam)
-        return new_scale.view(-1, 1, 1, 1) * d, new_scale
+        return _per_sample(new_scale, d) * d, new_scale
 
     @torch.jit.unused
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,8 +97,9 @@ class MetamizerState:
     scale: torch.Tensor
 
     @classmethod
-    def fresh(cls, m: int, h: int, w: int, device=None, initial_scale: float = INITIAL_SCALE):
-        z = torch.zeros(m, 1, h, w, dtype=torch.float64, device=device)
+    def fresh(cls, m: int, *spatial: int, device=None, initial_scale: float = INITIAL_SCALE):
+        """``spatial``: (H, W) or (D, H, W)."""
+        z = torch.zeros(m, 1, *spatial, dtype=torch.float64, device=device)
         return cls(z, z.clone(), torch.full((m,), float(initial_scale), dtype=torch.float64, device=device))
 
     def reset(self, which: torch.Tensor, initial_scale: float = INITIAL_SCALE) -> None:
@@ -106,14 +121,15 @@ class MetamizerState:
 
 
 def split_channels(x: torch.Tensor) -> torch.Tensor:
-    """[N,C,H,W] -> [N*C,1,H,W], sample-major (sample 0 channel 0, sample 0 channel 1, ...)."""
-    n, c, h, w = x.shape
-    return x.reshape(n * c, 1, h, w)
+    """[N,C,*S] -> [N*C,1,*S], sample-major (sample 0 channel 0, sample 0 channel 1, ...); S = (H, W)
+    or (D, H, W)."""
+    n, c = x.shape[:2]
+    return x.reshape(n * c, 1, *x.shape[2:])
 
 
 def merge_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    m, _, h, w = x.shape
-    return x.reshape(m // channels, channels, h, w)
+    m = x.shape[0]
+    return x.reshape(m // channels, channels, *x.shape[2:])
 
 
 class Metamizer:
@@ -142,18 +158,30 @@ class Metamizer:
         self.model.eval()
         self.initial_scale = float(initial_scale)
 
+    @property
+    def dims(self) -> int:
+        """Spatial dims of the network's fields (2 for weights exported before 3-D networks existed)."""
+        return int(getattr(self.model, "dims", 2))
+
     def init_state(self, shape, device=None) -> MetamizerState:
-        n, c, h, w = shape
-        if h < MIN_SIZE or w < MIN_SIZE:
-            raise ValueError(f"the Metamizer needs grids of at least {MIN_SIZE}x{MIN_SIZE}, got {h}x{w}")
-        return MetamizerState.fresh(n * c, h, w, device=device, initial_scale=self.initial_scale)
+        n, c, *spatial = shape
+        if len(spatial) != self.dims:
+            kind = {2: "2-D [N, C, H, W]", 3: "3-D [N, C, D, H, W]"}
+            raise ValueError(f"this Metamizer's network is {self.dims}-D but the unknown has shape {tuple(shape)}: "
+                             f"it takes {kind.get(self.dims, self.dims)} fields"
+                             + ("; 3-D problems need the 3-D network (weights/metamizer3d.pt)"
+                                if len(spatial) == 3 else ""))
+        if min(spatial) < MIN_SIZE:
+            raise ValueError(f"the Metamizer needs grids of at least {'x'.join([str(MIN_SIZE)] * len(spatial))}, "
+                             f"got {'x'.join(map(str, spatial))}")
+        return MetamizerState.fresh(n * c, *spatial, device=device, initial_scale=self.initial_scale)
 
     @staticmethod
     def shrink(state: MetamizerState, factor: torch.Tensor) -> None:
         """Multiply each sample's scale by factor [N] (all its channels); used by the step guard."""
         c = state.scale.shape[0] // factor.shape[0]
         state.scale.mul_(factor.repeat_interleave(c))
-        state.prev_step.mul_(factor.repeat_interleave(c).view(-1, 1, 1, 1))
+        state.prev_step.mul_(_per_sample(factor.repeat_interleave(c), state.prev_step))
 
     @torch.no_grad()
     def step(self, grad: torch.Tensor, state: MetamizerState):

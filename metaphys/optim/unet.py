@@ -6,6 +6,11 @@ in/2. Two heads: a 1x1 conv giving the direction field o_d [N,1,H,W], and a scal
 from the global spatial max of the bottleneck through a Linear layer. ``padding_mode`` is
 "zeros" (default, the paper's evaluated model) or "circular", the same in training and inference.
 Works for any H, W >= 16.
+
+``dims=3`` is the same design one dimension up (issue #28): Conv3d 3x3x3 / BatchNorm3d, MaxPool
+2x2x2, trilinear x2 upsampling (align_corners=True), zero-pad to the skip's size along (D, H, W),
+the scalar from the global max over (D, H, W); input [N,3,D,H,W], o_d [N,1,D,H,W]. Any D, H, W >= 16.
+``dims=2`` (default) is the 2-D network unchanged (same modules, parameter names and arithmetic).
 """
 
 from typing import Tuple
@@ -15,15 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _check_dims(dims: int) -> int:
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+    return dims
+
+
 class DoubleConv(nn.Module):
-    def __init__(self, cin: int, cout: int, mid: int, padding_mode: str):
+    def __init__(self, cin: int, cout: int, mid: int, padding_mode: str, dims: int = 2):
         super().__init__()
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if _check_dims(dims) == 2 else (nn.Conv3d, nn.BatchNorm3d)
         self.block = nn.Sequential(
-            nn.Conv2d(cin, mid, 3, padding=1, padding_mode=padding_mode),
-            nn.BatchNorm2d(mid),
+            conv(cin, mid, 3, padding=1, padding_mode=padding_mode),
+            norm(mid),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid, cout, 3, padding=1, padding_mode=padding_mode),
-            nn.BatchNorm2d(cout),
+            conv(mid, cout, 3, padding=1, padding_mode=padding_mode),
+            norm(cout),
             nn.ReLU(inplace=True),
         )
 
@@ -32,20 +44,31 @@ class DoubleConv(nn.Module):
 
 
 class Down(nn.Module):
-    def __init__(self, cin: int, cout: int, padding_mode: str):
+    def __init__(self, cin: int, cout: int, padding_mode: str, dims: int = 2):
         super().__init__()
-        self.conv = DoubleConv(cin, cout, cout, padding_mode)
+        self.dims = dims
+        self.conv = DoubleConv(cin, cout, cout, padding_mode, dims)
 
     def forward(self, x):
+        if self.dims == 3:
+            return self.conv(F.max_pool3d(x, 2))
         return self.conv(F.max_pool2d(x, 2))
 
 
 class Up(nn.Module):
-    def __init__(self, cin: int, cout: int, padding_mode: str):
+    def __init__(self, cin: int, cout: int, padding_mode: str, dims: int = 2):
         super().__init__()
-        self.conv = DoubleConv(cin, cout, cin // 2, padding_mode)
+        self.dims = dims
+        self.conv = DoubleConv(cin, cout, cin // 2, padding_mode, dims)
 
     def forward(self, x, skip):
+        if self.dims == 3:
+            x = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=True)
+            dz = skip.shape[2] - x.shape[2]
+            dy = skip.shape[3] - x.shape[3]
+            dx = skip.shape[4] - x.shape[4]
+            x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2, dz // 2, dz - dz // 2])
+            return self.conv(torch.cat([skip, x], dim=1))
         x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
         dy = skip.shape[2] - x.shape[2]
         dx = skip.shape[3] - x.shape[3]
@@ -54,23 +77,25 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, hidden: int = 20, in_channels: int = 3, padding_mode: str = "zeros"):
+    def __init__(self, hidden: int = 20, in_channels: int = 3, padding_mode: str = "zeros", dims: int = 2):
         super().__init__()
+        _check_dims(dims)
         if padding_mode not in ("zeros", "circular"):
             raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
         h = hidden
         self.hidden = hidden
         self.padding_mode = padding_mode
-        self.inc = DoubleConv(in_channels, h, h, padding_mode)
-        self.down1 = Down(h, 2 * h, padding_mode)
-        self.down2 = Down(2 * h, 4 * h, padding_mode)
-        self.down3 = Down(4 * h, 8 * h, padding_mode)
-        self.down4 = Down(8 * h, 8 * h, padding_mode)
-        self.up1 = Up(16 * h, 4 * h, padding_mode)
-        self.up2 = Up(8 * h, 2 * h, padding_mode)
-        self.up3 = Up(4 * h, h, padding_mode)
-        self.up4 = Up(2 * h, h, padding_mode)
-        self.outc = nn.Conv2d(h, 1, 1)
+        self.dims = dims
+        self.inc = DoubleConv(in_channels, h, h, padding_mode, dims)
+        self.down1 = Down(h, 2 * h, padding_mode, dims)
+        self.down2 = Down(2 * h, 4 * h, padding_mode, dims)
+        self.down3 = Down(4 * h, 8 * h, padding_mode, dims)
+        self.down4 = Down(8 * h, 8 * h, padding_mode, dims)
+        self.up1 = Up(16 * h, 4 * h, padding_mode, dims)
+        self.up2 = Up(8 * h, 2 * h, padding_mode, dims)
+        self.up3 = Up(4 * h, h, padding_mode, dims)
+        self.up4 = Up(2 * h, h, padding_mode, dims)
+        self.outc = nn.Conv2d(h, 1, 1) if dims == 2 else nn.Conv3d(h, 1, 1)
         self.scalar_head = nn.Linear(8 * h, 1)
 
     def forward(self, x) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +104,10 @@ class UNet(nn.Module):
         x3 = self.down2(x2)
         x4 = self.down3(x3)
         x5 = self.down4(x4)
-        o_s = self.scalar_head(torch.amax(x5, dim=(2, 3)))
+        if self.dims == 3:
+            o_s = self.scalar_head(torch.amax(x5, dim=(2, 3, 4)))
+        else:
+            o_s = self.scalar_head(torch.amax(x5, dim=(2, 3)))
         y = self.up1(x5, x4)
         y = self.up2(y, x3)
         y = self.up3(y, x2)

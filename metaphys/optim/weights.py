@@ -3,7 +3,8 @@
 ``weights/metamizer.pt`` is a TorchScript MetamizerNet (eval mode, BatchNorm folded) with
 forward(grad, prev_grad, prev_step, scale) -> (step, new_scale); ``weights/metamizer.json``
 beside it records architecture, padding mode, training summary and the .pt's sha256, which is
-verified at load.
+verified at load. The 3-D network (issue #28, ``MetamizerNet(dims=3)``) ships the same way in its
+own file, ``weights/metamizer3d.pt`` + ``.json`` (``DEFAULT_WEIGHTS_3D``), with fields [N,1,D,H,W].
 """
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import torch
 from metaphys.io.atomic import atomic_path, atomic_write_text
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
-from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, WeightsError, default_weights_path, is_torchscript,
-                                         load_default_model, load_metadata, load_plain, load_torchscript,
+from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_3D, WeightsError, default_weights_path,
+                                         is_torchscript, load_default_model, load_metadata, load_plain, load_torchscript,
                                          metadata_path, quiet_torchscript, sha256_of)
 
 # the file functions stay importable from here (their public home before weights_file.py)
-__all__ = ["DEFAULT_WEIGHTS", "WeightsError", "default_weights_path", "load_default_model", "load_metadata",
+__all__ = ["DEFAULT_WEIGHTS", "DEFAULT_WEIGHTS_3D", "WeightsError", "default_weights_path", "load_default_model",
+           "load_metadata",
            "load_torchscript", "metadata_path", "sha256_of", "script_model", "export_torchscript",
            "load_plain", "is_torchscript", "load_snapshot",
            "unfold_torchscript_state", "load_state_dict_any", "model_from_snapshot", "self_test_problem",
@@ -51,13 +53,18 @@ def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] 
             scripted.save(tmp)
     finally:
         ctx.__exit__(None, None, None)
+    dims = int(getattr(model, "dims", 2))
+    f, sizes, arch = (("[N,1,H,W]", "H, W >= 16", "unet4-bilinear") if dims == 2 else
+                      ("[N,1,D,H,W]", "D, H, W >= 16", "unet4-trilinear-3d"))
     meta = {"format": "metaphys-metamizer-torchscript/1",
-            "contract": "forward(grad f64 [N,1,H,W], prev_grad f64 [N,1,H,W], prev_step f64 [N,1,H,W], "
-                        "scale f64 [N]) -> (step f64 [N,1,H,W], new_scale f64 [N]); u <- u + step; "
-                        "fresh problem: prev_grad = prev_step = 0, scale = 0.05; H, W >= 16",
-            "architecture": "unet4-bilinear", "hidden": model.hidden, "padding_mode": model.padding_mode,
+            "contract": f"forward(grad f64 {f}, prev_grad f64 {f}, prev_step f64 {f}, "
+                        f"scale f64 [N]) -> (step f64 {f}, new_scale f64 [N]); u <- u + step; "
+                        f"fresh problem: prev_grad = prev_step = 0, scale = 0.05; {sizes}",
+            "architecture": arch, "hidden": model.hidden, "padding_mode": model.padding_mode,
             "parameters": sum(p.numel() for p in model.parameters()),
             "initial_scale": 0.05}
+    if dims != 2:  # the 2-D card keeps its fields as they were
+        meta["dims"] = dims
     meta.update(metadata or {})
     meta["sha256"] = sha256_of(path)
     atomic_write_text(metadata_path(path), json.dumps(meta, indent=2, sort_keys=True))
@@ -138,7 +145,8 @@ def model_from_snapshot(path: str) -> MetamizerNet:
     sd = load_snapshot(path)
     config = sd.get("config") if isinstance(sd.get("config"), dict) else {}
     model = MetamizerNet(hidden=sd.get("hidden") or config.get("hidden", 20),
-                         padding_mode=sd.get("padding_mode") or config.get("padding_mode", "zeros"))
+                         padding_mode=sd.get("padding_mode") or config.get("padding_mode", "zeros"),
+                         dims=int(sd.get("dims") or config.get("dims", 2)))
     try:
         model.load_state_dict(_network_state(sd))
     except (RuntimeError, TypeError, ValueError) as exc:  # other network or shapes: name the file

@@ -20,6 +20,8 @@ import torch
 
 DEFAULT_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                "weights", "metamizer.pt")
+# the 3-D network's weights (issue #28): its own file, so the 2-D weights are untouched
+DEFAULT_WEIGHTS_3D = os.path.join(os.path.dirname(DEFAULT_WEIGHTS), "metamizer3d.pt")
 
 
 class WeightsError(RuntimeError):
