@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from metaphys.optim import pardiso
-from metaphys.optim.newton import PARDISO_FROM, NewtonSolver
+from metaphys.optim.newton import PARDISO_FROM, REFACTOR_AFTER, NewtonSolver
 from metaphys.optim.pardiso import PardisoFactor
 from metaphys.physics.cloth import ClothProblem, rest_grid
 
@@ -81,6 +81,10 @@ def test_auto_factorization_switches_to_pardiso_at_its_measured_size():
     assert NewtonSolver(factorization="superlu").factorization_for(10 ** 6) == "superlu"
     with pytest.raises(ValueError, match="factorization"):
         NewtonSolver(factorization="cholmod")
+    # the cheaper factorization is refreshed sooner, unless the caller says otherwise
+    assert solver._refactor_after(PARDISO_FROM) == REFACTOR_AFTER["pardiso"] < REFACTOR_AFTER["superlu"]
+    assert solver._refactor_after(PARDISO_FROM - 1) == REFACTOR_AFTER["superlu"]
+    assert NewtonSolver(refactor_after=5)._refactor_after(PARDISO_FROM) == 5
 
 
 @pytest.mark.parametrize("linear", ["direct", "pcg"])

@@ -37,62 +37,62 @@ struct D6 {
   double v;
   double d[6];
   D6() = default;
-  MP_HD explicit D6(double x) : v(x) {
+  MP_HDI explicit D6(double x) : v(x) {
     for (int q = 0; q < 6; ++q) d[q] = 0.0;
   }
 };
-MP_HD D6 operator+(const D6& a, const D6& b) {
+MP_HDI D6 operator+(const D6& a, const D6& b) {
   D6 r;
   r.v = a.v + b.v;
   for (int q = 0; q < 6; ++q) r.d[q] = a.d[q] + b.d[q];
   return r;
 }
-MP_HD D6 operator-(const D6& a, const D6& b) {
+MP_HDI D6 operator-(const D6& a, const D6& b) {
   D6 r;
   r.v = a.v - b.v;
   for (int q = 0; q < 6; ++q) r.d[q] = a.d[q] - b.d[q];
   return r;
 }
-MP_HD D6 operator*(const D6& a, const D6& b) {
+MP_HDI D6 operator*(const D6& a, const D6& b) {
   D6 r;
   r.v = a.v * b.v;
   for (int q = 0; q < 6; ++q) r.d[q] = a.v * b.d[q] + a.d[q] * b.v;
   return r;
 }
-MP_HD D6 operator*(double s, const D6& a) {
+MP_HDI D6 operator*(double s, const D6& a) {
   D6 r;
   r.v = s * a.v;
   for (int q = 0; q < 6; ++q) r.d[q] = s * a.d[q];
   return r;
 }
-MP_HD D6 operator/(const D6& a, const D6& b) {
+MP_HDI D6 operator/(const D6& a, const D6& b) {
   D6 r;
   r.v = a.v / b.v;
   const double ib = 1.0 / b.v;
   for (int q = 0; q < 6; ++q) r.d[q] = (a.d[q] - r.v * b.d[q]) * ib;
   return r;
 }
-MP_HD D6 operator/(double s, const D6& b) {
+MP_HDI D6 operator/(double s, const D6& b) {
   D6 r;
   r.v = s / b.v;
   const double f = -r.v / b.v;
   for (int q = 0; q < 6; ++q) r.d[q] = f * b.d[q];
   return r;
 }
-MP_HD bool operator==(const D6& a, double b) { return a.v == b; }
-MP_HD bool operator>(const D6& a, double b) { return a.v > b; }
+MP_HDI bool operator==(const D6& a, double b) { return a.v == b; }
+MP_HDI bool operator>(const D6& a, double b) { return a.v > b; }
 // a function of one value: f(a.v) with derivative df
-MP_HD D6 chain(const D6& a, double f, double df) {
+MP_HDI D6 chain(const D6& a, double f, double df) {
   D6 r;
   r.v = f;
   for (int q = 0; q < 6; ++q) r.d[q] = df * a.d[q];
   return r;
 }
-MP_HD D6 sqrt(const D6& a) {
+MP_HDI D6 sqrt(const D6& a) {
   const double s = ::sqrt(a.v);
   return chain(a, s, s > 0.0 ? 0.5 / s : 0.0);
 }
-MP_HD D6 atan2(const D6& y, const D6& x) {
+MP_HDI D6 atan2(const D6& y, const D6& x) {
   D6 r;
   r.v = ::atan2(y.v, x.v);
   const double den = x.v * x.v + y.v * y.v;
@@ -101,7 +101,7 @@ MP_HD D6 atan2(const D6& y, const D6& x) {
   return r;
 }
 // the edge vector e as the variables 3*slot .. 3*slot + 2
-MP_HD Vec3<D6> seed(V3 e, int slot) {
+MP_HDI Vec3<D6> seed(V3 e, int slot) {
   Vec3<D6> r = vec3<D6>(D6(e.x), D6(e.y), D6(e.z));
   r.x.d[3 * slot] = 1.0;
   r.y.d[3 * slot + 1] = 1.0;
@@ -127,7 +127,7 @@ MP_HD double atan_ratio(double x) {
   atan_ratio_fd(x, f, df);
   return f;
 }
-MP_HD ad::D6 atan_ratio(const ad::D6& x) {
+MP_HDI ad::D6 atan_ratio(const ad::D6& x) {
   double f, df;
   atan_ratio_fd(x.v, f, df);
   return ad::chain(x, f, df);
@@ -135,7 +135,7 @@ MP_HD ad::D6 atan_ratio(const ad::D6& x) {
 // d(phi^2)/d e1, d e2 as bend_term, with r = phi / s written through s^2 = |e1 x e2|^2 where
 // e1 . e2 > 0: r = atan_ratio(s^2 / c^2) / c, so that its derivatives are finite at phi = 0
 template <class T>
-MP_HD void bend_grad_smooth(Vec3<T> e1, Vec3<T> e2, Vec3<T>& g1, Vec3<T>& g2) {
+MP_HDI void bend_grad_smooth(Vec3<T> e1, Vec3<T> e2, Vec3<T>& g1, Vec3<T>& g2) {
   const T c = dot(e1, e2);
   const Vec3<T> cr = cross(e1, e2);
   const T s2 = dot(cr, cr);
@@ -435,9 +435,11 @@ MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t
   for (int k = 0; k < kHOffsets; ++k)
     for (int q = 0; q < 9; ++q) X[k][q] = 0.0;
   // springs: vertices (0,0), (1,0) [vertical] or (0,0), (0,1) [horizontal]; blocks +S, -S
+MP_UNROLL(2)
   for (int a = 0; a < 2; ++a) {
     if (i - a >= 0) {
       const double* S = hwork(h, n, i - a, j) + kHSV;
+MP_UNROLL(2)
       for (int b = 0; b < 2; ++b) {
         const int k = offset_index(b - a, 0);
         const double sg = a == b ? 1.0 : -1.0;
@@ -446,6 +448,7 @@ MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t
     }
     if (j - a >= 0) {
       const double* S = hwork(h, n, i, j - a) + kHSH;
+MP_UNROLL(2)
       for (int b = 0; b < 2; ++b) {
         const int k = offset_index(0, b - a);
         const double sg = a == b ? 1.0 : -1.0;
@@ -454,20 +457,24 @@ MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t
     }
   }
   // quads: this vertex as local vertex a = 2 ai + aj of quad (i - ai, j - aj)
+MP_UNROLL(4)
   for (int a = 0; a < 4; ++a) {
     const int ai = a >> 1, aj = a & 1;
     if (i - ai < 0 || j - aj < 0) continue;
     const double* Q = hwork(h, n, i - ai, j - aj) + kHQ + a * 4 * 9;
+MP_UNROLL(4)
     for (int b = 0; b < 4; ++b) {
       const int k = offset_index((b >> 1) - ai, (b & 1) - aj);
       for (int q = 0; q < 9; ++q) X[k][q] += Q[b * 9 + q];
     }
   }
   // hinges: this vertex as local vertex a of the hinge centred a - 1 before it
+MP_UNROLL(3)
   for (int a = 0; a < 3; ++a) {
     const int64_t ci = i - (a - 1), cj = j - (a - 1);
     if (ci >= 0 && ci < H) {
       const double* Bv = hwork(h, n, ci, j) + kHBV + a * 3 * 9;
+MP_UNROLL(3)
       for (int b = 0; b < 3; ++b) {
         const int k = offset_index(b - a, 0);
         for (int q = 0; q < 9; ++q) X[k][q] += Bv[b * 9 + q];
@@ -475,6 +482,7 @@ MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t
     }
     if (cj >= 0 && cj < W) {
       const double* Bh = hwork(h, n, i, cj) + kHBH + a * 3 * 9;
+MP_UNROLL(3)
       for (int b = 0; b < 3; ++b) {
         const int k = offset_index(0, b - a);
         for (int q = 0; q < 9; ++q) X[k][q] += Bh[b * 9 + q];
@@ -485,6 +493,7 @@ MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t
   const double dt = g.dt[n], dt2 = dt * dt, dt4 = dt2 * dt2;
   const double M = g.mass[n] * lumped(g, i, j);
   const double diag = dt2 * M / (double)hw * (1.0 + g.damping[n] * dt);  // inertia + damping (a-space)
+MP_UNROLL(13)
   for (int k = 0; k < kHOffsets; ++k) {
     const int64_t ni = i + offset_di(k), nj = j + offset_dj(k);
     const bool live = ni >= 0 && ni < H && nj >= 0 && nj < W && g.pin_w[(n * H + ni) * W + nj] != 1.0;

@@ -47,22 +47,22 @@ struct Vec3 {
 };
 using V3 = Vec3<double>;
 template <class T>
-MP_HD Vec3<T> vec3(T x, T y, T z) { Vec3<T> r; r.x = x; r.y = y; r.z = z; return r; }
-MP_HD V3 v3(double x, double y, double z) { return vec3<double>(x, y, z); }
+MP_HDI Vec3<T> vec3(T x, T y, T z) { Vec3<T> r; r.x = x; r.y = y; r.z = z; return r; }
+MP_HDI V3 v3(double x, double y, double z) { return vec3<double>(x, y, z); }
 template <class T>
-MP_HD Vec3<T> operator+(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x + b.x, a.y + b.y, a.z + b.z); }
+MP_HDI Vec3<T> operator+(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x + b.x, a.y + b.y, a.z + b.z); }
 template <class T>
-MP_HD Vec3<T> operator-(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x - b.x, a.y - b.y, a.z - b.z); }
+MP_HDI Vec3<T> operator-(Vec3<T> a, Vec3<T> b) { return vec3<T>(a.x - b.x, a.y - b.y, a.z - b.z); }
 template <class S, class T>
-MP_HD Vec3<T> operator*(S s, Vec3<T> a) { return vec3<T>(s * a.x, s * a.y, s * a.z); }
+MP_HDI Vec3<T> operator*(S s, Vec3<T> a) { return vec3<T>(s * a.x, s * a.y, s * a.z); }
 template <class T>
-MP_HD T dot(Vec3<T> a, Vec3<T> b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+MP_HDI T dot(Vec3<T> a, Vec3<T> b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 template <class T>
-MP_HD Vec3<T> cross(Vec3<T> a, Vec3<T> b) {
+MP_HDI Vec3<T> cross(Vec3<T> a, Vec3<T> b) {
   return vec3<T>(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x);
 }
 template <class T>
-MP_HD T norm(Vec3<T> a) { return sqrt(dot(a, a)); }
+MP_HDI T norm(Vec3<T> a) { return sqrt(dot(a, a)); }
 MP_HD double sgn(double v) { return (double)((v > 0.0) - (v < 0.0)); }
 
 struct Args {
@@ -120,7 +120,7 @@ MP_HD double stretch_term(V3 e, double L0, V3& ge) {
 // psi^2, psi = atan2(u.v, |u x v|) = pi/2 - angle(u, v)
 // (a template on the scalar: cloth_hessian_math.h differentiates it once more with dual numbers)
 template <class T>
-MP_HD T shear_term(Vec3<T> u, Vec3<T> v, Vec3<T>& gu, Vec3<T>& gv) {
+MP_HDI T shear_term(Vec3<T> u, Vec3<T> v, Vec3<T>& gu, Vec3<T>& gv) {
   const T c = dot(u, v);
   const Vec3<T> cr = cross(u, v);
   const T s = norm(cr);

@@ -197,6 +197,11 @@ FACTORIZATIONS = ("auto", "superlu", "pardiso")
 # cloth's Krylov matrix, 1 thread, PARDISO vs SuperLU per factorization: 32^2 (3,072 unknowns) 19.5 vs
 # 23 ms, 64^2 82 vs 265 ms; triangular solves the same (benchmarks/results/cloth_factorizations.md)
 PARDISO_FROM = 3 * 48 * 48
+# refresh the lagged factor when CG needed more than this many iterations, per factorization: PARDISO's
+# factorizations cost 2.5-3.7x less, so refreshing sooner pays (measured, same run, median ms/frame
+# SuperLU(20) / PARDISO(20) / PARDISO(8): drape 64^2 12,906 / 5,537 / 4,217, curtain 128^2 3,799 / 2,916 /
+# 2,247; benchmarks/results/cloth_factorizations.md)
+REFACTOR_AFTER = {"superlu": 20, "pardiso": 8}
 KRYLOV_HESSIANS = ("projected", "exact")
 PROJECT_ABOVE = 1e-3   # relative residual above which CG uses the projected Hessian
 
@@ -291,7 +296,7 @@ class NewtonSolver:
     def __init__(self, tol: float = 1e-10, atol: float = 0.0, max_iterations: int = 50,
                  armijo: float = 1e-4, max_halvings: int = 30, exact_below: float = float("inf"),
                  hessian: str = "auto", linear: str = "direct", time_budget: Optional[float] = None,
-                 krylov_max_iterations: int = 40, refactor_after: int = 20, krylov_hessian: str = "projected",
+                 krylov_max_iterations: int = 40, refactor_after: Optional[int] = None, krylov_hessian: str = "projected",
                  factorization: str = "auto"):
         if factorization not in FACTORIZATIONS:
             raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
@@ -311,7 +316,8 @@ class NewtonSolver:
         self.linear = linear
         self.time_budget = None if time_budget is None else float(time_budget)
         self.krylov_max_iterations = int(krylov_max_iterations)
-        self.refactor_after = int(refactor_after)
+        # None: by the factorization's cost (REFACTOR_AFTER): a cheaper factorization is refreshed sooner
+        self.refactor_after = None if refactor_after is None else int(refactor_after)
         self.preconditioner = LaggedFactor()   # kept across solves: frames reuse earlier factorizations
         if hessian not in HESSIAN_METHODS:
             raise ValueError(f"hessian must be one of {HESSIAN_METHODS}, got {hessian!r}")
@@ -350,6 +356,11 @@ class NewtonSolver:
             return self.factorization
         from metaphys.optim import pardiso
         return "pardiso" if n >= PARDISO_FROM and pardiso.available() else "superlu"
+
+    def _refactor_after(self, n: int) -> int:
+        if self.refactor_after is not None:
+            return self.refactor_after
+        return REFACTOR_AFTER[self.factorization_for(n)]
 
     def _factor(self, Hm, g):
         """(factor, d) for H d = -g (factor: anything with ``solve(b)``), or (None, None) when H is
@@ -653,7 +664,7 @@ class NewtonSolver:
             d, k, status = preconditioned_cg(matvec, g_cg, pc.lu.solve, self._forcing(rel), self.krylov_max_iterations)
             d = to_free(d)
             out.krylov_iterations += k
-            if status in ("max_iterations", "bad_preconditioner") or k > self.refactor_after:
+            if status in ("max_iterations", "bad_preconditioner") or k > self._refactor_after(g_cg.shape[0]):
                 pc.stale = True   # the lagged factor no longer fits: refresh it at the next step
             if float(g @ d) < 0:
                 accepted, u_new, loss_new, grad_new, halvings = self._line_search(
