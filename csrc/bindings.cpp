@@ -20,6 +20,9 @@ TORCH_LIBRARY(metaphys, m) {
   // a_z, a_y, a_x, pressure p); a_old [N,3,D,H,W]; mask [N,1,D,H,W] and bc [N,3,D,H,W] on the nodes; force
   // [N,3,D,H,W] on the faces; vector channels (z, y, x); rho, mu, dt [N]. Returns (loss [N], TRUE grad).
   m.def("fluid3d_loss_grad(Tensor u, Tensor a_old, Tensor mask, Tensor bc, Tensor force, Tensor rho, Tensor mu, Tensor dt, float w_nav=1., float w_bound=20., float w_a=0.1, float w_p=0.1) -> (Tensor, Tensor)");
+  // 3-D Laplace / Poisson (metaphys/physics/laplace3d.py): u, mask, bc, f [N,1,D,H,W]; int stencil: 27
+  // (isotropic 27-point Laplacian, default) or 7. Returns (loss [N], pseudo or true gradient).
+  m.def("laplace3d_loss_grad(Tensor u, Tensor mask, Tensor bc, Tensor f, int stencil, bool true_grad) -> (Tensor, Tensor)");
   // Spring-mass cloth (metaphys/physics/cloth.py). a, x_old, v_old, pin_x [N,3,H,W] (channels x, y, z);
   // pin_w [N,1,H,W] in [0,1] (1 = hard pin); spheres [N,S,4] (cx,cy,cz,r; r = 0 unused); boxes [N,B,6]
   // (cx,cy,cz,hx,hy,hz; all 0 unused); gravity, wind [N,3]; the rest per-sample [N].

@@ -19,6 +19,7 @@ from metaphys.physics.diffusion import diffusion_twin
 from metaphys.physics.fluid import fluid_twin
 from metaphys.physics.fluid3d import fluid3d_twin
 from metaphys.physics.laplace import laplace_twin
+from metaphys.physics.laplace3d import laplace3d_twin
 from metaphys.physics.wave import wave_twin
 
 F64 = torch.float64
@@ -141,6 +142,22 @@ def fluid3d_args(seed, n, h, w, d=None, weights=(1.3, 20.0, 0.1, 0.7), p_mask=0.
     return (u, a_old, mask, bc, force, par(0.2, 3.0), par(0.01, 1.0), par(0.3, 4.0)) + tuple(weights)
 
 
+def laplace3d_args(seed, n, h, w, d=None, stencil=27, true_grad=False, p_mask=0.15):
+    """Random 3-D Laplace op arguments [n, 1, d, h, w] (d defaults to min(h, w) - 1, at least 3): a 1-node
+    Dirichlet frame + random interior Dirichlet nodes, random u, bc and f; then stencil, true_grad."""
+    d = max(3, min(h, w) - 1) if d is None else d
+    g = torch.Generator().manual_seed(seed)
+    mask = (torch.rand(n, 1, d, h, w, generator=g) < p_mask).to(F64)
+    for dim in (2, 3, 4):
+        mask.narrow(dim, 0, 1).fill_(1)
+        mask.narrow(dim, mask.shape[dim] - 1, 1).fill_(1)
+
+    def rnd(s=1.0):
+        return s * torch.randn(n, 1, d, h, w, generator=g, dtype=F64)
+
+    return (rnd(), mask, rnd(), rnd(0.5), stencil, true_grad)
+
+
 def cloth_args(seed, n, h, w):
     """Random op arguments (a first): perturbed grid, velocities, hard/soft/no pins, active and
     padding colliders, random gravity/wind and parameters. Every term of the loss is active."""
@@ -180,9 +197,9 @@ def _grid_full_args(name: str):
 
 # op name -> (seed, n, h, w) -> its complete argument tuple (every op in metaphys.registry)
 FULL_ARGS = {**{name: _grid_full_args(name) for name in OPS}, "fluid_loss_grad": fluid_args,
-             "fluid3d_loss_grad": fluid3d_args, "cloth_loss_grad": cloth_args}
+             "fluid3d_loss_grad": fluid3d_args, "laplace3d_loss_grad": laplace3d_args, "cloth_loss_grad": cloth_args}
 TWINS = {**{name: twin for name, (twin, _) in OPS.items()}, "fluid_loss_grad": fluid_twin,
-         "fluid3d_loss_grad": fluid3d_twin, "cloth_loss_grad": cloth_twin}
+         "fluid3d_loss_grad": fluid3d_twin, "laplace3d_loss_grad": laplace3d_twin, "cloth_loss_grad": cloth_twin}
 
 
 def kernel(name: str):

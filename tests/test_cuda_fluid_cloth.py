@@ -1,4 +1,5 @@
-"""CUDA kernels == C++ CPU kernels == PyTorch twins for fluid_loss_grad, fluid3d_loss_grad and cloth_loss_grad.
+"""CUDA kernels == C++ CPU kernels == PyTorch twins for fluid_loss_grad, fluid3d_loss_grad, laplace3d_loss_grad
+and cloth_loss_grad.
 
 Marked ``cuda``: skipped (with the reason) unless torch sees a GPU and metaphys._C was built with the
 CUDA kernels. The checks and the runner are shared with test_cuda_ops.py (cuda_runner.py); without
@@ -12,7 +13,8 @@ import cuda_runner as R
 from metaphys.physics import cloth as C
 from metaphys.physics import fluid as F
 from metaphys.physics import fluid3d as F3
-from physics_cases import cloth_args, fluid3d_args, fluid_args
+from metaphys.physics import laplace3d as L3
+from physics_cases import cloth_args, fluid3d_args, fluid_args, laplace3d_args
 
 # op -> (argument builder (seed, n, h, w), twin, index of an input to move to the wrong device, its name)
 OPS = {"fluid_loss_grad": (fluid_args, F.fluid_twin, 4, "force"),
@@ -96,6 +98,29 @@ def check_fluid3d_cuda_per_op():
     R.check_opcheck(FLUID3D, R.to(fluid3d_args(4, 2, 6, 7, d=5), "cuda"))
 
 
+# laplace3d_loss_grad (metaphys/physics/laplace3d.py, 3-D): sizes (N, D, H, W), both stencils and gradient modes
+LAPLACE3D = "laplace3d_loss_grad"
+LAPLACE3D_SIZES = [(1, 5, 7, 9), (3, 6, 16, 23), (2, 3, 3, 4), (1, 17, 33, 40), (1, 3, 130, 67)]
+
+
+def check_laplace3d_cuda_matches_cpu_and_twin(size):
+    n, d, h, w = size
+    for stencil in (27, 7):
+        for true_grad in (False, True):
+            args = laplace3d_args(sum(size) + stencil, n, h, w, d=d, stencil=stencil, true_grad=true_grad)
+            R.check_matches_cpu_and_twin(LAPLACE3D, args, L3.laplace3d_twin, f"laplace3d {size} {stencil} {true_grad}")
+
+
+def check_laplace3d_cuda_per_op():
+    """Determinism on a large grid, stale scratch, dispatch through Laplace3DProblem, bad input, opcheck."""
+    R.check_deterministic(LAPLACE3D, laplace3d_args(99, 2, 70, 129, d=45, true_grad=True), "laplace3d large")
+    R.check_stale_scratch(LAPLACE3D, laplace3d_args(98, 1, 37, 66, d=19, true_grad=True), "laplace3d")
+    u, mask, bc, f, _, _ = laplace3d_args(5, 2, 20, 24, d=9)
+    R.check_problem_dispatch(LAPLACE3D, L3.Laplace3DProblem(mask, bc, f), u, LAPLACE3D)
+    R.check_rejects(LAPLACE3D, R.to(laplace3d_args(3, 2, 6, 7, d=5), "cuda"), 1, "mask")
+    R.check_opcheck(LAPLACE3D, R.to(laplace3d_args(4, 2, 6, 7, d=5, true_grad=True), "cuda"))
+
+
 HESSIAN_SIZES = [(1, 7, 9), (3, 16, 23), (2, 2, 5), (1, 67, 130)]
 CASES = [(name, size) for name in OPS for size in SIZES]
 PER_OP = [check_large_grid_and_determinism, check_stale_scratch, check_problem_dispatches_to_cuda,
@@ -123,10 +148,20 @@ if R.pytest is not None:
     def test_cuda_fluid3d_per_op():
         check_fluid3d_cuda_per_op()
 
+    @R.pytest.mark.parametrize("size", LAPLACE3D_SIZES, ids=lambda s: "x".join(map(str, s)))
+    def test_cuda_laplace3d_matches_cpu_and_twin(size):
+        check_laplace3d_cuda_matches_cpu_and_twin(size)
+
+    def test_cuda_laplace3d_per_op():
+        check_laplace3d_cuda_per_op()
+
 if __name__ == "__main__":
     sys.exit(R.run_script(R.script_checks(check_cuda_matches_cpu_and_twin, CASES, _case_id, PER_OP, list(OPS))
                           + [(f"cloth_hessian_cuda_matches_cpu[{s}]", check_cloth_hessian_cuda_matches_cpu, (s,))
                              for s in HESSIAN_SIZES]
                           + [(f"fluid3d_cuda_matches_cpu_and_twin[{s}]", check_fluid3d_cuda_matches_cpu_and_twin, (s,))
                              for s in FLUID3D_SIZES]
-                          + [("fluid3d_cuda_per_op", check_fluid3d_cuda_per_op, ())]))
+                          + [("fluid3d_cuda_per_op", check_fluid3d_cuda_per_op, ())]
+                          + [(f"laplace3d_cuda_matches_cpu_and_twin[{s}]", check_laplace3d_cuda_matches_cpu_and_twin,
+                              (s,)) for s in LAPLACE3D_SIZES]
+                          + [("laplace3d_cuda_per_op", check_laplace3d_cuda_per_op, ())]))
