@@ -26,24 +26,32 @@ def make_problem(name):
     return made
 
 
-def _metamizer():
+def _metamizer(dims: int = 2):
     torch.manual_seed(0)
-    return Metamizer(MetamizerNet(hidden=4).eval())
+    return Metamizer(MetamizerNet(hidden=4, dims=dims).eval())
 
 
-def _network_fits(name, make_opt):
-    """The Metamizer's U-Net is 2-D: a 3-D op (fluid3d) waits for the 3-D network (issue #28 item 2)."""
-    if make_opt is _metamizer and len(make_problem(name).shape) != 4:
-        pytest.skip(f"{name} is 3-D: no 3-D Metamizer yet (issue #28 item 2)")
+def _optimizer(make_opt, problem):
+    """The optimizer for ``problem``: the Metamizer with a network of the problem's dimension (the 3-D
+    network for fluid3d and laplace3d, issue #28; a network refuses fields of another dimension)."""
+    if make_opt is _metamizer:
+        return _metamizer(len(problem.shape) - 2)
+    return make_opt()
+
+
+def test_a_network_refuses_fields_of_another_dimension():
+    with pytest.raises(ValueError, match="3-D network"):
+        _metamizer(2).init_state((1, 4, 20, 20, 20))
+    with pytest.raises(ValueError, match="network is 3-D"):
+        _metamizer(3).init_state((1, 1, 20, 20))
 
 
 @pytest.mark.parametrize("name", sorted(BY_NAME))
 @pytest.mark.parametrize("make_opt", [_metamizer, lambda: TorchOptimizer("adam", 1e-3),
                                       lambda: TorchOptimizer("sgd", 1e-4)], ids=["metamizer", "adam", "sgd"])
 def test_solve_runs_every_op_with_every_optimizer(name, make_opt):
-    _network_fits(name, make_opt)
     problem = make_problem(name)
-    res = solve(problem, make_opt(), iterations=5, guard=True, accelerate=0)
+    res = solve(problem, _optimizer(make_opt, problem), iterations=5, guard=True, accelerate=0)
     assert res.iterations == 5 and torch.isfinite(res.u).all()
     assert res.history().shape == (6, 1)
     # the guard rejects steps that more than double the loss (guard_growth = 1)
@@ -56,10 +64,9 @@ def test_acceleration_runs_on_every_op_and_only_lowers_the_loss(name, make_opt):
     """One accelerated iteration keeps the lower-loss of the optimizer's point and the candidate
     (a line search along the step, the only direction in the history yet), so it can never end
     above the plain iteration; and the run stays finite on every op."""
-    _network_fits(name, make_opt)
     problem = make_problem(name)
-    plain = solve(problem, make_opt(), iterations=1, guard=True, accelerate=0)
-    fast = solve(problem, make_opt(), iterations=1, guard=True, accelerate=5)
+    plain = solve(problem, _optimizer(make_opt, problem), iterations=1, guard=True, accelerate=0)
+    fast = solve(problem, _optimizer(make_opt, problem), iterations=1, guard=True, accelerate=5)
     assert torch.isfinite(fast.u).all()
     lp = float(problem.loss(plain.u))
     assert float(problem.loss(fast.u)) <= lp + 1e-9 * abs(lp)

@@ -101,6 +101,29 @@ def fluid3d_cavity(size: int, rho: float, mu: float, speed: float = 0.5):
     return Fluid3DProblem(mask, bc, rho=rho, mu=mu, dt=1.0)
 
 
+def laplace3d_random(size: int, n: int = 2):
+    """3-D Laplace with random obstacle boxes (the training generator at held-out seeds)."""
+    return problems.get("laplace3d")(n, size, size, torch.Generator().manual_seed(HELD_OUT_SEED + 3000 + size))
+
+
+def laplace3d_trilinear(size: int):
+    """The 3-D bilinear case: 2-node frame, b = (k/D)(i/H)(j/W); the exact solution is b itself."""
+    from metaphys.physics.laplace3d import trilinear_laplace3d
+    return trilinear_laplace3d(size)
+
+
+def poisson3d_charges(size: int):
+    """3-D Poisson, unseen in training: two opposite charge blocks in a zero-BC box with a box obstacle."""
+    from metaphys.physics.laplace3d import Laplace3DProblem, frame_mask3d
+    f = torch.zeros(1, 1, size, size, size, dtype=F64)
+    c, q = size // 2, max(1, size // 10)
+    f[..., c - q:c + q, c - q:c + q, c - 3 * q - q:c - 3 * q + q] = -0.1
+    f[..., c - q:c + q, c - q:c + q, c + 3 * q - q:c + 3 * q + q] = 0.1
+    mask = frame_mask3d(1, size, size, size)
+    mask[..., c + 2 * q:c + 4 * q, c - 2 * q:c + 2 * q, c - q:c + q] = 1
+    return Laplace3DProblem(mask, 0.0, f)
+
+
 CLOTH_MATERIALS = {"a_1000_10_0.01": (1000.0, 10.0, 0.01), "b_1000_1000_10": (1000.0, 1000.0, 10.0),
                    "c_1000_10_1000": (1000.0, 10.0, 1000.0)}
 
