@@ -13,6 +13,9 @@ from metaphys.train.pools import PoolSpec
 class TrainConfig:
     name: str = "run"
     hidden: int = 12
+    # 2: the 2-D Metamizer on [N, C, H, W] pools; 3: the 3-D one (issue #28) on [N, C, D, H, W] pools of
+    # the 3-D generators only (configs/cpu3d.yaml). The checkpoint and snapshots record it.
+    dims: int = 2
     padding_mode: str = "zeros"
     seed: int = 0
     threads: int = 1
@@ -46,7 +49,21 @@ class TrainConfig:
         d["pools"] = [PoolSpec(**p) for p in d.get("pools", [])]
         if not d["pools"]:
             raise ValueError("training config needs at least one entry under 'pools'")
-        return cls(**d)
+        cfg = cls(**d)
+        cfg.check_dims()
+        return cfg
+
+    def check_dims(self) -> None:
+        """Every pool's generator makes problems of the network's dimension (``dims``)."""
+        from metaphys import problems
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
+        for p in self.pools:
+            got = problems.dims_of(problems.get(p.pde))
+            if got != self.dims:
+                raise ValueError(f"pool {p.pde!r} makes {got}-D problems but the recipe trains a {self.dims}-D "
+                                 f"network (dims: {self.dims}); 3-D generators go in a dims: 3 recipe "
+                                 "(configs/cpu3d.yaml)")
 
     @classmethod
     def load(cls, path: str) -> "TrainConfig":

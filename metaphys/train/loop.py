@@ -41,7 +41,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + 1000 * self.rank)
         self.device = torch.device(cfg.device)
-        self.model = MetamizerNet(hidden=cfg.hidden, padding_mode=cfg.padding_mode).to(self.device)
+        self.model = MetamizerNet(hidden=cfg.hidden, padding_mode=cfg.padding_mode, dims=cfg.dims).to(self.device)
         if init_weights:
             self._init_from(init_weights)
         self.model.normalize_head_gradients = True
@@ -85,7 +85,7 @@ class Trainer:
         for k, a in enumerate(asked):
             if a is None:
                 continue   # this pool sits out this step (PoolSpec.every)
-            groups[tuple(a.grad.shape[-2:])].append(k)
+            groups[tuple(a.grad.shape[2:])].append(k)   # by grid: (H, W) or (D, H, W)
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         per_pool = {}
         for _, ks in groups.items():
@@ -190,7 +190,8 @@ class Trainer:
         path = os.path.join(self.out_dir, f"ema_step{self.step:07d}.pt")
         if self.rank == 0:
             torch.save({"ema": self.ema.state_dict(), "step": self.step, "elapsed": self.elapsed,
-                        "hidden": self.cfg.hidden, "padding_mode": self.cfg.padding_mode}, path)
+                        "hidden": self.cfg.hidden, "padding_mode": self.cfg.padding_mode, "dims": self.cfg.dims},
+                       path)
         return path
 
     # --- main loop --------------------------------------------------------------------------

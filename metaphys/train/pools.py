@@ -24,6 +24,7 @@ class PoolSpec:
     pde: str
     size: int = 32
     width: Optional[int] = None
+    depth: Optional[int] = None   # 3-D generators only: the grid is depth x size x width (default size)
     pool: int = 32
     batch: int = 4
     ipt: int = 1
@@ -42,6 +43,11 @@ class PoolSpec:
     def shape(self):
         return self.size, (self.width or self.size)
 
+    def spatial(self, dims: int):
+        """The grid of this pool's problems: (H, W), or (D, H, W) for a 3-D generator."""
+        h, w = self.shape
+        return (h, w) if dims == 2 else ((self.depth or self.size), h, w)
+
 
 @dataclass
 class Asked:
@@ -57,22 +63,27 @@ class Pool:
         self.spec = spec
         self.device = device
         self.make = problems.get(spec.pde)
+        self.dims = problems.dims_of(self.make)
         self.gen = torch.Generator().manual_seed(seed)
-        h, w = spec.shape
-        self.problem = self.make(spec.pool, h, w, self.gen, device=device)
+        self.problem = self._make(spec.pool)
         self.channels = self.problem.channels
         self.u = self.problem.initial_guess()
-        self.state = MetamizerState.fresh(spec.pool * self.channels, h, w, device=device)
+        self.state = MetamizerState.fresh(spec.pool * self.channels, *spec.spatial(self.dims), device=device)
         self.iters = torch.zeros(spec.pool, dtype=torch.long)
         self.time = torch.zeros(spec.pool, dtype=torch.long)
         self.accumulator = 0
         self.next_reset = 0
         self.stats = {"divergence_resets": 0, "scheduled_resets": 0}
 
+    def _make(self, n: int):
+        h, w = self.spec.shape
+        if self.dims == 3:
+            return self.make(n, h, w, self.gen, device=self.device, depth=self.spec.spatial(3)[0])
+        return self.make(n, h, w, self.gen, device=self.device)
+
     @property
     def name(self) -> str:
-        h, w = self.spec.shape
-        return f"{self.spec.pde}{h}x{w}_ipt{self.spec.ipt}"
+        return f"{self.spec.pde}{'x'.join(map(str, self.spec.spatial(self.dims)))}_ipt{self.spec.ipt}"
 
     def _channel_index(self, idx: torch.Tensor) -> torch.Tensor:
         c = self.channels
@@ -127,8 +138,7 @@ class Pool:
 
     def reset(self, ids: torch.Tensor) -> None:
         ids = torch.as_tensor(ids, dtype=torch.long).view(-1)
-        h, w = self.spec.shape
-        fresh = self.make(len(ids), h, w, self.gen, device=self.device)
+        fresh = self._make(len(ids))
         self.problem.assign(ids, fresh)
         self.u[ids] = fresh.initial_guess()
         self.state.reset(self._channel_index(ids))
