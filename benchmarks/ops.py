@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from metaphys import _ops  # noqa: E402
 from metaphys.physics.burgers import burgers_twin  # noqa: E402
-from metaphys.physics.cloth import cloth_twin, rest_grid  # noqa: E402
+from metaphys.physics.cloth import cloth_twin, rest_grid, table_from_lists  # noqa: E402
 from metaphys.physics.diffusion import diffusion_twin  # noqa: E402
 from metaphys.physics.fluid import add_obstacle, fluid_geometry, fluid_twin  # noqa: E402
 from metaphys.physics.laplace import frame_mask, laplace_twin  # noqa: E402
@@ -112,8 +112,9 @@ def cloth_args(h, w, device, true_grad):
     boxes = torch.tensor([[[w / 4, h / 4, -1.0, 2.0, 2.0, 1.0]]], dtype=F64)
     vec = lambda *v: torch.tensor([v], dtype=F64, device=device)  # noqa: E731
     params = [_p(v, device) for v in (1.0, 1000.0, 10.0, 0.1, 1.0, 0.1, 100.0, 1000.0, 0.05, 1.0)]
+    colliders = table_from_lists(1, spheres, boxes)   # the collider table (metaphys.colliders)
     return (_rand(g, 3, h, w, device, 0.1), x.to(device), _rand(g, 3, h, w, device, 0.1), pin_w.to(device),
-            x.to(device), spheres.to(device), boxes.to(device), vec(0.0, 0.0, -1.0), vec(0.1, 0.0, 0.0), *params)
+            x.to(device), colliders.to(device), vec(0.0, 0.0, -1.0), vec(0.1, 0.0, 0.0), *params)
 
 
 # The table's rows. Navier-Stokes and cloth append their own Case here (with their sizes).

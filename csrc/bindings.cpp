@@ -24,15 +24,16 @@ TORCH_LIBRARY(metaphys, m) {
   // (isotropic 27-point Laplacian, default) or 7. Returns (loss [N], pseudo or true gradient).
   m.def("laplace3d_loss_grad(Tensor u, Tensor mask, Tensor bc, Tensor f, int stencil, bool true_grad) -> (Tensor, Tensor)");
   // Spring-mass cloth (metaphys/physics/cloth.py). a, x_old, v_old, pin_x [N,3,H,W] (channels x, y, z);
-  // pin_w [N,1,H,W] in [0,1] (1 = hard pin); spheres [N,S,4] (cx,cy,cz,r; r = 0 unused); boxes [N,B,6]
-  // (cx,cy,cz,hx,hy,hz; all 0 unused); gravity, wind [N,3]; the rest per-sample [N].
+  // pin_w [N,1,H,W] in [0,1] (1 = hard pin); colliders [N,K,18]: the collider table (metaphys/colliders.py:
+  // kind code, rotation 3x3, centre, 4 parameters, friction; kind 0 = unused); gravity, wind [N,3]; the rest
+  // per-sample [N].
   // Returns (loss [N], TRUE gradient d loss / d a [N,3,H,W]).
-  m.def("cloth_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor spheres, Tensor boxes, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt) -> (Tensor, Tensor)");
+  m.def("cloth_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor colliders, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt) -> (Tensor, Tensor)");
   // The Hessian of cloth_loss_grad's loss w.r.t. a, per vertex: blocks [N, 13, 3, 3, H, W] float64,
   // blocks[n,k,r,c,i,j] = d^2 loss_n / d a[n,r,i,j] d a[n,c,i+di_k,j+dj_k], offsets (0,0) then
   // ClothProblem.hessian_offsets; 0 outside the grid and in rows/columns of hard pins. project:
   // every element's Hessian made PSD (projected Newton). Twin: metaphys/physics/cloth_hessian.py.
-  m.def("cloth_hessian(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor spheres, Tensor boxes, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt, bool project) -> Tensor");
+  m.def("cloth_hessian(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor colliders, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt, bool project) -> Tensor");
 }
 
 static bool with_cuda() {

@@ -14,7 +14,7 @@ except ImportError:  # benchmarks/gpu_check.sh may run tests/test_cuda_ops.py as
 
 from metaphys import _ops
 from metaphys.physics.burgers import burgers_twin
-from metaphys.physics.cloth import cloth_twin, rest_grid
+from metaphys.physics.cloth import cloth_twin, rest_grid, table_from_lists
 from metaphys.physics.diffusion import diffusion_twin
 from metaphys.physics.fluid import fluid_twin
 from metaphys.physics.fluid3d import fluid3d_twin
@@ -183,10 +183,17 @@ def cloth_args(seed, n, h, w):
     spheres[:, 2] = 0.0  # a padding entry
     boxes = torch.cat([centres[:, :2] + rnd(n, 2, 3, s=0.3), 0.2 + torch.rand(n, 2, 3, generator=g, dtype=F64)], 2)
     boxes[:, 1, 3:] = 0.0  # a padding entry
+    # a rotated box per sample (a random rotation, det +1) on the third centre
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=g, dtype=F64))
+    rot = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
+    rot = rot * torch.sign(torch.linalg.det(rot)).view(n, 1, 1)
+    obbs = torch.cat([centres[:, 2:] + rnd(n, 1, 3, s=0.3), 0.2 + torch.rand(n, 1, 3, generator=g, dtype=F64),
+                      rot.reshape(n, 1, 9)], 2)
+    colliders = table_from_lists(n, spheres, boxes, obbs)   # the collider table [n, 6, 18] (metaphys.colliders)
     params = (rest, par(10, 200), par(0, 20), par(0, 2), par(0.5, 2), par(0, 0.5), par(0, 50), par(100, 1000),
               par(0.05, 0.5), par(0.3, 1.5))
     a = rnd(n, 3, h, w, s=0.3)
-    return (a, x, v, pw, px, spheres, boxes, rnd(n, 3), rnd(n, 3)) + params
+    return (a, x, v, pw, px, colliders, rnd(n, 3), rnd(n, 3)) + params
 
 
 def _grid_full_args(name: str):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from metaphys import colliders as kinds
 from metaphys.physics.cloth import ClothProblem, box_sdf, oriented_box_sdf, rest_grid, rotation_matrix
 from metaphys.sims.cloth import ClothSim, euler_xyz_degrees, flat_cloth
 
@@ -98,7 +99,10 @@ def test_the_spec_and_the_api_take_rotation_and_friction():
     p = cloth_parameters({"colliders": [{"type": "box", "center": [0, 0, 0.3], "half_extents": [0.5, 0.5, 0.1],
                                          "rotation": [0, 15, 0], "friction": 0.4}]}, size=16)
     sim = ClothSim.from_params(p)
-    assert sim.problem.fields["obbs"].shape[1] == 1 and sim.problem.fields["boxes"].shape[1] == 0
+    table = sim.problem.fields["colliders"][0]          # one row: a box with the rotation, friction 0.4
+    assert table.shape == (1, kinds.WIDTH) and int(table[0, kinds.KIND]) == kinds.BY_NAME["box"].code
+    assert np.allclose(table[0, kinds.ROTATION].numpy(), euler_xyz_degrees([0, 15, 0]).reshape(-1))
+    assert float(table[0, kinds.FRICTION]) == 0.4
     with pytest.raises(ValueError, match="rotation"):
         ClothSim(16, 16, colliders=[{"type": "box", "center": [0, 0, 0], "half_extents": [1, 1, 1],
                                      "rotation": [1, 2]}])
@@ -296,10 +300,11 @@ def test_collider_thickness_inflates_each_collider_by_its_excess_over_the_margin
                  {"type": "box", "center": [0, 0, -2], "half_extents": [0.5, 0.5, 0.1], "thickness": 0.0}]
     sim = ClothSim(n, n, colliders=colliders, contact_margin=margin, threads=1)
     grow = 0.05 - margin * L
-    assert float(sim.problem.fields["spheres"][0, 0, 3]) * L == pytest.approx(0.2 + grow, rel=1e-12)
-    boxes = sim.problem.fields["boxes"][0]
-    assert np.allclose(boxes[0, 3:].numpy() * L, [0.5, 0.5, 0.1])                  # no thickness: as given
-    assert np.allclose(boxes[1, 3:].numpy() * L, np.array([0.5, 0.5, 0.1]) - margin * L)   # 0: touching
+    table = sim.problem.fields["colliders"][0]
+    prm = table[:, kinds.PARAMS].numpy() * L
+    assert prm[0, 0] == pytest.approx(0.2 + grow, rel=1e-12)
+    assert np.allclose(prm[1, :3], [0.5, 0.5, 0.1])                               # no thickness: as given
+    assert np.allclose(prm[2, :3], np.array([0.5, 0.5, 0.1]) - margin * L)         # 0: touching
     with pytest.raises(ValueError, match="thickness"):
         ClothSim(n, n, colliders=[{"type": "sphere", "center": [0, 0, 0], "radius": 0.001, "thickness": 0.0}])
     with pytest.raises(ValueError, match="thickness"):
@@ -414,8 +419,123 @@ def test_the_analytic_hessian_with_every_extra_term_equals_autograd():
         free = prob.impose(torch.ones_like(a)).flatten().numpy() != 0
         hv = hv.flatten().numpy()[free]
         err = np.abs((H @ v.flatten().numpy())[free] - hv).max()
-        assert err <= 1e-6 * np.abs(hv).max(), err                  # rotated boxes: central differences
+        assert err <= 1e-6 * np.abs(hv).max(), err
     Hp = prob.hessian_matrix(a, identity_at_pins=True).toarray()
     for c in range(3):
         row = c * n * n                                             # vertex (0, 0), component c
         assert Hp[row, row] == 1.0 and np.count_nonzero(Hp[row]) == 1 and np.count_nonzero(Hp[:, row]) == 1
+
+
+# --- the collider table (issue #26 item 1): rotated boxes moved from Python terms into the kernels -----
+def _old_obb_energy(a, prob, obb):
+    """The rotated-box term as it was a Python-side extra term: k_contact / (HW) * sum over free
+    vertices of max(0, margin - sdf)^3, sdf in the box frame with sqrt(|q+|^2 + 1e-300) outside."""
+    fl = prob.fields
+    hard = (fl["pin_w"] == 1).to(a.dtype)
+    dt = fl["dt"].view(-1, 1, 1, 1)
+    x = hard * fl["pin_x"] + (1 - hard) * (fl["x_old"] + dt * ((1 - hard) * (fl["v_old"] + dt * a)))
+    n, k = obb.shape[:2]
+    R = obb[:, :, 6:15].reshape(n, k, 3, 3)
+    local = torch.einsum("nkji,nkjhw->nkihw", R, x[:, None] - obb[:, :, :3, None, None])
+    q = local.abs() - obb[:, :, 3:6, None, None]
+    outside = torch.sqrt((q.clamp_min(0.0) ** 2).sum(2) + 1e-300) * (q.max(dim=2).values > 0)
+    sdf = outside + q.max(dim=2).values.clamp_max(0.0)
+    pen = (fl["margin"].view(-1, 1, 1, 1) - sdf).clamp_min(0.0)
+    hw = float(a.shape[2] * a.shape[3])
+    return fl["k_contact"] * ((1 - hard[:, 0]) * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
+
+
+def _rotated_box_case(seed):
+    from physics_cases import cloth_args
+    args = cloth_args(seed, 2, 6, 7)
+    a, x, v, pw, px, _, grav, wind, *p = args
+    g = torch.Generator().manual_seed(seed)
+    obbs = []
+    for s in range(2):   # a rotated box on a random vertex of each sample, so that vertices touch it
+        R = rotation_matrix(*(3 * torch.rand(3, generator=g, dtype=torch.float64)).tolist())
+        c = x[s, :, 2, 3] + 0.2 * torch.randn(3, generator=g, dtype=torch.float64)
+        obbs.append(torch.cat([c, 0.3 + torch.rand(3, generator=g, dtype=torch.float64), R.reshape(-1)]))
+    obb = torch.stack(obbs).view(2, 1, 15)
+    kw = dict(zip(__import__("metaphys.physics.cloth", fromlist=["PARAM_NAMES"]).PARAM_NAMES, p))
+    with_box = ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, gravity=grav, wind=wind, **kw)
+    with_box.set_colliders(obbs=obb)
+    without = ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, gravity=grav, wind=wind, **kw)
+    return with_box, without, with_box.impose(a), obb
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rotated_box_in_the_kernel_equals_the_old_python_term(seed):
+    """Gradient: kernel == twin == autograd of the old Python-side rotated-box term (its energy and
+    gradient added to a problem without the box); Hessian: kernel == twin == autograd of it."""
+    from metaphys import _ops
+    from metaphys.physics.cloth import cloth_twin
+    from metaphys.physics.cloth_hessian import blocks_to_csr, blocks_to_csr_pattern, cloth_hessian_twin
+    prob, bare, a, obb = _rotated_box_case(seed)
+    aa = a.clone().requires_grad_(True)
+    e_old = _old_obb_energy(aa, prob, obb)
+    assert float(e_old.detach().min()) > 0, "both samples must touch the box"
+    (g_old,) = torch.autograd.grad(e_old.sum(), aa)
+    l0, g0 = bare.loss_and_grad(a)
+    lt, gt = cloth_twin(a, *prob.op_args())
+    scale = float(g0.abs().max())
+    assert torch.allclose(lt, l0 + e_old.detach(), rtol=1e-12, atol=1e-12 * float(l0.abs().max()))
+    assert float((gt - (g0 + g_old)).abs().max()) <= 1e-11 * scale
+    if _ops.kernels_available():
+        lk, gk = torch.ops.metaphys.cloth_loss_grad(a, *prob.op_args())
+        assert torch.allclose(lk, lt, rtol=1e-12, atol=0) and float((gk - gt).abs().max()) <= 1e-12 * scale
+    # the Hessian of the box term alone: (blocks with the box) - (blocks without) against autograd
+    h, w = a.shape[2:]
+    pattern = blocks_to_csr_pattern(h, w)
+    for s in range(2):
+        one = tuple(t[s:s + 1] for t in (a,) + prob.op_args())
+        bare_one = tuple(t[s:s + 1] for t in (a,) + bare.op_args())
+        want = torch.autograd.functional.hessian(
+            lambda f: _old_obb_energy(f.view(1, 3, h, w), prob.select(torch.tensor([s])), obb[s:s + 1]).sum(),
+            a[s:s + 1].reshape(-1)).numpy()
+        twin = (blocks_to_csr(cloth_hessian_twin(*one, False), pattern)
+                - blocks_to_csr(cloth_hessian_twin(*bare_one, False), pattern)).toarray()
+        ref = max(np.abs(want).max(), 1e-300)
+        assert np.abs(twin - want).max() <= 1e-9 * ref
+        if _ops.kernels_available():
+            for project in (False, True):
+                kb = torch.ops.metaphys.cloth_hessian(*one, project)
+                tb = cloth_hessian_twin(*one, project)
+                assert float((kb - tb).abs().max()) <= 1e-9 * float(tb.abs().max())
+
+
+def test_the_psd_correction_covers_rotated_boxes():
+    """exact Hessian + hessian_psd_correction == the projected Hessian where no spring is compressed:
+    the contact curvature of every kind is what the correction removes."""
+    prob, _, a, _ = _rotated_box_case(5)
+    one = prob.select(torch.tensor([0]))
+    fl = one.fields
+    fl["rest"] = fl["rest"] * 0.5          # every spring stretched: only contacts have negative curvature
+    fl["k_shear"] = fl["k_shear"] * 0      # no shear or bend terms (their projection is elementwise)
+    fl["k_bend"] = fl["k_bend"] * 0
+    a0 = a[:1]
+    exact = one.hessian_matrix(a0).toarray()
+    proj = one.hessian_matrix(a0, project=True).toarray()
+    corr = one.hessian_psd_correction(a0).toarray()
+    free = one.impose(torch.ones_like(a0)).flatten().numpy() != 0    # the correction leaves pins to Newton
+    keep = np.ix_(free, free)
+    exact, proj, corr = exact[keep], proj[keep], corr[keep]
+    assert np.abs(corr).max() > 0 and np.abs(exact - proj).max() > 0
+    assert np.abs(exact + corr - proj).max() <= 1e-9 * np.abs(proj).max()
+
+
+def test_one_list_of_kinds_everywhere():
+    """The spec's collider variants, the sim's table and the kernel's codes come from metaphys.colliders."""
+    import re
+    from metaphys.spec.schema import COLLIDER
+    assert list(COLLIDER.variants) == [k.name for k in kinds.KINDS]
+    import os
+    src = open(os.path.join(os.path.dirname(__file__), "..", "csrc", "cloth", "cloth_math.h"), encoding="utf-8").read()
+    enum = dict((m.group(1), int(m.group(2))) for m in re.finditer(r"k(\w+) = (\d+)", src))
+    assert enum["ColKind"] == kinds.KIND and enum["ColRotation"] == kinds.ROTATION.start
+    assert enum["ColCenter"] == kinds.CENTER.start and enum["ColParams"] == kinds.PARAMS.start
+    assert enum["ColFriction"] == kinds.FRICTION and enum["ColliderWidth"] == kinds.WIDTH
+    codes = {"Sphere": "sphere", "Box": "box", "MeshPlanes": "mesh"}
+    assert {kinds.BY_NAME[v].code for v in codes.values()} == {enum[k] for k in codes}
+    assert all(enum[k] == kinds.BY_NAME[v].code for k, v in codes.items()) and enum["NoCollider"] == kinds.NONE
+    cases = set(re.findall(r"case k(\w+):", src))
+    assert cases == {k for k, v in codes.items() if kinds.BY_NAME[v].kernel}, cases

@@ -20,8 +20,8 @@ def kernel(args, project):
 
 
 def problem_of(args):
-    u, x, v, pw, px, sph, box, grav, wind, *p = args
-    return C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, spheres=sph, boxes=box, gravity=grav, wind=wind,
+    u, x, v, pw, px, col, grav, wind, *p = args
+    return C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, colliders=col, gravity=grav, wind=wind,
                           **dict(zip(C.PARAM_NAMES, p)))
 
 
@@ -35,12 +35,11 @@ def flat_args(n, h, w, rest, *, spheres=None, pins=True, k_shear=5.0, k_bend=0.5
     if pins:
         pw[:, 0, 0, 0] = 1.0
         pw[:, 0, -1, -1] = 0.5
-    sph = torch.zeros(n, 0, 4, dtype=F64) if spheres is None else spheres
-    box = torch.zeros(n, 0, 6, dtype=F64)
+    col = C.table_from_lists(n, spheres=spheres)
     par = lambda v: torch.full((n,), float(v), dtype=F64)
     params = (par(rest), par(100.0), par(k_shear), par(k_bend), par(1.0), par(0.1), par(50.0), par(500.0),
               par(0.1), par(0.5))
-    return (a, x, torch.zeros_like(x), pw, x.clone(), sph, box, torch.zeros(n, 3, dtype=F64),
+    return (a, x, torch.zeros_like(x), pw, x.clone(), col, torch.zeros(n, 3, dtype=F64),
             torch.zeros(n, 3, dtype=F64)) + params
 
 
@@ -133,7 +132,7 @@ def test_kernel_equals_newton_differences():
     scale = np.abs(want).max()
     assert np.abs(got - want).max() <= 1e-7 * scale, np.abs(got - want).max() / scale
     x = prob.state(a)[0]
-    assert bool((C.contact_energy(x, prob.fields["spheres"], prob.fields["boxes"], prob.fields["margin"]) > 0).any())
+    assert bool((C.contact_energy(x, prob.fields["colliders"], prob.fields["margin"]) > 0).any())
 
 
 def min_eig(m):

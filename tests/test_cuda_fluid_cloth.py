@@ -45,8 +45,8 @@ def check_problem_dispatches_to_cuda(name):
         u, a_old, mask, bc, force, rho, mu, dt, *_ = fluid_args(5, 2, 20, 24)
         prob = F.FluidProblem(mask, bc, a_old=a_old, force=force, rho=rho, mu=mu, dt=dt)
     else:
-        u, x, v, pw, px, sph, box, grav, wind, *p = cloth_args(5, 2, 20, 24)
-        prob = C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, spheres=sph, boxes=box, gravity=grav, wind=wind,
+        u, x, v, pw, px, col, grav, wind, *p = cloth_args(5, 2, 20, 24)
+        prob = C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, colliders=col, gravity=grav, wind=wind,
                               **dict(zip(C.PARAM_NAMES, p)))
     R.check_problem_dispatch(name, prob, u, name)
 

@@ -127,7 +127,7 @@ def test_subpackages_import_in_one_direction():
 
 
 # ARCHITECTURE.md's import layers: metaphys.<name> may import only from earlier layers
-LAYERS = [["version"], ["seeds", "registry", "io"], ["_fake"], ["_ops"], ["physics"], ["problems", "spec", "optim"],
+LAYERS = [["version"], ["seeds", "registry", "io", "colliders"], ["_fake"], ["_ops"], ["physics"], ["problems", "spec", "optim"],
           ["sims"], ["bake", "eval"], ["train"], ["cli"], ["__main__"]]
 
 

@@ -33,14 +33,13 @@ def test_kernel_matches_twin(size):
 def test_kernel_matches_twin_without_colliders_and_thread_count():
     args = list(random_args(8, 2, 40, 33))
     args[5] = args[5][:, :0].contiguous()
-    args[6] = args[6][:, :0].contiguous()
     check_thread_counts("cloth_loss_grad", args, threads=(1, 2))
 
 
 def _problem(seed=1, n=2, h=4, w=5):
-    a, x, v, pw, px, sph, box, grav, wind, *p = random_args(seed, n, h, w)
+    a, x, v, pw, px, col, grav, wind, *p = random_args(seed, n, h, w)
     kw = dict(zip(C.PARAM_NAMES, p))
-    return C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, spheres=sph, boxes=box, gravity=grav, wind=wind, **kw), a
+    return C.ClothProblem(x, v_old=v, pin_w=pw, pin_x=px, colliders=col, gravity=grav, wind=wind, **kw), a
 
 
 @pytest.mark.parametrize("which", ["kernel", "twin"])
@@ -160,7 +159,7 @@ def test_cloth_drapes_over_a_collider_without_penetration(one_thread, collider):
         a = damped_newton(prob, prob.initial_guess(), tol=1e-11, max_iter=30, lam_floor=1e-8, free_only=True)
         prob.advance(a)
         xo = fields["x_old"]
-        sdf = C.sphere_sdf(xo, fields["spheres"]) if collider == "sphere" else C.box_sdf(xo, fields["boxes"])
+        sdf = C.collider_sdf(xo, fields["colliders"])
         sdf_min.append(float(sdf.min()))
     assert min(sdf_min) > 0.0, f"a vertex penetrated the {collider}: min sdf {min(sdf_min):.3e}"
     assert sdf_min[-1] < margin, "the cloth should rest on the collider (inside the contact margin)"
@@ -239,8 +238,8 @@ def test_kernel_rejects_bad_shapes():
     args = list(random_args(1, 2, 4, 5))
     op = torch.ops.metaphys.cloth_loss_grad
     bad = [(0, args[0][:, :2].contiguous(), "a must have shape"), (3, args[3][:1], "pin_w must have shape"),
-           (5, args[5][..., :3].contiguous(), "spheres must have shape"), (7, args[7][:, :2].contiguous(), "gravity"),
-           (12, args[12][:1], "k_bend must have shape"), (2, args[2].float(), "v_old must be float64")]
+           (5, args[5][..., :3].contiguous(), "colliders must have shape"), (6, args[6][:, :2].contiguous(), "gravity"),
+           (11, args[11][:1], "k_bend must have shape"), (2, args[2].float(), "v_old must be float64")]
     for k, v, msg in bad:
         a = list(args)
         a[k] = v

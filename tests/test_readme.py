@@ -73,7 +73,9 @@ def test_colliders_snippet(monkeypatch):
     ns = run_snippet(2, monkeypatch, ns=run_snippet(0, monkeypatch))
     scene = ns["scene"]
     assert len(scene.records) == 3 and all(r.converged for r in scene.records)
-    assert scene.problem.fields["obbs"].shape[1] == 1 and scene.self_collision
+    table = scene.problem.fields["colliders"][0]   # the collider table: the rotated box's row and the mesh's
+    assert [int(c) for c in table[:, 0]] == [2, 3] and scene.self_collision
+    assert not torch.allclose(table[0, 1:10], torch.eye(3, dtype=table.dtype).reshape(-1))
 
 
 def test_other_systems_snippet(monkeypatch):

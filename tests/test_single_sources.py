@@ -115,3 +115,18 @@ def test_temp_file_and_rename_only_in_the_atomic_modules():
             if pattern.search(line):
                 found.append(f"{rel}:{k}: {line.strip()}")
     assert not found, "temp-file-and-rename outside metaphys/io/atomic.py:\n" + "\n".join(found)
+
+
+def test_addon_collider_shapes_are_the_collider_kinds():
+    """The add-on (which cannot import metaphys) offers one Shape per kind of metaphys/colliders.py and
+    writes only those kinds' spec ``type``s (issue #26: one list of collider kinds)."""
+    from metaphys import colliders
+    path = os.path.join(ROOT, "blender_addon", "properties.py")
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MetaphysColliderSettings")
+    shape = next(n for n in cls.body if isinstance(n, ast.AnnAssign) and n.target.id == "shape")
+    items = ast.literal_eval(next(kw.value for kw in shape.annotation.keywords if kw.arg == "items"))
+    assert sorted(i[0].lower() for i in items if i[0] != "AUTO") == sorted(k.name for k in colliders.KINDS)
+    src = open(os.path.join(ROOT, "blender_addon", "extract_cloth.py"), encoding="utf-8").read()
+    written = set(re.findall(r'"type": "(\w+)"', src))
+    assert written and written <= set(colliders.BY_NAME), written

@@ -9,8 +9,8 @@
 namespace metaphys {
 
 inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, const at::Tensor& v_old,
-                              const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& spheres,
-                              const at::Tensor& boxes, const at::Tensor& gravity, const at::Tensor& wind,
+                              const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& colliders,
+                              const at::Tensor& gravity, const at::Tensor& wind,
                               const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
                               const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
                               const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
@@ -22,8 +22,8 @@ inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, cons
   g.v_old = check_field(a, v_old, "v_old", 3);
   g.pin_w = check_field(a, pin_w, "pin_w", 1);
   g.pin_x = check_field(a, pin_x, "pin_x", 3);
-  g.spheres = check_per_sample_table(a, spheres, "spheres", true, 4, "[N, S, 4] (cx, cy, cz, r)");
-  g.boxes = check_per_sample_table(a, boxes, "boxes", true, 6, "[N, B, 6] (cx, cy, cz, hx, hy, hz)");
+  g.colliders = check_per_sample_table(a, colliders, "colliders", true, cloth::kColliderWidth,
+                                       "[N, K, 18] (kind, rotation 9, centre 3, parameters 4, friction)");
   g.gravity = check_per_sample_table(a, gravity, "gravity", false, 3, "[N, 3]");
   g.wind = check_per_sample_table(a, wind, "wind", false, 3, "[N, 3]");
   const at::Tensor* params[] = {&rest, &k_stretch, &k_shear, &k_bend, &mass, &damping, &k_pin, &k_contact, &margin, &dt};
@@ -36,8 +36,7 @@ inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, cons
   g.N = a.size(0);
   g.H = a.size(2);
   g.W = a.size(3);
-  g.S = spheres.size(1);
-  g.B = boxes.size(1);
+  g.K = colliders.size(1);
   return g;
 }
 

@@ -16,11 +16,11 @@ constexpr int64_t kChunkCells = 4096;  // cells per parallel chunk
 
 std::tuple<at::Tensor, at::Tensor> cloth_loss_grad_cpu(
     const at::Tensor& a, const at::Tensor& x_old, const at::Tensor& v_old, const at::Tensor& pin_w,
-    const at::Tensor& pin_x, const at::Tensor& spheres, const at::Tensor& boxes, const at::Tensor& gravity,
+    const at::Tensor& pin_x, const at::Tensor& colliders, const at::Tensor& gravity,
     const at::Tensor& wind, const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
     const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping, const at::Tensor& k_pin,
     const at::Tensor& k_contact, const at::Tensor& margin, const at::Tensor& dt) {
-  cloth::Args g = cloth_args(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+  cloth::Args g = cloth_args(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear,
                              k_bend, mass, damping, k_pin, k_contact, margin, dt);
   check_cpu(a, "cloth_loss_grad");
   const int64_t N = g.N, H = g.H, W = g.W;

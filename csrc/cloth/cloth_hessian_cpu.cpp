@@ -15,14 +15,14 @@ namespace {
 constexpr int64_t kChunkCells = 256;  // cells per parallel chunk (a vertex costs ~ a microsecond)
 
 at::Tensor cloth_hessian_cpu(const at::Tensor& a, const at::Tensor& x_old, const at::Tensor& v_old,
-                             const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& spheres,
-                             const at::Tensor& boxes, const at::Tensor& gravity, const at::Tensor& wind,
+                             const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& colliders,
+                             const at::Tensor& gravity, const at::Tensor& wind,
                              const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
                              const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
                              const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
                              const at::Tensor& dt, bool project) {
   cloth::HArgs h{};
-  h.g = cloth_args(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear, k_bend,
+  h.g = cloth_args(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear, k_bend,
                    mass, damping, k_pin, k_contact, margin, dt);
   check_cpu(a, "cloth_hessian");
   h.project = project;

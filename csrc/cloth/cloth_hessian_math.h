@@ -15,7 +15,7 @@
 // and for the bend a form of bend_term's gradient that is smooth at phi = 0 (bend_grad_smooth).
 // project: every element's Hessian made PSD on its own (stretch: max(0, 1 - L0/|e|) on the
 // transverse part; shear, bend: negative eigenvalues of the 6x6 clamped to 0 by Jacobi; contact:
-// the negative curvature of the collider's distance dropped).
+// the curvature of the collider's distance dropped; every kind of the collider table).
 //
 // Two passes over all vertices (n, i, j):
 //   pass 1  the elements owned by vertex (i,j) -- its vertical and horizontal edge, quad (i,j),
@@ -379,46 +379,16 @@ MP_HD void vertex_hessian(const Args& g, int64_t n, int64_t i, int64_t j, V3 xn,
     for (int r = 0; r < 3; ++r) P[4 * r] += 2.0 * kp;
   }
   const double kc = g.k_contact[n] / hw, margin = g.margin[n];
-  for (int64_t q = 0; q < g.S; ++q) {
-    const double* sp = g.spheres + (n * g.S + q) * 4;
-    if (!(sp[3] > 0.0)) continue;
-    const V3 d = xn - v3(sp[0], sp[1], sp[2]);
-    const double dist = norm(d);
-    const double pen = margin - (dist - sp[3]);
-    if (pen > 0.0 && dist > 0.0) {  // 6 kc pen n n^T - 3 kc pen^2 (I - n n^T) / dist
-      const double u[3] = {d.x / dist, d.y / dist, d.z / dist};
-      const double tang = project ? 0.0 : 3.0 * kc * pen * pen / dist;
-      for (int r = 0; r < 3; ++r)
-        for (int c = 0; c < 3; ++c)
-          P[3 * r + c] += 6.0 * kc * pen * u[r] * u[c] - tang * ((r == c ? 1.0 : 0.0) - u[r] * u[c]);
-    }
-  }
-  for (int64_t q = 0; q < g.B; ++q) {
-    const double* bx = g.boxes + (n * g.B + q) * 6;
-    if (!(bx[3] > 0.0 || bx[4] > 0.0 || bx[5] > 0.0)) continue;
-    const double d[3] = {xn.x - bx[0], xn.y - bx[1], xn.z - bx[2]};
-    double qv[3], o[3];
-    int kmax = 0;
-    for (int c = 0; c < 3; ++c) {
-      qv[c] = fabs(d[c]) - bx[3 + c];
-      o[c] = qv[c] > 0.0 ? qv[c] : 0.0;
-      if (qv[c] > qv[kmax]) kmax = c;
-    }
-    const double on = sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2]);
-    const double inside = qv[kmax] < 0.0 ? qv[kmax] : 0.0;
-    const double pen = margin - (on + inside);
-    if (!(pen > 0.0)) continue;
-    double gs[3] = {0.0, 0.0, 0.0};  // d sdf / d x, as cloth_vertex_at
-    for (int c = 0; c < 3; ++c) {
-      if (on > 0.0) gs[c] += o[c] / on * sgn(d[c]);
-    }
-    if (qv[kmax] < 0.0) gs[kmax] += sgn(d[kmax]);
-    // 6 kc pen gs gs^T - 3 kc pen^2 d^2 sdf; outside an edge or corner d^2 sdf = (P_out - gs gs^T) / on
-    const double curv = (project || !(on > 0.0)) ? 0.0 : 3.0 * kc * pen * pen / on;
+  // each collider row: 6 kc pen n n^T - 3 kc pen^2 Hd (n, Hd: the gradient and Hessian of its distance);
+  // projected: the curvature part dropped (for the convex kinds it is the only negative part)
+  for (int64_t q = 0; q < g.K; ++q) {
+    double pen, gw[3], Hw[9];
+    if (!collider_contact(g.colliders + (n * g.K + q) * kColliderWidth, xn.x, xn.y, xn.z, margin, pen, gw,
+                          project ? nullptr : Hw))
+      continue;
+    const double curv = project ? 0.0 : 3.0 * kc * pen * pen;
     for (int r = 0; r < 3; ++r)
-      for (int c = 0; c < 3; ++c)
-        P[3 * r + c] += 6.0 * kc * pen * gs[r] * gs[c] -
-                        curv * ((r == c && qv[r] > 0.0 ? 1.0 : 0.0) - gs[r] * gs[c]);
+      for (int c = 0; c < 3; ++c) P[3 * r + c] += 6.0 * kc * pen * gw[r] * gw[c] - (project ? 0.0 : curv * Hw[3 * r + c]);
   }
 }
 

@@ -65,6 +65,93 @@ template <class T>
 MP_HDI T norm(Vec3<T> a) { return sqrt(dot(a, a)); }
 MP_HD double sgn(double v) { return (double)((v > 0.0) - (v < 0.0)); }
 
+// ---- colliders: one table [N, K, kColliderWidth] --------------------------------------------
+// Rows = (kind code, rotation R 3x3 row-major (local -> world), centre 3, parameters 4, friction);
+// the kinds, their codes, columns and parameters are listed once in metaphys/colliders.py (the
+// Python side: twin, spec, sim; tests/test_cloth_colliders.py checks these numbers against it).
+// A vertex at x is seen in a collider's frame as p = R^T (x - centre).
+enum ColliderColumn : int {
+  kColKind = 0,
+  kColRotation = 1,
+  kColCenter = 10,
+  kColParams = 13,
+  kColFriction = 17,
+  kColliderWidth = 18
+};
+enum ColliderKind : int { kNoCollider = 0, kSphere = 1, kBox = 2, kMeshPlanes = 3 };
+
+// The signed distance d of a point p given in the collider's frame, its gradient gd and, where
+// Hd != nullptr, its Hessian Hd (3x3 row-major; the curvature the PSD projection drops). false for
+// a kind the kernel has no case for: padding (kNoCollider) and mesh colliders (their lagged contact
+// planes are per-vertex Python terms, metaphys/physics/cloth.py). A new kind = one case here plus
+// its entry (code, parameters, twin distance) in metaphys/colliders.py.
+MP_HD bool collider_distance(int kind, const double* prm, const double p[3], double& d, double gd[3], double* Hd) {
+  for (int c = 0; c < 3; ++c) gd[c] = 0.0;
+  if (Hd) {
+    for (int q = 0; q < 9; ++q) Hd[q] = 0.0;
+  }
+  switch (kind) {
+    case kSphere: {  // prm = (radius)
+      const double dist = sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2]);
+      d = dist - prm[0];
+      if (dist > 0.0) {
+        for (int c = 0; c < 3; ++c) gd[c] = p[c] / dist;
+        if (Hd) {  // (I - n n^T) / |p|
+          for (int r = 0; r < 3; ++r)
+            for (int c = 0; c < 3; ++c) Hd[3 * r + c] = ((r == c ? 1.0 : 0.0) - gd[r] * gd[c]) / dist;
+        }
+      }
+      return true;
+    }
+    case kBox: {  // prm = (hx, hy, hz): half extents; edges and corners sharp
+      double qv[3], o[3];
+      int kmax = 0;
+      for (int c = 0; c < 3; ++c) {
+        qv[c] = fabs(p[c]) - prm[c];
+        o[c] = qv[c] > 0.0 ? qv[c] : 0.0;
+        if (qv[c] > qv[kmax]) kmax = c;
+      }
+      const double on = sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2]);
+      d = on + (qv[kmax] < 0.0 ? qv[kmax] : 0.0);
+      for (int c = 0; c < 3; ++c) {
+        if (on > 0.0) gd[c] += o[c] / on * sgn(p[c]);
+      }
+      if (qv[kmax] < 0.0) gd[kmax] += sgn(p[kmax]);
+      if (Hd && on > 0.0) {  // outside an edge or corner: (P_out - n n^T) / |o|; 0 on faces and inside
+        for (int r = 0; r < 3; ++r)
+          for (int c = 0; c < 3; ++c) Hd[3 * r + c] = ((r == c && qv[r] > 0.0 ? 1.0 : 0.0) - gd[r] * gd[c]) / on;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// Contact of the point x with one table row: true when x lies within `margin` of it, with the
+// penetration pen = margin - d, the world gradient gw of d and (Hw != nullptr) its world Hessian
+// R Hd R^T.
+MP_HD bool collider_contact(const double* row, double x, double y, double z, double margin, double& pen,
+                            double gw[3], double* Hw) {
+  const double* R = row + kColRotation;
+  const double* c = row + kColCenter;
+  const double dx[3] = {x - c[0], y - c[1], z - c[2]};
+  double p[3], d, gl[3], Hl[9];
+  for (int a = 0; a < 3; ++a) p[a] = R[a] * dx[0] + R[3 + a] * dx[1] + R[6 + a] * dx[2];
+  if (!collider_distance((int)row[kColKind], row + kColParams, p, d, gl, Hw ? Hl : nullptr)) return false;
+  pen = margin - d;
+  if (!(pen > 0.0)) return false;
+  for (int a = 0; a < 3; ++a) gw[a] = R[3 * a] * gl[0] + R[3 * a + 1] * gl[1] + R[3 * a + 2] * gl[2];
+  if (Hw) {
+    double T[9];  // Hl R^T
+    for (int r = 0; r < 3; ++r)
+      for (int q = 0; q < 3; ++q) T[3 * r + q] = Hl[3 * r] * R[3 * q] + Hl[3 * r + 1] * R[3 * q + 1] + Hl[3 * r + 2] * R[3 * q + 2];
+    for (int r = 0; r < 3; ++r)
+      for (int q = 0; q < 3; ++q) Hw[3 * r + q] = R[3 * r] * T[q] + R[3 * r + 1] * T[3 + q] + R[3 * r + 2] * T[6 + q];
+  }
+  return true;
+}
+
 struct Args {
   // inputs (unpadded, contiguous)
   const double* a;        // [N,3,H,W]
@@ -72,12 +159,11 @@ struct Args {
   const double* v_old;    // [N,3,H,W]
   const double* pin_w;    // [N,1,H,W]
   const double* pin_x;    // [N,3,H,W]
-  const double* spheres;  // [N,S,4]
-  const double* boxes;    // [N,B,6]
+  const double* colliders;  // [N,K,kColliderWidth]: the collider table (see collider_distance)
   const double* gravity;  // [N,3]
   const double* wind;     // [N,3]
   const double *rest, *k_stretch, *k_shear, *k_bend, *mass, *damping, *k_pin, *k_contact, *margin, *dt;  // [N]
-  int64_t N, H, W, S, B;
+  int64_t N, H, W, K;
   double* work;  // kWorkPlanes padded planes
   double* grad;  // [N,3,H,W]
 };
@@ -193,40 +279,12 @@ MP_HD void cloth_vertex_at(const Args& g, int64_t n, int64_t i, int64_t j) {
     gx = gx + (2.0 * kp) * d;
   }
   const double kc = g.k_contact[n] / hw, margin = g.margin[n];
-  for (int64_t q = 0; q < g.S; ++q) {
-    const double* sp = g.spheres + (n * g.S + q) * 4;
-    if (!(sp[3] > 0.0)) continue;
-    const V3 d = xn - v3(sp[0], sp[1], sp[2]);
-    const double dist = norm(d);
-    const double pen = margin - (dist - sp[3]);
-    if (pen > 0.0) {  // cubic penalty: C^2 at the contact boundary (Newton-friendly)
-      e += kc * pen * pen * pen;
-      if (dist > 0.0) gx = gx - (3.0 * kc * pen * pen / dist) * d;
-    }
-  }
-  for (int64_t q = 0; q < g.B; ++q) {
-    const double* bx = g.boxes + (n * g.B + q) * 6;
-    if (!(bx[3] > 0.0 || bx[4] > 0.0 || bx[5] > 0.0)) continue;
-    const double d[3] = {xn.x - bx[0], xn.y - bx[1], xn.z - bx[2]};
-    double qv[3], o[3];
-    int kmax = 0;
-    for (int c = 0; c < 3; ++c) {
-      qv[c] = fabs(d[c]) - bx[3 + c];
-      o[c] = qv[c] > 0.0 ? qv[c] : 0.0;
-      if (qv[c] > qv[kmax]) kmax = c;
-    }
-    const double on = sqrt(o[0] * o[0] + o[1] * o[1] + o[2] * o[2]);
-    const double inside = qv[kmax] < 0.0 ? qv[kmax] : 0.0;
-    const double pen = margin - (on + inside);
-    if (pen > 0.0) {
-      e += kc * pen * pen * pen;
-      double gs[3] = {0.0, 0.0, 0.0};  // d sdf / d x
-      for (int c = 0; c < 3; ++c) {
-        if (on > 0.0) gs[c] += o[c] / on * sgn(d[c]);
-      }
-      if (qv[kmax] < 0.0) gs[kmax] += sgn(d[kmax]);
-      gx = gx - (3.0 * kc * pen * pen) * v3(gs[0], gs[1], gs[2]);
-    }
+  for (int64_t q = 0; q < g.K; ++q) {  // cubic penalty: C^2 at the contact boundary (Newton-friendly)
+    double pen, gw[3];
+    if (!collider_contact(g.colliders + (n * g.K + q) * kColliderWidth, xn.x, xn.y, xn.z, margin, pen, gw, nullptr))
+      continue;
+    e += kc * pen * pen * pen;
+    gx = gx - (3.0 * kc * pen * pen) * v3(gw[0], gw[1], gw[2]);
   }
   set3(g, kXN, k, xn);
   set3(g, kACC, k, ga + dt2 * gx);

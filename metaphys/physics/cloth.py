@@ -37,10 +37,12 @@ TRUE gradient d loss / d a = dt^2 * dE/dx_new + the direct terms.
   which zeroes the gradient for phi < 4.5e-4 rad). The twin gets the same values from autograd.
 * Pins: weight w [N,1,H,W] in [0, 1] and targets [N,3,H,W] (may change every frame): w == 1 is
   a hard constraint (x_new = target, a masked), 0 < w < 1 a soft spring k_pin * w * |x - t|^2.
-* Colliders: spheres [N,S,4] = (cx, cy, cz, r) and axis-aligned boxes [N,B,6] =
-  (cx, cy, cz, hx, hy, hz), padded with r == 0 / all half extents == 0 (inactive entries).
-  Penalty k_contact * max(0, margin - sdf)^3 (C^2: Newton converges through contact) on every (non-hard-pinned) vertex, with the exact
-  sphere / box signed distance. Colliders may move between frames (new tensors each step).
+* Colliders: one table [N,K,18] (``metaphys.colliders``: a row per collider = kind code, rotation
+  3x3, centre, 4 parameters, friction; kind 0 = a padding row). Penalty k_contact *
+  max(0, margin - sdf)^3 (C^2: Newton converges through contact) on every (non-hard-pinned)
+  vertex, with each kind's exact signed distance in the collider's frame (spheres, boxes rotated
+  or not). Mesh colliders' rows are not table distances: their lagged contact planes are the
+  Python-side ``planes`` term. Colliders may move between frames (a new table each step).
 * Effective physical spring constant of E_stretch for the force balance with the per-vertex
   terms: 2*k_stretch*H*W/((H-1)*W) (vertical), 2*k_stretch*H*W/(H*(W-1)) (horizontal).
 """
@@ -52,6 +54,7 @@ from typing import Optional
 
 import torch
 
+from metaphys import colliders as kinds
 from metaphys.physics import checks
 from metaphys.physics.base import Problem
 
@@ -161,53 +164,80 @@ def internal_energies(x, rest, k_stretch, k_shear, k_bend, smooth: bool = False)
     return stretch, shear, bend
 
 
+def collider_frame(x, table):
+    """Positions x [N,3,H,W] seen in every collider's frame, R^T (x - centre): [N,K,H,W,3]."""
+    n, k = table.shape[:2]
+    R = table[..., kinds.ROTATION].reshape(n, k, 3, 3)
+    d = x[:, None] - table[..., kinds.CENTER][:, :, :, None, None]
+    return torch.einsum("nkji,nkjhw->nkhwi", R, d)
+
+
+def kernel_rows(table):
+    """[N,K] bool: the rows whose distance is a table distance (a kind of the kernels)."""
+    code = table[..., kinds.KIND]
+    out = torch.zeros_like(code, dtype=torch.bool)
+    for kind in kinds.KERNEL_KINDS:
+        out = out | (code == kind.code)
+    return out
+
+
+def collider_sdf(x, table):
+    """Signed distance [N,K,H,W] of positions x [N,3,H,W] to every row of the collider table
+    [N,K,18]; +inf for padding rows and kinds without a table distance (mesh colliders)."""
+    p = collider_frame(x, table)
+    prm = table[..., kinds.PARAMS][:, :, None, None, :]
+    code = table[..., kinds.KIND][:, :, None, None]
+    d = torch.full_like(p[..., 0], float("inf"))
+    for kind in kinds.KERNEL_KINDS:
+        d = torch.where(code == kind.code, kind.distance(p, prm), d)
+    return d
+
+
+def row_distance(xv, row):
+    """The signed distance of one point xv [3] to one table row [18] (any kernel kind; 0 for other
+    rows): for torch.func (vmapped gradients and Hessians of the twin and the PSD correction)."""
+    R = row[kinds.ROTATION].reshape(3, 3)
+    p = R.transpose(0, 1) @ (xv - row[kinds.CENTER])
+    prm = row[kinds.PARAMS]
+    d = torch.zeros_like(p[0])
+    for kind in kinds.KERNEL_KINDS:
+        d = torch.where(row[kinds.KIND] == kind.code, kind.distance(p, prm), d)
+    return d
+
+
+def table_from_lists(n, spheres=None, boxes=None, obbs=None, device=None):
+    """The collider table [n,K,18] of the old per-kind lists (``metaphys.colliders.from_lists``)."""
+    parts = kinds.from_lists(spheres, boxes, obbs, xp=torch)
+    if not parts:
+        return torch.zeros(n, 0, kinds.WIDTH, dtype=torch.float64, device=device)
+    return torch.cat(parts, 1).contiguous()
+
+
 def sphere_sdf(x, spheres):
-    """Signed distance [N,S,H,W] of positions x [N,3,H,W] to spheres [N,S,4]."""
-    c = spheres[:, :, :3, None, None]
-    d = x[:, None] - c
-    return torch.linalg.vector_norm(d, dim=2) - spheres[:, :, 3, None, None]
+    """Signed distance [N,S,H,W] of positions x [N,3,H,W] to spheres [N,S,4] (table kind "sphere")."""
+    return collider_sdf(x, table_from_lists(x.shape[0], spheres=spheres))
 
 
 def box_sdf(x, boxes):
-    """Signed distance [N,B,H,W] of positions x [N,3,H,W] to axis-aligned boxes [N,B,6]."""
-    c = boxes[:, :, :3, None, None]
-    half = boxes[:, :, 3:, None, None]
-    q = (x[:, None] - c).abs() - half
-    outside = torch.linalg.vector_norm(q.clamp_min(0.0), dim=2)
-    inside = q.max(dim=2).values.clamp_max(0.0)
-    return outside + inside
-
-
-def contact_energy(x, spheres, boxes, margin):
-    """Per-vertex penalty sum_colliders max(0, margin - sdf)^3, [N,H,W] (inactive entries skipped).
-    Cubic, not quadratic: its second derivative is continuous where contact starts, so Newton's
-    method does not chatter between contact sets."""
-    m = margin.view(-1, 1, 1, 1)
-    total = x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
-    if spheres.shape[1] > 0:
-        active = (spheres[:, :, 3] > 0).to(x.dtype)[:, :, None, None]
-        pen = (m - sphere_sdf(x, spheres)).clamp_min(0.0)
-        total = total + (active * pen ** 3).sum(1)
-    if boxes.shape[1] > 0:
-        active = (boxes[:, :, 3:] > 0).any(dim=2).to(x.dtype)[:, :, None, None]
-        pen = (m - box_sdf(x, boxes)).clamp_min(0.0)
-        total = total + (active * pen ** 3).sum(1)
-    return total
+    """Signed distance [N,B,H,W] of positions x [N,3,H,W] to axis-aligned boxes [N,B,6] (kind "box")."""
+    return collider_sdf(x, table_from_lists(x.shape[0], boxes=boxes))
 
 
 def oriented_box_sdf(x, obbs):
     """Signed distance [N,K,H,W] of positions x [N,3,H,W] to oriented boxes [N,K,15] = (center 3,
-    half extents 3, rotation 9: the row-major local-to-world matrix R). Distances are measured in
-    the box's frame: local = R^T (x - c)."""
-    n, k = obbs.shape[:2]
-    c = obbs[:, :, :3, None, None]
-    half = obbs[:, :, 3:6, None, None]
-    R = obbs[:, :, 6:15].reshape(n, k, 3, 3)
-    local = torch.einsum("nkji,nkjhw->nkihw", R, x[:, None] - c)
-    q = local.abs() - half
-    outside = torch.sqrt((q.clamp_min(0.0) ** 2).sum(2) + 1e-300) * (q.max(dim=2).values > 0)
-    inside = q.max(dim=2).values.clamp_max(0.0)
-    return outside + inside
+    half extents 3, rotation 9: the row-major local-to-world matrix R): kind "box" with a rotation."""
+    return collider_sdf(x, table_from_lists(x.shape[0], obbs=obbs))
+
+
+def contact_energy(x, table, margin):
+    """Per-vertex penalty sum_colliders max(0, margin - sdf)^3, [N,H,W] (padding rows and mesh rows
+    skipped). Cubic, not quadratic: its second derivative is continuous where contact starts, so
+    Newton's method does not chatter between contact sets."""
+    total = x.new_zeros(x.shape[0], x.shape[2], x.shape[3])
+    if table.shape[1] == 0:
+        return total
+    pen = (margin.view(-1, 1, 1, 1) - collider_sdf(x, table)).clamp_min(0.0)
+    return total + (pen ** 3).sum(1)
 
 
 # Friction (lagged, as in IPC-style solvers): in each step a vertex that touched a collider at the
@@ -245,22 +275,19 @@ def plane_distance(x, planes):
 
 
 def extra_terms(a, fields) -> torch.Tensor:
-    """The terms the compiled kernel does not have, per sample [N]: penalty contact with oriented
-    boxes and with mesh colliders' contact planes, and lagged friction (plain PyTorch: the same
+    """The terms the compiled kernel does not have, per sample [N]: penalty contact with mesh
+    colliders' contact planes, lagged friction and self-collision pairs (plain PyTorch: the same
     code on every device)."""
     n, _, h, w = a.shape
     hw = float(h * w)
     total = a.new_zeros(n)
     if not has_extra_terms(fields):
         return total
-    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    friction, planes = fields.get("friction"), fields.get("planes")
     x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
     free = (fields["pin_w"] != 1).to(a.dtype)[:, 0]
     m = fields["margin"].view(-1, 1, 1, 1)
     kc = fields["k_contact"]
-    if obbs is not None and obbs.shape[1] > 0:
-        pen = (m - oriented_box_sdf(x_new, obbs)).clamp_min(0.0)
-        total = total + kc * (free * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
     if planes is not None and bool((planes[:, 6] != 0).any()):
         pen = (m - plane_distance(x_new, planes)).clamp_min(0.0)[:, 0]
         total = total + kc * (free * planes[:, 6] * pen ** 3).flatten(1).sum(1) / hw
@@ -318,11 +345,11 @@ def _pair_penetration(x, pairs, distance):
 
 def extra_terms_and_grad(a, fields):
     """(loss [N], d loss / d a [N,3,H,W]) of ``extra_terms``: closed forms for the contact planes
-    and friction (the hot path of mesh colliders: 2x cheaper than autograd), autograd for oriented
-    boxes. The gradient is w.r.t. a on free vertices (x_new = x_old + dt v_old + dt^2 a there)."""
+    and friction (the hot path of mesh colliders: 2x cheaper than autograd) and the self pairs. The
+    gradient is w.r.t. a on free vertices (x_new = x_old + dt v_old + dt^2 a there)."""
     n, _, h, w = a.shape
     hw = float(h * w)
-    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    friction, planes = fields.get("friction"), fields.get("planes")
     loss, grad_x = a.new_zeros(n), torch.zeros_like(a)
     x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
     free = (fields["pin_w"] != 1).to(a.dtype)            # [N,1,H,W]
@@ -355,16 +382,7 @@ def extra_terms_and_grad(a, fields):
         flat.scatter_add_(2, pairs[..., 1].clamp_min(0).unsqueeze(1).expand(n, 3, -1), -force)
         grad_x = flat.view_as(grad_x)
     dt2 = (fields["dt"] ** 2).view(-1, 1, 1, 1)
-    grad = dt2 * free * grad_x
-    if obbs is not None and obbs.shape[1] > 0:
-        with torch.enable_grad():
-            aa = a.detach().requires_grad_(True)
-            xb, _ = cloth_state(aa, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
-            pen = (m - oriented_box_sdf(xb, obbs)).clamp_min(0.0)
-            e = fields["k_contact"] * (free[:, 0] * (pen ** 3).sum(1)).flatten(1).sum(1) / hw
-            (g,) = torch.autograd.grad(e.sum(), aa)
-        loss, grad = loss + e.detach(), grad + free * g
-    return loss, grad
+    return loss, dt2 * free * grad_x
 
 
 def _project_psd_3x3(blocks):
@@ -412,14 +430,13 @@ def friction_majorizer_blocks(a, fields):
 
 def extra_hessian_blocks(a, fields, project: bool = False):
     """Per-vertex Hessian blocks [N,3,3,H,W] w.r.t. a of the local ``extra_terms`` (mesh contact planes,
-    lagged friction, oriented boxes; not the self-collision pairs, which couple far vertices): each of
-    these terms depends on one vertex only. Closed forms for the planes (6 k pen n n^T) and friction
-    (both PSD); central differences of the closed-form gradient for oriented boxes. ``project``: every
-    block made PSD (the boxes' edge and corner curvature can be negative)."""
+    lagged friction; not the self-collision pairs, which couple far vertices): each of these terms
+    depends on one vertex only. Closed forms for the planes (6 k pen n n^T) and friction (both PSD).
+    ``project``: every block made PSD."""
     n, _, h, w = a.shape
     hw = float(h * w)
     out = a.new_zeros(n, 3, 3, h, w)
-    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    friction, planes = fields.get("friction"), fields.get("planes")
     x_new, _ = cloth_state(a, fields["x_old"], fields["v_old"], fields["pin_w"], fields["pin_x"], fields["dt"])
     free = (fields["pin_w"] != 1).to(a.dtype)[:, 0]                     # [N,H,W]
     m = fields["margin"].view(-1, 1, 1, 1)
@@ -434,31 +451,19 @@ def extra_hessian_blocks(a, fields, project: bool = False):
         hx = hx + _friction_curvature(x_new, fields["x_old"], friction)[0]
     dt4 = (fields["dt"] ** 4).view(-1, 1, 1, 1, 1)
     out = dt4 * free[:, None, None] * hx
-    if obbs is not None and obbs.shape[1] > 0:
-        only = {k: v for k, v in fields.items() if k not in ("friction", "planes", "self_pairs")}
-        step = 1e-5 * max(1.0, float(a.abs().max()))
-        cols = []
-        for c in range(3):
-            e = torch.zeros_like(a)
-            e[:, c] = step
-            _, gp = extra_terms_and_grad(a + e, only)
-            _, gm = extra_terms_and_grad(a - e, only)
-            cols.append((gp - gm) / (2 * step))                       # column c: d grad / d a_c, [N,3,H,W]
-        hb = torch.stack(cols, 2)                                       # [N,3(row),3(col),H,W]
-        out = out + 0.5 * (hb + hb.transpose(1, 2))
     if project:
         out = _project_psd_3x3(out.permute(0, 3, 4, 1, 2)).permute(0, 3, 4, 1, 2)
     return out
 
 
 def has_extra_terms(fields) -> bool:
-    obbs, friction, planes = fields.get("obbs"), fields.get("friction"), fields.get("planes")
+    friction, planes = fields.get("friction"), fields.get("planes")
     pairs = fields.get("self_pairs")
-    return ((obbs is not None and obbs.shape[1] > 0) or (friction is not None and bool((friction[:, 0] != 0).any()))
+    return ((friction is not None and bool((friction[:, 0] != 0).any()))
             or (planes is not None and bool((planes[:, 6] != 0).any())) or (pairs is not None and pairs.shape[1] > 0))
 
 
-def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+def cloth_terms(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear,
                 k_bend, mass, damping, k_pin, k_contact, margin, dt, smooth: bool = False):
     """All loss terms per sample [N] (differentiable w.r.t. a), see the module docstring."""
     n, _, h, w = a.shape
@@ -475,17 +480,17 @@ def cloth_terms(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, re
     damp = (0.5 * (damping * dt).view(-1, 1, 1) * free * M * _dot(v_new, v_new)).flatten(1).sum(1) / hw
     soft = free * pin_w[:, 0]
     pin = k_pin * (soft * _dot(x_new - pin_x, x_new - pin_x)).flatten(1).sum(1) / hw
-    contact = k_contact * (free * contact_energy(x_new, spheres, boxes, margin)).flatten(1).sum(1) / hw
+    contact = k_contact * (free * contact_energy(x_new, colliders, margin)).flatten(1).sum(1) / hw
     return {"stretch": stretch, "shear": shear, "bend": bend, "inertia": inert, "external": ext,
             "damping": damp, "pin": pin, "contact": contact}
 
 
-def cloth_twin(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear, k_bend,
+def cloth_twin(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear, k_bend,
                mass, damping, k_pin, k_contact, margin, dt):
     """PyTorch twin of the ``cloth_loss_grad`` kernel: (loss [N], true grad [N,3,H,W])."""
     with torch.enable_grad():
         aa = a.detach().requires_grad_(True)
-        t = cloth_terms(aa, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+        t = cloth_terms(aa, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear,
                         k_bend, mass, damping, k_pin, k_contact, margin, dt)
         loss = sum(t.values())
         (grad,) = torch.autograd.grad(loss.sum(), aa)
@@ -528,7 +533,40 @@ def _check_colliders(name, t, n, width, device):
             raise ValueError(f"{name}: entries 6..14 must be a rotation matrix (orthonormal, det +1)")
 
 
-def validate_cloth_inputs(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, params: dict) -> None:
+def check_collider_table(name, t, n, device):
+    """The collider table [n,K,18]: float64, finite, known kind codes, a rotation on every row that
+    is one, each kind's parameters > 0 (``metaphys.colliders``)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float64:
+        raise TypeError(f"{name} must be torch.float64, got {t.dtype}")
+    if t.dim() != 3 or t.shape[0] != n or t.shape[2] != kinds.WIDTH:
+        raise ValueError(f"{name} must have shape ({n}, K, {kinds.WIDTH}) (metaphys.colliders: kind, rotation 9, "
+                         f"centre 3, parameters 4, friction), got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but the unknown is on {device}; put all inputs on one device")
+    checks.check_finite(name, t)
+    if t.shape[1] == 0:
+        return
+    code = t[..., kinds.KIND]
+    known = code == kinds.NONE
+    for kind in kinds.KINDS:
+        sel = code == kind.code
+        known = known | sel
+        used = sum(p.size for p in kind.params)
+        if used and bool((sel & (t[..., kinds.PARAMS][..., :used] <= 0).any(-1)).any()):
+            raise ValueError(f"{name}: the parameters of a {kind.name} row ({', '.join(p.name for p in kind.params)}) "
+                             f"must be > 0")
+    if not bool(known.all()):
+        raise ValueError(f"{name}: unknown kind code(s) {sorted(set(code[~known].tolist()))}; the kinds are "
+                         + ", ".join(f"{k.code} = {k.name}" for k in kinds.KINDS) + f", {kinds.NONE} = unused")
+    R = t[..., kinds.ROTATION].reshape(-1, 3, 3)[(code != kinds.NONE).reshape(-1)]
+    eye = torch.eye(3, dtype=t.dtype, device=t.device)
+    if R.shape[0] and (bool(((R @ R.transpose(1, 2) - eye).abs() > 1e-6).any()) or bool((torch.linalg.det(R) < 0).any())):
+        raise ValueError(f"{name}: columns 1..9 must be a rotation matrix (orthonormal, det +1)")
+
+
+def validate_cloth_inputs(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, params: dict) -> None:
     """Shapes, dtypes, devices, finiteness, pin weights in [0, 1], parameter signs."""
     checks.check_field("a", a)
     n, c, h, w = a.shape
@@ -543,8 +581,7 @@ def validate_cloth_inputs(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity
     if bool(((pin_w < 0) | (pin_w > 1)).any()):
         raise ValueError(f"pin_w must lie in [0, 1] (1 = hard pin, 0 = free), got range "
                          f"[{float(pin_w.min())}, {float(pin_w.max())}]")
-    _check_colliders("spheres", spheres, n, 4, dev)
-    _check_colliders("boxes", boxes, n, 6, dev)
+    check_collider_table("colliders", colliders, n, dev)
     _check_vec3("gravity", gravity, n, dev)
     _check_vec3("wind", wind, n, dev)
     for name in PARAM_NAMES:
@@ -574,6 +611,52 @@ def _colliders(name, value, n, width, device):
     return t.contiguous()
 
 
+def _collider_table(table, spheres, boxes, obbs, n, device):
+    """The problem's collider table [n,K,18]: ``table`` ([K,18] for all samples, or [n,K,18]) then
+    the rows of the old per-kind lists (each checked as before: shapes, radius / half extents >= 0)."""
+    parts = []
+    if table is not None:
+        t = torch.as_tensor(table, dtype=torch.float64, device=device)
+        if t.dim() == 2 and t.shape[1] == kinds.WIDTH:
+            t = t.unsqueeze(0).expand(n, -1, -1)
+        check_collider_table("colliders", t, n, device)
+        parts.append(t)
+    lists = {name: None if value is None else _colliders(name, value, n, width, device)
+             for name, value, width in (("spheres", spheres, 4), ("boxes", boxes, 6), ("obbs", obbs, 15))}
+    if any(v is not None and v.shape[1] for v in lists.values()):
+        parts.append(table_from_lists(n, lists["spheres"], lists["boxes"], lists["obbs"], device=device))
+    if not parts:
+        return torch.zeros(n, 0, kinds.WIDTH, dtype=torch.float64, device=device)
+    out = torch.cat(parts, 1).contiguous()
+    check_collider_table("colliders", out, n, device)
+    return out
+
+
+def contact_curvature(x, table, margin, pin_w):
+    """The curvature of every contact of sample 0: (flat vertex indices [M] (numpy), pen^2 Hess(d)
+    [M,3,3] (numpy, world frame)) over the (free vertex, table row) pairs within the margin, the
+    distance's Hessian by torch.func on the registry's distance (``row_distance``); None without
+    contact. x [1,3,H,W] positions, table [1,K,18], margin [1], pin_w [1,1,H,W]."""
+    if table.shape[1] == 0:
+        return None
+    import numpy as np
+    with torch.no_grad():
+        d = collider_sdf(x, table)[0]                                       # [K,H,W]
+        pen = (float(margin[0]) - d).clamp_min(0.0)
+        free = (pin_w[0, 0] != 1)
+        hit = (pen > 0) & free[None]
+        if not bool(hit.any()):
+            return None
+        q, i, j = torch.nonzero(hit, as_tuple=True)
+        points = x[0][:, i, j].T.contiguous()                               # [M,3]
+        rows = table[0][q]                                                  # [M,18]
+        Hd = torch.func.vmap(torch.func.hessian(row_distance))(points, rows)  # [M,3,3]
+        Hd = 0.5 * (Hd + Hd.transpose(1, 2))
+        blocks = pen[q, i, j].pow(2)[:, None, None] * Hd
+    w = x.shape[3]
+    return (i * w + j).cpu().numpy().astype(np.int64), blocks.cpu().numpy()
+
+
 # --------------------------------------------------------------------------------------------
 # problem
 # --------------------------------------------------------------------------------------------
@@ -581,11 +664,13 @@ def _colliders(name, value, n, width, device):
 class ClothProblem(Problem):
     """One backward-Euler step of a spring-mass cloth for N samples; unknown = acceleration [N,3,H,W].
 
-    Fields: x_old, v_old [N,3,H,W]; pin_w [N,1,H,W]; pin_x [N,3,H,W]; spheres [N,S,4];
-    boxes [N,B,6]; gravity, wind [N,3]; and the per-sample [N] parameters rest, k_stretch,
-    k_shear, k_bend, mass, damping, k_pin, k_contact, margin, dt. Scalars broadcast to [N];
-    3-vectors to [N,3]; a single collider list [S,4] / [B,6] to all samples. Defaults for the
-    pins: no pins (w = 0) with targets = x_old.
+    Fields: x_old, v_old [N,3,H,W]; pin_w [N,1,H,W]; pin_x [N,3,H,W]; colliders [N,K,18] (the
+    collider table, ``metaphys.colliders``); gravity, wind [N,3]; and the per-sample [N] parameters
+    rest, k_stretch, k_shear, k_bend, mass, damping, k_pin, k_contact, margin, dt. Scalars broadcast
+    to [N]; 3-vectors to [N,3]; a single table [K,18] to all samples. ``spheres`` [S,4] / [N,S,4]
+    (cx, cy, cz, r) and axis-aligned ``boxes`` [B,6] / [N,B,6] (cx, cy, cz, hx, hy, hz) are still
+    taken: they become table rows after ``colliders``' (r == 0 / zero half extents: unused). Defaults
+    for the pins: no pins (w = 0) with targets = x_old.
     """
 
     op_name = "cloth_loss_grad"
@@ -594,7 +679,7 @@ class ClothProblem(Problem):
     divergence_threshold = 2e4
     twin = staticmethod(cloth_twin)
 
-    def __init__(self, x_old, *, v_old=None, pin_w=None, pin_x=None, spheres=None, boxes=None,
+    def __init__(self, x_old, *, v_old=None, pin_w=None, pin_x=None, colliders=None, spheres=None, boxes=None,
                  gravity=(0.0, 0.0, -1.0), wind=(0.0, 0.0, 0.0), rest=1.0, k_stretch=1000.0, k_shear=10.0,
                  k_bend=0.01, mass=1.0, damping=0.0, k_pin=1000.0, k_contact=1000.0, margin=0.05, dt=1.0):
         checks.check_field("x_old", x_old)
@@ -614,16 +699,15 @@ class ClothProblem(Problem):
                                               positive=name in ("rest", "mass", "dt"),
                                               nonnegative=name not in ("rest", "mass", "dt"))
         fields = {"x_old": x_old.contiguous(), "v_old": v_old, "pin_w": pin_w, "pin_x": pin_x,
-                  "spheres": _colliders("spheres", spheres, n, 4, dev), "boxes": _colliders("boxes", boxes, n, 6, dev),
+                  "colliders": _collider_table(colliders, spheres, boxes, None, n, dev),
                   "gravity": _vec3("gravity", gravity, n, dev), "wind": _vec3("wind", wind, n, dev)}
         fields.update(params)
-        fields["obbs"] = torch.zeros(n, 0, 15, dtype=torch.float64, device=dev)
         fields["friction"] = torch.zeros(n, 4, h, w, dtype=torch.float64, device=dev)
         fields["planes"] = torch.zeros(n, 8, h, w, dtype=torch.float64, device=dev)
         fields["self_pairs"] = torch.zeros(n, 0, 2, dtype=torch.long, device=dev)
         fields["self_distance"] = torch.zeros(n, dtype=torch.float64, device=dev)
         validate_cloth_inputs(torch.zeros_like(fields["x_old"]), fields["x_old"], v_old, pin_w, pin_x,
-                              fields["spheres"], fields["boxes"], fields["gravity"], fields["wind"], params)
+                              fields["colliders"], fields["gravity"], fields["wind"], params)
         hard = (pin_w == 1).to(torch.float64)
         fields["x_old"] = hard * pin_x + (1 - hard) * fields["x_old"]
         fields["v_old"] = (1 - hard) * v_old
@@ -633,7 +717,7 @@ class ClothProblem(Problem):
     def shape(self):
         return tuple(self.fields["x_old"].shape)
 
-    # the kernel's terms plus the ones it does not have (oriented boxes, friction: extra_terms)
+    # the kernel's terms plus the ones it does not have (mesh planes, friction, self pairs: extra_terms)
     def loss_and_grad(self, u):
         loss, grad = super().loss_and_grad(u)
         if not has_extra_terms(self.fields):
@@ -647,7 +731,7 @@ class ClothProblem(Problem):
 
     def op_args(self):
         fl = self.fields
-        return (fl["x_old"], fl["v_old"], fl["pin_w"], fl["pin_x"], fl["spheres"], fl["boxes"], fl["gravity"],
+        return (fl["x_old"], fl["v_old"], fl["pin_w"], fl["pin_x"], fl["colliders"], fl["gravity"],
                 fl["wind"]) + tuple(fl[k] for k in PARAM_NAMES)
 
     def impose(self, u):
@@ -686,30 +770,18 @@ class ClothProblem(Problem):
             checks.check_finite("pin_x", pin_x)
             fl["pin_x"] = pin_x
 
-    def set_colliders(self, spheres=None, boxes=None, obbs=None) -> None:
-        """Replace the sphere, axis-aligned box and/or oriented box lists (moving colliders: new
-        tensors each frame). ``obbs`` [K,15] or [N,K,15]: center, half extents, row-major rotation."""
-        n, dev = self.batch, self.device
-        if spheres is not None:
-            self.fields["spheres"] = _colliders("spheres", spheres, n, 4, dev)
-        if boxes is not None:
-            self.fields["boxes"] = _colliders("boxes", boxes, n, 6, dev)
-        if obbs is not None:
-            self.fields["obbs"] = _colliders("obbs", obbs, n, 15, dev)
+    def set_colliders(self, colliders=None, *, spheres=None, boxes=None, obbs=None) -> None:
+        """Replace the collider table (moving colliders: a new table each step): ``colliders`` [K,18]
+        or [N,K,18] (``metaphys.colliders``), and/or the old per-kind lists -- ``spheres`` [S,4],
+        axis-aligned ``boxes`` [B,6], ``obbs`` [O,15] (centre, half extents, row-major rotation) --
+        whose rows follow the table's. Everything not given is gone: the table is the whole list."""
+        self.fields["colliders"] = _collider_table(colliders, spheres, boxes, obbs, self.batch, self.device)
 
     def collider_distances(self, x):
-        """[(kind, signed distance [N,K,H,W], active [N,K,1,1])] of positions x for every collider list,
-        in the order spheres, boxes, oriented boxes (the order of ``collider_friction``'s list)."""
-        fl = self.fields
-        out = []
-        for kind, fn, width in (("spheres", sphere_sdf, 4), ("boxes", box_sdf, 6), ("obbs", oriented_box_sdf, 15)):
-            coll = fl.get(kind)
-            if coll is None or coll.shape[1] == 0:
-                continue
-            extent = coll[:, :, 3:4] if kind == "spheres" else coll[:, :, 3:6]
-            active = (extent > 0).any(dim=2)[:, :, None, None]
-            out.append((kind, fn(x, coll), active))
-        return out
+        """(signed distance [N,K,H,W], friction [N,K]) of positions x to every row of the collider
+        table; +inf for rows without a table distance (padding; mesh rows: their planes)."""
+        table = self.fields["colliders"]
+        return collider_sdf(x, table), table[..., kinds.FRICTION]
 
     def set_self_pairs(self, pairs, distance: float) -> None:
         """The vertex pairs [P,2] (flat indices) that may touch in the coming step and the distance
@@ -870,29 +942,36 @@ class ClothProblem(Problem):
         checks.check_finite("planes", planes)
         self.fields["planes"] = planes.contiguous()
 
-    def set_friction(self, mu) -> None:
-        """Lag the friction of the coming step: ``mu`` [K] per collider (spheres, then boxes, then
-        oriented boxes). Each free vertex within the margin of a collider with mu > 0 at the start of
-        the step gets mu * (its normal contact force) and that contact's normal; the deepest contact
-        wins where a vertex touches several."""
+    def set_friction(self, mu=None) -> None:
+        """Lag the friction of the coming step, with the friction column of the collider table
+        (``mu`` [K]: other coefficients per table row, written into it). Each free vertex within the
+        margin of a collider with mu > 0 at the start of the step gets mu * (its normal contact force)
+        and that contact's normal; the deepest contact wins where a vertex touches several. Mesh
+        colliders: each vertex's own contact plane and its friction."""
         fl = self.fields
         x = fl["x_old"].detach()
         n, _, h, w = x.shape
         out = torch.zeros(n, 4, h, w, dtype=torch.float64, device=x.device)
-        mu = torch.as_tensor(mu, dtype=torch.float64, device=x.device).reshape(-1)
+        table = fl["colliders"]
+        if mu is not None:
+            mu = torch.as_tensor(mu, dtype=torch.float64, device=x.device).reshape(-1)
+            if mu.numel() != table.shape[1]:
+                raise ValueError(f"set_friction: {mu.numel()} friction coefficients for {table.shape[1]} colliders")
+            table = table.clone()
+            table[..., kinds.FRICTION] = mu
+            fl["colliders"] = table
+        mu_rows = torch.where(kernel_rows(table), table[..., kinds.FRICTION], torch.zeros_like(table[..., 0]))
         planes = fl.get("planes")
         with_planes = planes is not None and bool(((planes[:, 6] != 0) & (planes[:, 7] > 0)).any())
-        if (mu.numel() == 0 or not bool((mu > 0).any())) and not with_planes:
+        if not bool((mu_rows > 0).any()) and not with_planes:
             fl["friction"] = out
             return
         with torch.enable_grad():
             xx = x.clone().requires_grad_(True)
-            dists = self.collider_distances(xx)
-            parts = [torch.where(act, dd, torch.full_like(dd, float("inf"))) for _, dd, act in dists]
-            if sum(p.shape[1] for p in parts) != mu.numel():
-                raise ValueError(f"set_friction: {mu.numel()} friction coefficients for "
-                                 f"{sum(p.shape[1] for p in parts)} colliders")
-            mus = [mu.view(1, -1, 1, 1).expand(n, -1, h, w)] if mu.numel() else []
+            parts, mus = [], []
+            if table.shape[1]:
+                parts.append(collider_sdf(xx, table))
+                mus.append(mu_rows[:, :, None, None].expand(n, -1, h, w))
             if planes is not None:   # mesh colliders: each vertex's own plane and friction
                 dp = plane_distance(xx, planes)
                 parts.append(torch.where(planes[:, 6:7] != 0, dp, torch.full_like(dp, float("inf"))))
@@ -916,17 +995,16 @@ class ClothProblem(Problem):
         fl = self.fields
         x = self.state(a)[0].detach()
         m = fl["margin"].view(-1, 1, 1, 1)
-        for kind, sdf_fn in (("spheres", sphere_sdf), ("boxes", box_sdf), ("obbs", oriented_box_sdf)):
-            coll = fl.get(kind)
-            if coll is None or coll.shape[1] == 0:
+        table = fl["colliders"]
+        for kind in kinds.KERNEL_KINDS:                                # one kind after the other
+            rows = table[..., kinds.KIND] == kind.code
+            if not bool(rows.any()):
                 continue
             with torch.enable_grad():
                 xx = x.clone().requires_grad_(True)
-                d = sdf_fn(xx, coll)                                   # [N,K,H,W]
-                extent = coll[:, :, 3:4] if kind == "spheres" else coll[:, :, 3:6]
-                active = (extent > 0).any(dim=2)[:, :, None, None]
-                d = torch.where(active, d, torch.full_like(d, float("inf")))
-                dmin, _ = d.min(dim=1)                                 # nearest collider
+                d = collider_sdf(xx, table)                            # [N,K,H,W]
+                d = torch.where(rows[:, :, None, None], d, torch.full_like(d, float("inf")))
+                dmin, _ = d.min(dim=1)                                 # nearest collider of the kind
                 (grad,) = torch.autograd.grad(torch.where(torch.isfinite(dmin), dmin, 0.0).sum(), xx)
             inside = (torch.isfinite(dmin) & (dmin < fl["margin"].view(-1, 1, 1))).unsqueeze(1)
             x = torch.where(inside, x + (m - dmin.detach().unsqueeze(1)) * grad, x)
@@ -952,8 +1030,8 @@ class ClothProblem(Problem):
 
     def hessian_psd_correction(self, a):
         """Sparse matrix (scipy CSR, sample 0, a-space, (c, i, j) order) that removes the negative
-        transverse curvature of compressed stretch springs and the tangential negative curvature
-        of sphere contacts from the Hessian (projected Newton).
+        transverse curvature of compressed stretch springs and the negative curvature of every
+        collider contact (each kind of the collider table) from the Hessian (projected Newton).
 
         A spring E = k (|e| - L0)^2 has Hessian 2k [e^ e^T + (|e| - L0)/|e| (I - e^ e^T)]: the
         second part is negative when the edge is compressed, which makes the step's Hessian
@@ -993,27 +1071,19 @@ class ClothProblem(Problem):
                     rows += [pr, pq, pr, pq]
                     cols += [qr, qq, qq, qr]
                     vals += [block, block, -block, -block]
-        # contact with a sphere: (m - sdf)^3 has the Hessian 6k pen n n^T - 3k pen^2 (I - n n^T) / |x - c|;
-        # the second (tangential) part is negative: remove it as well
-        kc = float(fl["k_contact"][0]) / (h * w)
-        margin = float(fl["margin"][0])
-        free = (fl["pin_w"][0, 0] != 1).cpu().numpy()
-        for sph in fl["spheres"][0].cpu().numpy():
-            if not sph[3] > 0:
-                continue
-            dvec = x - sph[:3, None, None]
-            dist = np.sqrt((dvec * dvec).sum(0))
-            pen = margin - (dist - sph[3])
-            sel = (pen > 0) & (dist > 0) & free
-            if not sel.any():
-                continue
-            nrm = dvec[:, sel] / dist[sel]
-            c = 3 * kc * pen[sel] ** 2 / dist[sel] * dt2 * dt2
+        # contact: k (m - d)^3 has the Hessian 6k pen grad(d) grad(d)^T - 3k pen^2 Hess(d); the second
+        # part (the distance's curvature: PSD for the convex kinds, so this term is negative) is
+        # removed, for every kind of the collider table (what the kernel's projection drops)
+        curv = contact_curvature(self.state(a[:1])[0][:1], fl["colliders"][:1], fl["margin"][:1], fl["pin_w"][:1])
+        if curv is not None:
+            kc = float(fl["k_contact"][0]) / (h * w)
+            vert, blocks = curv
+            c = 3.0 * kc * dt2 * dt2
             for r in range(3):
                 for q in range(3):
-                    rows.append(flat[r][sel])
-                    cols.append(flat[q][sel])
-                    vals.append(c * ((1.0 if r == q else 0.0) - nrm[r] * nrm[q]))
+                    rows.append(r * h * w + vert)
+                    cols.append(q * h * w + vert)
+                    vals.append(c * blocks[:, r, q])
         if not rows:
             return sp.csr_matrix((n, n))
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))

@@ -7,8 +7,9 @@ arguments of ``cloth_loss_grad`` plus ``project`` and returns ``blocks [N, 13, 3
 
 with the offsets ``OFFSETS`` = (0, 0) then ``ClothProblem.hessian_offsets``; zero where the neighbour
 is outside the grid and in the rows and columns of hard-pinned vertices (pin_w == 1: the caller puts
-identity there). Only the kernel's terms (inertia, damping, soft pins, spheres, axis boxes, stretch,
-shear, bend), not ``physics.cloth.extra_terms`` (oriented boxes, friction, planes, self pairs).
+identity there). Only the kernel's terms (inertia, damping, soft pins, the collider table's kernel
+kinds -- spheres, boxes --, stretch, shear, bend), not ``physics.cloth.extra_terms`` (mesh planes,
+friction, self pairs).
 
 ``project=True``: every element's Hessian made PSD on its own (projected Newton): each spring, each
 of the 4 shear terms of a quad, each bend hinge, each (vertex, collider) contact: negative
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from metaphys import _ops
+from metaphys import colliders as kinds
 
 if TYPE_CHECKING:
     from metaphys.physics.cloth import ClothProblem
@@ -105,20 +107,15 @@ def _bend(z):
     return torch.where(pos, straightish, bent)
 
 
-def _sphere_energy(x, sph, margin):
-    d = x - sph[:3]
-    pen = (margin - (torch.sqrt((d * d).sum()) - sph[3])).clamp_min(0.0)
-    return pen ** 3
-
-
-def _box_energy(x, box, margin):
-    q = (x - box[:3]).abs() - box[3:]
-    o = q.clamp_min(0.0)
-    on2 = (o * o).sum()
-    out = on2 > 0
-    on = torch.where(out, torch.sqrt(torch.where(out, on2, torch.ones_like(on2))), torch.zeros_like(on2))
-    sdf = on + q.max().clamp_max(0.0)
-    return (margin - sdf).clamp_min(0.0) ** 3
+def _contact_energy(x, row, margin):
+    """max(0, margin - d)^3 of one point x [3] and one collider-table row [18] (``metaphys.colliders``:
+    the distance of the row's kind, in its frame); rows of other kinds are masked by the caller."""
+    R = row[kinds.ROTATION].reshape(3, 3)
+    p = R.transpose(0, 1) @ (x - row[kinds.CENTER])
+    d = torch.zeros_like(p[0])
+    for kind in kinds.KERNEL_KINDS:
+        d = torch.where(row[kinds.KIND] == kind.code, kind.distance(p, row[kinds.PARAMS]), d)
+    return (margin - d).clamp_min(0.0) ** 3
 
 
 def _project(Hm):
@@ -181,7 +178,7 @@ def _family(X, fn, scale, vectors, edges, project, oi0=0, oj0=0, params=()):
     _scatter(X, Hm.view(n, R, C, m, m), edges, oi0, oj0)
 
 
-def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, wind, rest, k_stretch, k_shear,
+def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear,
                        k_bend, mass, damping, k_pin, k_contact, margin, dt, project: bool = False):
     """PyTorch twin of the ``cloth_hessian`` kernel: blocks [N, 13, 3, 3, H, W] (see the module)."""
     with torch.no_grad():
@@ -218,14 +215,18 @@ def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, spheres, boxes, gravity, w
         xr = _rows(x)                                                                  # [N*H*W, 3]
         kc = (k_contact / hw).repeat_interleave(h * w)
         m = margin.repeat_interleave(h * w)
-        for table, fn, active in ((spheres, _sphere_energy, spheres[..., 3] > 0),
-                                  (boxes, _box_energy, (boxes[..., 3:] > 0).any(-1))):
-            for q in range(table.shape[1]):
-                col = table[:, q].repeat_interleave(h * w, 0)
-                Hc = _hessians(fn, xr, col, m) * (kc * active[:, q].to(a.dtype).repeat_interleave(h * w)).view(-1, 1, 1)
-                if project:
-                    Hc = _project(0.5 * (Hc + Hc.transpose(-1, -2)))
-                X[:, 0] += Hc.view(n, h, w, 3, 3).permute(0, 3, 4, 1, 2)
+        code = colliders[..., kinds.KIND]
+        active = torch.zeros_like(code, dtype=torch.bool)
+        for kind in kinds.KERNEL_KINDS:
+            active = active | (code == kind.code)
+        for q in range(colliders.shape[1]):
+            if not bool(active[:, q].any()):
+                continue
+            col = colliders[:, q].repeat_interleave(h * w, 0)
+            Hc = _hessians(_contact_energy, xr, col, m) * (kc * active[:, q].to(a.dtype).repeat_interleave(h * w)).view(-1, 1, 1)
+            if project:
+                Hc = _project(0.5 * (Hc + Hc.transpose(-1, -2)))
+            X[:, 0] += Hc.view(n, h, w, 3, 3).permute(0, 3, 4, 1, 2)
         # a-space: dt^4 X, inertia and damping on the diagonal; hard pins' rows and columns zero
         dt2 = (dt * dt).view(-1, 1, 1, 1, 1, 1)
         blocks = dt2 * dt2 * X

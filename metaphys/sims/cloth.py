@@ -39,6 +39,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from metaphys import colliders as collider_kinds
 from metaphys.optim.accelerate import DEFAULT_MEMORY
 from metaphys.optim.step_solvers import (MetamizerStep, MetamizerThenNewton, NewtonStep, StepResult, initial_state,
                                          load_solver_state)
@@ -233,36 +234,32 @@ class ClothSim(Sim):
         """Colliders as arrays (their keys and values checked by the schema's collider type). A
         collider's ``thickness`` (metres; the distance the cloth keeps from it) differs from the cloth's
         contact margin ``margin_m`` by ``grow``: the collider is inflated by it (sphere radius, box half
-        extents -- edges and corners stay sharp --, mesh surface along its normal), since the contact
-        terms keep one margin for all colliders."""
+        extents -- edges and corners stay sharp --: every parameter of a table kind; mesh surface along
+        its normal), since the contact terms keep one margin for all colliders."""
         out = []
         for k, c in enumerate(colliders):
             center = np.atleast_2d(np.asarray(c["center"], dtype=np.float64))
             friction = float(c.get("friction", 0.0))
             thickness = c.get("thickness")
             grow = 0.0 if thickness is None else float(thickness) - margin_m
-            if c["type"] == "sphere":
-                radius = float(c["radius"]) + grow
-                if radius <= 0:
-                    raise argument_error("ClothSim", f"colliders[{k}].thickness",
-                                         f"expected a thickness that leaves the sphere a positive radius "
-                                         f"(radius {c['radius']:g} m + thickness {thickness:g} m - contact margin "
-                                         f"{margin_m:g} m = {radius:g} m)")
-                out.append({"type": "sphere", "center": center, "radius": radius, "friction": friction})
-            elif c["type"] == "mesh":
+            if c["type"] == "mesh":
                 load = lambda v: np.load(v, allow_pickle=False) if isinstance(v, str) else v   # .npy paths
                 out.append({"type": "mesh", "friction": friction,
                             "mesh": MeshCollider(load(c["vertices"]), load(c["faces"]), center, c.get("rotation"),
                                                  friction, offset=grow)})
-            else:
-                rotation = c.get("rotation")
-                half = np.asarray(c["half_extents"], dtype=np.float64) + grow
-                if half.min() <= 0:
-                    raise argument_error("ClothSim", f"colliders[{k}].thickness",
-                                         f"expected a thickness that leaves the box positive half extents "
-                                         f"(half extents + thickness - contact margin = {half.tolist()} m)")
-                out.append({"type": "box", "center": center, "friction": friction, "half_extents": half,
-                            "rotation": None if rotation is None else np.atleast_2d(np.asarray(rotation, np.float64))})
+                continue
+            kind = collider_kinds.BY_NAME[c["type"]]
+            given = np.concatenate([np.asarray(c[p.name], dtype=np.float64).reshape(-1) for p in kind.params])
+            params = given + grow   # every parameter of a table kind is a length the thickness inflates
+            if params.min() <= 0:
+                names = " + ".join(p.name for p in kind.params)
+                raise argument_error("ClothSim", f"colliders[{k}].thickness",
+                                     f"expected a thickness that leaves the {kind.name} positive parameters ({names} "
+                                     f"{given.tolist()} m + thickness {thickness:g} m - contact margin {margin_m:g} m "
+                                     f"= {params.tolist()} m)")
+            rotation = c.get("rotation") if kind.rotation else None
+            out.append({"type": kind.name, "center": center, "friction": friction, "params": params,
+                        "rotation": None if rotation is None else np.atleast_2d(np.asarray(rotation, np.float64))})
         return out
 
     # --- unit conversions ---------------------------------------------------------------------
@@ -281,29 +278,29 @@ class ClothSim(Sim):
     def _targets_at(self, t: float) -> np.ndarray:
         return self._interp(self.pin_targets, t)
 
-    def _collider_kinds(self):
-        """The colliders grouped as the problem holds them: spheres, axis-aligned boxes (kernel),
-        rotated boxes (oriented-box terms); the friction list follows the same order."""
-        spheres = [c for c in self.colliders if c["type"] == "sphere"]
-        boxes = [c for c in self.colliders if c["type"] == "box" and c.get("rotation") is None]
-        obbs = [c for c in self.colliders if c["type"] == "box" and c.get("rotation") is not None]
-        return spheres, boxes, obbs
+    def _collider_table(self, t: float) -> np.ndarray:
+        """The colliders at time t (frames) as the problem's collider table [K, 18] (model units), a
+        row per collider in the given order (``metaphys.colliders``): spheres and boxes (rotated or
+        not) with their parameters; meshes with their code and friction (their distance is the
+        per-vertex contact plane, ``_set_contact_planes``)."""
+        L = self.length_unit
+        rows = []
+        for c in self.colliders:
+            if c["type"] == "mesh":
+                rows.append(collider_kinds.row("mesh", np.zeros(3), friction=c["friction"]))
+                continue
+            rot = c.get("rotation")
+            rows.append(collider_kinds.row(c["type"], self._interp(c["center"], t) / L, np.asarray(c["params"]) / L,
+                                           None if rot is None else euler_xyz_degrees(self._interp(rot, t)),
+                                           c["friction"]))
+        return np.array(rows).reshape(-1, collider_kinds.WIDTH)
 
     def _set_colliders(self, t: float):
-        L = self.length_unit
-        spheres, boxes, obbs = self._collider_kinds()
-        sph = [np.r_[self._interp(c["center"], t) / L, c["radius"] / L] for c in spheres]
-        box = [np.r_[self._interp(c["center"], t) / L, c["half_extents"] / L] for c in boxes]
-        obb = [np.r_[self._interp(c["center"], t) / L, c["half_extents"] / L,
-                     euler_xyz_degrees(self._interp(c["rotation"], t)).reshape(-1)] for c in obbs]
-        self.problem.set_colliders(spheres=torch.tensor(np.array(sph).reshape(1, -1, 4), dtype=F64),
-                                   boxes=torch.tensor(np.array(box).reshape(1, -1, 6), dtype=F64),
-                                   obbs=torch.tensor(np.array(obb).reshape(1, -1, 15), dtype=F64))
+        self.problem.set_colliders(torch.tensor(self._collider_table(t)[None], dtype=F64, device=self.device))
         self._set_contact_planes(t)
         if self.self_collision:
             self._set_self_pairs()
-        friction = [c["friction"] for group in (spheres, boxes, obbs) for c in group]
-        self.problem.set_friction(friction)   # lagged: the contacts at the start of this step
+        self.problem.set_friction()   # lagged: the contacts at the start of this step
 
     def _set_self_pairs(self) -> None:
         """Self-collision candidates for this step: the vertex pairs whose predicted paths (x to

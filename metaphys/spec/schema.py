@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from metaphys import colliders as collider_kinds
 from metaphys.spec.files import MAX_DEPTH, check_depth
 from metaphys.spec.types import (Array, Bool, Choice, Int, Invalid, Key, ListOf, Many, Number, Object,
                                       SpecError, Track, Vector, show, unknown_key)
@@ -49,20 +50,32 @@ COLLIDER = Object("collider", {"center": Key(Track(_V3), required=True,
                                                  "distance the cloth keeps from this collider's surface (Blender's "
                                                  "Collision modifier: Thickness Outer); null = the cloth's "
                                                  "`contact_margin`")},
-                  tag="type", variants={
-                      "sphere": {"radius": Key(Number(0, lo_open=True, unit="metres"), required=True)},
-                      "box": {"half_extents": Key(Vector(3, "metres", lo=0, lo_open=True, names="[hx, hy, hz]"),
-                                                  required=True),
-                              "rotation": Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None,
-                                              "XYZ Euler angles in degrees as Blender's (R = Rz Ry Rx), or a "
-                                              "per-frame list of them; absent = axis-aligned")},
-                      "mesh": {"vertices": Key(Array("V x 3 (static) or frames x V x 3 (deforming) positions "
-                                                     "(metres, relative to `center`)", nullable=False, path_ok=True),
-                                               required=True),
-                               "faces": Key(Array("T x 3 vertex indices", integer=True, nullable=False, path_ok=True,
-                                                  lo=0), required=True),
-                               "rotation": Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None,
-                                               "XYZ Euler angles in degrees (rigid motion), or per frame")}})
+                  tag="type", variants=None)
+
+
+def _collider_variants() -> Dict[str, Dict[str, Key]]:
+    """The spec's collider variants, one per kind of metaphys.colliders.KINDS: the kind's parameters
+    (numbers or vectors > 0, metres), its ``rotation`` track where it has one, and a mesh's arrays."""
+    out = {}
+    for kind in collider_kinds.KINDS:
+        keys = {}
+        for p in kind.params:
+            keys[p.name] = Key(Number(0, lo_open=True, unit="metres") if p.size == 1 else
+                               Vector(p.size, "metres", lo=0, lo_open=True, names=p.doc), required=True)
+        if kind.name == "mesh":
+            keys["vertices"] = Key(Array("V x 3 (static) or frames x V x 3 (deforming) positions (metres, relative "
+                                         "to `center`)", nullable=False, path_ok=True), required=True)
+            keys["faces"] = Key(Array("T x 3 vertex indices", integer=True, nullable=False, path_ok=True, lo=0),
+                                required=True)
+        if kind.rotation:
+            keys["rotation"] = Key(Track(Vector(3, "degrees", names="[rx, ry, rz]")), None, kind.rotation_doc)
+        out[kind.name] = keys
+    return out
+
+
+COLLIDER.variants = _collider_variants()
+_COLLIDER_DOC = (" or ".join(k.example for k in collider_kinds.KINDS) + ", metres; all take `\"friction\": mu` "
+                 "(default 0) and `\"thickness\": metres` (default: `contact_margin`)")
 
 CLOTH_SCHEMA: Dict[str, Key] = {
     "rows": Key(Int(16, MAX_GRID), None, "grid vertex count along the rows (the optimizer needs >= 16)", "`--size` (32)"),
@@ -95,11 +108,7 @@ CLOTH_SCHEMA: Dict[str, Key] = {
     "pin_targets": Key(Array("rows*cols x 3 (static) or frames x rows*cols x 3 (animated) positions (metres)"),
                        None, "positions pinned vertices follow (per-frame tracks: see above)", "rest positions"),
     "colliders": Key(ListOf(COLLIDER, "colliders"), None,
-                     "`{\"type\": \"sphere\", \"center\": [x,y,z] or per-frame list, \"radius\": r}` or "
-                     "`{\"type\": \"box\", \"center\": ..., \"half_extents\": [hx,hy,hz], \"rotation\": "
-                     "[rx,ry,rz] degrees (optional)}` or `{\"type\": \"mesh\", \"center\": ..., \"vertices\": ..., \"faces\": "
-                     "...}` (a triangle mesh, static, rigid or deforming), metres; all take `\"friction\": mu` (default 0) "
-                     "and `\"thickness\": metres` (default: `contact_margin`)",
+                     _COLLIDER_DOC,
                      "a sphere under the default cloth; none with `rest_positions`"),
     "contact_margin": Key(Number(0, 1, lo_open=True, unit="fraction of an edge"), 0.25,
                           "collision distance kept from colliders"),
