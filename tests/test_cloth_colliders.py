@@ -539,3 +539,34 @@ def test_one_list_of_kinds_everywhere():
     assert all(enum[k] == kinds.BY_NAME[v].code for k, v in codes.items()) and enum["NoCollider"] == kinds.NONE
     cases = set(re.findall(r"case k(\w+):", src))
     assert cases == {k for k, v in codes.items() if kinds.BY_NAME[v].kernel}, cases
+
+
+@pytest.mark.parametrize("name", [k.name for k in kinds.KERNEL_KINDS])
+def test_each_kinds_closed_form_distance_hessian_equals_autograds(name):
+    kind = kinds.BY_NAME[name]
+    assert kind.distance_hessian is not None
+    g = torch.Generator().manual_seed(3)
+    p = 1.5 * torch.randn(64, 3, generator=g, dtype=torch.float64)   # inside, on faces' regions, edges, corners
+    prm = torch.tensor([0.4, 0.7, 0.5, 0.0], dtype=torch.float64).expand(64, 4)
+    auto = torch.stack([torch.autograd.functional.hessian(lambda v: kind.distance(v, prm[m]), p[m])
+                        for m in range(64)])
+    np.testing.assert_allclose(kind.distance_hessian(p, prm).numpy(), auto.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_contact_curvature_closed_form_equals_the_autograd_path(monkeypatch):
+    import dataclasses
+    from metaphys.physics import cloth as cloth_mod
+    n = 12
+    x = rest_grid(1, n, n) * (1.0 / (n - 1))
+    x = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    table = torch.as_tensor(np.stack([
+        kinds.row("sphere", [0.5, 0.5, 0.1], [0.3]),
+        kinds.row("box", [0.2, 0.3, -0.05], [0.15, 0.2, 0.1], rotation=rotation_matrix(0.4, -0.6, 0.9).numpy()),
+    ]))[None]
+    margin, pin_w = torch.tensor([0.2], dtype=torch.float64), torch.zeros(1, 1, n, n, dtype=torch.float64)
+    vert, closed = cloth_mod.contact_curvature(x, table, margin, pin_w)
+    plain = tuple(dataclasses.replace(k, distance_hessian=None) for k in kinds.KERNEL_KINDS)
+    monkeypatch.setattr(kinds, "KERNEL_KINDS", plain)
+    vert2, auto = cloth_mod.contact_curvature(x, table, margin, pin_w)
+    assert len(vert) > 20 and np.array_equal(vert, vert2)
+    np.testing.assert_allclose(closed, auto, rtol=1e-8, atol=1e-12 * np.abs(auto).max())

@@ -172,8 +172,8 @@ def _curvature_majorizer(problem, u):
 def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
     """Newton-Krylov's matrix from the problem's analytic Hessian, full size (identity rows at hard
     pins, ``free`` False there): exact, or where ``project`` (far from the answer, and for the lagged
-    preconditioner) plus its PSD correction (``hessian_psd_correction``: compressed springs, sphere
-    contacts) and its curvature majorizer (friction). Not the kernel's per-element eigenvalue
+    preconditioner) plus its PSD correction (``hessian_psd_correction``: compressed springs, the
+    contacts of every collider kind) and its curvature majorizer (friction). Not the kernel's per-element eigenvalue
     projection (``hessian_matrix(project=True)``): that costs 10x the exact Hessian (33 vs 3.3 ms at
     32^2) and made frames slower (curtain 32^2: 148 vs 70 ms/frame)."""
     import scipy.sparse as sp

@@ -650,6 +650,17 @@ def contact_curvature(x, table, margin, pin_w):
         q, i, j = torch.nonzero(hit, as_tuple=True)
         rows = table[0][q]                                                  # [M,18]
         R = rows[:, kinds.ROTATION].reshape(-1, 3, 3)
+    present = [kind for kind in kinds.KERNEL_KINDS if bool((rows[:, kinds.KIND] == kind.code).any())]
+    if all(kind.distance_hessian is not None for kind in present):   # closed forms: no autograd
+        with torch.no_grad():
+            p = torch.einsum("mji,mj->mi", R, x[0][:, i, j].T - rows[:, kinds.CENTER])
+            Hl = torch.zeros(p.shape[0], 3, 3, dtype=p.dtype, device=p.device)
+            for kind in present:
+                sel = (rows[:, kinds.KIND] == kind.code)[:, None, None]
+                Hl = torch.where(sel, kind.distance_hessian(p, rows[:, kinds.PARAMS]), Hl)
+            Hd = R @ Hl @ R.transpose(1, 2)                                  # the collider's frame -> world
+            blocks = pen[q, i, j].pow(2)[:, None, None] * Hd
+        return (i * x.shape[3] + j).cpu().numpy().astype(np.int64), blocks.cpu().numpy()
     with torch.enable_grad():   # batched reverse mode over the M contacts (4 passes; torch.func's vmap: 20x slower)
         points = x[0][:, i, j].T.detach().clone().requires_grad_(True)     # [M,3]
         p = torch.einsum("mji,mj->mi", R, points - rows[:, kinds.CENTER])
