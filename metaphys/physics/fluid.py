@@ -124,15 +124,22 @@ def fluid_terms(u, a_old, mask, bc, force, rho, mu, dt):
     return {"nav": nav, "bound": bound, "gauge_a": gauge_a, "gauge_p": gauge_p}
 
 
-def fluid_twin(u, a_old, mask, bc, force, rho, mu, dt, w_nav: float = 1.0, w_bound: float = 20.0,
-               w_a: float = 0.1, w_p: float = 0.1):
-    """PyTorch twin of the ``fluid_loss_grad`` kernel: (loss [N], true grad [N,2,H,W])."""
+def weighted_loss_and_grad(terms, u, *args, w_nav: float, w_bound: float, w_a: float, w_p: float):
+    """(loss [N], true grad) of the fluid loss w_nav L_nav + w_bound L_bound + w_a L_a + w_p L_p from a
+    ``terms(u, *args)`` function (2-D ``fluid_terms``, 3-D ``fluid3d.fluid3d_terms``)."""
     with torch.enable_grad():
         uu = u.detach().requires_grad_(True)
-        t = fluid_terms(uu, a_old, mask, bc, force, rho, mu, dt)
+        t = terms(uu, *args)
         loss = w_nav * t["nav"] + w_bound * t["bound"] + w_a * t["gauge_a"] + w_p * t["gauge_p"]
         (grad,) = torch.autograd.grad(loss.sum(), uu)
     return loss.detach(), grad
+
+
+def fluid_twin(u, a_old, mask, bc, force, rho, mu, dt, w_nav: float = 1.0, w_bound: float = 20.0,
+               w_a: float = 0.1, w_p: float = 0.1):
+    """PyTorch twin of the ``fluid_loss_grad`` kernel: (loss [N], true grad [N,2,H,W])."""
+    return weighted_loss_and_grad(fluid_terms, u, a_old, mask, bc, force, rho, mu, dt,
+                                  w_nav=w_nav, w_bound=w_bound, w_a=w_a, w_p=w_p)
 
 
 def validate_fluid_inputs(u, a_old, mask, bc, force, rho, mu, dt, weights: dict) -> None:

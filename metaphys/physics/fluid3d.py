@@ -72,6 +72,7 @@ import torch.nn.functional as TF
 
 from metaphys.physics import checks
 from metaphys.physics.base import Problem
+from metaphys.physics import fluid
 from metaphys.physics.fluid import _axis_flux
 
 DEFAULT_WEIGHTS = {"w_nav": 1.0, "w_bound": 20.0, "w_a": 0.1, "w_p": 0.1}
@@ -203,12 +204,8 @@ def fluid3d_terms(u, a_old, mask, bc, force, rho, mu, dt):
 def fluid3d_twin(u, a_old, mask, bc, force, rho, mu, dt, w_nav: float = 1.0, w_bound: float = 20.0,
                  w_a: float = 0.1, w_p: float = 0.1):
     """PyTorch twin of the ``fluid3d_loss_grad`` kernel: (loss [N], true grad [N,4,D,H,W])."""
-    with torch.enable_grad():
-        uu = u.detach().requires_grad_(True)
-        t = fluid3d_terms(uu, a_old, mask, bc, force, rho, mu, dt)
-        loss = w_nav * t["nav"] + w_bound * t["bound"] + w_a * t["gauge_a"] + w_p * t["gauge_p"]
-        (grad,) = torch.autograd.grad(loss.sum(), uu)
-    return loss.detach(), grad
+    return fluid.weighted_loss_and_grad(fluid3d_terms, u, a_old, mask, bc, force, rho, mu, dt,
+                                        w_nav=w_nav, w_bound=w_bound, w_a=w_a, w_p=w_p)
 
 
 # --------------------------------------------------------------------------------------------
