@@ -136,7 +136,8 @@ class Metamizer:
     """The learned optimizer behind the common optimizer interface.
 
     ``init_state(shape)`` -> state for a [N,C,H,W] unknown; ``step(grad, state)`` -> (step, state).
-    ``model`` is a MetamizerNet or a loaded TorchScript module with the same forward contract.
+    ``model`` is a MetamizerNet or a loaded TorchScript module with the same forward contract; without
+    one, the shipped weights (``dims=3``: the 3-D network's, weights/metamizer3d.pt).
     """
 
     name = "metamizer"
@@ -144,8 +145,11 @@ class Metamizer:
     state_follows_taken_step = True
 
     def __init__(self, model: Optional[nn.Module] = None, initial_scale: float = INITIAL_SCALE,
-                 device=None):
-        if model is None:
+                 device=None, dims: int = 2):
+        if model is None and dims == 3:  # the 3-D network's shipped weights (issue #28)
+            from metaphys.optim.weights_file import DEFAULT_WEIGHTS_3D, load_torchscript
+            model = load_torchscript(DEFAULT_WEIGHTS_3D)
+        elif model is None:
             from metaphys.optim.weights_file import load_default_model
             model = load_default_model()
         elif isinstance(model, (str, os.PathLike)):  # a path to TorchScript weights (checksummed)

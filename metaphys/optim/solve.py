@@ -213,7 +213,7 @@ def solve(problem, optimizer=None, *, iterations: Optional[int] = None, tol: Opt
     0 gives the paper's plain iteration."""
     if optimizer is None:
         from metaphys.optim.metamizer import Metamizer
-        optimizer = Metamizer(device=problem.device)
+        optimizer = Metamizer(device=problem.device, dims=len(problem.shape) - 2)
     u = problem.initial_guess() if u0 is None else problem.check_unknown(u0)
     state = optimizer.init_state(tuple(u.shape), device=u.device)
     return iterate(problem, optimizer, u, state, iterations=iterations, tol=tol,
@@ -244,7 +244,7 @@ class TimeStepper:
         _check_stopping(iterations_per_step, tol, max_iterations)
         if optimizer is None:
             from metaphys.optim.metamizer import Metamizer
-            optimizer = Metamizer(device=problem.device)
+            optimizer = Metamizer(device=problem.device, dims=len(problem.shape) - 2)
         self.problem = problem
         self.optimizer = optimizer
         self.iterations_per_step = iterations_per_step
