@@ -500,15 +500,21 @@ def transport(c: torch.Tensor, vel: torch.Tensor, mask: torch.Tensor, dt: float,
     >= 0, 0 on masked corners); (c_new, sub-steps). Non-negative and mass-conserving for any dt: the
     step is cut into Heun sub-steps short enough for positivity (see above). Raises ValueError when
     that needs more than ``max_substeps`` (a velocity or diffusion the grid cannot carry)."""
-    faces = face_velocities(vel, mask)
-    bound = transport_rate_bound(faces, D) * float(dt)
+    return heun_substeps(c, face_velocities(vel, mask), D, source, dt, max_substeps, transport_rate,
+                         transport_rate_bound)
+
+
+def heun_substeps(c, faces, D, source, dt: float, max_substeps: int, rate, rate_bound):
+    """Heun sub-steps of ``rate(c, faces, D, source)`` over ``dt``, as many as ``rate_bound(faces, D)``
+    says positivity needs (the 2-D transport here, the 3-D one in ``fluid3d``); (c_new, sub-steps)."""
+    bound = rate_bound(faces, D) * float(dt)
     if not math.isfinite(bound) or bound > max_substeps:
         raise ValueError(f"the transport would need {bound:.3g} sub-steps (more than {max_substeps}): the flow "
                          "or the diffusion is too fast for the grid")
     k = max(1, math.ceil(bound * (1 + 1e-12)))
     h = float(dt) / k
     for _ in range(k):
-        c1 = c + h * transport_rate(c, faces, D, source)
-        c2 = c1 + h * transport_rate(c1, faces, D, source)
+        c1 = c + h * rate(c, faces, D, source)
+        c2 = c1 + h * rate(c1, faces, D, source)
         c = 0.5 * (c + c2)
     return c, k

@@ -457,15 +457,5 @@ def transport(c: torch.Tensor, vel: torch.Tensor, mask: torch.Tensor, dt: float,
     """Carry scalars ``c`` [N,C,D,H,W] (>= 0, 0 on masked nodes) for ``dt`` by the node velocity ``vel``
     [N,3,D,H,W] with diffusion ``D`` and ``source``; (c_new, sub-steps). The 2-D ``fluid.transport`` one
     dimension up: Heun sub-steps short enough for positivity, mass kept (no flux through masked faces)."""
-    faces = face_velocities(vel, mask)
-    bound = transport_rate_bound(faces, D) * float(dt)
-    if not math.isfinite(bound) or bound > max_substeps:
-        raise ValueError(f"the transport would need {bound:.3g} sub-steps (more than {max_substeps}): the flow "
-                         "or the diffusion is too fast for the grid")
-    k = max(1, math.ceil(bound * (1 + 1e-12)))
-    h = float(dt) / k
-    for _ in range(k):
-        c1 = c + h * transport_rate(c, faces, D, source)
-        c2 = c1 + h * transport_rate(c1, faces, D, source)
-        c = 0.5 * (c + c2)
-    return c, k
+    return fluid.heun_substeps(c, face_velocities(vel, mask), D, source, dt, max_substeps, transport_rate,
+                               transport_rate_bound)
