@@ -155,6 +155,12 @@ def validate_fluid_inputs(u, a_old, mask, bc, force, rho, mu, dt, weights: dict)
     checks.check_mask("mask", mask)
     checks.check_field("bc", bc, shape=(n, 2, h, w), device=dev)
     checks.check_field("force", force, shape=(n, 2, h, w), device=dev)
+    check_values_and_parameters(u, a_old, bc, force, rho, mu, dt, weights, n, dev)
+
+
+def check_values_and_parameters(u, a_old, bc, force, rho, mu, dt, weights: dict, n: int, dev) -> None:
+    """The checks the 2-D and 3-D fluid inputs share: finite fields, rho > 0, mu >= 0, dt > 0 per
+    sample, loss weights finite and >= 0."""
     for name, t in (("u", u), ("a_old", a_old), ("bc", bc), ("force", force)):
         checks.check_finite(name, t)
     checks.batch_param("rho", rho, n, device=dev, positive=True)

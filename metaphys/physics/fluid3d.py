@@ -253,14 +253,7 @@ def validate_fluid3d_inputs(u, a_old, mask, bc, force, rho, mu, dt, weights: dic
     checks.check_mask("mask", mask)
     check_volume("bc", bc, shape=(n, 3, d, h, w), device=dev)
     check_volume("force", force, shape=(n, 3, d, h, w), device=dev)
-    for name, t in (("u", u), ("a_old", a_old), ("bc", bc), ("force", force)):
-        checks.check_finite(name, t)
-    checks.batch_param("rho", rho, n, device=dev, positive=True)
-    checks.batch_param("mu", mu, n, device=dev, nonnegative=True)
-    checks.batch_param("dt", dt, n, device=dev, positive=True)
-    for k, v in weights.items():
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
+    fluid.check_values_and_parameters(u, a_old, bc, force, rho, mu, dt, weights, n, dev)
 
 
 class Fluid3DProblem(Problem):
