@@ -9,10 +9,11 @@ import sys
 import time
 
 
-def _load_optimizer(weights, device):
+def _load_optimizer(weights, device, dims: int = 2):
     from metaphys.optim.metamizer import Metamizer
-    from metaphys.optim.weights import WeightsError, load_torchscript, self_test, sha256_of, default_weights_path
-    path = weights or default_weights_path()
+    from metaphys.optim.weights import (DEFAULT_WEIGHTS_3D, WeightsError, load_torchscript, self_test, sha256_of,
+                                        default_weights_path)
+    path = weights or (DEFAULT_WEIGHTS_3D if dims == 3 else default_weights_path())
     try:
         model = load_torchscript(path, map_location=device)
     except WeightsError:
@@ -21,6 +22,9 @@ def _load_optimizer(weights, device):
         raise WeightsError(f"cannot load the Metamizer weights {path}: not a readable TorchScript file "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     optimizer, sha = Metamizer(model, device=device), sha256_of(path)
+    if dims == 3:  # the self-test problem is 2-D: a 3-D bake checks the network's dimension (sims.common)
+        from metaphys.sims.common import optimizer_for
+        return optimizer_for(optimizer, device=device, dims=3), sha
     self_test(optimizer, sha, source=path)  # a checksum does not prove the weights can solve anything
     return optimizer, sha
 
@@ -141,6 +145,8 @@ def _resolve_threads(requested, params) -> int:
     # the sims' own rule, so a bake and ClothSim/SmokeSim(threads=None) agree
     from metaphys.sims.common import threads_for_grid
     shape = params.get("resolution") or (params["rows"], params["cols"])
+    if len(shape) == 3:  # SmokeSim3D's rule: depth x rows as the rows
+        shape = (shape[0] * shape[1], shape[2])
     return int(threads_for_grid(int(shape[0]), int(shape[1])))
 
 
@@ -194,11 +200,11 @@ def cmd_bake(args) -> int:
         threads = _resolve_threads(threads_arg, params)
         import torch
         torch.set_num_threads(threads)
-        optimizer, sha = _load_optimizer(args.weights, args.device)
+        optimizer, sha = _load_optimizer(args.weights, args.device, dims=len(params.get("resolution") or ()) or 2)
         if args.kind == "smoke":
-            from metaphys.bake.smoke import SmokeWriter, make_smoke_sim
+            from metaphys.bake.smoke import make_smoke_sim, smoke_writer
             sim = make_smoke_sim(params, optimizer, device=args.device, threads=threads)
-            writer = SmokeWriter(args.out, params)
+            writer = smoke_writer(args.out, params)   # 2-D or 3-D by the resolution
             manifest_params, settings = params, {"threads": threads, "device": args.device}
         else:
             from metaphys.bake.cloth import ClothWriter, make_cloth_sim, manifest_parameters

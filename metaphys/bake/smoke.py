@@ -1,6 +1,11 @@
 """Smoke bake: spec -> SmokeSim, per-frame density PNG, npz (density, velocity, pressure, temperature) and VDB;
 at the end the game flipbook (io/flipbook.py: sheets, sidecar, motion-blended preview) and the preview GIF,
-both made from the saved frames, so a resumed bake writes the same ones."""
+both made from the saved frames, so a resumed bake writes the same ones.
+
+A 3-D spec (a resolution of 3 entries: ``SmokeSim3D``) bakes with ``SmokeWriter3D``: per frame an npz of
+the volumes and a VDB with ``density``, ``velocity`` (world, m/s) and ``temperature`` (with emitter heat) as
+3-D grids placed at the spec's ``origin``; at the end ``smoke.usda`` over them and a preview GIF of the
+density projected along the depth (what a front view sees). ``smoke_writer`` picks the writer."""
 from __future__ import annotations
 
 import os
@@ -131,3 +136,75 @@ class SmokeWriter:
         files = flipbook.FILES
         return {f"flipbook_{k}": files[k] for k in ("color", "emissive", "motion", "normal", "preview")} | \
             {"flipbook_layout": files["sidecar"]}
+
+
+def smoke_writer(out: str, params: dict):
+    """The writer of a smoke bake: 2-D (``SmokeWriter``) or 3-D (``SmokeWriter3D``) by the resolution."""
+    return SmokeWriter3D(out, params) if len(params["resolution"]) == 3 else SmokeWriter(out, params)
+
+
+class SmokeWriter3D:
+    """A 3-D smoke bake's files: ``density/density_NNNN.npz`` and ``.vdb`` per frame, then ``smoke.usda``
+    and ``preview.gif``."""
+
+    def __init__(self, out: str, params: dict):
+        self.out = out
+        self.dir = os.path.join(out, "density")
+        self.cell_size = float(params["cell_size"])
+        self.origin = [float(x) for x in params["origin"]]
+        self.want_vdb = params["vdb"] and vdb.vdb_available()
+        self.heat = float(params["emitter_heat"]) > 0   # a temperature grid only where there is heat
+        self.fps = float(params["fps"])
+        self.min_density = None
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+
+    def resume(self, done: int):
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _name(self, number: int, ext: str) -> str:
+        return os.path.join(self.dir, f"density_{number:04d}.{ext}")
+
+    def write(self, sim, number: int, index: int) -> Dict[str, str]:
+        d = sim.density
+        if d.ndim != 3:
+            raise BakeError("bakes write one simulation (batch = 1)")
+        velocity = sim.velocity
+        images.write_frame_npz(self._name(number, "npz"), density=d, velocity=velocity, pressure=sim.pressure,
+                               temperature=sim.temperature)
+        files = {"npz": os.path.relpath(self._name(number, "npz"), self.out)}
+        if self.want_vdb:
+            vdb.write_density_vdb(self._name(number, "vdb"), d, voxel_size=self.cell_size, origin=self.origin,
+                                  velocity=velocity, velocity_axes="world", clamp_negative=False,
+                                  grids={"temperature": sim.temperature} if self.heat else None)
+            files["vdb"] = os.path.relpath(self._name(number, "vdb"), self.out)
+        return files
+
+    def manifest_extra(self) -> dict:
+        extra = {} if self.min_density is None else {"min_density": self.min_density}
+        if self.want_vdb:
+            extra["vdb_index_to_world"] = vdb.index_to_world(self.cell_size, self.origin).tolist()
+        return extra
+
+    def finish(self, sim) -> Dict[str, str]:
+        names = sorted((f for f in os.listdir(self.dir) if f.endswith(".npz")), key=frame_sort_key)
+        if not names:
+            return {}
+        lows, fronts = [], []
+        for f in names:
+            d = images.read_frame_npz(os.path.join(self.dir, f))["density"]
+            lows.append(float(d.min()))
+            fronts.append(d.mean(axis=0))      # projected along the depth: the front view [H, W]
+        self.min_density = min(lows)
+        preview.density_gif(os.path.join(self.out, "preview.gif"), fronts,
+                            vmax=max(images.sequence_max(fronts), 1e-12), fps=self.fps)
+        outputs = {"preview": "preview.gif", "density": "density"}
+        vdbs = {int(frame_sort_key(f)[1]): os.path.join(self.dir, f)
+                for f in sorted(os.listdir(self.dir)) if f.startswith("density_") and f.endswith(".vdb")}
+        if vdbs and usd.usd_available():
+            first = next(iter(vdbs.values()))
+            fields = {g: vdbs for g in ("density", "temperature", "velocity") if g in vdb.grid_names(first)}
+            usd.write_volume_usd(os.path.join(self.out, "smoke.usda"), fields, fps=self.fps)
+            outputs["usd"] = "smoke.usda"
+        return outputs

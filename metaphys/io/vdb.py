@@ -76,14 +76,19 @@ def index_to_world(voxel_size=1.0, origin=(0.0, 0.0, 0.0)) -> np.ndarray:
 
 def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "density", origin=(0.0, 0.0, 0.0),
                       transform=None, row0: str = "top", clamp_negative: bool = True, tolerance: float = 0.0,
-                      metadata: dict | None = None, velocity=None, velocity_scale: float = 1.0) -> None:
+                      metadata: dict | None = None, velocity=None, velocity_scale: float = 1.0,
+                      velocity_axes: str = "image", grids: dict | None = None) -> None:
     """Write ``density`` as a float fog-volume grid in a ``.vdb`` file, atomically.
 
     ``velocity`` (optional): ``[D, H, W, 2]`` / ``[H, W, 2]`` (vx to +column, vy UP, as
     ``SmokeSim.velocity``) or ``[.., 3]`` (vx, vy up, vz to +slice), written times
     ``velocity_scale`` (e.g. cells/step -> m/s) as a vec3 grid ``velocity`` in world axes
     (x = +column, y = +slice, z = up) beside the density, on the same voxels and transform:
-    what Blender's volume motion blur and Principled Volume read.
+    what Blender's volume motion blur and Principled Volume read. ``velocity_axes="world"``: the
+    3 components are already world (x, y, z) vectors (``SmokeSim3D.velocity``).
+
+    ``grids`` (optional): more float grids ``{name: [D, H, W] array}`` on the same voxels (e.g. the
+    smoke's ``temperature``, which Blender's Principled Volume reads for blackbody emission).
 
     ``density``: ``[D, H, W]`` or ``[H, W]`` (one voxel thick), indexed as in the module
     docstring. ``voxel_size``: scalar or (sx, sy, sz) in world units. ``origin``: world position
@@ -108,10 +113,18 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
     else:
         m = index_to_world(voxel_size, origin)
     # [D, H, W] -> VDB [x=W, y=D, z=H]
-    vol = a.transpose(2, 0, 1)
-    if row0 == "top":
-        vol = vol[:, :, ::-1]
-    vol = np.ascontiguousarray(vol, dtype=np.float32)
+    if velocity_axes not in ("image", "world"):
+        raise ValueError(f"velocity_axes must be 'image' or 'world', got {velocity_axes!r}")
+    vol = _to_index(a, row0)
+    extra = {}
+    for gname, values in (grids or {}).items():
+        if not isinstance(gname, str) or not gname or gname in (name, "velocity"):
+            raise ValueError(f"grids: names must be non-empty strings other than {name!r} and 'velocity', "
+                             f"got {gname!r}")
+        g = _as_volume(values)
+        if g.shape != a.shape:
+            raise ValueError(f"grids[{gname!r}] must have the density's shape {a.shape}, got {g.shape}")
+        extra[gname] = _to_index(g, row0)
 
     vel = None
     if velocity is not None:
@@ -123,12 +136,17 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
                              f"got shape {np.shape(velocity)}")
         if not (np.isfinite(velocity_scale) and np.isfinite(v).all()):
             raise ValueError("velocity and velocity_scale must be finite")
-        world = np.zeros((D, H, W, 3))
-        world[..., 0] = v[..., 0]                   # +column -> +x
-        world[..., 2] = v[..., 1]                   # up -> +z
-        if v.shape[3] == 3:
-            world[..., 1] = v[..., 2]               # +slice -> +y
-        world *= float(velocity_scale)
+        if velocity_axes == "world":
+            if v.shape[3] != 3:
+                raise ValueError(f"velocity with velocity_axes='world' must have 3 components, got {v.shape[3]}")
+            world = v * float(velocity_scale)
+        else:
+            world = np.zeros((D, H, W, 3))
+            world[..., 0] = v[..., 0]               # +column -> +x
+            world[..., 2] = v[..., 1]               # up -> +z
+            if v.shape[3] == 3:
+                world[..., 1] = v[..., 2]           # +slice -> +y
+            world *= float(velocity_scale)
         vel = world.transpose(2, 0, 1, 3)           # [D, H, W, 3] -> [x=W, y=D, z=H, 3]
         if row0 == "top":
             vel = vel[:, :, ::-1]
@@ -141,6 +159,10 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
         meta[str(k)] = v
     tol = float(tolerance)
     grids = [vdbfile.GridToWrite(name, np.where(np.abs(vol) > tol, vol, 0.0), m, "fog volume", metadata=meta)]
+    for gname, g in extra.items():
+        grids.append(vdbfile.GridToWrite(gname, np.where(np.abs(g) > tol, g, 0.0), m, "unknown",
+                                         metadata={"metaphys_shape_dhw": meta["metaphys_shape_dhw"],
+                                                   "metaphys_row0": row0}))
     if vel is not None:
         vel = np.where(np.any(np.abs(vel) > tol, axis=-1, keepdims=True), vel, 0.0)
         grids.append(vdbfile.GridToWrite(
@@ -150,6 +172,14 @@ def write_density_vdb(path: PathLike, density, voxel_size=1.0, name: str = "dens
                       "metaphys_velocity_scale": float(velocity_scale)}))
     with atomic_open(path, "wb") as fh:
         vdbfile.write_vdb(fh, grids, {"creator": f"metaphys {_version()}"})
+
+
+def _to_index(a: np.ndarray, row0: str) -> np.ndarray:
+    """[D, H, W] -> the VDB index layout [x = W, y = D, z = H] (row 0 highest with ``row0='top'``), float32."""
+    vol = a.transpose(2, 0, 1)
+    if row0 == "top":
+        vol = vol[:, :, ::-1]
+    return np.ascontiguousarray(vol, dtype=np.float32)
 
 
 def _version() -> str:

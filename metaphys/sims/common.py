@@ -239,16 +239,42 @@ def default_optimizer(device, weights=None):
     return opt
 
 
-def optimizer_for(optimizer=None, weights=None, device="cpu", fastest: bool = False):
+def optimizer_for(optimizer=None, weights=None, device="cpu", fastest: bool = False, dims: int = 2):
     """The one factory of a sim's optimizer: ``optimizer`` as given (a built optimizer is the caller's
     choice and runs unchanged), else the Metamizer from ``weights`` (a path; default: the shipped
-    weights), self-tested at load; with ``fastest`` that Metamizer runs ``fastest_forward``."""
+    weights), self-tested at load; with ``fastest`` that Metamizer runs ``fastest_forward``.
+    ``dims=3``: the 3-D network (default weights/metamizer3d.pt, checksummed; the self-test problem is
+    2-D, so a 3-D network is checked for its dimension instead); an optimizer whose network is of
+    another dimension is refused."""
     if optimizer is not None and weights is not None:
         raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
+    if dims == 3:
+        return _optimizer_3d(optimizer, weights, device)
     if optimizer is not None:
         return optimizer
     loaded = default_optimizer(device, weights)
     return fastest_forward(loaded, device) if fastest else loaded
+
+
+def _optimizer_3d(optimizer, weights, device):
+    """The 3-D sims' optimizer: as given, or the Metamizer of ``weights`` / the shipped 3-D weights;
+    refused (ValueError naming it) when its network is not 3-D."""
+    import os
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.weights_file import DEFAULT_WEIGHTS_3D
+    if optimizer is None:
+        if weights is not None and not isinstance(weights, (str, os.PathLike)):
+            raise TypeError(f"weights must be a path to 3-D Metamizer TorchScript weights, got "
+                            f"{type(weights).__name__}")
+        optimizer = Metamizer(os.fspath(weights) if weights is not None else DEFAULT_WEIGHTS_3D, device=device)
+        source = f"the weights {os.fspath(weights) if weights is not None else DEFAULT_WEIGHTS_3D}"
+    else:
+        source = f"the optimizer {type(optimizer).__name__}"
+    got = getattr(optimizer, "dims", None)
+    if got is not None and got != 3:
+        raise ValueError(f"a 3-D sim needs a 3-D Metamizer network, but {source} is {got}-D (the shipped "
+                         "3-D network: weights/metamizer3d.pt; Metamizer(dims=3) loads it)")
+    return optimizer
 
 
 def fastest_forward(optimizer, device):

@@ -128,6 +128,13 @@ class SmokeSim(Sim):
 
     step_unit = "frames"
 
+    def __new__(cls, resolution: Sequence[int] = (64, 64), *args, **kwargs):
+        """A 3-tuple resolution (depth, rows, cols) makes the 3-D sim, ``SmokeSim3D`` (sims/smoke3d.py)."""
+        if cls is SmokeSim and isinstance(resolution, (list, tuple)) and len(resolution) == 3:
+            from metaphys.sims.smoke3d import SmokeSim3D
+            return SmokeSim3D(resolution, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, resolution: Sequence[int] = (64, 64), *, size_m: float = 1.0, fps: float = 24.0,
                  substeps: int = 1, cfl: float = 4.0, emitters=None, obstacles=None,
                  obstacle_shapes: Optional[List[dict]] = None, emitter_density: float = 1.0,
@@ -194,7 +201,11 @@ class SmokeSim(Sim):
     @classmethod
     def from_params(cls, p: dict, *, optimizer=None, device="cpu", threads: Optional[int] = None) -> "SmokeSim":
         """Build from validated spec parameters (metaphys.spec.params.smoke_parameters), with the
-        fastest measured forward pass of the given (or shipped) Metamizer."""
+        fastest measured forward pass of the given (or shipped) Metamizer; 3-D parameters (a resolution
+        of 3 entries) build a ``SmokeSim3D`` with the 3-D Metamizer."""
+        if len(p["resolution"]) == 3:
+            from metaphys.sims.smoke3d import SmokeSim3D
+            return SmokeSim3D.from_params(p, optimizer=optimizer, device=device, threads=threads)
         optimizer = cls.fastest_optimizer(device, optimizer)
         return cls(tuple(p["resolution"]), optimizer=optimizer, device=device, threads=threads,
                    **smoke_sim_kwargs(p))

@@ -12,6 +12,10 @@ CLOTH_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tens
 SMOKE_SIM_KEYS = ("size_m", "fps", "substeps", "cfl", "emitters", "obstacles", "obstacle_shapes", "emitter_density",
                   "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "emitter_heat",
                   "heat_buoyancy", "cooling", "max_iterations")
+# SmokeSim3D's (a smoke spec whose resolution has 3 entries)
+SMOKE3D_SIM_KEYS = ("size_m", "origin", "fps", "substeps", "cfl", "emitters", "obstacles", "emitter_density",
+                    "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "emitter_heat",
+                    "heat_buoyancy", "cooling", "max_iterations")
 
 
 def default_colliders(size_m: float, height: float):
@@ -28,7 +32,8 @@ def cloth_parameters(spec: dict, size: int = 32) -> dict:
 
 
 def smoke_parameters(spec: dict, size: int = 128) -> dict:
-    """Validated parameters with every default filled in (raises schema.SpecError, a ValueError)."""
+    """Validated parameters with every default filled in (raises schema.SpecError, a ValueError); a spec
+    whose ``resolution`` has 3 entries is a 3-D one (``schema.SMOKE3D_SCHEMA``)."""
     return schema.validate("smoke", spec, size=size)
 
 
@@ -41,7 +46,8 @@ def cloth_sim_kwargs(p: dict) -> dict:
 def smoke_sim_kwargs(p: dict) -> dict:
     """SmokeSim keyword arguments of validated smoke parameters (``resolution`` is the caller's):
     a tolerance replaces the fixed iteration count."""
-    kwargs = {k: p[k] for k in SMOKE_SIM_KEYS if p.get(k) is not None}
+    keys = SMOKE3D_SIM_KEYS if len(p["resolution"]) == 3 else SMOKE_SIM_KEYS
+    kwargs = {k: p[k] for k in keys if p.get(k) is not None}
     if p.get("tol") is not None:
         kwargs.update(tol=p["tol"], iterations_per_step=None)
     else:

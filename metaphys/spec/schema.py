@@ -20,7 +20,7 @@ from metaphys.spec.files import MAX_DEPTH, check_depth
 from metaphys.spec.types import (Array, Bool, Choice, Int, Invalid, Key, ListOf, Many, Number, Object,
                                       SpecError, Track, Vector, show, unknown_key)
 
-__all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SCHEMAS", "defaults", "markdown_table",
+__all__ = ["SpecError", "validate", "CLOTH_SCHEMA", "SMOKE_SCHEMA", "SMOKE3D_SCHEMA", "SCHEMAS", "is_3d_smoke", "defaults", "markdown_table",
            "update_docs", "RENAMED", "SMOKE_REMOVED"]
 
 
@@ -219,14 +219,79 @@ SMOKE_SCHEMA: Dict[str, Key] = {
     "flipbook_normal_strength": Key(Number(0, unit="cell widths"), 0.05,
                                     "height of full density in the normal map's height field"),
 }
+# ---- 3-D smoke (issue #28): a spec whose `resolution` has 3 entries ----------------------------------
+# World axes as in Blender (z up); the grid is [depth (world y), rows (world z, row 0 = top), cols (world x)].
+SHAPE3D = Object("shape", {"center": Key(_V3, required=True, doc="[x, y, z] metres (world)")}, tag="type", variants={
+    "sphere": {"radius": Key(Number(0, lo_open=True, unit="metres"), required=True)},
+    "box": {"half_extents": Key(Vector(3, "metres", lo=0, lo_open=True, names="[hx, hy, hz]"), required=True)},
+    "mesh": {"vertices": Key(Array("V x 3 positions (metres, relative to `center`)", nullable=False, path_ok=True),
+                             required=True),
+             "faces": Key(Array("T x 3 vertex indices", integer=True, nullable=False, path_ok=True, lo=0),
+                          required=True)}})
+_SHAPES_DOC = ('`{"type": "sphere", "center": [x,y,z], "radius": r}`, `{"type": "box", "center": ..., '
+               '"half_extents": [hx,hy,hz]}` or `{"type": "mesh", "center": ..., "vertices": V x 3, "faces": T x 3}` '
+               '(a closed triangle mesh, voxelized by trimesh), metres, world axes (z up); static')
+
+SMOKE3D_SCHEMA: Dict[str, Key] = {
+    "resolution": Key(Vector(3, "cells", lo=16, hi=1024, integer=True, names="[depth, rows, cols]"), None,
+                      "cells of the 3D domain (cubes): depth along world y, rows along world z (row 0 = top), "
+                      "cols along world x", "required: 3 entries make a smoke spec 3-D"),
+    "size_m": Key(Number(0, lo_open=True, unit="metres"), 1.0,
+                  "length of the domain's longest side: a cell is size_m / max(depth, rows, cols)",
+                  "`1.0`, or `cell_size` * max(depth, rows, cols) when only `cell_size` is given"),
+    "cell_size": Key(Number(0, lo_open=True, unit="metres", nullable=True), None,
+                     "edge of a cell (the VDB voxel size); given with `size_m`, the two must agree",
+                     "size_m / max(depth, rows, cols)"),
+    "origin": Key(Vector(3, "metres", names="[x, y, z]"), [0.0, 0.0, 0.0],
+                  "world position of the domain's min corner (the VDB grids' origin)"),
+    "frames": SMOKE_SCHEMA["frames"],
+    "fps": SMOKE_SCHEMA["fps"],
+    "start_frame": SMOKE_SCHEMA["start_frame"],
+    "substeps": SMOKE_SCHEMA["substeps"],
+    "cfl": SMOKE_SCHEMA["cfl"],
+    "emitters": Key(ListOf(SHAPE3D, "shapes"), None, "where density (and heat) is injected: " + _SHAPES_DOC
+                    + "; a cell's rate is scaled by the fraction of it the shape covers",
+                    "a sphere at the bottom centre (radius 0.1 of the shortest side)"),
+    "obstacles": Key(ListOf(SHAPE3D, "shapes"), None, "solid shapes (cells at least half covered): " + _SHAPES_DOC,
+                     "none"),
+    "emitter_density": SMOKE_SCHEMA["emitter_density"],
+    "emitter_velocity": Key(Vector(3, "m/s", names="[vx, vy, vz]"), [0.0, 0.0, 0.0],
+                            "emitters speed the flow inside them up to this velocity, per axis (0: no push)"),
+    "buoyancy": SMOKE_SCHEMA["buoyancy"],
+    "viscosity": SMOKE_SCHEMA["viscosity"],
+    "density_diffusion": SMOKE_SCHEMA["density_diffusion"],
+    "wind": Key(Vector(3, "m/s^2", names="[x, y, z]"), [0.0, 0.0, 0.0], "uniform acceleration"),
+    "emitter_heat": SMOKE_SCHEMA["emitter_heat"],
+    "heat_buoyancy": SMOKE_SCHEMA["heat_buoyancy"],
+    "cooling": SMOKE_SCHEMA["cooling"],
+    "iterations_per_step": SMOKE_SCHEMA["iterations_per_step"],
+    "tol": Key(Number(0, lo_open=True, unit="mean squared residual", nullable=True), 1e-10,
+               "iterate each fluid step until its mean squared residual (grid units) is below this, up to "
+               "`max_iterations`; null = `iterations_per_step` per step"),
+    "max_iterations": Key(Int(1), 60, "iteration cap per fluid step with `tol`"),
+    "vdb": Key(Bool(), True, "write OpenVDB files (`density`, `temperature` with `emitter_heat`, `velocity` (m/s))"),
+}
+# 2-D keys a 3-D spec does not take: refused with what replaces them
+SMOKE3D_REMOVED = {
+    "obstacle_shapes": "a 2-D key: 3-D obstacles are `obstacles`, a list of shapes in metres",
+    "png_max": "a 2-D key: 3-D bakes write VDB and NPZ volumes (and a preview of the projected density), no PNGs",
+    **{k: "a 2-D key: 3-D bakes write no game flipbook" for k in SMOKE_SCHEMA if k.startswith("flipbook")},
+}
+
+
+def is_3d_smoke(spec) -> bool:
+    """A smoke spec is 3-D when its ``resolution`` has 3 entries."""
+    return isinstance(spec, dict) and isinstance(spec.get("resolution"), (list, tuple)) and len(spec["resolution"]) == 3
+
+
 # Keys of the grid-unit smoke: refused with what became of them (issue #27)
 SMOKE_REMOVED = {
     "density_tol": "this key was removed: the density transport is explicit and monotone now (no linear solve, "
                    "so no tolerance)",
 }
 
-SCHEMAS = {"cloth": CLOTH_SCHEMA, "smoke": SMOKE_SCHEMA}
-REMOVED_KEYS = {"cloth": RENAMED, "smoke": SMOKE_REMOVED}  # refused, with what became of them
+SCHEMAS = {"cloth": CLOTH_SCHEMA, "smoke": SMOKE_SCHEMA, "smoke3d": SMOKE3D_SCHEMA}
+REMOVED_KEYS = {"cloth": RENAMED, "smoke": SMOKE_REMOVED, "smoke3d": SMOKE3D_REMOVED}  # refused, with what became of them
 
 
 def defaults(kind: str) -> dict:
@@ -308,13 +373,38 @@ def _smoke_cross(p: dict, given: dict, errors: list) -> None:
             errors.append(Invalid(key, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]"))
 
 
+def mesh_shape_problem(shape: dict):
+    """(key, message) of a mesh shape whose arrays do not fit each other, else None (the spec's cross
+    check; SmokeSim3D uses it on its arguments too)."""
+    v, f = (np.load(shape[k], allow_pickle=False) if isinstance(shape[k], str) else np.asarray(shape[k])
+            for k in ("vertices", "faces"))
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) < 4:
+        return "vertices", f"expected shape [V >= 4, 3], got shape {list(v.shape)}"
+    if f.ndim != 2 or f.shape[1] != 3 or len(f) < 4:
+        return "faces", f"expected shape [T >= 4, 3] (a closed mesh), got shape {list(f.shape)}"
+    if f.max() >= len(v):
+        return "faces", f"expected vertex indices < {len(v)} (the vertices), got {int(f.max())}"
+    return None
+
+
+def _smoke3d_cross(p: dict, given: dict, errors: list) -> None:
+    _smoke_scale(p, given, errors)
+    for key in ("emitters", "obstacles"):
+        for i, shape in enumerate(p[key] or []):
+            problem = mesh_shape_problem(shape) if shape["type"] == "mesh" else None
+            if problem is not None:
+                errors.append(Invalid(f"{key}[{i}].{problem[0]}", problem[1]))
+
+
 def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
     """Validate ``spec`` against ``kind``'s schema; return the parameters with every default filled in.
 
     ``size`` is the `--size` default for the grid. Raises SpecError listing every problem.
     """
     if kind not in SCHEMAS:
-        raise ValueError(f"kind must be 'cloth' or 'smoke', got {kind!r}")
+        raise ValueError(f"kind must be 'cloth', 'smoke' or 'smoke3d', got {kind!r}")
+    if kind == "smoke" and is_3d_smoke(spec):
+        kind = "smoke3d"
     if not isinstance(spec, dict):
         raise SpecError(kind, [f"the spec must be a JSON object, got {show(spec)}"])
     if check_depth(spec) > MAX_DEPTH:  # deeper values would exhaust the recursion of json/numpy below
@@ -344,6 +434,12 @@ def validate(kind: str, spec: Any, size: Optional[int] = None) -> dict:
             p["rows"] = p["rows"] if p["rows"] is not None else size
             p["cols"] = p["cols"] if p["cols"] is not None else p["rows"]
             _cloth_cross(p, spec, errors)
+        elif kind == "smoke3d":
+            if p["resolution"] is None:
+                errors.append(Invalid("resolution", "missing (expected [depth, rows, cols]: a 3-D smoke spec "
+                                                    "gives its grid)"))
+            else:
+                _smoke3d_cross(p, spec, errors)
         else:
             size = 128 if size is None else size
             p["resolution"] = p["resolution"] if p["resolution"] is not None else [size, size]
