@@ -488,8 +488,9 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     wg.add_argument("wedge", help="wedge JSON file: kind, base spec, parameters (dotted spec keys -> values)")
     wg.add_argument("--out", help="wedge folder: one bake folder per variant, wedge.json, contact_sheet.png")
     wg.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: all cores)")
-    wg.add_argument("--address", help="an existing Ray cluster (ray://host:10001 or host:6379; OUT must be on a "
-                                      "filesystem every node mounts at the same path)")
+    wg.add_argument("--address", help="an existing Ray cluster (host:6379, auto, or ray://host:10001 with ray[client]; "
+                                      "its token from RAY_AUTH_TOKEN(_PATH) or ~/.ray/auth_token; OUT must be "
+                                      "on a filesystem every node mounts at the same path)")
     wg.add_argument("--threads", type=int, help="torch threads per variant, and the CPUs its Ray task asks for "
                                                 "(default 1; --resume: the wedge's own)")
     wg.add_argument("--resume", action="store_true", help="bake only the unfinished variants (each continues "

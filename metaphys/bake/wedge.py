@@ -487,6 +487,31 @@ def ray_version() -> Optional[str]:
         return None
 
 
+def _token_auth_for(address: str) -> None:
+    """Send this machine's Ray token to an explicit ``address``, as Ray itself does for "auto".
+
+    Ray 2.60 clusters use token authentication by default (``ray start --head`` writes the token to
+    ~/.ray/auth_token), but ``ray.init(address="host:port")`` sends a token only when RAY_AUTH_MODE
+    is "token" ("auto" turns it on when it finds a token): without this an explicit address to a
+    cluster on this machine, or to one whose token was copied here, fails with InvalidAuthToken. A
+    set RAY_AUTH_MODE is respected; a token sent to a cluster without authentication is ignored."""
+    if address == "auto" or os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available)
+    except ImportError:  # a Ray without token authentication
+        return
+    import logging
+    quiet = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its "token authentication is enabled" warning is about new clusters
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        quiet.setLevel(level)
+
+
 def start_ray(workers: Optional[int] = None, address: Optional[str] = None):
     """Connect to Ray: the running connection if there is one, ``address`` (an existing cluster), or a
     new local instance with ``workers`` CPUs (default: all). Returns (ray, whether we started it)."""
@@ -499,6 +524,7 @@ def start_ray(workers: Optional[int] = None, address: Optional[str] = None):
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="warning")
     try:
         if address:
+            _token_auth_for(address)
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=workers or os.cpu_count(), object_store_memory=128 * 1024 * 1024, **kwargs)
