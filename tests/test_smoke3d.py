@@ -23,6 +23,16 @@ def _centroid_height(sim) -> float:
     return float((w * (sim.h - 0.5 - rows)).sum() / w.sum()) * sim.units.cell_m
 
 
+def test_spec_defaults_are_the_sims_defaults():
+    import inspect
+    from metaphys.spec.schema import SMOKE3D_SCHEMA
+    sig = inspect.signature(SmokeSim3D).parameters
+    for key, entry in SMOKE3D_SCHEMA.items():
+        if key in sig and key not in ("resolution", "emitters", "obstacles", "iterations_per_step"):
+            got = list(sig[key].default) if isinstance(entry.default, list) else sig[key].default
+            assert got == entry.default, (key, got, entry.default)
+
+
 def test_a_three_tuple_makes_the_3d_sim():
     sim = SmokeSim((16, 16, 16), tol=None, iterations_per_step=2)
     assert isinstance(sim, SmokeSim3D) and sim.shape == (16, 16, 16)

@@ -26,8 +26,8 @@ with no-slip walls (``wall`` cells thick); obstacles are masks (fixed or per fra
 """
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -38,10 +38,11 @@ from metaphys.optim.step_solvers import MetamizerStep, initial_state, load_solve
 from metaphys.physics.fluid import FluidProblem, add_obstacle, corner_velocity, curl, fluid_geometry, transport
 from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
                                 with_solver_state)
-from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, StepRecord, check_threads,
+from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
                                   fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
+from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push  # noqa: F401 (API)
 from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
-from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_REMOVED, SMOKE_SCHEMA
+from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_SCHEMA
 from metaphys.spec.types import Int
 from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
@@ -53,51 +54,6 @@ ARGUMENTS = {**COMMON_ARGUMENTS,
                             nullable=("iterations_per_step", "obstacle_shapes")),
              "wall": Int(1, unit="cells"),
              "batch": Int(1)}
-# Arguments of earlier (grid-unit) versions: refused with what replaced them, never silently ignored
-REMOVED_ARGUMENTS = {
-    **SMOKE_REMOVED,
-    "dt": "this argument was removed: time steps follow fps, substeps and cfl (physical units)",
-    "fluid_density": "this argument was removed: forces are accelerations (m/s^2), so the fluid's density "
-                     "does not enter",
-    "density_solver": "this argument was removed: the density transport is explicit and monotone (no linear solve)",
-    "density_max_iterations": "this argument was removed: the density transport is explicit and monotone (no "
-                              "linear solve)",
-    "emitter_smoothing": "this argument was removed: the transport is monotone, so hard-edged emitters need no blur",
-}
-
-
-@dataclass(frozen=True)
-class GridUnits:
-    """SI -> the solver's units: lengths in cells of ``cell_m`` metres, time in frames of ``frame_s`` s."""
-
-    cell_m: float
-    frame_s: float
-
-    def speed(self, metres_per_second):
-        return metres_per_second * self.frame_s / self.cell_m
-
-    def acceleration(self, metres_per_second2):
-        return metres_per_second2 * self.frame_s ** 2 / self.cell_m
-
-    def diffusivity(self, square_metres_per_second):
-        return square_metres_per_second * self.frame_s / self.cell_m ** 2
-
-    def rate(self, per_second):
-        return per_second * self.frame_s
-
-
-@dataclass
-class SmokeStepRecord(StepRecord):
-    """A frame's StepRecord (fluid iterations summed over its steps, the worst step's residual) with
-    what the smoke adds: fluid steps taken, the largest distance a step carried the flow (cells), the
-    density transport's sub-steps, the density's minimum (>= 0: the transport is monotone) and the
-    time at the frame's end."""
-
-    substeps: int = 1
-    courant: float = 0.0
-    transport_substeps: int = 0
-    min_density: float = 0.0
-    time_s: float = 0.0
 
 
 def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
@@ -112,15 +68,6 @@ def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
     if arr.min() < 0 or arr.max() > 1:
         raise argument_error("SmokeSim", name, f"expected values in [0, 1], got range [{arr.min():g}, {arr.max():g}]")
     return arr
-
-
-def _push(v: torch.Tensor, target: float) -> torch.Tensor:
-    """How much faster ``v`` must go to reach ``target`` along its sign (0 where it already does, or
-    where target is 0): the emitters speed the flow up to their velocity and never hold it back."""
-    if target == 0:
-        return torch.zeros_like(v)
-    s = math.copysign(1.0, target)
-    return s * torch.relu(s * (target - v))
 
 
 class SmokeSim(Sim):
@@ -447,3 +394,8 @@ class SmokeSim(Sim):
 
     def finite(self) -> bool:
         return all(bool(torch.isfinite(t).all()) for t in (self.u, self.density_field, self.temperature_field))
+
+
+# SmokeSim.__new__ (the 3-D dispatch) takes *args/**kwargs: the class's signature is __init__'s
+SmokeSim.__signature__ = inspect.signature(SmokeSim.__init__).replace(
+    parameters=list(inspect.signature(SmokeSim.__init__).parameters.values())[1:])

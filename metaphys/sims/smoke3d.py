@@ -38,7 +38,7 @@ from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_
                                 with_solver_state)
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
                                   optimizer_for, refuse_solver_settings, torch_threads)
-from metaphys.sims.smoke import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push
+from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push
 from metaphys.sims.voxelize import coverage
 from metaphys.spec.params import SMOKE3D_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
 from metaphys.spec.schema import MAX_SUBSTEPS, SHAPE3D, SMOKE3D_REMOVED, SMOKE3D_SCHEMA, mesh_shape_problem

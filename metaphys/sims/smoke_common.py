@@ -1,0 +1,66 @@
+"""What the 2-D and 3-D smoke sims share: the SI -> grid unit mapping (``GridUnits``, the one place it
+lives), the frame record, the emitters' push and the arguments of earlier versions they refuse."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from metaphys.sims.common import StepRecord
+from metaphys.spec.schema import SMOKE_REMOVED
+
+# Arguments of earlier (grid-unit) versions: refused with what replaced them, never silently ignored
+REMOVED_ARGUMENTS = {
+    **SMOKE_REMOVED,
+    "dt": "this argument was removed: time steps follow fps, substeps and cfl (physical units)",
+    "fluid_density": "this argument was removed: forces are accelerations (m/s^2), so the fluid's density "
+                     "does not enter",
+    "density_solver": "this argument was removed: the density transport is explicit and monotone (no linear solve)",
+    "density_max_iterations": "this argument was removed: the density transport is explicit and monotone (no "
+                              "linear solve)",
+    "emitter_smoothing": "this argument was removed: the transport is monotone, so hard-edged emitters need no blur",
+}
+
+
+@dataclass(frozen=True)
+class GridUnits:
+    """SI -> the solver's units: lengths in cells of ``cell_m`` metres, time in frames of ``frame_s`` s."""
+
+    cell_m: float
+    frame_s: float
+
+    def speed(self, metres_per_second):
+        return metres_per_second * self.frame_s / self.cell_m
+
+    def acceleration(self, metres_per_second2):
+        return metres_per_second2 * self.frame_s ** 2 / self.cell_m
+
+    def diffusivity(self, square_metres_per_second):
+        return square_metres_per_second * self.frame_s / self.cell_m ** 2
+
+    def rate(self, per_second):
+        return per_second * self.frame_s
+
+
+@dataclass
+class SmokeStepRecord(StepRecord):
+    """A frame's StepRecord (fluid iterations summed over its steps, the worst step's residual) with
+    what the smoke adds: fluid steps taken, the largest distance a step carried the flow (cells), the
+    density transport's sub-steps, the density's minimum (>= 0: the transport is monotone) and the
+    time at the frame's end."""
+
+    substeps: int = 1
+    courant: float = 0.0
+    transport_substeps: int = 0
+    min_density: float = 0.0
+    time_s: float = 0.0
+
+
+def _push(v: torch.Tensor, target: float) -> torch.Tensor:
+    """How much faster ``v`` must go to reach ``target`` along its sign (0 where it already does, or
+    where target is 0): the emitters speed the flow up to their velocity and never hold it back."""
+    if target == 0:
+        return torch.zeros_like(v)
+    s = math.copysign(1.0, target)
+    return s * torch.relu(s * (target - v))
