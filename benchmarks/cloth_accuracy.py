@@ -58,12 +58,12 @@ def scene(name: str, n: int, frames: int) -> dict:
 
 METHODS = {
     # the converged reference: direct Newton (a factorization per step) to 1e-10
-    "reference": dict(solver="newton", tol=1e-10, newton_linear="direct", frame_time_budget=None),
+    "reference": dict(solver="newton", tol=1e-10, step_tol=None, newton_linear="direct", frame_time_budget=None),
     # a second converged run at a looser tolerance: how far two converged answers drift apart
     # (contact makes the trajectory sensitive; this is the floor no solver can beat)
-    "newton_1e-8": dict(solver="newton", tol=1e-8, newton_linear="direct", frame_time_budget=None),
+    "newton_1e-8": dict(solver="newton", tol=1e-8, step_tol=None, newton_linear="direct", frame_time_budget=None),
     # the product's default before issue #24: Metamizer 30 it, then direct Newton to 1e-8
-    "previous_default": dict(solver="auto", tol=1e-8, iterations_per_step=30, newton_linear="direct",
+    "previous_default": dict(solver="auto", tol=1e-8, step_tol=None, iterations_per_step=30, newton_linear="direct",
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
     "krylov_1e-4": dict(solver="newton", newton_linear="pcg", tol=1e-4),

@@ -26,7 +26,7 @@ from metaphys.sims.cloth import ClothSim  # noqa: E402
 
 
 def shape(n, name, frames):
-    sim = ClothSim(n, n, threads=1, solver="newton", tol=1e-10, **scene(name, n, frames))
+    sim = ClothSim(n, n, threads=1, solver="newton", tol=1e-10, step_tol=None, **scene(name, n, frames))
     sim.run(frames)
     p = sim.positions.reshape(-1, 3)
     return {"lowest": float(p[:, 2].min()), "extent": (p.max(0) - p.min(0)).tolist(),

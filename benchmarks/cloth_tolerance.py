@@ -37,7 +37,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     n, frames = args.size, args.frames
     for name in args.scenes:
-        ref = ClothSim(n, n, threads=1, solver="newton", tol=1e-10, newton_linear="direct", frame_time_budget=None,
+        ref = ClothSim(n, n, threads=1, solver="newton", tol=1e-10, step_tol=None, newton_linear="direct", frame_time_budget=None,
                        **scene(name, n, frames))
         states, pos = [ref.state_dict()], []
         for _ in range(frames):
@@ -45,7 +45,7 @@ def main(argv=None):
             pos.append(ref.positions.reshape(-1, 3).copy())
             states.append(ref.state_dict())
         for tol in args.tols:
-            sim = ClothSim(n, n, threads=1, solver="newton", tol=tol, **scene(name, n, frames))
+            sim = ClothSim(n, n, threads=1, solver="newton", tol=tol, step_tol=None, **scene(name, n, frames))
             errs, times = [], []
             for k in range(frames):
                 sim.problem.fields = {key: v.clone() for key, v in states[k]["fields"].items()}

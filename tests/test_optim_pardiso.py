@@ -74,17 +74,82 @@ def test_pardiso_refuses_bad_input_and_pickling_and_copies_own_their_handle():
     np.testing.assert_allclose(g.solve(b), np.linalg.solve(_symmetric(30, 8.0).toarray(), b), rtol=1e-10)
 
 
-def test_auto_factorization_switches_to_pardiso_at_its_measured_size():
+def test_auto_factorization_is_pardiso_wherever_mkl_loads():
     solver = NewtonSolver()
-    assert solver.factorization_for(PARDISO_FROM - 1) == "superlu"
-    assert solver.factorization_for(PARDISO_FROM) == "pardiso"
+    assert PARDISO_FROM == 0 and solver.factorization_for(3) == "pardiso"
     assert NewtonSolver(factorization="superlu").factorization_for(10 ** 6) == "superlu"
     with pytest.raises(ValueError, match="factorization"):
         NewtonSolver(factorization="cholmod")
+    with pytest.raises(ValueError, match="preconditioner_precision"):
+        NewtonSolver(preconditioner_precision="half")
     # the cheaper factorization is refreshed sooner, unless the caller says otherwise
-    assert solver._refactor_after(PARDISO_FROM) == REFACTOR_AFTER["pardiso"] < REFACTOR_AFTER["superlu"]
-    assert solver._refactor_after(PARDISO_FROM - 1) == REFACTOR_AFTER["superlu"]
-    assert NewtonSolver(refactor_after=5)._refactor_after(PARDISO_FROM) == 5
+    assert solver._refactor_after(100) == REFACTOR_AFTER["pardiso"] < REFACTOR_AFTER["superlu"]
+    assert NewtonSolver(factorization="superlu")._refactor_after(100) == REFACTOR_AFTER["superlu"]
+    assert NewtonSolver(refactor_after=5)._refactor_after(100) == 5
+
+
+def test_a_refactorization_reuses_the_analysis_of_the_same_pattern_only():
+    A = _symmetric(150, 8.0)
+    b = np.random.default_rng(2).standard_normal(150)
+    first = PardisoFactor(A, threads=1)
+    # new values on the same pattern: the analysis is taken over, the answer is the new matrix's
+    B = A.copy()
+    B.data = B.data * 1.5 + 0.1
+    second = PardisoFactor(B, threads=1, reuse=first)
+    assert second.reused_analysis
+    np.testing.assert_allclose(second.solve(b), np.linalg.solve(B.toarray(), b), rtol=1e-9, atol=1e-12)
+    with pytest.raises(pardiso.PardisoError, match="released"):
+        first.solve(b)   # its handle now belongs to the new factor
+    # another pattern: a fresh analysis (and the earlier factor is released all the same)
+    C = _symmetric(150, 8.0, seed=5)
+    third = PardisoFactor(C, threads=1, reuse=second)
+    assert not third.reused_analysis
+    np.testing.assert_allclose(third.solve(b), np.linalg.solve(C.toarray(), b), rtol=1e-9, atol=1e-12)
+    with pytest.raises(pardiso.PardisoError, match="released"):
+        second.solve(b)
+
+
+def test_a_single_precision_factor_is_a_float32_solve_with_float64_results():
+    A = _symmetric(150, 8.0)
+    b = np.random.default_rng(3).standard_normal(150)
+    f = PardisoFactor(A, threads=1, single=True)
+    x = f.solve(b)
+    exact = np.linalg.solve(A.toarray(), b)
+    err = np.linalg.norm(x - exact) / np.linalg.norm(exact)
+    assert x.dtype == np.float64 and 1e-12 < err < 1e-4   # float32 round-off: neither exact nor wrong
+    # a double factor cannot take over a single one's analysis
+    assert not PardisoFactor(A, threads=1, reuse=f).reused_analysis
+
+
+def test_adding_on_the_hessians_pattern_keeps_its_explicit_zeros():
+    from metaphys.optim.newton import add_on_pattern
+    A = sp.csr_matrix((np.array([1.0, 0.0, 0.0, 2.0]), np.array([0, 1, 0, 1]), np.array([0, 2, 4])), shape=(2, 2))
+    B = sp.csr_matrix(np.array([[0.5, 0.0], [0.0, 0.25]]))
+    out = add_on_pattern(A, B)
+    assert out.nnz == 4 and np.array_equal(out.indices, A.indices)   # scipy's A + B would drop the zeros
+    np.testing.assert_array_equal(out.toarray(), (A + B).toarray())
+    outside = sp.csr_matrix(np.array([[0.0, 0.0], [3.0, 0.0]]))   # an entry off A2's pattern
+    A2 = sp.csr_matrix(np.diag([1.0, 2.0]))
+    np.testing.assert_array_equal(add_on_pattern(A2, outside).toarray(), (A2 + outside).toarray())
+
+
+def test_the_cloths_lagged_factor_is_refactored_on_one_analysis():
+    prob = _hanging_cloth()
+    made = []
+    original = PardisoFactor.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self.reused_analysis)
+
+    solver = NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg", refactor_after=1)
+    PardisoFactor.__init__ = spy
+    try:
+        out = solver.solve(prob, torch.zeros(prob.shape, dtype=torch.float64))
+    finally:
+        PardisoFactor.__init__ = original
+    assert out.converged and len(made) >= 2
+    assert made[0] is False and all(made[1:]), made   # one analysis, then numbers only
 
 
 @pytest.mark.parametrize("linear", ["direct", "pcg"])

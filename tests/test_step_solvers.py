@@ -14,7 +14,7 @@ from metaphys.optim.solve import iterate
 from metaphys.optim.step_solvers import (KrylovStep, MetamizerStep, MetamizerThenNewton, NewtonStep, StepResult,
                                          StepSolver)
 from metaphys.sims import BurgersSim, ClothSim, DiffusionSim, SmokeSim, WaveSim
-from metaphys.sims.cloth import flat_cloth
+from metaphys.sims.cloth import STEP_TOL, flat_cloth
 from metaphys.spec.validate import ArgumentError
 
 
@@ -120,14 +120,15 @@ def _same_run(a, b, steps):
 
 def test_cloth_newton_settings_equal_a_newton_step():
     recs = _same_run(drape(), drape(step_solver=NewtonStep(tol=1e-5, max_iterations=100, linear="pcg",
-                                                           time_budget=30.0)), 2)
+                                                           time_budget=30.0, step_tol=STEP_TOL)), 2)
     assert all(r.finished_by == "newton" and r.newton_iterations > 0 for r in recs)
 
 
 def test_cloth_auto_settings_equal_the_composite_solver():
     def composite():
         return MetamizerThenNewton(MetamizerStep(sgd(), iterations=4, tol=1e-8, guard_growth=0.0),
-                                   NewtonStep(tol=1e-8, max_iterations=100, linear="pcg", time_budget=30.0))
+                                   NewtonStep(tol=1e-8, max_iterations=100, linear="pcg", time_budget=30.0,
+                                              step_tol=STEP_TOL))
     plain = ClothSim(16, 16, colliders=[], optimizer=sgd(), iterations_per_step=4, solver="auto", tol=1e-8, threads=1)
     built = ClothSim(16, 16, colliders=[], threads=1, step_solver=composite())
     recs = _same_run(plain, built, 5)

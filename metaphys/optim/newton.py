@@ -188,21 +188,46 @@ def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
         parts.append(keep @ problem.hessian_psd_correction(u) @ keep)
     for part in parts:
         if part is not None:
-            H = H + part
+            H = add_on_pattern(H, part)
     return H.tocsr()
 
 
+def add_on_pattern(A, B):
+    """A + B (scipy CSR) on A's sparsity pattern where B's entries all lie in it (explicit zeros of A
+    kept), else the plain sum. The Hessian's pattern is fixed per grid size (explicit zeros kept);
+    scipy's sum drops entries that happen to be zero (a flat sheet's x-z couplings), so the pattern
+    would change from step to step and every factorization would need a new symbolic analysis."""
+    A = A.tocsr()
+    B = B.tocsr()
+    B.sum_duplicates()
+    if not A.has_sorted_indices:
+        A = A.sorted_indices()
+    n = A.shape[1]
+    key_a = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr)) * n + A.indices
+    key_b = np.repeat(np.arange(B.shape[0], dtype=np.int64), np.diff(B.indptr)) * n + B.indices
+    pos = np.searchsorted(key_a, key_b)
+    inside = pos < key_a.size
+    if not (inside.all() and np.array_equal(key_a[pos], key_b)):
+        return (A + B).tocsr()
+    data = A.data.copy()
+    data[pos] += B.data
+    return type(A)((data, A.indices, A.indptr), shape=A.shape)
+
+
 LINEAR_SOLVERS = ("direct", "pcg")
+PRECISIONS = ("double", "single")
 FACTORIZATIONS = ("auto", "superlu", "pardiso")
-# "auto" factors with MKL PARDISO from this many unknowns (where the `mkl` wheel loads): measured on the
-# cloth's Krylov matrix, 1 thread, PARDISO vs SuperLU per factorization: 32^2 (3,072 unknowns) 19.5 vs
-# 23 ms, 64^2 82 vs 265 ms; triangular solves the same (benchmarks/results/cloth_factorizations.md)
-PARDISO_FROM = 3 * 48 * 48
+# "auto" factors with MKL PARDISO from this many unknowns (where the `mkl` wheel loads): every size, since
+# Newton-Krylov's refactorizations reuse PARDISO's symbolic analysis (the pattern is fixed per grid) and
+# factor in float32. Measured on the cloth scenes (1 thread, CPU ms/frame median, same run): curtain 16^2
+# SuperLU 33.6 / PARDISO 32.2, curtain 32^2 112.7 / 67.8, drape 32^2 788 / 612 (double precision; before
+# the reuse PARDISO paid off only from 48^2: benchmarks/results/cloth_factorizations.md)
+PARDISO_FROM = 0
 # refresh the lagged factor when CG needed more than this many iterations, per factorization: PARDISO's
-# factorizations cost 2.5-3.7x less, so refreshing sooner pays (measured, same run, median ms/frame
-# SuperLU(20) / PARDISO(20) / PARDISO(8): drape 64^2 12,906 / 5,537 / 4,217, curtain 128^2 3,799 / 2,916 /
-# 2,247; benchmarks/results/cloth_factorizations.md)
-REFACTOR_AFTER = {"superlu": 20, "pardiso": 8}
+# refactorizations cost far less (analysis reused, float32), so refreshing sooner pays (measured, same
+# run, CPU ms/frame median, float32 factor, after 8 / after 4: drape 32^2 628 / 478, curtain 64^2 295 / 296;
+# SuperLU 20 vs PARDISO 8 before: benchmarks/results/cloth_factorizations.md)
+REFACTOR_AFTER = {"superlu": 20, "pardiso": 4}
 KRYLOV_HESSIANS = ("projected", "exact")
 PROJECT_ABOVE = 1e-3   # relative residual above which CG uses the projected Hessian
 
@@ -275,6 +300,7 @@ class NewtonResult:
     exact_retry: bool = False                                      # the difference Hessian missed tol: solved again exactly
     krylov_iterations: int = 0                                     # preconditioned CG iterations (linear="pcg")
     budget_hit: str = ""                                           # "" or what ended the solve early: "iterations", "time"
+    stopped_by: str = ""                                           # converged by "residual" (tol/atol) or "step" (step_tol)
     seconds: float = 0.0
 
 
@@ -298,7 +324,14 @@ class NewtonSolver:
                  armijo: float = 1e-4, max_halvings: int = 30, exact_below: float = float("inf"),
                  hessian: str = "auto", linear: str = "direct", time_budget: Optional[float] = None,
                  krylov_max_iterations: int = 40, refactor_after: Optional[int] = None, krylov_hessian: str = "projected",
-                 factorization: str = "auto"):
+                 factorization: str = "auto", preconditioner_precision: str = "single",
+                 step_tol: Optional[float] = None):
+        if step_tol is not None and not (float(step_tol) > 0):
+            raise ValueError(f"step_tol must be None or a length > 0, got {step_tol!r}")
+        self.step_tol = None if step_tol is None else float(step_tol)
+        if preconditioner_precision not in PRECISIONS:
+            raise ValueError(f"preconditioner_precision must be one of {PRECISIONS}, got {preconditioner_precision!r}")
+        self.preconditioner_precision = preconditioner_precision
         if factorization not in FACTORIZATIONS:
             raise ValueError(f"factorization must be one of {FACTORIZATIONS}, got {factorization!r}")
         if factorization == "pardiso":
@@ -350,6 +383,21 @@ class NewtonSolver:
     def _done(self, rel, rms):
         return (self.tol > 0 and rel <= self.tol) or (self.atol > 0 and rms <= self.atol)
 
+    def _error_estimate(self, problem, moves: List[float]) -> float:
+        """An a-posteriori bound on the distance left to the answer, in the problem's lengths
+        (``problem.displacement``; cloth: edge lengths), from the last two steps' sizes: for an
+        iteration that contracts by q = |d_k| / |d_k-1| per step, what is left is at most
+        |d_k| q / (1 - q). Infinite until two steps were taken, or where they do not contract by 2x."""
+        if len(moves) < 2 or moves[-2] <= 0:
+            return math.inf
+        q = moves[-1] / moves[-2]
+        return moves[-1] * q / (1 - q) if q < 0.5 else math.inf
+
+    @property
+    def single_precision_preconditioner(self) -> bool:
+        """Newton-Krylov's lagged factor in float32 (PARDISO only; SuperLU factors in float64)."""
+        return self.preconditioner_precision == "single"
+
     def factorization_for(self, n: int) -> str:
         """The sparse factorization this solver uses for an [n, n] system: ``factorization``, or for
         "auto" MKL PARDISO from ``PARDISO_FROM`` unknowns where the `mkl` wheel loads, else SuperLU."""
@@ -363,13 +411,14 @@ class NewtonSolver:
             return self.refactor_after
         return REFACTOR_AFTER[self.factorization_for(n)]
 
-    def _factor(self, Hm, g):
+    def _factor(self, Hm, g, reuse=None, single: bool = False):
         """(factor, d) for H d = -g (factor: anything with ``solve(b)``), or (None, None) when H is
-        singular or d is not downhill."""
+        singular or d is not downhill. PARDISO only: ``reuse`` an earlier factor's symbolic analysis
+        (that factor is consumed), ``single`` precision (for a preconditioner)."""
         if self.factorization_for(Hm.shape[0]) == "pardiso":
             from metaphys.optim.pardiso import PardisoError, PardisoFactor
             try:
-                lu = PardisoFactor(Hm)
+                lu = PardisoFactor(Hm, reuse=reuse if isinstance(reuse, PardisoFactor) else None, single=single)
             except PardisoError:
                 return None, None
         else:
@@ -471,9 +520,12 @@ class NewtonSolver:
             scale = problem.residual_scale(grad) if hasattr(problem, "residual_scale") else 1.0
         rel, rms = self._measure(problem, loss, grad, scale)
         out = NewtonResult(u=u, residuals=[rel])
+        by_step = self.step_tol is not None and hasattr(problem, "displacement")
+        moves: List[float] = []   # each accepted step's size (problem.displacement), for the step stop
         for it in range(self.max_iterations):
-            if self._done(rel, rms):
+            if self._done(rel, rms) or (by_step and self._error_estimate(problem, moves) <= self.step_tol):
                 out.converged = True
+                out.stopped_by = "residual" if self._done(rel, rms) else "step"
                 break
             if self.time_budget is not None and time.perf_counter() - t0 > self.time_budget:
                 out.budget_hit = "time"
@@ -482,6 +534,8 @@ class NewtonSolver:
             accepted, u_new, loss_new, grad_new = step(u, loss, grad, g, rel, scale, free, idx, out)
             if not accepted:
                 break  # stalled (round-off): report the residual reached
+            if by_step:
+                moves.append(problem.displacement(u_new - u))
             u, loss, grad = u_new, loss_new, grad_new
             rel, rms = self._measure(problem, loss, grad, scale)
             out.residuals.append(rel)
@@ -489,8 +543,10 @@ class NewtonSolver:
             if callback is not None:
                 callback(it + 1, u, rel)
         else:
-            out.converged = self._done(rel, rms)
-            if not out.converged:
+            out.converged = self._done(rel, rms) or (by_step and self._error_estimate(problem, moves) <= self.step_tol)
+            if out.converged:
+                out.stopped_by = "residual" if self._done(rel, rms) else "step"
+            else:
                 out.budget_hit = "iterations"
         # a solve that stops early keeps its best iterate: the last one, since every accepted step
         # lowers the energy (the residual is not monotone; the energy is what the step minimizes)
@@ -566,7 +622,9 @@ class NewtonSolver:
             if majorizer is not None:
                 H = H + majorizer.tocsr()[idx][:, idx]
             H = H.tocsc()
-        lu, _ = self._factor(H, g)
+        # the earlier lagged factor is replaced: its symbolic analysis is reused where the pattern holds
+        previous, self.preconditioner.lu = self.preconditioner.lu, None
+        lu, _ = self._factor(H, g, reuse=previous, single=self.single_precision_preconditioner)
         if lu is None:
             lu, _, _ = self._regularized_factor(H, g, 1e-6)
         source = ({k: v.clone() for k, v in problem.fields.items()}, u.detach().clone())

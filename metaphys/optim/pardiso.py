@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 MTYPE_SYMMETRIC_INDEFINITE = -2
-_PHASE_ANALYSE_FACTOR, _PHASE_SOLVE, _PHASE_RELEASE = 12, 33, -1
+_PHASE_ANALYSE_FACTOR, _PHASE_FACTOR, _PHASE_SOLVE, _PHASE_RELEASE = 12, 22, 33, -1
 _MKL_DOMAIN_PARDISO = 4
 _MKL_THREADING_GNU = 3
 _lib = None
@@ -80,9 +80,18 @@ _ERRORS = {-1: "input inconsistent", -2: "not enough memory", -3: "reordering pr
 class PardisoFactor:
     """LDL^T factorization of a symmetric scipy sparse matrix ``A`` [n, n] (full or upper storage; only
     its upper triangle is read), with ``solve(b)`` like SuperLU's. ``threads``: MKL threads for the
-    factorization and solves (default: torch's current thread count, so a sim's ``threads`` holds)."""
+    factorization and solves (default: torch's current thread count, so a sim's ``threads`` holds).
 
-    def __init__(self, A, threads: Optional[int] = None):
+    ``reuse``: an earlier factor that is no longer needed; where its matrix had the same sparsity
+    pattern (and precision), its symbolic analysis (METIS ordering, the factor's structure) is taken
+    over and only the numbers are factored again: the analysis is about half of a factorization
+    (cloth Krylov matrix, 1 thread: 32^2 12.7 of 22 ms, 64^2 55 of 109 ms, 128^2 227 of 595 ms). The
+    earlier factor is released either way. ``single``: factor and solve in float32 (PARDISO's
+    iparm[27] = 1; b and the solution stay float64 for the caller): a preconditioner's precision,
+    30 % faster factorizations and 25 % faster solves, relative residual ~1e-3 instead of ~1e-12."""
+
+    def __init__(self, A, threads: Optional[int] = None, reuse: Optional["PardisoFactor"] = None,
+                 single: bool = False):
         import scipy.sparse as sp
 
         lib = _load()
@@ -104,9 +113,21 @@ class PardisoFactor:
                               shape=(n, n)).tocsr()
         upper.sort_indices()
         self.n = n
-        self.data = np.ascontiguousarray(upper.data, dtype=np.float64)
+        self.single = bool(single)
+        self.dtype = np.float32 if self.single else np.float64
+        self.data = np.ascontiguousarray(upper.data, dtype=self.dtype)
         self.ia = np.ascontiguousarray(upper.indptr, dtype=np.int32)
         self.ja = np.ascontiguousarray(upper.indices, dtype=np.int32)
+        self._released = False
+        self.reused_analysis = reuse is not None and reuse._same_pattern(self)
+        if self.reused_analysis:
+            # take over the earlier factor's handle (its analysis): it no longer owns it
+            self.pt, self.iparm = reuse.pt, reuse.iparm.copy()
+            reuse.pt, reuse._released = np.zeros(64, dtype=np.int64), True
+            self._call(_PHASE_FACTOR, np.zeros(n))
+            return
+        if reuse is not None:
+            reuse.release()
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         self.iparm[0] = 1      # the values below, not PARDISO's defaults
@@ -115,9 +136,15 @@ class PardisoFactor:
         self.iparm[10] = 0     # no scaling (symmetric indefinite default)
         self.iparm[12] = 0     # no weighted matching
         self.iparm[17] = -1    # report the factor's nonzeros
+        self.iparm[27] = int(self.single)   # float32 factor, matrix and vectors
         self.iparm[34] = 1     # zero-based indices (scipy's)
-        self._released = False
         self._call(_PHASE_ANALYSE_FACTOR, np.zeros(n))
+
+    def _same_pattern(self, other: "PardisoFactor") -> bool:
+        """Whether ``other`` (a new factor's matrix) has this factor's sparsity pattern and precision,
+        and this factor still owns its analysis."""
+        return (not self._released and self.n == other.n and self.single == other.single
+                and np.array_equal(self.ia, other.ia) and np.array_equal(self.ja, other.ja))
 
     @property
     def inertia(self):
@@ -130,7 +157,7 @@ class PardisoFactor:
 
     def _call(self, phase: int, b: np.ndarray) -> np.ndarray:
         lib = _load()
-        b = np.ascontiguousarray(b, dtype=np.float64)
+        b = np.ascontiguousarray(b, dtype=self.dtype)
         x = np.zeros_like(b)
         err = ctypes.c_int32(0)
         i32 = lambda v: ctypes.byref(ctypes.c_int32(v))
@@ -155,7 +182,7 @@ class PardisoFactor:
         b = np.asarray(b, dtype=np.float64)
         if b.shape != (self.n,):
             raise ValueError(f"b must have shape ({self.n},), got {b.shape}")
-        return self._call(_PHASE_SOLVE, b)
+        return self._call(_PHASE_SOLVE, b).astype(np.float64, copy=False)
 
     def release(self) -> None:
         """Free PARDISO's memory for this factor (also done when it is garbage-collected)."""
@@ -169,8 +196,8 @@ class PardisoFactor:
     def __deepcopy__(self, memo):
         # a copy must own its own PARDISO handle (two owners of one ``pt`` would free it twice)
         import scipy.sparse as sp
-        A = sp.csr_matrix((self.data.copy(), self.ja.copy(), self.ia.copy()), shape=(self.n, self.n))
-        return PardisoFactor(A, threads=self.threads)
+        A = sp.csr_matrix((self.data.astype(np.float64), self.ja.copy(), self.ia.copy()), shape=(self.n, self.n))
+        return PardisoFactor(A, threads=self.threads, single=self.single)
 
     def __reduce__(self):
         raise TypeError("a PARDISO factorization cannot be pickled: save the matrix and factor it again")

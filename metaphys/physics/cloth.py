@@ -757,6 +757,13 @@ class ClothProblem(Problem):
     def impose(self, u):
         return (self.fields["pin_w"] != 1).to(u.dtype) * u  # a of hard-pinned vertices is unused: keep 0
 
+    def displacement(self, step) -> float:
+        """Sample 0's largest vertex move caused by the change ``step`` of the unknown (an
+        acceleration), in model lengths: mean rest edge lengths (x_new = x_old + dt v_old + dt^2 a).
+        Newton's step-size stop (``NewtonSolver(step_tol=...)``) measures its error estimate with it."""
+        dt2 = float(self.fields["dt"][0]) ** 2
+        return dt2 * float(step[0].norm(dim=0).max())
+
     def initial_guess(self):
         return torch.zeros(self.shape, dtype=torch.float64, device=self.device)
 

@@ -117,7 +117,7 @@ COMMON_ARGUMENTS = {
 }
 # the settings a built step solver replaces (each sim: these of its arguments that it has)
 SOLVER_SETTINGS = ("solver", "tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "guard",
-                   "optimizer", "weights", "line_search", "accelerate", "frame_time_budget", "newton_linear")
+                   "optimizer", "weights", "line_search", "accelerate", "frame_time_budget", "newton_linear", "step_tol")
 
 
 def _same(a, b) -> bool:

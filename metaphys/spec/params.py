@@ -7,7 +7,7 @@ from metaphys.spec import schema
 # Spec keys that are ClothSim / SmokeSim keyword arguments of the same name and meaning.
 CLOTH_SIM_KEYS = ("size_m", "fps", "substeps", "gravity", "mass_per_area", "tension", "shear", "bending",
                   "air_damping", "wind", "pin_weights", "pin_targets", "colliders", "contact_margin", "solver",
-                  "tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard",
+                  "tol", "step_tol", "iterations_per_step", "max_iterations", "newton_max_iterations", "strain_limit", "guard",
                   "threads", "frame_time_budget", "self_collision", "self_collision_distance")
 SMOKE_SIM_KEYS = ("size_m", "fps", "substeps", "cfl", "emitters", "obstacles", "obstacle_shapes", "emitter_density",
                   "emitter_velocity", "buoyancy", "viscosity", "density_diffusion", "wind", "emitter_heat",

@@ -124,6 +124,10 @@ CLOTH_SCHEMA: Dict[str, Key] = {
                "|grad| / max(|grad at frame start|, |gravity force|); the default keeps each step within "
                "1e-3 edge lengths of a 1e-10 solve (benchmarks/results/cloth_tolerance.md); null only with "
                "solver `metamizer`"),
+    "step_tol": Key(Number(0, lo_open=True, unit="rest edge lengths", nullable=True), 3e-4,
+                    "Newton also stops where its estimate of the distance left to the step's answer (from "
+                    "its last two steps) is below this; the default keeps each step within 1e-3 edge lengths "
+                    "of a 1e-10 solve (benchmarks/results/cloth_accuracy.md); null = the residual `tol` alone"),
     "frame_time_budget": Key(Number(0, lo_open=True, unit="seconds", nullable=True), 30.0,
                              "Newton's time per frame; a frame at its budget keeps its best iterate and is "
                              "recorded as such in the manifest; null = no limit"),
