@@ -55,7 +55,7 @@ def _overrides(args, spec):
 
 
 _FLIPBOOK_OPTIONS = ("flipbook", "no_flipbook", "flipbook_cell", "flipbook_step", "flipbook_range", "flipbook_loop",
-                     "flipbook_alpha", "flipbook_engine")
+                     "flipbook_loop_mode", "flipbook_alpha", "flipbook_engine")
 
 
 def _flipbook_overrides(args, spec: dict) -> None:
@@ -65,7 +65,8 @@ def _flipbook_overrides(args, spec: dict) -> None:
         spec["flipbook_layout"] = list(args.flipbook)
     if args.no_flipbook:
         spec["flipbook"] = False
-    for name in ("flipbook_cell", "flipbook_step", "flipbook_loop", "flipbook_alpha", "flipbook_engine"):
+    for name in ("flipbook_cell", "flipbook_step", "flipbook_loop", "flipbook_loop_mode", "flipbook_alpha",
+                 "flipbook_engine"):
         if getattr(args, name) is not None:
             spec[name] = getattr(args, name)
     if args.flipbook_range is not None:
@@ -466,7 +467,11 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     f.add_argument("--flipbook-range", type=_frame_range, metavar="FIRST:LAST",
                    help="baked frame numbers the sheet is taken from (default: all)")
     f.add_argument("--flipbook-loop", type=int, metavar="L",
-                   help="seamless loop: crossfade the last L selected frames into the first (default 0)")
+                   help="seamless loop of L frames (default 0: none): see --flipbook-loop-mode")
+    f.add_argument("--flipbook-loop-mode", choices=["crossfade", "two_phase"],
+                   help="crossfade (default): the last L selected frames fade into the first L; two_phase: the "
+                        "frames blended with themselves half a loop later, L-frame ramps at the seam, no extra "
+                        "frames (docs/flipbooks.md)")
     f.add_argument("--flipbook-alpha", choices=["straight", "premultiplied"], help="default straight")
     f.add_argument("--flipbook-engine", choices=["unity", "unreal"],
                    help="green axis of motion vectors and normals: unity = +v up (default), unreal = +v down")

@@ -95,7 +95,8 @@ def test_smoke_flipbook_flags_and_spec_keys_end_to_end(tmp_path, weights_path):
 
     # the same through the spec: every 2nd frame, no flipbook for cloth-only flags
     spec2 = tmp_path / "spec.json"
-    spec2.write_text(json.dumps({"flipbook_layout": [2, 2], "flipbook_step": 2, "flipbook_motion_bits": 8}))
+    spec2.write_text(json.dumps({"flipbook_layout": [2, 2], "flipbook_step": 2, "flipbook_motion_bits": 8,
+                                 "flipbook_loop": 1, "flipbook_loop_mode": "two_phase"}))
     out2 = tmp_path / "spec"
     r = bake("smoke", "--out", str(out2), "--spec", str(spec2), "--size", "16", "--frames", "7", "--iterations", "3",
              "--progress", "none")
@@ -103,6 +104,9 @@ def test_smoke_flipbook_flags_and_spec_keys_end_to_end(tmp_path, weights_path):
     side = fb.read_sidecar(out2)
     assert side["source_frames"] == [1, 3, 5, 7] and side["fps"] == 12 and side["channels"]["motion"]["bits"] == 8
     assert fb.read_png(out2 / "flipbook_motion.png").dtype == np.uint8
+    # two_phase: no frames consumed by the loop (the same 4 frames fill the 4 cells)
+    assert side["frames"] == 4 and side["loop"] == {**side["loop"], "mode": "two_phase", "frames": 1}
+    assert read_manifest(out2 / "manifest.json")["extra"]["flipbook"]["loop_seam"]["seam"] >= 0
     r = bake("smoke", "--out", str(tmp_path / "none"), "--size", "16", "--frames", "1", "--iterations", "2",
              "--progress", "none", "--no-flipbook")
     assert r.returncode == 0 and not (tmp_path / "none" / "flipbook.json").exists()

@@ -65,6 +65,53 @@ def test_loop_seam_is_no_larger_than_consecutive_frames():
         fb.loop_blend(base[:10], 6)
 
 
+def scrolled_texture(n, v0=0.2, acc=0.02, size=32, seed=0):
+    """A smooth random texture scrolled up ever faster (v0 + acc * t rows per frame): a synthetic
+    accelerating sequence whose consecutive steps grow ~4x over 60 frames and whose frames far
+    apart are unrelated, like a plume still speeding up."""
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(1024)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2
+    tex = np.real(np.fft.ifft2(np.fft.fft2(rng.random((1024, size))) * np.exp(-k * (8 * np.pi) ** 2 / 2)))
+    tex = (tex - tex.min()) / (tex.max() - tex.min())
+    frames = []
+    for t in range(n):
+        y = 900 - (v0 * t + 0.5 * acc * t * t) + np.arange(size)
+        y0 = np.floor(y).astype(int)
+        f = (y - y0)[:, None]
+        frames.append(tex[y0] * (1 - f) + tex[y0 + 1] * f)
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_two_phase_loop_seam_on_an_accelerating_sequence(seed):
+    n, ramp = 48, 12
+    seq = scrolled_texture(n + ramp, seed=seed)
+    steps = [np.abs(seq[k + 1] - seq[k]).mean() for k in range(n - 1)]
+    assert steps[-1] > 3 * steps[0]                                   # accelerating
+    # the crossfade's seam is the range's last (largest) natural step: above the mean
+    cross = fb.loop_seam(fb.loop_blend(seq, ramp, "crossfade"))
+    assert cross["seam"] > cross["mean"], cross
+    # two_phase: the seam is a step from the middle of the range, no larger than the mean
+    looped = fb.loop_blend(seq[:n], ramp, "two_phase")
+    two = fb.loop_seam(looped)
+    assert two["seam"] <= two["mean"], two
+    assert two["seam"] < cross["seam"]
+    # its construction: all n frames kept; the seam shows phase B (frame n/2) alone; between the
+    # ramps phase A alone; the seam step is phase B's natural step up to A's small weight there
+    assert looped.shape == seq[:n].shape
+    assert np.array_equal(looped[0], seq[n // 2])
+    assert np.array_equal(looped[ramp:n - ramp + 1], seq[ramp:n - ramp + 1])
+    w = fb._smoothstep(1 / ramp)
+    assert np.allclose(looped[-1], w * seq[n - 1] + (1 - w) * seq[n // 2 - 1])
+    assert fb.loop_extra_frames(ramp, "two_phase") == 0 and fb.loop_extra_frames(ramp, "crossfade") == ramp
+    with pytest.raises(ValueError, match="loop of 25 frames needs at least 50 frames, got 48"):
+        fb.loop_blend(seq[:n], 25, "two_phase")
+    with pytest.raises(ValueError, match="ramps of 1..24 frames, got 0"):
+        fb.loop_two_phase(seq[:n], 0)
+    with pytest.raises(ValueError, match="loop mode must be one of"):
+        fb.loop_blend(seq[:n], 4, "pingpong")
+
+
 def test_select_frames():
     assert fb.select_frames(48, 64) == list(range(48))
     assert fb.select_frames(200, 64) == list(range(0, 200, 4))[:64]
@@ -147,6 +194,14 @@ def test_sidecar_round_trip(tmp_path):
         assert gif.n_frames == 8 * fb.PREVIEW_STEPS  # looped: every frame and its in-betweens, the seam too
     with pytest.raises(ValueError, match="do not fit"):
         fb.write_game_flipbook(tmp_path, d, m, t, rows=2, cols=4)
+    assert side["loop"]["mode"] == "crossfade"
+    # two_phase: the sheet holds every selected frame, its sidecar says how it loops
+    (tmp_path / "two").mkdir()
+    two = fb.write_game_flipbook(tmp_path / "two", d[:8], m[:8], t[:8], rows=2, cols=4, loop=2, loop_mode="two_phase")
+    assert two["frames"] == 8 and two["loop"]["mode"] == "two_phase" and two["loop"]["frames"] == 2
+    assert "F_((j + h) mod N)" in two["loop"]["formula"]
+    with pytest.raises(ValueError, match="loop_mode must be one of"):
+        fb.write_game_flipbook(tmp_path / "bad", d[:8], m[:8], t[:8], rows=2, cols=4, loop=2, loop_mode="x")
 
 
 def test_png_writer_round_trips_16_bit_rgb(tmp_path):

@@ -113,7 +113,9 @@ class SmokeWriter:
                 raise BakeError(f"flipbook_range {o['range']} holds none of the baked frames "
                                 f"{numbers[0]}..{numbers[-1]}")
         loop = int(o["loop"])
-        picked = flipbook.select_frames(len(names), rows * cols, o["step"], first, last, loop)
+        mode = o.get("loop_mode", "crossfade")
+        picked = flipbook.select_frames(len(names), rows * cols, o["step"], first, last,
+                                        flipbook.loop_extra_frames(loop, mode))
         step = picked[1] - picked[0] if len(picked) > 1 else (o["step"] or 1)
         if loop and 2 * loop > len(picked):
             raise BakeError(f"flipbook_loop {loop} needs at least {2 * loop} frames in the flipbook's range; "
@@ -127,7 +129,7 @@ class SmokeWriter:
         density = np.stack([data[i]["density"] for i in picked])
         temperature = np.stack([data[i].get("temperature", np.zeros_like(data[i]["density"])) for i in picked])
         layout = flipbook.write_game_flipbook(
-            self.out, density, motion, temperature, rows=rows, cols=cols, cell=o["cell"], loop=loop,
+            self.out, density, motion, temperature, rows=rows, cols=cols, cell=o["cell"], loop=loop, loop_mode=mode,
             alpha=o["alpha"], engine=o["engine"], motion_bits=int(o["motion_bits"]), motion_scale=o["motion_scale"],
             normal_strength=o["normal_strength"], fps=self.fps / step, source_frames=[numbers[i] for i in picked])
         seam = flipbook.loop_seam(flipbook.read_flipbook(self.out)["alpha"]) if layout["frames"] > 2 else None

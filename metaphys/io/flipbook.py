@@ -36,11 +36,24 @@ Normals (``flipbook_normal.png``). The density is a height field ``h = normal_st
 density_max`` in cell widths; the tangent-space normal is ``normalize(-dh/du, -dh/dv, 1)``, stored as
 ``(n + 1) / 2``; v up (OpenGL / Unity) or v down (DirectX / Unreal) with ``engine``.
 
-Seamless loops (``loop = L``). The last L of the N selected frames are crossfaded into the first L:
-the sheet holds M = N - L frames, ``G_i = F_(M+i) + w_i * (F_i - F_(M+i))`` for i < L with
-``w_i = smoothstep((i + 1) / (L + 1))`` and ``G_i = F_i`` otherwise (each channel, the motion too).
-So frame M-1 (= F_(M-1)) is followed by G_0, which is mostly F_M, its natural successor, and the
-crossfade's smallest steps sit at the seam. ``loop_seam`` measures the seam against consecutive frames.
+Seamless loops (``loop = L``, ``loop_mode``; docs/flipbooks.md compares them on a baked plume).
+
+* ``"crossfade"``: the last L of the N selected frames are crossfaded into the first L: the sheet
+  holds M = N - L frames, ``G_i = F_(M+i) + w_i * (F_i - F_(M+i))`` for i < L with
+  ``w_i = smoothstep((i + 1) / (L + 1))`` and ``G_i = F_i`` otherwise (each channel, the motion
+  too). Frame M-1 is followed by G_0, mostly F_M: the seam is the natural step F_(M-1) -> F_M, the
+  last of the range, which is the largest one while the smoke still speeds up.
+* ``"two_phase"``: the sheet blends the N selected frames with themselves half a loop later (the
+  two-phase blend of game flow maps: two copies of a cycle offset by half a period, each weighted
+  zero where it restarts): ``G_j = w_j F_j + (1 - w_j) F_((j + h) mod N)``, h = N // 2, with
+  ``w_j = smoothstep(min(r_j / L, 1))`` and r_j = min(j, N - j) the frames between j and the seam
+  (1 <= L <= h). Phase A (F_j) restarts at the seam, where its weight is 0 (and flat); phase B
+  restarts at j = h, where its weight is 0. So the seam step is phase B's natural step from the
+  middle of the range (a typical one, not the last), the crossfades (between frames h apart) sit
+  in the L frames on each side of the seam, the frames between show F_j alone, and the sheet holds
+  all N frames: a loop costs no extra simulated frames.
+
+``loop_seam`` measures the seam against consecutive frames.
 """
 from __future__ import annotations
 
@@ -55,13 +68,14 @@ import numpy as np
 
 from .atomic import PathLike, atomic_open, atomic_write_text
 
-__all__ = ["ENGINES", "ALPHA_MODES", "FILES", "select_frames", "resize", "motion_from_velocity", "warp",
+__all__ = ["ENGINES", "ALPHA_MODES", "LOOP_MODES", "FILES", "loop_extra_frames", "loop_two_phase", "select_frames", "resize", "motion_from_velocity", "warp",
            "loop_blend", "loop_seam", "encode_unit", "decode_unit", "encode_motion", "decode_motion",
            "normal_map", "write_png", "read_png", "write_game_flipbook", "read_sidecar", "read_flipbook",
            "blend_frame"]
 
 ENGINES = ("unity", "unreal")
 ALPHA_MODES = ("straight", "premultiplied")
+LOOP_MODES = ("crossfade", "two_phase")
 # channel -> file name (in the bake folder)
 FILES = {"color": "flipbook_color.png", "emissive": "flipbook_emissive.png", "motion": "flipbook_motion.png",
          "normal": "flipbook_normal.png", "sidecar": "flipbook.json", "preview": "flipbook_preview.gif"}
@@ -169,21 +183,48 @@ def _smoothstep(t):
     return t * t * (3.0 - 2.0 * t)
 
 
-def loop_blend(frames: np.ndarray, loop: int) -> np.ndarray:
-    """Crossfade the last ``loop`` of ``frames`` ``[N, ...]`` into the first (module docstring);
-    returns ``[N - loop, ...]``."""
+def loop_blend(frames: np.ndarray, loop: int, mode: str = "crossfade") -> np.ndarray:
+    """The looping sheet of ``frames`` ``[N, ...]`` (module docstring): ``crossfade`` the last ``loop``
+    frames into the first (returns ``[N - loop, ...]``), or ``two_phase`` with ``loop``-frame ramps
+    (returns ``[N, ...]``). ``loop = 0``: the frames as they are."""
     a = np.asarray(frames, dtype=np.float64)
     n, loop = a.shape[0], int(loop)
+    if mode not in LOOP_MODES:
+        raise ValueError(f"loop mode must be one of {LOOP_MODES}, got {mode!r}")
     if loop <= 0:
         return a.copy()
     if 2 * loop > n:
-        raise ValueError(f"a loop blend of {loop} frames needs at least {2 * loop} frames, got {n}")
+        raise ValueError(f"a {mode} loop of {loop} frames needs at least {2 * loop} frames, got {n}")
+    if mode == "two_phase":
+        return loop_two_phase(a, loop)
     m = n - loop
     out = a[:m].copy()
     for i in range(loop):
         wi = _smoothstep((i + 1) / (loop + 1))
         out[i] = a[m + i] + wi * (a[i] - a[m + i])
     return out
+
+
+def loop_two_phase(frames: np.ndarray, ramp: int) -> np.ndarray:
+    """``frames`` ``[N, ...]`` blended with themselves N // 2 frames later, the weight of F_j ramping
+    (smoothstep over ``ramp`` frames) from 0 at the seam to 1 (module docstring); ``[N, ...]``."""
+    a = np.asarray(frames, dtype=np.float64)
+    n, ramp = a.shape[0], int(ramp)
+    h = n // 2
+    if not 1 <= ramp <= h:
+        raise ValueError(f"a two_phase loop of {n} frames takes ramps of 1..{h} frames, got {ramp}")
+    out = np.empty_like(a)
+    for j in range(n):
+        w = _smoothstep(min(min(j, n - j) / ramp, 1.0))
+        out[j] = w * a[j] + (1.0 - w) * a[(j + h) % n]
+    return out
+
+
+def loop_extra_frames(loop: int, mode: str = "crossfade") -> int:
+    """Frames a loop consumes beyond the sheet's: ``loop`` for a crossfade, none for two_phase."""
+    if mode not in LOOP_MODES:
+        raise ValueError(f"loop mode must be one of {LOOP_MODES}, got {mode!r}")
+    return int(loop) if mode == "crossfade" else 0
 
 
 def loop_seam(frames) -> dict:
@@ -332,7 +373,8 @@ def cell_shape(grid_shape, cell: Optional[int]) -> tuple:
 
 
 def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *, rows: int = 8, cols: int = 8,
-                        cell: Optional[int] = None, loop: int = 0, alpha: str = "straight", engine: str = "unity",
+                        cell: Optional[int] = None, loop: int = 0, loop_mode: str = "crossfade",
+                        alpha: str = "straight", engine: str = "unity",
                         motion_bits: int = 16, motion_scale: Optional[float] = None, normal_strength: float = 0.05,
                         fps: float = 24.0, source_frames: Optional[Sequence[int]] = None, preview: bool = True,
                         color=(1.0, 1.0, 1.0)) -> dict:
@@ -340,7 +382,8 @@ def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *,
 
     ``density``, ``temperature`` ``[N, H, W]`` (row 0 = top of the domain) and ``motion`` ``[N, H, W, 2]``
     (backward displacement to the next selected frame, (d_col, d_row) grid cells) of the N selected
-    frames; ``loop`` of them are crossfaded away, so the sheet shows N - loop <= rows * cols frames.
+    frames; with ``loop_mode="crossfade"`` ``loop`` of them are crossfaded away, so the sheet shows
+    N - loop <= rows * cols frames; ``"two_phase"`` keeps all N (``loop`` = its ramps' length).
     ``fps`` is the sheet's playback rate, ``source_frames`` the bake frame numbers (for the sidecar).
     """
     d = np.asarray(density, dtype=np.float64)
@@ -361,7 +404,9 @@ def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *,
     rows, cols, loop = int(rows), int(cols), int(loop)
     if rows < 1 or cols < 1:
         raise ValueError(f"rows and cols must be >= 1, got {rows} x {cols}")
-    frames = n - loop
+    if loop_mode not in LOOP_MODES:
+        raise ValueError(f"loop_mode must be one of {LOOP_MODES}, got {loop_mode!r}")
+    frames = n - loop_extra_frames(loop, loop_mode)
     if loop < 0 or frames < 1 or (loop and 2 * loop > n):
         raise ValueError(f"loop must be in [0, {n // 2}] for {n} frames, got {loop}")
     if frames > rows * cols:
@@ -371,9 +416,9 @@ def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *,
     # motion in cell-UV units (u right; v up for unity, down for unreal), then everything per cell
     sign_v = -1.0 if engine == "unity" else 1.0
     m_uv = np.stack([m[..., 0] / gw, sign_v * m[..., 1] / gh], axis=-1)
-    d_c = np.clip(resize(loop_blend(d, loop), (ch, cw)), 0.0, None)
-    t_c = np.clip(resize(loop_blend(t, loop), (ch, cw)), 0.0, None)
-    m_c = np.moveaxis(resize(np.moveaxis(loop_blend(m_uv, loop), -1, 1), (ch, cw)), 1, -1)
+    d_c = np.clip(resize(loop_blend(d, loop, loop_mode), (ch, cw)), 0.0, None)
+    t_c = np.clip(resize(loop_blend(t, loop, loop_mode), (ch, cw)), 0.0, None)
+    m_c = np.moveaxis(resize(np.moveaxis(loop_blend(m_uv, loop, loop_mode), -1, 1), (ch, cw)), 1, -1)
     density_max = float(d_c.max(initial=0.0))
     temperature_max = float(t_c.max(initial=0.0))
     a = d_c / density_max if density_max > 0 else np.zeros_like(d_c)
@@ -420,8 +465,7 @@ def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *,
         },
         "density_max": density_max, "temperature_max": temperature_max,
         "motion_scale": scale,
-        "loop": {"frames": loop, "curve": "smoothstep",
-                 "formula": "G_i = F_(M+i) + w_i (F_i - F_(M+i)), w_i = smoothstep((i+1)/(L+1)), i < L; M = N - L"},
+        "loop": _loop_facts(loop, loop_mode),
         "source_frames": None if source_frames is None else [int(s) for s in source_frames],
         "preview": FILES["preview"] if preview else None,
     }
@@ -429,6 +473,17 @@ def write_game_flipbook(out_dir: PathLike, density, motion, temperature=None, *,
         write_preview(out / FILES["preview"], color_px, emissive_px, motion_px, scale, engine, fps, looped=loop > 0)
     atomic_write_text(out / FILES["sidecar"], json.dumps(layout, sort_keys=True, indent=2, allow_nan=False) + "\n")
     return layout
+
+
+def _loop_facts(loop: int, mode: str) -> dict:
+    """The sidecar's ``loop`` entry: how the sheet was made to loop (module docstring)."""
+    if mode == "two_phase":
+        return {"mode": mode, "frames": loop, "curve": "smoothstep",
+                "formula": "G_j = w_j F_j + (1 - w_j) F_((j + h) mod N), h = N // 2, "
+                           "w_j = smoothstep(min(min(j, N - j) / L, 1)); the sheet holds all N selected frames; "
+                           "seam = phase B's step F_(h-1) -> F_h"}
+    return {"mode": mode, "frames": loop, "curve": "smoothstep",
+            "formula": "G_i = F_(M+i) + w_i (F_i - F_(M+i)), w_i = smoothstep((i+1)/(L+1)), i < L; M = N - L"}
 
 
 def read_sidecar(path: PathLike) -> dict:

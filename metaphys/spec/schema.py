@@ -208,8 +208,13 @@ SMOKE_SCHEMA: Dict[str, Key] = {
                          "take every step-th frame of the range (the sheet plays at fps / step)",
                          "null = the smallest step that fits the range into rows x cols (+ loop) frames"),
     "flipbook_loop": Key(Int(0, 4096, unit="frames"), 0,
-                         "seamless loop: the last L selected frames are crossfaded (smoothstep) into the first L; "
-                         "0 = no loop"),
+                         "seamless loop of L frames (`flipbook_loop_mode`): crossfade = the last L selected frames "
+                         "are crossfaded (smoothstep) into the first L; two_phase = L-frame ramps on each side of "
+                         "the seam; 0 = no loop"),
+    "flipbook_loop_mode": Key(Choice("crossfade", "two_phase"), "crossfade",
+                              "how the sheet loops: crossfade (L extra frames, the seam is the range's last step) "
+                              "or two_phase (the frames blended with themselves half a loop later, no extra frames, "
+                              "the seam is a step from the middle of the range; docs/flipbooks.md)"),
     "flipbook_alpha": Key(Choice("straight", "premultiplied"), "straight",
                           "alpha of flipbook_color.png: straight (RGB = smoke colour) or premultiplied (RGB x A)"),
     "flipbook_engine": Key(Choice("unity", "unreal"), "unity",
@@ -356,9 +361,12 @@ def _flipbook_cross(p: dict, errors: list) -> None:
             errors.append(Invalid("flipbook_range", f"expected [first, last] with {p['start_frame']} <= first <= "
                                                     f"last <= {last} (the baked frames), got {rng}"))
     rows, cols = p["flipbook_layout"]
-    if p["flipbook_loop"] and 2 * p["flipbook_loop"] > rows * cols + p["flipbook_loop"]:
-        errors.append(Invalid("flipbook_loop", f"expected at most {rows * cols} frames (the sheet's cells) for a "
-                                               f"{rows} x {cols} sheet, got {p['flipbook_loop']}"))
+    loop, two_phase = p["flipbook_loop"], p["flipbook_loop_mode"] == "two_phase"
+    most = rows * cols // 2 if two_phase else rows * cols  # two_phase: ramps of at most half the sheet
+    if loop > most:
+        errors.append(Invalid("flipbook_loop", f"expected at most {most} frames ({'half ' if two_phase else ''}the "
+                                               f"sheet's cells) for a {rows} x {cols} sheet with flipbook_loop_mode "
+                                               f"{p['flipbook_loop_mode']}, got {loop}"))
 
 
 def _smoke_cross(p: dict, given: dict, errors: list) -> None:
