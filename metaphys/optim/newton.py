@@ -177,40 +177,57 @@ def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
     contacts of every collider kind) and its curvature majorizer (friction). Not the kernel's per-element eigenvalue
     projection (``hessian_matrix(project=True)``): that costs 10x the exact Hessian (33 vs 3.3 ms at
     32^2) and made frames slower (curtain 32^2: 148 vs 70 ms/frame)."""
-    import scipy.sparse as sp
-
     H = problem.hessian_matrix(u, project=False, identity_at_pins=True)
     parts = []
     if project:
         parts.append(_curvature_majorizer(problem, u))
     if project and hasattr(problem, "hessian_psd_correction"):
-        keep = sp.diags(free.astype(np.float64))            # no coupling into the pinned identity rows
-        parts.append(keep @ problem.hessian_psd_correction(u) @ keep)
+        # no coupling into the pinned identity rows
+        H = add_on_pattern(H, problem.hessian_psd_correction(u), keep=free)
     for part in parts:
         if part is not None:
             H = add_on_pattern(H, part)
     return H.tocsr()
 
 
-def add_on_pattern(A, B):
-    """A + B (scipy CSR) on A's sparsity pattern where B's entries all lie in it (explicit zeros of A
-    kept), else the plain sum. The Hessian's pattern is fixed per grid size (explicit zeros kept);
-    scipy's sum drops entries that happen to be zero (a flat sheet's x-z couplings), so the pattern
-    would change from step to step and every factorization would need a new symbolic analysis."""
+_PATTERN_KEYS: dict = {}   # id(indices) -> (indices, indptr, sorted row * n + col keys) of a fixed pattern
+
+
+def _pattern_keys(A) -> np.ndarray:
+    """row * n + col of A's stored entries (CSR, sorted indices), cached per pattern: the Hessian's
+    index arrays are shared by every matrix of one grid size (``blocks_to_csr_pattern``)."""
+    hit = _PATTERN_KEYS.get(id(A.indices))
+    if hit is not None and hit[0] is A.indices and hit[1] is A.indptr:
+        return hit[2]
+    keys = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr)) * A.shape[1] + A.indices
+    if len(_PATTERN_KEYS) > 8:
+        _PATTERN_KEYS.clear()
+    _PATTERN_KEYS[id(A.indices)] = (A.indices, A.indptr, keys)
+    return keys
+
+
+def add_on_pattern(A, B, keep: Optional[np.ndarray] = None):
+    """A + B (scipy sparse) on A's sparsity pattern where B's entries all lie in it (explicit zeros of
+    A kept), else the plain sum. ``keep`` [n] bool: only B's entries whose row and column are both
+    kept are added (the pinned unknowns' identity rows stay untouched). The Hessian's pattern is fixed
+    per grid size (explicit zeros kept); scipy's sum drops entries that happen to be zero (a flat
+    sheet's x-z couplings), so the pattern would change from step to step and every factorization
+    would need a new symbolic analysis."""
     A = A.tocsr()
-    B = B.tocsr()
-    B.sum_duplicates()
     if not A.has_sorted_indices:
         A = A.sorted_indices()
-    n = A.shape[1]
-    key_a = np.repeat(np.arange(A.shape[0], dtype=np.int64), np.diff(A.indptr)) * n + A.indices
-    key_b = np.repeat(np.arange(B.shape[0], dtype=np.int64), np.diff(B.indptr)) * n + B.indices
+    B = B.tocoo()
+    rows, cols, vals = B.row, B.col, B.data
+    if keep is not None:
+        inside_kept = keep[rows] & keep[cols]
+        rows, cols, vals = rows[inside_kept], cols[inside_kept], vals[inside_kept]
+    key_a = _pattern_keys(A)
+    key_b = rows.astype(np.int64) * A.shape[1] + cols
     pos = np.searchsorted(key_a, key_b)
-    inside = pos < key_a.size
-    if not (inside.all() and np.array_equal(key_a[pos], key_b)):
-        return (A + B).tocsr()
-    data = A.data.copy()
-    data[pos] += B.data
+    if not (np.all(pos < key_a.size) and np.array_equal(key_a[pos], key_b)):
+        Bk = type(A)((vals, (rows, cols)), shape=A.shape) if keep is not None else B
+        return (A + Bk).tocsr()
+    data = A.data + np.bincount(pos, weights=vals, minlength=A.data.size)
     return type(A)((data, A.indices, A.indptr), shape=A.shape)
 
 
