@@ -102,3 +102,18 @@ def test_3d_bake_writes_volumes_and_resumes_bit_identically(tmp_path):
     assert resumed["frames_done"] == 3
     assert (tmp_path / "part" / "density" / "density_0003.vdb").read_bytes() == f3.read_bytes()
     assert [f["files"] for f in resumed["frames"]] == [f["files"] for f in full["frames"]]
+
+
+def test_2d_bakes_with_heat_write_the_temperature_grid_too(tmp_path):
+    from metaphys.bake.smoke import smoke_writer
+    from metaphys.sims import SmokeSim
+    params = smoke_parameters({"resolution": [16, 16], "emitter_heat": 2.0, "iterations_per_step": 2, "frames": 2})
+    sim = SmokeSim.from_params(params, threads=1)
+    writer = smoke_writer(str(tmp_path), params)
+    writer.start()
+    sim.step()
+    writer.write(sim, 1, 0)
+    p = tmp_path / "density" / "density_0001.vdb"
+    assert vdb.grid_names(p) == ["density", "temperature", "velocity"]
+    assert np.allclose(vdb.read_vdb_grid(p, "temperature")[0][0], sim.temperature, atol=1e-6)
+    assert sim.temperature.max() > 0

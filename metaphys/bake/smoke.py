@@ -34,6 +34,7 @@ class SmokeWriter:
         self.png_max = float(params["png_max"])
         self.cell_size = float(params["cell_size"])  # metres (the schema fills it in from size_m)
         self.want_vdb = params["vdb"] and vdb.vdb_available()
+        self.heat = float(params["emitter_heat"]) > 0   # a temperature grid in the VDB only where there is heat
         self.fps = float(params["fps"])
         self.min_density = None  # over all frames on disk, found by finish()
         self.flipbook = {k[len("flipbook_"):]: params[k] for k in params if k.startswith("flipbook_")} \
@@ -63,7 +64,7 @@ class SmokeWriter:
         if self.want_vdb:
             # velocity (m/s) beside density, for motion blur and pipelines
             vdb.write_density_vdb(self._name(number, "vdb"), d, voxel_size=self.cell_size, velocity=sim.velocity,
-                                  clamp_negative=False)
+                                  clamp_negative=False, grids={"temperature": sim.temperature} if self.heat else None)
             files["vdb"] = os.path.relpath(self._name(number, "vdb"), self.out)
         return files
 
@@ -92,12 +93,8 @@ class SmokeWriter:
         # smoke.usda: a UsdVolVolume over the VDB sequence (needs usd-core and the VDB files)
         vdbs = {int(f[len("density_"):-len(".vdb")]): os.path.join(self.dir, f)
                 for f in sorted(os.listdir(self.dir)) if f.startswith("density_") and f.endswith(".vdb")}
-        if vdbs and usd.usd_available():
-            fields = {"density": vdbs}
-            if vdb.has_velocity(next(iter(vdbs.values()))):
-                fields["velocity"] = vdbs  # the same files hold a vec3 grid "velocity"
-            usd.write_volume_usd(os.path.join(self.out, "smoke.usda"), fields, fps=self.fps)
-            outputs["usd"] = "smoke.usda"
+        if vdbs:
+            outputs.update(_volume_usd(self.out, vdbs, self.fps))
         return outputs
 
     def _write_flipbook(self, names, numbers) -> Dict[str, str]:
@@ -204,9 +201,16 @@ class SmokeWriter3D:
         outputs = {"preview": "preview.gif", "density": "density"}
         vdbs = {int(frame_sort_key(f)[1]): os.path.join(self.dir, f)
                 for f in sorted(os.listdir(self.dir)) if f.startswith("density_") and f.endswith(".vdb")}
-        if vdbs and usd.usd_available():
-            first = next(iter(vdbs.values()))
-            fields = {g: vdbs for g in ("density", "temperature", "velocity") if g in vdb.grid_names(first)}
-            usd.write_volume_usd(os.path.join(self.out, "smoke.usda"), fields, fps=self.fps)
-            outputs["usd"] = "smoke.usda"
+        if vdbs:
+            outputs.update(_volume_usd(self.out, vdbs, self.fps))
         return outputs
+
+
+def _volume_usd(out: str, vdbs: Dict[int, str], fps: float) -> Dict[str, str]:
+    """smoke.usda: a UsdVolVolume over the VDB sequence, one field per grid the files hold (needs usd-core)."""
+    if not usd.usd_available():
+        return {}
+    first = vdb.grid_names(next(iter(vdbs.values())))
+    fields = {g: vdbs for g in ("density", "temperature", "velocity") if g in first}
+    usd.write_volume_usd(os.path.join(out, "smoke.usda"), fields, fps=fps)
+    return {"usd": "smoke.usda"}
