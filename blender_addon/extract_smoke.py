@@ -1,4 +1,8 @@
-"""Scene -> smoke spec (docs/bake-spec.md, "Smoke spec"). No physics here.
+"""Scene -> smoke spec (docs/bake-spec.md, "Smoke spec" and "3D smoke spec"). No physics here.
+
+3D (``dimensions`` "3D", ``smoke_spec_3d``): the domain is a box, its world bounding box the grid
+(``domain_box``: cubic cells, ``resolution`` along the longest side); emitters and obstacles go to the
+engine as triangle meshes in world space (.npy files beside the spec), which it voxelizes; static.
 
 The domain is a plane-like mesh object: its local X extent maps to columns (left to right), its
 local Y extent to rows (row 0 at +Y, the top: the spec's image convention). Cells are square:
@@ -126,10 +130,12 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
     import os
 
     if domain is None or domain.type != "MESH":
-        raise ExtractError("metaphys smoke needs a mesh plane as its domain (Add > Mesh > Plane)")
+        raise ExtractError("metaphys smoke needs a mesh plane (2D) or box (3D) as its domain (Add > Mesh)")
     s = domain.metaphys_smoke
     if s.role != "DOMAIN":
         raise ExtractError(f"'{domain.name}' is not a metaphys smoke domain (Physics > metaphys Smoke > Role)")
+    if s.dimensions == "3D":
+        return smoke_spec_3d(context, domain, input_dir, frames_override)
     scene = context.scene
     m0 = np_matrix(domain.matrix_world)
     g = domain_geometry(domain, s.resolution, np.linalg.norm(m0[:3, :2], axis=0))
@@ -175,14 +181,9 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
         "size_m": float(g["cell"]) * max(rows, cols),
         "cell_size": float(g["cell"]),
         "frames": int(frames), "fps": scene_fps(scene), "start_frame": int(f0),
-        "substeps": int(s.substeps), "cfl": float(s.cfl),
-        "emitter_density": float(s.emitter_density),
+        **_physics_keys(s),
         "emitter_velocity": [float(v) for v in s.emitter_velocity],
-        "buoyancy": float(s.buoyancy),
-        "viscosity": float(s.viscosity),
-        "density_diffusion": float(s.density_diffusion),
         "wind": [float(v) for v in s.wind],
-        "emitter_heat": float(s.emitter_heat), "heat_buoyancy": float(s.heat_buoyancy), "cooling": float(s.cooling),
         "flipbook": bool(s.flipbook),
     }
     if s.flipbook:
@@ -192,11 +193,7 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
             spec["flipbook_cell"] = int(s.flipbook_cell)
         if s.flipbook_step:
             spec["flipbook_step"] = int(s.flipbook_step)
-    if s.solver_mode == "TOLERANCE":
-        spec["tol"] = float(s.tolerance)
-        spec["max_iterations"] = int(s.max_iterations)
-    else:
-        spec["iterations_per_step"] = int(s.iterations)
+    spec.update(_solver_keys(s))
     info = {"geometry": g, "frames": frames, "start_frame": f0, "emitters": [e.name for e in emitters],
             "obstacles": [o.name for o in obstacles], "warnings": [], "domain_matrix": dm[0]}
     os.makedirs(input_dir, exist_ok=True)
@@ -212,6 +209,108 @@ def smoke_spec(context, domain, input_dir: str, frames_override: int | None = No
         spec[key] = os.path.abspath(path)
     if not emitters:
         info["warnings"].append("no emitter objects: the engine's default emitter (a disc at the bottom) is used")
+    return spec, info
+
+
+def _physics_keys(s) -> dict:
+    """The domain's physical settings that 2-D and 3-D specs share."""
+    return {"substeps": int(s.substeps), "cfl": float(s.cfl), "emitter_density": float(s.emitter_density),
+            "buoyancy": float(s.buoyancy), "viscosity": float(s.viscosity),
+            "density_diffusion": float(s.density_diffusion), "emitter_heat": float(s.emitter_heat),
+            "heat_buoyancy": float(s.heat_buoyancy), "cooling": float(s.cooling)}
+
+
+def _solver_keys(s, three_d: bool = False) -> dict:
+    if s.solver_mode == "TOLERANCE":
+        return {"tol": float(s.tolerance), "max_iterations": int(s.max_iterations)}
+    budget = {"iterations_per_step": int(s.iterations)}
+    return {"tol": None, **budget} if three_d else budget   # a 3-D spec defaults to a tolerance
+
+
+def domain_box(domain, resolution: int) -> dict:
+    """A 3-D domain's grid: the world-space bounding box of the evaluated mesh, ``resolution`` cubic cells
+    along its longest side (at least 16 along each), centred on the box. ``shape`` = (depth = world y,
+    rows = world z, cols = world x), as the engine's 3-D spec has it."""
+    co = np.empty(len(domain.data.vertices) * 3, dtype=np.float32)
+    domain.data.vertices.foreach_get("co", co)
+    m = np_matrix(domain.matrix_world)
+    w = co.reshape(-1, 3).astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    lo, hi = w.min(axis=0), w.max(axis=0)
+    ext = hi - lo
+    if (ext <= 0).any():
+        raise ExtractError(f"smoke domain '{domain.name}' has no volume (world extent {ext[0]:.3g} x {ext[1]:.3g} x "
+                           f"{ext[2]:.3g}); a 3D domain is a box (Add > Mesh > Cube)")
+    cell = float(ext.max()) / int(resolution)
+    nx, ny, nz = (max(16, int(round(e / cell))) for e in ext)
+    centre = 0.5 * (lo + hi)
+    origin = centre - 0.5 * cell * np.array([nx, ny, nz])
+    return {"shape": (ny, nz, nx), "cell": cell, "origin": [float(v) for v in origin]}
+
+
+def _mesh_shape(obj_eval, input_dir: str, name: str) -> dict:
+    """The evaluated object as a triangle mesh in world space (metres), saved as .npy files for the spec."""
+    import os
+    mesh = obj_eval.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", co)
+        tri = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tri)
+    finally:
+        obj_eval.to_mesh_clear()
+    m = np_matrix(obj_eval.matrix_world)
+    v = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+    paths = {}
+    for key, arr in (("vertices", v), ("faces", tri.reshape(-1, 3))):
+        paths[key] = os.path.abspath(os.path.join(input_dir, f"{name}_{key}.npy"))
+        np.save(paths[key], np.ascontiguousarray(arr))
+    return {"type": "mesh", "center": [0.0, 0.0, 0.0], **paths}
+
+
+def smoke_spec_3d(context, domain, input_dir: str, frames_override: int | None = None):
+    """The 3-D smoke spec of a box ``domain``: its world bounding box, emitters and obstacles as meshes
+    (evaluated at the first frame: 3-D shapes are static), the panel's 2-D vectors (x, up) along world X, Z."""
+    import os
+    s = domain.metaphys_smoke
+    scene = context.scene
+    f0, f1 = frame_range(scene, s)
+    frames = f1 - f0 + 1 if frames_override is None else int(frames_override)
+    if frames < 1:
+        raise ExtractError(f"'{domain.name}': the frame range {f0}-{f1} is empty")
+    emitters = smoke_objects(context, "EMITTER", exclude=domain)
+    obstacles = smoke_objects(context, "OBSTACLE", exclude=domain)
+    info = {"frames": frames, "start_frame": f0, "emitters": [e.name for e in emitters],
+            "obstacles": [o.name for o in obstacles], "warnings": []}
+    os.makedirs(input_dir, exist_ok=True)
+    frame_cur, subframe_cur = scene.frame_current, scene.frame_subframe
+    try:
+        scene.frame_set(f0)
+        dg = context.evaluated_depsgraph_get()
+        g = domain_box(domain.evaluated_get(dg), s.resolution)
+        shapes = {key: [_mesh_shape(o.evaluated_get(dg), input_dir, f"{key}_{k}") for k, o in enumerate(objs)]
+                  for key, objs in (("emitters", emitters), ("obstacles", obstacles))}
+    finally:
+        scene.frame_set(frame_cur, subframe=subframe_cur)
+    if _any_animated([domain] + emitters + obstacles):
+        info["warnings"].append("3D smoke takes the domain, emitters and obstacles as they are at the first frame "
+                                "(animated ones are not followed yet)")
+    if any(abs(e.metaphys_smoke.strength - 1.0) > 1e-9 for e in emitters):
+        info["warnings"].append("3D smoke ignores the emitters' Strength (every emitter injects the domain's "
+                                "Emission rate)")
+    info["geometry"] = g
+    vx, vup = (float(v) for v in s.emitter_velocity)
+    wx, wup = (float(v) for v in s.wind)
+    spec = {"resolution": [int(n) for n in g["shape"]], "size_m": g["cell"] * max(g["shape"]),
+            "cell_size": g["cell"], "origin": g["origin"], "frames": int(frames), "fps": scene_fps(scene),
+            "start_frame": int(f0), **_physics_keys(s), "emitter_velocity": [vx, 0.0, vup], "wind": [wx, 0.0, wup],
+            **_solver_keys(s, three_d=True)}
+    if emitters:
+        spec["emitters"] = shapes["emitters"]
+    else:
+        info["warnings"].append("no emitter objects: the engine's default emitter (a sphere at the bottom) is used")
+    if obstacles:
+        spec["obstacles"] = shapes["obstacles"]
     return spec, info
 
 

@@ -314,7 +314,7 @@ class METAPHYS_OT_bake_cloth(_BakeBase, bpy.types.Operator):
 
 
 class METAPHYS_OT_bake_smoke(_BakeBase, bpy.types.Operator):
-    """Bake metaphys 2D smoke for the active domain plane (Esc cancels; the previous bake is kept until the new one succeeds)"""
+    """Bake metaphys smoke for the active domain (a plane: 2D, a box: 3D; Esc cancels; the previous bake is kept until the new one succeeds)"""
     bl_idname = "metaphys.bake_smoke"
     bl_label = "Bake Smoke"
     kind = "smoke"

@@ -100,6 +100,11 @@ class MetaphysSmokeSettings(bpy.types.PropertyGroup):
         ("OBSTACLE", "Obstacle", "Solid where this object crosses the domain plane"),
     ])
     # domain (physical units; defaults and ranges follow the engine's smoke schema, checked by tests/blender)
+    dimensions: EnumProperty(name="Dimensions", default="2D", items=[
+        ("2D", "2D", "The domain is a plane: its local XY rectangle"),
+        ("3D", "3D", "The domain is a box: its world-space bounding box (cubic cells; emitters and obstacles "
+                     "are their meshes, voxelized; velocities and wind act along world X and Z)"),
+    ])
     resolution: IntProperty(name="Resolution", description="Cells along the longer side of the domain",
                             default=64, min=16, max=1024)
     emitter_density: FloatProperty(name="Emission", description="Density injected per second inside emitters",

@@ -153,9 +153,12 @@ def import_smoke_volume(context, domain, out_dir: str, spec: dict, geometry: dic
     if M_g is None:
         raise RuntimeError(f"cannot place the smoke volume: {first!r} has no readable grid transform and the "
                            "bake's manifest.json records none; bake again with this version of metaphys")
-    A = _index_to_plane_local(geometry)
-    D = np.array([list(r) for r in domain.matrix_world], dtype=np.float64)
-    M = D @ A @ np.linalg.inv(M_g)
+    if len(spec.get("resolution") or ()) == 3:
+        M = np.eye(4)  # a 3-D bake's grids are placed in world space already (the spec's origin)
+    else:
+        A = _index_to_plane_local(geometry)
+        D = np.array([list(r) for r in domain.matrix_world], dtype=np.float64)
+        M = D @ A @ np.linalg.inv(M_g)
     ob.matrix_world = Matrix(M.tolist())
     ob.metaphys_smoke.role = "NONE"
     _smoke_material(vol, density_scale)

@@ -205,6 +205,7 @@ class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):
         layout.use_property_split = True
         layout.prop(s, "role")
         if s.role == "DOMAIN":
+            layout.prop(s, "dimensions")
             layout.prop(s, "resolution")
             col = layout.column(align=True)
             col.prop(s, "emitter_density")
@@ -224,13 +225,14 @@ class METAPHYS_PT_smoke(_PhysicsPanel, bpy.types.Panel):
             _solver(layout, s)
             _range(layout, s)
             layout.prop(s, "density_scale")
-            _flipbook(layout, s)
+            if s.dimensions == "2D":
+                _flipbook(layout, s)
             _bake_box(layout, ob, s, "smoke")
         elif s.role == "EMITTER":
             layout.prop(s, "strength")
-            layout.label(text="Emits where it crosses the domain plane", icon="INFO")
+            layout.label(text="Emits where it crosses the domain (2D: its plane)", icon="INFO")
         elif s.role == "OBSTACLE":
-            layout.label(text="Solid where it crosses the domain plane", icon="INFO")
+            layout.label(text="Solid where it crosses the domain (2D: its plane)", icon="INFO")
 
 
 classes = (METAPHYS_PT_cloth, METAPHYS_PT_collider, METAPHYS_PT_smoke)
