@@ -239,3 +239,54 @@ def test_opcheck_cpu():
         torch.library.opcheck(torch.ops.metaphys.cloth_hessian.default, tuple(args) + (project,),
                               test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
                                           "test_aot_dispatch_dynamic"))
+
+
+def _compressed_cloth(n=7):
+    """A cloth whose rest length exceeds its edges (every spring compressed) with two hard pins."""
+    g = torch.Generator().manual_seed(4)
+    x = C.rest_grid(1, n, n) * 0.9 + 0.05 * torch.randn(1, 3, n, n, generator=g, dtype=torch.float64)
+    w = torch.zeros(1, 1, n, n, dtype=torch.float64)
+    w[..., 0, 0] = w[..., 0, -1] = 1.0
+    prob = C.ClothProblem(x, pin_w=w, gravity=(0.0, 0.0, -0.5), k_stretch=300.0, k_shear=5.0, k_bend=0.5,
+                          damping=0.1, dt=0.7)
+    a = 0.1 * torch.randn(1, 3, n, n, generator=g, dtype=torch.float64)
+    return prob, prob.impose(a)
+
+
+def test_the_psd_correction_blocks_equal_the_springs_negative_curvature_edge_by_edge():
+    """psd_correction_blocks against a plain loop over the compressed springs: the negation of each
+    one's transverse curvature 2k (|e| - L0)/|e| (I - e^ e^T), dt^4 in a-space, none in pinned rows."""
+    prob, a = _compressed_cloth()
+    fl = prob.fields
+    n = prob.shape[-1]
+    x = prob.state(a)[0][0]
+    L0, dt4 = float(fl["rest"][0]), float(fl["dt"][0]) ** 4
+    pinned = (fl["pin_w"][0, 0] == 1).flatten().numpy()
+    ref = np.zeros((3 * n * n, 3 * n * n))
+    for (di, dj), count in (((1, 0), (n - 1) * n), ((0, 1), n * (n - 1))):
+        k = float(fl["k_stretch"][0]) / count
+        for i in range(n - di):
+            for j in range(n - dj):
+                e = (x[:, i + di, j + dj] - x[:, i, j]).numpy()
+                length = np.linalg.norm(e)
+                coef = 2 * k * (length - L0) / length
+                if coef >= 0:
+                    continue
+                block = -coef * dt4 * (np.eye(3) - np.outer(e, e) / length ** 2)
+                p, q = i * n + j, (i + di) * n + j + dj
+                for (r, c, sign) in ((p, p, 1), (q, q, 1), (p, q, -1), (q, p, -1)):
+                    if pinned[r] or pinned[c]:
+                        continue
+                    ref[np.ix_([r, r + n * n, r + 2 * n * n], [c, c + n * n, c + 2 * n * n])] += sign * block
+    got = prob.hessian_psd_correction(a).toarray()
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15 * np.abs(ref).max())
+    # in the Hessian's blocks (Newton-Krylov's projected matrix) it is the same sum
+    exact = prob.hessian_matrix(a).toarray()
+    summed = prob.hessian_matrix(a, psd_correction=True).toarray()
+    np.testing.assert_allclose(summed, exact + ref, rtol=1e-12, atol=1e-12 * np.abs(exact).max())
+    # and with it the projected Hessian of stretch alone is PSD (shear and bend off)
+    fl["k_shear"], fl["k_bend"] = fl["k_shear"] * 0, fl["k_bend"] * 0
+    free = ~np.repeat(pinned[None], 3, 0).reshape(-1)
+    H = prob.hessian_matrix(a, psd_correction=True).toarray()[np.ix_(free, free)]
+    assert np.linalg.eigvalsh(H).min() > -1e-12 * np.abs(H).max()

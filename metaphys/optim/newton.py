@@ -177,16 +177,16 @@ def _krylov_matrix(problem, u, project: bool, free: np.ndarray):
     contacts of every collider kind) and its curvature majorizer (friction). Not the kernel's per-element eigenvalue
     projection (``hessian_matrix(project=True)``): that costs 10x the exact Hessian (33 vs 3.3 ms at
     32^2) and made frames slower (curtain 32^2: 148 vs 70 ms/frame)."""
-    H = problem.hessian_matrix(u, project=False, identity_at_pins=True)
-    parts = []
-    if project:
-        parts.append(_curvature_majorizer(problem, u))
-    if project and hasattr(problem, "hessian_psd_correction"):
+    in_blocks = project and hasattr(problem, "psd_correction_blocks")
+    # the correction added to the element blocks before the sparse matrix is made (cloth), else as a matrix
+    H = (problem.hessian_matrix(u, project=False, identity_at_pins=True, psd_correction=True) if in_blocks else
+         problem.hessian_matrix(u, project=False, identity_at_pins=True))
+    if project and not in_blocks and hasattr(problem, "hessian_psd_correction"):
         # no coupling into the pinned identity rows
         H = add_on_pattern(H, problem.hessian_psd_correction(u), keep=free)
-    for part in parts:
-        if part is not None:
-            H = add_on_pattern(H, part)
+    majorizer = _curvature_majorizer(problem, u) if project else None
+    if majorizer is not None:
+        H = add_on_pattern(H, majorizer)
     return H.tocsr()
 
 

@@ -896,74 +896,94 @@ class ClothProblem(Problem):
         sub.fields["self_pairs"] = pairs[:, :0]
         return sub
 
-    def _pair_hessian_entries(self, a):
-        """Sample 0's self-collision Hessian entries: (row and column indices [4,3,3,P] in a-space,
-        (c, i, j) order, of the blocks (i,i), (j,j), (i,j), (j,i) of every pair, their values
-        [4,3,3,P]: +-6 k pen u u^T dt^4 / HW, 0 for a pair outside its distance), or None without pairs."""
+    def _pair_curvature(self, a):
+        """Sample 0's self-collision pairs [P,2] (numpy) and their Hessian blocks [3,3,P] in a-space,
+        6 k pen u u^T dt^4 / HW (0 for a pair outside its distance; the block of (i,i) and (j,j), minus it
+        for (i,j) and (j,i)), or None without pairs."""
         pairs = self.fields.get("self_pairs")
         if pairs is None or pairs.shape[1] == 0:
             return None
-        import numpy as np
         fl = self.fields
-        _, _, h, w = self.shape
-        hw = h * w
+        hw = self.shape[2] * self.shape[3]
         x = self.state(a[:1])[0]
         pen, u, _ = _pair_penetration(x, pairs[:1], fl["self_distance"][:1])
-        pen, u = pen[0].cpu().numpy(), u[0].cpu().numpy()
-        c = 6.0 * float(fl["k_contact"][0]) / hw * pen * float(fl["dt"][0]) ** 4
-        blk = c * u[:, None, :] * u[None, :, :]                                   # [3,3,P]
-        vals = np.stack([blk, blk, -blk, -blk])
-        i, j = pairs[0].cpu().numpy().T
-        comp = np.arange(3) * hw
-        shape = (3, 3, len(i))
+        c = 6.0 * float(fl["k_contact"][0]) / hw * pen[0] * float(fl["dt"][0]) ** 4
+        return pairs[0].cpu().numpy(), (c * u[0].unsqueeze(1) * u[0].unsqueeze(0)).cpu().numpy()
+
+    @staticmethod
+    def _pair_entries(pairs, hw: int):
+        """Row and column indices [4,3,3,P] (a-space, (c, i, j) order) of the blocks (i,i), (j,j),
+        (i,j), (j,i) of each pair [P,2]."""
+        import numpy as np
+        i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+        comp, shape = np.arange(3) * hw, (3, 3, len(i))
         blocks = ((i, i), (j, j), (i, j), (j, i))
         rows = np.stack([np.broadcast_to(comp[:, None, None] + p_, shape) for p_, _ in blocks])
         cols = np.stack([np.broadcast_to(comp[None, :, None] + q_, shape) for _, q_ in blocks])
-        return rows, cols, vals
+        return rows, cols
 
     def nonlocal_hessian(self, a):
         """Sample 0's self-collision Hessian in a-space (scipy CSR, (c, i, j) order), PSD-projected:
         6 k pen u u^T per pair (the negative tangential part of the repulsion is left out); None
         when no pair is within its distance."""
-        entries = self._pair_hessian_entries(a)
-        if entries is None or not entries[2].any():
-            return None
+        import numpy as np
         import scipy.sparse as sp
-        rows, cols, vals = (e.ravel() for e in entries)
-        act = vals != 0
+        found = self._pair_curvature(a)
+        if found is None:
+            return None
+        pairs, blk = found
+        act = np.abs(blk).sum((0, 1)) > 0
+        if not act.any():
+            return None
+        rows, cols = self._pair_entries(pairs[act], self.shape[2] * self.shape[3])
+        b = blk[:, :, act]
+        vals = np.stack([b, b, -b, -b])
         n3 = 3 * self.shape[2] * self.shape[3]
-        return sp.csr_matrix((vals[act], (rows[act], cols[act])), shape=(n3, n3))
+        return sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())), shape=(n3, n3))
 
     def _with_pairs(self, H, a):
-        """H (CSR on the grid's fixed pattern) plus the self-collision Hessian, on the union of that
-        pattern and every pair's blocks, active or not (explicit zeros kept). scipy's sum dropped
-        zeros and kept only active pairs, so the pattern changed at every Newton iteration and each
-        refactorization of the preconditioner redid its symbolic analysis; this pattern holds while
-        the pairs do (cached with them)."""
-        entries = self._pair_hessian_entries(a)
-        if entries is None:
+        """H (CSR on the grid's fixed pattern) plus the self-collision Hessian, on a pattern that
+        changes rarely: the grid's plus the blocks of a set S of pairs (explicit zeros kept). S holds
+        every pair that has been within its distance, and is rebuilt -- the current pairs among it
+        plus the newly active ones -- only when a pair outside it becomes active. (scipy's sum dropped
+        zeros and held the active pairs only, so the pattern changed at nearly every Newton iteration
+        and each refactorization redid its symbolic analysis.)"""
+        found = self._pair_curvature(a)
+        if found is None:
             return H
         import numpy as np
         import scipy.sparse as sp
-        rows, cols, vals = entries
-        pairs = self.fields["self_pairs"][0]
+        pairs, blk = found
+        n, hw = H.shape[0], self.shape[2] * self.shape[3]
+        act = np.abs(blk).sum((0, 1)) > 0
+        keys = pairs[:, 0].astype(np.int64) * hw + pairs[:, 1]
         hit = getattr(self, "_pair_pattern", None)
-        if (hit is None or not (hit[0] is H.indices or np.array_equal(hit[0], H.indices))
-                or not (hit[1] is pairs or torch.equal(hit[1], pairs))):
-            n = H.shape[0]
+        if hit is not None and not (hit["base"] is H.indices or np.array_equal(hit["base"], H.indices)):
+            hit = None
+        where = None if hit is None else np.searchsorted(hit["S"], keys[act])
+        if hit is None or (len(where) and (where.max() >= len(hit["S"])
+                                          or not np.array_equal(hit["S"][where], keys[act]))):
+            S = keys[act] if hit is None else np.union1d(hit["S"][np.isin(hit["S"], keys)], keys[act])
+            S = np.unique(S)
             base = np.repeat(np.arange(n, dtype=np.int64), np.diff(H.indptr)) * n + H.indices
-            keys = np.union1d(base, (rows.astype(np.int64) * n + cols).ravel())
+            rows, cols = self._pair_entries(np.stack([S // hw, S % hw], 1), hw)
+            extra = (rows.astype(np.int64) * n + cols).reshape(4, 9, -1)
+            allkeys = np.union1d(base, extra.ravel())
             indptr = np.zeros(n + 1, dtype=H.indptr.dtype)
-            np.cumsum(np.bincount(keys // n, minlength=n), out=indptr[1:])
-            hit = (H.indices, pairs, (keys % n).astype(H.indices.dtype), indptr,
-                   np.searchsorted(keys, base), np.searchsorted(keys, (rows.astype(np.int64) * n + cols).ravel()))
+            np.cumsum(np.bincount(allkeys // n, minlength=n), out=indptr[1:])
+            hit = {"base": H.indices, "S": S, "indices": (allkeys % n).astype(H.indices.dtype), "indptr": indptr,
+                   "pos_base": np.searchsorted(allkeys, base), "pos_S": np.searchsorted(allkeys, extra)}
             self._pair_pattern = hit
-        _, _, indices, indptr, pos_base, pos_pairs = hit
-        data = np.bincount(pos_pairs, weights=vals.ravel(), minlength=len(indices))
-        data[pos_base] += H.data
-        return sp.csr_matrix((data, indices, indptr), shape=H.shape, copy=False)   # the cached arrays: one pattern
+            where = np.searchsorted(S, keys[act])
+        b = blk[:, :, act].reshape(9, -1)
+        vals = np.stack([b, b, -b, -b])                                      # [4, 9, active]
+        data = np.bincount(hit["pos_S"][:, :, where].ravel(), weights=vals.ravel(),
+                           minlength=len(hit["indices"])).astype(np.float64, copy=False)
+        data[hit["pos_base"]] += H.data
+        return sp.csr_matrix((data, hit["indices"], hit["indptr"]), shape=H.shape, copy=False)   # one pattern
 
-    def hessian_matrix(self, a, project: bool = False, identity_at_pins: bool = False):
+    def hessian_matrix(self, a, project: bool = False, identity_at_pins: bool = False,
+                       psd_correction: bool = False):
         """Sample 0's Hessian of the step's energy w.r.t. a: scipy CSR [n, n], n = 3HW in (c, i, j) order,
         on a sparsity pattern fixed per grid size. The kernel's terms come from their analytic element
         Hessians (``physics.cloth_hessian``, C++/CUDA with a PyTorch twin), the Python-side terms from
@@ -971,7 +991,8 @@ class ClothProblem(Problem):
         0 (the energy does not depend on them); ``identity_at_pins`` puts 1 on their diagonal instead,
         for Newton on the full vector (their gradient is 0, so the step leaves them where they are).
         ``project``: every element's Hessian made PSD on its own (projected Newton: a descent
-        direction from any state)."""
+        direction from any state). ``psd_correction``: plus ``psd_correction_blocks`` (compressed
+        springs' and contacts' negative curvature removed: Newton-Krylov's projected matrix)."""
         from metaphys.physics.cloth_hessian import blocks_to_csr, blocks_to_csr_pattern, cloth_hessian_blocks
 
         one = self if self.batch == 1 else self.select(torch.zeros(1, dtype=torch.long, device=self.device))
@@ -979,6 +1000,8 @@ class ClothProblem(Problem):
         blocks = cloth_hessian_blocks(one.local_part(), a0, project=project)        # [1,13,3,3,H,W]
         if has_extra_terms(one.local_part().fields):
             blocks[:, 0] += extra_hessian_blocks(a0, one.local_part().fields, project=project)
+        if psd_correction:
+            blocks[0] += one.psd_correction_blocks(a0)
         if identity_at_pins:
             hard = (one.fields["pin_w"][0, 0] == 1).to(blocks.dtype)
             for c in range(3):
@@ -1106,65 +1129,72 @@ class ClothProblem(Problem):
         return sum(cloth_terms(a, *self.op_args(), smooth=True).values()) + extra_terms(a, self.fields)
 
     def hessian_psd_correction(self, a):
-        """Sparse matrix (scipy COO, sample 0, a-space, (c, i, j) order) that removes the negative
-        transverse curvature of compressed stretch springs and the negative curvature of every
-        collider contact (each kind of the collider table) from the Hessian (projected Newton).
+        """Sparse matrix (scipy CSR, sample 0, a-space, (c, i, j) order, on the Hessian's fixed pattern)
+        that removes the negative transverse curvature of compressed stretch springs and the negative
+        curvature of every collider contact from the Hessian (projected Newton): the blocks of
+        ``psd_correction_blocks``."""
+        from metaphys.physics.cloth_hessian import blocks_to_csr, blocks_to_csr_pattern
+
+        _, _, h, w = self.shape
+        return blocks_to_csr(self.psd_correction_blocks(a).unsqueeze(0), blocks_to_csr_pattern(h, w))
+
+    def psd_correction_blocks(self, a) -> torch.Tensor:
+        """Sample 0's PSD correction of the Hessian as its 13 3x3 blocks per vertex [13, 3, 3, H, W]
+        (the layout of ``cloth_hessian``): Newton-Krylov adds them to the Hessian's blocks before the
+        sparse matrix is made, so no sparse sum per iteration. Zero in the rows and columns of
+        hard-pinned vertices (the energy does not depend on them).
 
         A spring E = k (|e| - L0)^2 has Hessian 2k [e^ e^T + (|e| - L0)/|e| (I - e^ e^T)]: the
         second part is negative when the edge is compressed, which makes the step's Hessian
         indefinite in folds. Adding its negation keeps Newton's direction downhill; the gradient
         (and so the converged answer) is untouched, and stretched cloth gets the exact Hessian.
+        Contact: k (m - d)^3 has the Hessian 6k pen grad(d) grad(d)^T - 3k pen^2 Hess(d); the second
+        part (the distance's curvature: PSD for the convex kinds, so this term is negative) is
+        removed, for every kind of the collider table (what the kernel's projection drops).
         """
-        import numpy as np
-        import scipy.sparse as sp
+        from metaphys.physics.cloth_hessian import OFFSETS
 
         fl = self.fields
         _, _, h, w = fl["x_old"].shape
-        x = self.state(a[:1])[0][0].detach().cpu().numpy()          # [3, H, W]
+        x = self.state(a[:1])[0][0].detach()                          # [3, H, W]
         L0 = float(fl["rest"][0])
-        dt2 = float(fl["dt"][0]) ** 2
-        n = 3 * h * w
-        flat = np.arange(n).reshape(3, h, w)
-        rows, cols, vals = [], [], []
-        families = []
-        if h > 1:
-            families.append((x[:, 1:, :] - x[:, :-1, :], flat[:, :-1, :], flat[:, 1:, :], (h - 1) * w))
-        if w > 1:
-            families.append((x[:, :, 1:] - x[:, :, :-1], flat[:, :, :-1], flat[:, :, 1:], h * (w - 1)))
-        for e, ip, iq, count in families:
-            k = float(fl["k_stretch"][0]) / count
-            length = np.sqrt((e * e).sum(0))
-            coef = 2 * k * (length - L0) / np.maximum(length, 1e-300)
-            sel = coef < 0
-            if not sel.any():
+        dt4 = float(fl["dt"][0]) ** 4
+        out = torch.zeros(len(OFFSETS), 3, 3, h, w, dtype=torch.float64, device=x.device)
+        free = (fl["pin_w"][0, 0] != 1).to(torch.float64)             # [H, W]
+        eye = torch.eye(3, dtype=torch.float64, device=x.device).view(3, 3, 1, 1)
+        index = {o: k for k, o in enumerate(OFFSETS)}
+        # (axis, edge vectors, count): vertical edges (i,j)->(i+1,j), horizontal (i,j)->(i,j+1)
+        for axis, count in ((0, (h - 1) * w), (1, h * (w - 1))):
+            if (h if axis == 0 else w) < 2:
                 continue
-            eh = e[:, sel] / length[sel]                             # [3, m]
-            c = -coef[sel] * dt2 * dt2                               # > 0, a-space scaling dt^4
-            for r in range(3):
-                for q in range(3):
-                    block = c * ((1.0 if r == q else 0.0) - eh[r] * eh[q])
-                    pr, pq = ip[r][sel], iq[r][sel]
-                    qr, qq = ip[q][sel], iq[q][sel]
-                    rows += [pr, pq, pr, pq]
-                    cols += [qr, qq, qq, qr]
-                    vals += [block, block, -block, -block]
-        # contact: k (m - d)^3 has the Hessian 6k pen grad(d) grad(d)^T - 3k pen^2 Hess(d); the second
-        # part (the distance's curvature: PSD for the convex kinds, so this term is negative) is
-        # removed, for every kind of the collider table (what the kernel's projection drops)
+            e = x[:, 1:, :] - x[:, :-1, :] if axis == 0 else x[:, :, 1:] - x[:, :, :-1]
+            length = e.norm(dim=0)
+            coef = 2.0 * float(fl["k_stretch"][0]) / count * (length - L0) / length.clamp_min(1e-300)
+            c = (-coef).clamp_min(0.0) * dt4                          # > 0 where compressed
+            if not bool((c > 0).any()):
+                continue
+            eh = e / length.clamp_min(1e-300)
+            block = c * (eye - eh.unsqueeze(0) * eh.unsqueeze(1))     # [3, 3, ...] per edge
+            if axis == 0:
+                fp, fq = free[:-1, :], free[1:, :]                     # the edge's two endpoints
+                out[index[(0, 0)], :, :, :-1, :] += block * fp
+                out[index[(0, 0)], :, :, 1:, :] += block * fq
+                out[index[(1, 0)], :, :, :-1, :] -= block * fp * fq
+                out[index[(-1, 0)], :, :, 1:, :] -= block * fp * fq
+            else:
+                fp, fq = free[:, :-1], free[:, 1:]
+                out[index[(0, 0)], :, :, :, :-1] += block * fp
+                out[index[(0, 0)], :, :, :, 1:] += block * fq
+                out[index[(0, 1)], :, :, :, :-1] -= block * fp * fq
+                out[index[(0, -1)], :, :, :, 1:] -= block * fp * fq
         curv = contact_curvature(self.state(a[:1])[0][:1], fl["colliders"][:1], fl["margin"][:1], fl["pin_w"][:1])
-        if curv is not None:
-            kc = float(fl["k_contact"][0]) / (h * w)
+        if curv is not None:   # (free vertices only)
             vert, blocks = curv
-            c = 3.0 * kc * dt2 * dt2
-            for r in range(3):
-                for q in range(3):
-                    rows.append(r * h * w + vert)
-                    cols.append(q * h * w + vert)
-                    vals.append(c * blocks[:, r, q])
-        if not rows:
-            return sp.coo_matrix((n, n))
-        # COO (duplicates summed by whoever converts): Newton-Krylov adds it on the Hessian's pattern directly
-        return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+            c = 3.0 * float(fl["k_contact"][0]) / (h * w) * dt4
+            diag = out[index[(0, 0)]].view(3, 3, h * w)
+            diag.index_add_(2, torch.as_tensor(vert, device=x.device),
+                            c * torch.as_tensor(blocks, dtype=torch.float64, device=x.device).permute(1, 2, 0))
+        return out
 
     def external_gradient(self) -> torch.Tensor:
         """Gradient of the external-force term alone [N,3,H,W] (gravity and wind; constant in a)."""
