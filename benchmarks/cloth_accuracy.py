@@ -66,6 +66,9 @@ METHODS = {
     "previous_default": dict(solver="auto", tol=1e-8, step_tol=None, iterations_per_step=30, newton_linear="direct",
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
+    # the default of 2026-12-06 (same run, for the ratio): residual stop only, SuperLU below 48^2, a float64
+    # PARDISO factor refreshed after 8 CG its from 48^2 (its symbolic analysis now reused, as in "default")
+    "default_2026-12-06": dict(step_tol=None),
     "krylov_1e-4": dict(solver="newton", newton_linear="pcg", tol=1e-4),
     # the default before the analytic Hessian: Newton-Krylov on difference Hessian-vector products
     "difference_hessian": dict(),
@@ -74,7 +77,15 @@ METHODS = {
 
 
 # solver settings that are not ClothSim arguments
-SETUP = {"difference_hessian": lambda sim: setattr(sim.newton, "hessian", "difference")}
+def _setup_2026_12_06(sim):
+    small = sim.rows * sim.cols < 48 * 48
+    sim.newton.factorization = "superlu" if small else "pardiso"
+    sim.newton.preconditioner_precision = "double"
+    sim.newton.refactor_after = 20 if small else 8
+
+
+SETUP = {"difference_hessian": lambda sim: setattr(sim.newton, "hessian", "difference"),
+         "default_2026-12-06": _setup_2026_12_06}
 
 
 def make_sim(name, n, frames, method):
@@ -199,12 +210,15 @@ def write(args, rows, curves):
     os.makedirs(args.out, exist_ok=True)
     fmt = lambda v, f: "-" if v != v else format(v, f)  # NaN (not applicable) -> "-"
     lines = ["# Cloth accuracy against a converged reference (benchmarks/cloth_accuracy.py)", "",
-             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with a training job), "
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with a training job; load average at the "
+             f"end {os.getloadavg()[0]:.1f}), "
              f"torch {torch.__version__}, 1 thread; {args.frames} frames at 24 fps; 1 m cloth; default "
              "material (tension 250 N/m, shear 10 N/m, bending 2.5e-5 N*m, 0.2 kg/m^2, air damping 0.1/s).",
              "", "Reference: direct Newton to relative residual 1e-10. default: ClothSim's defaults "
-             "(issue #24: Newton-Krylov on the analytic sparse Hessian with a lagged factorization, tolerance and frame "
-             "budget as in the README); difference_hessian: the same on Hessian-vector products by differences of "
+             "(issue #24: Newton-Krylov on the analytic sparse Hessian with a lagged float32 PARDISO factorization whose "
+             "symbolic analysis is reused, stopping at the residual tolerance 1e-5 or at an estimated 3e-4 edge lengths "
+             "from the step's answer (step_tol), frame budget as in the README); default_2026-12-06: the default of the "
+             "day before, in the same run (residual stop only, SuperLU below 48², a float64 factor); difference_hessian: the same on Hessian-vector products by differences of "
              "the compiled gradient (the default before the analytic Hessian). "
              "previous_default: Metamizer 30 it + direct Newton finishing to 1e-8 (the default before #24). metamizer: 30 iterations, no finishing (the behaviour before issue #12). newton_1e-8: a "
              "second converged run (tolerance 1e-8): where it differs from the reference, the scene itself is "
