@@ -469,9 +469,9 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     f.add_argument("--flipbook-loop", type=int, metavar="L",
                    help="seamless loop of L frames (default 0: none): see --flipbook-loop-mode")
     f.add_argument("--flipbook-loop-mode", choices=["crossfade", "two_phase"],
-                   help="crossfade (default): the last L selected frames fade into the first L; two_phase: the "
-                        "frames blended with themselves half a loop later, L-frame ramps at the seam, no extra "
-                        "frames (docs/flipbooks.md)")
+                   help="two_phase (default): the frames blended with themselves half a loop later, L-frame "
+                        "ramps at the seam, no extra frames; crossfade: the last L selected frames fade into the "
+                        "first L (docs/flipbooks.md)")
     f.add_argument("--flipbook-alpha", choices=["straight", "premultiplied"], help="default straight")
     f.add_argument("--flipbook-engine", choices=["unity", "unreal"],
                    help="green axis of motion vectors and normals: unity = +v up (default), unreal = +v down")

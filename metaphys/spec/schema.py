@@ -211,10 +211,11 @@ SMOKE_SCHEMA: Dict[str, Key] = {
                          "seamless loop of L frames (`flipbook_loop_mode`): crossfade = the last L selected frames "
                          "are crossfaded (smoothstep) into the first L; two_phase = L-frame ramps on each side of "
                          "the seam; 0 = no loop"),
-    "flipbook_loop_mode": Key(Choice("crossfade", "two_phase"), "crossfade",
-                              "how the sheet loops: crossfade (L extra frames, the seam is the range's last step) "
-                              "or two_phase (the frames blended with themselves half a loop later, no extra frames, "
-                              "the seam is a step from the middle of the range; docs/flipbooks.md)"),
+    "flipbook_loop_mode": Key(Choice("crossfade", "two_phase"), "two_phase",
+                              "how the sheet loops: two_phase (the frames blended with themselves half a loop "
+                              "later, no extra frames, the seam is a step from the middle of the range: below the "
+                              "mean frame-to-frame step on the 128² plume, docs/flipbooks.md) or crossfade (L extra "
+                              "frames, the seam is the range's last step: above the mean while a plume accelerates)"),
     "flipbook_alpha": Key(Choice("straight", "premultiplied"), "straight",
                           "alpha of flipbook_color.png: straight (RGB = smoke colour) or premultiplied (RGB x A)"),
     "flipbook_engine": Key(Choice("unity", "unreal"), "unity",
