@@ -1,4 +1,5 @@
-"""Blender's own cloth on the scenes of benchmarks/cloth_accuracy.py: the speed anchor (issue #12).
+"""Blender's own cloth on the scenes of benchmarks/cloth_accuracy.py (issue #12) and of
+benchmarks/cloth_scenes.py (issue #26: cape, slope_muX, fold, and "<scene>:no_self"): the speed anchor.
 
 Runs in Blender as a Python module (bpy 5.0.1, `make test-blender` installs it into .venv):
 
@@ -32,13 +33,17 @@ def grid(n: int, plane: str):
 
 
 def build_real(bpy, name: str, n: int, frames: int, quality: int):
-    """A scene of benchmarks/cloth_scenes.py (slope_muX, fold) in Blender: the same rest mesh, pins,
-    rotated box collider and self-collision (Blender's friction is its own unit: left at its default)."""
+    """A scene of benchmarks/cloth_scenes.py (cape, slope_muX, fold; "<scene>:no_self" with its
+    self-collision off) in Blender: the same rest mesh, pins, colliders and self-collision
+    (Blender's friction is its own unit: left at its default). The cape's body is a deforming mesh
+    with one shape key per frame (each at full weight on its frame only); its pins walk with the body
+    because the cloth object moves (Blender's pinned vertices follow their object), keyed every frame."""
     import math
     import os
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from cloth_scenes import scene as real_scene
-    kw = real_scene(name, n, frames)
+    base, _, variant = name.partition(":")
+    kw = real_scene(base, n, frames)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = 1, frames + 1
@@ -56,20 +61,52 @@ def build_real(bpy, name: str, n: int, frames: int, quality: int):
         group.add(pins, 1.0, "REPLACE")
         mod.settings.vertex_group_mass = "pin"
     mod.settings.quality = quality
-    mod.collision_settings.use_self_collision = bool(kw.get("self_collision"))
+    mod.collision_settings.use_self_collision = bool(kw.get("self_collision")) and variant != "no_self"
     mod.point_cache.frame_start, mod.point_cache.frame_end = 1, frames + 1
+    targets = kw.get("pin_targets")
+    if targets is not None:
+        # cloth_scenes' pin targets are the rest shape translated per frame: the object's motion
+        shift = targets[:, 0] - targets[0, 0]
+        if not all(abs(float(x)) < 1e-12 for x in (targets - targets[0] - shift[:, None]).ravel()):
+            raise ValueError(f"{name}: Blender's pins follow their object; pin targets that deform are not expressible")
+        for k, d in enumerate(shift):
+            obj.location = tuple(map(float, d))
+            obj.keyframe_insert("location", frame=k + 1)
     for c in kw.get("colliders", []):
-        if c["type"] != "box":
-            continue
-        bpy.ops.mesh.primitive_cube_add(size=2.0, location=tuple(c["center"]),
-                                        rotation=tuple(math.radians(a) for a in c.get("rotation", [0, 0, 0])),
-                                        scale=tuple(c["half_extents"]))
-        bpy.context.object.modifiers.new("Collision", "COLLISION")
+        if c["type"] == "box":
+            bpy.ops.mesh.primitive_cube_add(size=2.0, location=tuple(c["center"]),
+                                            rotation=tuple(math.radians(a) for a in c.get("rotation", [0, 0, 0])),
+                                            scale=tuple(c["half_extents"]))
+            bpy.context.object.modifiers.new("Collision", "COLLISION")
+        elif c["type"] == "mesh":
+            deforming_mesh(bpy, scene, c["vertices"], c["faces"], c["center"])
+        else:
+            raise ValueError(f"{name}: collider type {c['type']!r} has no Blender counterpart here")
     return scene
 
 
+def deforming_mesh(bpy, scene, track, faces, center):
+    """A collision object whose vertices follow ``track`` [frames+1, V, 3] (frame k at Blender frame
+    k + 1): a basis plus one shape key per frame, keyed 1 on its frame and 0 on its neighbours."""
+    me = bpy.data.meshes.new("body")
+    me.from_pydata([tuple(map(float, v)) for v in track[0]], [], [tuple(map(int, f)) for f in faces])
+    body = bpy.data.objects.new("body", me)
+    scene.collection.objects.link(body)
+    body.location = tuple(map(float, center))
+    body.shape_key_add(name="basis", from_mix=False)
+    for k, V in enumerate(track):
+        key = body.shape_key_add(name=f"f{k}", from_mix=False)
+        key.data.foreach_set("co", [float(x) for x in V.ravel()])
+        for f, value in ((k, 0.0), (k + 1, 1.0), (k + 2, 0.0)):
+            if f >= 1:
+                key.value = value
+                key.keyframe_insert("value", frame=f)
+    body.modifiers.new("Collision", "COLLISION")
+    return body
+
+
 def build(bpy, name: str, n: int, frames: int, quality: int):
-    if name.startswith("slope") or name == "fold":
+    if name.split(":")[0] in ("cape", "fold") or name.startswith("slope"):
         return build_real(bpy, name, n, frames, quality)
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene

@@ -88,31 +88,72 @@ def scene(name: str, n: int, frames: int, **kw) -> dict:
     raise ValueError(f"unknown scene {name!r}")
 
 
-def run(name: str, n: int, frames: int) -> dict:
-    kw = scene(name, n, frames)
-    check = kw.pop("check")
-    sim = ClothSim(n, n, threads=1, **kw)
-    times, crossings, inside, along = [], 0, 0.0, []
+# variants of a scene run in the same loop, frame by frame (interleaved: the shared machine's load
+# falls on all of them alike): "no_self" = the scene with self-collision off (its cost), "reference"
+# = the scene converged (Newton, tol 1e-10, a factorization per iteration, no frame budget)
+VARIANTS = {"no_self": dict(self_collision=False),
+            "reference": dict(tol=1e-10, step_tol=None, newton_linear="direct", frame_time_budget=None, newton_max_iterations=400)}
+
+
+def variants_of(name: str, kw: dict, reference: bool) -> list:
+    out = [""]
+    if kw.get("self_collision"):
+        out.append("no_self")
+    if reference and name == "fold":
+        out.append("reference")
+    return out
+
+
+def run(name: str, n: int, frames: int, reference: bool = True) -> list:
+    """The scene's rows: the default run first, then its variants (``variants_of``), all stepped in one
+    loop. The default row gets ``ref_*`` (the reference's strain and per-frame max vertex distance)."""
+    base = scene(name, n, frames)
+    check = base.pop("check")
+    names = variants_of(name, base, reference)
+    sims = [ClothSim(n, n, threads=1, **{**base, **VARIANTS.get(v, {})}) for v in names]
+    stats = [dict(times=[], cpu=[], crossings=0, inside=0.0, along=[]) for _ in sims]
+    ref_dist = []
+    mesh = MeshCollider(check[1], check[2], center=[0, 0, 0]) if check[0] == "mesh" else None
     for k in range(frames):
-        t0 = time.perf_counter()
-        sim.step()
-        times.append(time.perf_counter() - t0)
-        P = sim.positions.reshape(-1, 3)
-        if check[0] == "mesh":
-            import igl
-            mesh = MeshCollider(check[1], check[2], center=[0, 0, 0])
-            S, _, _, _ = igl.signed_distance(P, mesh.world_vertices(k + 1), check[2])
-            inside = min(inside, float(S.min()))
-        elif check[0] == "slope":
-            along.append(float(P.mean(0) @ check[1][:, 1]))
-        if check[0] == "fold" or name == "cape":
-            crossings += grid_self_intersections(P, n, n) > 0
-    recs = sim.records
-    out = dict(scene=name, size=n, frames=frames, ms=1000 * statistics.median(times), ms_max=1000 * max(times),
+        for sim, st in zip(sims, stats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            sim.step()
+            st["times"].append(time.perf_counter() - t0)
+            st["cpu"].append(time.process_time() - c0)   # this process's CPU time: what the load does not inflate
+            P = sim.positions.reshape(-1, 3)
+            if mesh is not None:
+                import igl
+                S, _, _, _ = igl.signed_distance(P, mesh.world_vertices(k + 1), check[2])
+                st["inside"] = min(st["inside"], float(S.min()))
+            elif check[0] == "slope":
+                st["along"].append(float(P.mean(0) @ check[1][:, 1]))
+            if check[0] == "fold" or name == "cape":
+                st["crossings"] += grid_self_intersections(P, n, n) > 0
+        if "reference" in names:
+            ref = sims[names.index("reference")].positions.reshape(-1, 3)
+            ref_dist.append(float(np.linalg.norm(sims[0].positions.reshape(-1, 3) - ref, axis=1).max()))
+    rows = [row(name, v, n, frames, sim, st) for v, sim, st in zip(names, sims, stats)]
+    if ref_dist:
+        rows[0]["ref_max_strain"] = rows[names.index("reference")]["max_strain"]
+        rows[0]["ref_distance_cm"] = [100 * d for d in ref_dist]
+    for r in rows[1:]:
+        r["positions"] = None
+    return rows
+
+
+def row(name, variant, n, frames, sim, st) -> dict:
+    recs, times = sim.records, st["times"]
+    out = dict(scene=name + (f":{variant}" if variant else ""), variant=variant, size=n, frames=frames,
+               ms=1000 * statistics.median(times), ms_max=1000 * max(times), ms_frames=[1000 * t for t in times],
+               cpu_ms=1000 * statistics.median(st["cpu"]), cpu_ms_max=1000 * max(st["cpu"]),
+               cpu_ms_frames=[1000 * t for t in st["cpu"]],
                converged=sum(bool(r.converged) for r in recs), budget_hit=sum(bool(r.budget_hit) for r in recs),
                newton_median=float(np.median([r.newton_iterations for r in recs])),
-               max_strain=max(r.max_strain for r in recs), frames_with_crossings=crossings,
-               deepest_inside_mm=abs(1000 * inside), margin_mm=1000 * float(sim.problem.fields["margin"][0]) * sim.length_unit)
+               newton_total=int(sum(r.newton_iterations for r in recs)),
+               max_strain=max(r.max_strain for r in recs), frames_with_crossings=st["crossings"],
+               deepest_inside_mm=abs(1000 * st["inside"]),
+               margin_mm=1000 * float(sim.problem.fields["margin"][0]) * sim.length_unit)
+    along = st["along"]
     if along:
         v = np.diff(along) * sim.fps
         out["slide_m"] = along[-1] - along[0]
@@ -126,17 +167,27 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--scenes", nargs="+", default=["cape", "slope_mu0.7", "slope_mu0.5", "slope_mu0", "fold"])
+    ap.add_argument("--no-reference", action="store_true", help="skip the fold's converged reference run")
+    ap.add_argument("--no-blender", action="store_true", help="skip Blender's cloth")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    load = [os.getloadavg()]
     rows = []
     for name in args.scenes:
-        rows.append(run(name, args.size, args.frames))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "positions"}), flush=True)
-    blender = blender_times(args.size, args.frames, [r["scene"] for r in rows if r["scene"] != "cape"])
+        group = run(name, args.size, args.frames, reference=not args.no_reference)
+        rows.extend(group)
+        for r in group:
+            print(json.dumps({k: v for k, v in r.items() if k not in ("positions", "ms_frames", "cpu_ms_frames",
+                                                                     "ref_distance_cm")}),
+                  flush=True)
+    # Blender: each scene as run here, and with its self-collision off where it has it
+    wanted = [r["scene"] for r in rows if r["variant"] in ("", "no_self")]
+    blender = {} if args.no_blender else blender_times(args.size, args.frames, wanted)
     for r in rows:
         r["blender_ms"] = blender.get(r["scene"])
-    write(args, rows)
+    load.append(os.getloadavg())
+    write(args, rows, load)
 
 
 def blender_times(n, frames, scenes) -> dict:
@@ -158,7 +209,13 @@ def blender_times(n, frames, scenes) -> dict:
     return out
 
 
-def write(args, rows):
+def label(r) -> str:
+    base = r["scene"].split(":")[0]
+    return {"": base, "no_self": f"{base} (self-collision off)",
+            "reference": f"{base} (converged reference)"}[r["variant"]]
+
+
+def write(args, rows, load):
     os.makedirs(args.out, exist_ok=True)
     lines = ["# Cloth in real scenes (benchmarks/cloth_scenes.py)", "",
              f"{args.size}² cloth, {args.frames} frames at 24 fps, 1 thread, default solver (Newton-Krylov, tol 1e-5). "
@@ -167,18 +224,53 @@ def write(args, rows):
              "friction X (it holds only for X > tan 30° = 0.577; sliding, a = g (sin 30° - X cos 30°)); fold: "
              "a U-folded sheet whose upper layer falls 12 cm onto its lower layer, a hammock between two "
              "rods, self-collision on. Crossings: frames "
-             "whose mesh has an edge through a triangle (edge-triangle test).", "",
-             "| scene | ms/frame median / worst | Blender's cloth median / worst (× median) | within tol | "
-             "at budget | Newton it/frame | max strain | deepest inside collider (mm) | frames with crossings | "
-             "slide (m) / accel (m/s²) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "whose mesh has an edge through a triangle (edge-triangle test). A scene's variants (self-collision "
+             "off; the converged reference: Newton, tol 1e-10, a factorization per iteration, no frame budget) "
+             "run in the same loop as the scene, frame by frame, so the machine's load falls on them alike.", "",
+             f"Machine: {os.cpu_count()} cores shared with other jobs; load average (1 min) "
+             f"{load[0][0]:.2f} at the start, {load[-1][0]:.2f} at the end.", "",
+             "| scene | ms/frame median / worst | CPU ms/frame median / worst | Blender's cloth median / worst "
+             "(× median) | within tol | at budget | Newton it/frame | max strain | deepest inside collider (mm) | "
+             "frames with crossings | slide (m) / accel (m/s²) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         slide = f"{r['slide_m']:+.3f} / {r['accel_m_s2']:+.2f}" if "slide_m" in r else "-"
         b = r.get("blender_ms")
         bl = "-" if not b else f"{b[0]:.0f} / {b[1]:.0f} ({r['ms'] / b[0]:.1f}×)"
-        lines.append(f"| {r['scene']} | {r['ms']:.0f} / {r['ms_max']:.0f} | {bl} | {r['converged']}/{r['frames']} | "
+        lines.append(f"| {label(r)} | {r['ms']:.0f} / {r['ms_max']:.0f} | {r['cpu_ms']:.0f} / {r['cpu_ms_max']:.0f} | "
+                     f"{bl} | {r['converged']}/{r['frames']} | "
                      f"{r['budget_hit']} | {r['newton_median']:.0f} | {100 * r['max_strain']:.1f} % | "
                      f"{r['deepest_inside_mm']:.1f} (margin {r['margin_mm']:.1f}) | {r['frames_with_crossings']} | {slide} |")
+    by = {r["scene"]: r for r in rows}
+    cost = [(r, by[r["scene"] + ":no_self"]) for r in rows if r["scene"] + ":no_self" in by]
+    if cost:
+        lines += ["", "## Self-collision's cost (target: ≤ 2× the frame time without it)", "",
+                  "The same scene with self-collision off, stepped in the same loop (its layers may pass through "
+                  "each other: see its crossings above). Wall and CPU time (this process's; the shared machine's "
+                  "load inflates the wall time, not the CPU time).", "",
+                  "| scene | on: median / worst ms | off: median / worst ms | on/off median | on/off worst | "
+                  "on/off total | CPU on/off median / worst / total | Newton it on / off (total) | "
+                  "Blender on / off median ms (×) |", "|---|---|---|---|---|---|---|---|---|"]
+        for on, off in cost:
+            bon, boff = on.get("blender_ms"), off.get("blender_ms")
+            bl = "-" if not (bon and boff) else f"{bon[0]:.0f} / {boff[0]:.0f} ({bon[0] / boff[0]:.1f}×)"
+            lines.append(f"| {on['scene']} | {on['ms']:.0f} / {on['ms_max']:.0f} | {off['ms']:.0f} / {off['ms_max']:.0f} | "
+                         f"{on['ms'] / off['ms']:.2f}× | {on['ms_max'] / off['ms_max']:.2f}× | "
+                         f"{sum(on['ms_frames']) / sum(off['ms_frames']):.2f}× | "
+                         f"{on['cpu_ms'] / off['cpu_ms']:.2f}× / {on['cpu_ms_max'] / off['cpu_ms_max']:.2f}× / "
+                         f"{sum(on['cpu_ms_frames']) / sum(off['cpu_ms_frames']):.2f}× | "
+                         f"{on['newton_total']} / {off['newton_total']} | {bl} |")
+    for r in rows:
+        if "ref_max_strain" not in r:
+            continue
+        s, s_ref = r["max_strain"], r["ref_max_strain"]
+        d = np.array(r["ref_distance_cm"])
+        lines += ["", f"## {r['scene']}: the default run against its converged reference (target: strain within 10 %)",
+                  "", "| max strain default | max strain reference | relative difference | max vertex distance "
+                  "per frame (cm): median / worst (frame) |", "|---|---|---|---|",
+                  f"| {100 * s:.2f} % | {100 * s_ref:.2f} % | {100 * abs(s - s_ref) / s_ref:.1f} % | "
+                  f"{np.median(d):.2f} / {d.max():.2f} (frame {int(d.argmax()) + 1}) |", "",
+                  "Per frame (cm): " + ", ".join(f"{v:.2f}" for v in d) + "."]
     with open(os.path.join(args.out, "cloth_scenes.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "cloth_scenes.json"), "w") as fh:
@@ -186,13 +278,14 @@ def write(args, rows):
     if not any(r.get("blender_ms") for r in rows):
         with open(os.path.join(args.out, "cloth_scenes.md"), "a") as fh:
             fh.write("\nBlender's cloth was not timed in this run (bpy is installed by `make test-blender`).\n")
+    shown = [r for r in rows if r.get("positions")]
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig = plt.figure(figsize=(4 * len(rows), 4))
-        for k, r in enumerate(rows):
-            ax = fig.add_subplot(1, len(rows), k + 1, projection="3d")
+        fig = plt.figure(figsize=(4 * len(shown), 4))
+        for k, r in enumerate(shown):
+            ax = fig.add_subplot(1, len(shown), k + 1, projection="3d")
             P = np.array(r["positions"])
             ax.scatter(P[:, 0], P[:, 1], P[:, 2], s=1)
             ax.set_title(r["scene"])
