@@ -56,8 +56,8 @@ def test_same_physical_scene_at_two_resolutions_agrees():
     # injected smoke: 4 /s * sphere volume * 5/24 s; coverage is resolution-free to a few %
     expect = 4.0 * 4 / 3 * math.pi * 0.15 ** 3 * 5 / 24
     assert m1 == pytest.approx(expect, rel=0.05) and m2 == pytest.approx(expect, rel=0.05)
-    assert abs(h1 - h2) < 0.03, (h1, h2)            # metres, in a 1 m box
-    assert v1 > 0.05 and abs(v1 - v2) < 0.35 * max(v1, v2), (v1, v2)
+    assert abs(h1 - h2) < 0.015, (h1, h2)           # metres, in a 1 m box (measured: 4 mm)
+    assert v1 > 0.05 and abs(v1 - v2) < 0.15 * max(v1, v2), (v1, v2)   # measured: 5 %
 
 
 def test_density_never_negative_under_strong_forces():
