@@ -173,6 +173,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     load = [os.getloadavg()]
+    args.code = code_version()   # at the start: the modules are imported now
     rows = []
     for name in args.scenes:
         group = run(name, args.size, args.frames, reference=not args.no_reference)
@@ -209,6 +210,19 @@ def blender_times(n, frames, scenes) -> dict:
     return out
 
 
+def code_version() -> str:
+    """The commit this ran on, and the package's files that differed from it (others edit the tree)."""
+    import subprocess
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--name-only", "HEAD", "--", "metaphys", "csrc"], cwd=root,
+                               capture_output=True, text=True).stdout.split()
+    except OSError:
+        return "unknown (no git)"
+    return f"commit {head}" + (f" with uncommitted changes in {', '.join(dirty)}" if dirty else "")
+
+
 def label(r) -> str:
     base = r["scene"].split(":")[0]
     return {"": base, "no_self": f"{base} (self-collision off)",
@@ -228,7 +242,7 @@ def write(args, rows, load):
              "off; the converged reference: Newton, tol 1e-10, a factorization per iteration, no frame budget) "
              "run in the same loop as the scene, frame by frame, so the machine's load falls on them alike.", "",
              f"Machine: {os.cpu_count()} cores shared with other jobs; load average (1 min) "
-             f"{load[0][0]:.2f} at the start, {load[-1][0]:.2f} at the end.", "",
+             f"{load[0][0]:.2f} at the start, {load[-1][0]:.2f} at the end. Code: {args.code}.", "",
              "| scene | ms/frame median / worst | CPU ms/frame median / worst | Blender's cloth median / worst "
              "(× median) | within tol | at budget | Newton it/frame | max strain | deepest inside collider (mm) | "
              "frames with crossings | slide (m) / accel (m/s²) |",
