@@ -75,7 +75,8 @@ def test_smoke_flipbook_flags_and_spec_keys_end_to_end(tmp_path, weights_path):
     spec.write_text(json.dumps({"emitter_velocity": [0.0, 1.0], "emitter_heat": 2.0}))
     out = tmp_path / "flags"
     r = bake("smoke", "--out", str(out), "--spec", str(spec), "--size", "24", "--frames", "10", "--iterations", "5",
-             "--progress", "none", "--flipbook", "2x3", "--flipbook-loop", "2", "--flipbook-cell", "32",
+             "--progress", "none", "--flipbook", "2x3", "--flipbook-loop", "2", "--flipbook-loop-mode", "crossfade",
+             "--flipbook-cell", "32",
              "--flipbook-range", "3:10", "--flipbook-alpha", "premultiplied", "--flipbook-engine", "unreal")
     assert r.returncode == 0, r.stderr
     side = fb.read_sidecar(out)
