@@ -7,7 +7,7 @@ from metaphys.physics.cloth import ClothProblem, _merge_pairs, rest_grid
 from metaphys.physics.cloth_hessian import blocks_to_csr, blocks_to_csr_pattern, cloth_hessian_blocks
 
 
-def _two_layers(n=8, gap=0.6):
+def _two_layers(n=8, gap=0.8):
     """An n x n grid whose upper half is folded over its lower half, ``gap`` edge lengths above it:
     many pairs, a few of them within the collision distance."""
     prob = ClothProblem(rest_grid(1, n, n), k_contact=100.0)

@@ -896,19 +896,26 @@ class ClothProblem(Problem):
         sub.fields["self_pairs"] = pairs[:, :0]
         return sub
 
+    # a rebuilt pattern holds the pairs within this many collision distances (not only the active
+    # ones): the pairs about to touch, so a layer landing over a few Newton iterations does not
+    # change the pattern (and redo PARDISO's analysis) at each of them
+    PAIR_PATTERN_REACH = 1.25
+
     def _pair_curvature(self, a):
-        """Sample 0's self-collision pairs [P,2] (numpy) and their Hessian blocks [3,3,P] in a-space,
+        """Sample 0's self-collision pairs [P,2] (numpy), their Hessian blocks [3,3,P] in a-space,
         6 k pen u u^T dt^4 / HW (0 for a pair outside its distance; the block of (i,i) and (j,j), minus it
-        for (i,j) and (j,i)), or None without pairs."""
+        for (i,j) and (j,i)), and which pairs are within PAIR_PATTERN_REACH distances [P]; None without
+        pairs."""
         pairs = self.fields.get("self_pairs")
         if pairs is None or pairs.shape[1] == 0:
             return None
         fl = self.fields
         hw = self.shape[2] * self.shape[3]
         x = self.state(a[:1])[0]
-        pen, u, _ = _pair_penetration(x, pairs[:1], fl["self_distance"][:1])
+        pen, u, r = _pair_penetration(x, pairs[:1], fl["self_distance"][:1])
         c = 6.0 * float(fl["k_contact"][0]) / hw * pen[0] * float(fl["dt"][0]) ** 4
-        return pairs[0].cpu().numpy(), (c * u[0].unsqueeze(1) * u[0].unsqueeze(0)).cpu().numpy()
+        near = (r[0] < self.PAIR_PATTERN_REACH * fl["self_distance"][0]).cpu().numpy()
+        return pairs[0].cpu().numpy(), (c * u[0].unsqueeze(1) * u[0].unsqueeze(0)).cpu().numpy(), near
 
     @staticmethod
     def _pair_entries(pairs, hw: int):
@@ -931,7 +938,7 @@ class ClothProblem(Problem):
         found = self._pair_curvature(a)
         if found is None:
             return None
-        pairs, blk = found
+        pairs, blk, _ = found
         act = np.abs(blk).sum((0, 1)) > 0
         if not act.any():
             return None
@@ -945,7 +952,7 @@ class ClothProblem(Problem):
         """H (CSR on the grid's fixed pattern) plus the self-collision Hessian, on a pattern that
         changes rarely: the grid's plus the blocks of a set S of pairs (explicit zeros kept). S holds
         every pair that has been within its distance, and is rebuilt -- the current pairs among it
-        plus the newly active ones -- only when a pair outside it becomes active. (scipy's sum dropped
+        plus those within PAIR_PATTERN_REACH distances -- only when a pair outside it becomes active. (scipy's sum dropped
         zeros and held the active pairs only, so the pattern changed at nearly every Newton iteration
         and each refactorization redid its symbolic analysis.)"""
         found = self._pair_curvature(a)
@@ -953,7 +960,7 @@ class ClothProblem(Problem):
             return H
         import numpy as np
         import scipy.sparse as sp
-        pairs, blk = found
+        pairs, blk, near = found
         n, hw = H.shape[0], self.shape[2] * self.shape[3]
         act = np.abs(blk).sum((0, 1)) > 0
         keys = pairs[:, 0].astype(np.int64) * hw + pairs[:, 1]
@@ -963,7 +970,7 @@ class ClothProblem(Problem):
         where = None if hit is None else np.searchsorted(hit["S"], keys[act])
         if hit is None or (len(where) and (where.max() >= len(hit["S"])
                                           or not np.array_equal(hit["S"][where], keys[act]))):
-            S = keys[act] if hit is None else np.union1d(hit["S"][np.isin(hit["S"], keys)], keys[act])
+            S = keys[act | near] if hit is None else np.union1d(hit["S"][np.isin(hit["S"], keys)], keys[act | near])
             S = np.unique(S)
             base = np.repeat(np.arange(n, dtype=np.int64), np.diff(H.indptr)) * n + H.indices
             rows, cols = self._pair_entries(np.stack([S // hw, S % hw], 1), hw)
