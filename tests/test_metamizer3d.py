@@ -259,9 +259,12 @@ def test_the_shipped_3d_weights_load_and_solve():
     assert float(res.residual) < 0.5 * float(res.residuals[0])
     fast = solve(problem, opt, iterations=40, guard=True)
     assert float(fast.residual) < 1e-3 * float(fast.residuals[0])
-    # solve() without an optimizer takes the network of the problem's dimension
+    # solve() without an optimizer takes the network of the problem's dimension (on CPU its fast
+    # module, optim/fast.py: the same steps to float32 round-off)
     default = solve(problem, iterations=5, accelerate=0)
-    assert torch.equal(default.u, solve(problem, opt, iterations=5, accelerate=0).u)
+    plain = solve(problem, opt, iterations=5, accelerate=0).u
+    moved = float((plain - problem.initial_guess()).abs().max())
+    assert moved > 0 and float((default.u - plain).abs().max()) < 1e-5 * moved
 
 
 def test_the_3d_eval_benchmark_runs_in_quick_mode(tmp_path):

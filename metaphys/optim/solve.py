@@ -204,6 +204,18 @@ def iterate(problem, optimizer, u: torch.Tensor, state, *, iterations: Optional[
     return result
 
 
+def default_optimizer(problem):
+    """The shipped Metamizer of the problem's dimension; a 3-D problem on CPU runs the 3-D network's
+    fast module (optim/fast.py: the same steps to ~1e-6, a 2-5x faster forward; built once per
+    process), as the smoke sims do."""
+    dims = len(problem.shape) - 2
+    if dims == 3 and torch.device(problem.device).type == "cpu":
+        from metaphys.optim.fast import FastMetamizer, shipped_fast_module
+        return FastMetamizer(shipped_fast_module(3))
+    from metaphys.optim.metamizer import Metamizer
+    return Metamizer(device=problem.device, dims=dims)
+
+
 def solve(problem, optimizer=None, *, iterations: Optional[int] = None, tol: Optional[float] = None,
           max_iterations: int = 1000, u0: Optional[torch.Tensor] = None, guard: bool = False,
           accelerate: int = DEFAULT_MEMORY, **guard_options) -> SolveResult:
@@ -212,8 +224,7 @@ def solve(problem, optimizer=None, *, iterations: Optional[int] = None, tol: Opt
     ``accelerate`` (default on, memory 20): the subspace acceleration of ``optim/accelerate.py``;
     0 gives the paper's plain iteration."""
     if optimizer is None:
-        from metaphys.optim.metamizer import Metamizer
-        optimizer = Metamizer(device=problem.device, dims=len(problem.shape) - 2)
+        optimizer = default_optimizer(problem)
     u = problem.initial_guess() if u0 is None else problem.check_unknown(u0)
     state = optimizer.init_state(tuple(u.shape), device=u.device)
     return iterate(problem, optimizer, u, state, iterations=iterations, tol=tol,
@@ -243,8 +254,7 @@ class TimeStepper:
                  accelerate: int = DEFAULT_MEMORY, **guard_options):
         _check_stopping(iterations_per_step, tol, max_iterations)
         if optimizer is None:
-            from metaphys.optim.metamizer import Metamizer
-            optimizer = Metamizer(device=problem.device, dims=len(problem.shape) - 2)
+            optimizer = default_optimizer(problem)
         self.problem = problem
         self.optimizer = optimizer
         self.iterations_per_step = iterations_per_step

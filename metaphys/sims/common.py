@@ -244,12 +244,16 @@ def optimizer_for(optimizer=None, weights=None, device="cpu", fastest: bool = Fa
     choice and runs unchanged), else the Metamizer from ``weights`` (a path; default: the shipped
     weights), self-tested at load; with ``fastest`` that Metamizer runs ``fastest_forward``.
     ``dims=3``: the 3-D network (default weights/metamizer3d.pt, checksummed; the self-test problem is
-    2-D, so a 3-D network is checked for its dimension instead); an optimizer whose network is of
-    another dimension is refused."""
+    2-D, so a 3-D network is checked for its dimension instead; ``fastest`` as in 2-D); an optimizer
+    whose network is of another dimension is refused."""
     if optimizer is not None and weights is not None:
         raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
     if dims == 3:
-        return _optimizer_3d(optimizer, weights, device)
+        if fastest and optimizer is None and weights is None and torch.device(device).type == "cpu":
+            from metaphys.optim.fast import FastMetamizer, shipped_fast_module
+            return FastMetamizer(shipped_fast_module(3))   # built once per process
+        loaded = _optimizer_3d(optimizer, weights, device)
+        return fastest_forward(loaded, device) if fastest and optimizer is None else loaded
     if optimizer is not None:
         return optimizer
     loaded = default_optimizer(device, weights)
@@ -279,7 +283,8 @@ def _optimizer_3d(optimizer, weights, device):
 
 def fastest_forward(optimizer, device):
     """A plain Metamizer on CPU as the frozen channels_last module of optim/fast.py (the fastest
-    measured forward pass; the same steps to ~1e-6); any other optimizer or device unchanged."""
+    measured forward pass, 2-D or 3-D; the same steps to ~1e-6); any other optimizer or device
+    unchanged."""
     import torch
     from metaphys.optim.metamizer import Metamizer
     if torch.device(device).type != "cpu" or type(optimizer) is not Metamizer:

@@ -37,7 +37,7 @@ from metaphys.physics import fluid3d as F3
 from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
                                 with_solver_state)
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
-                                  optimizer_for, refuse_solver_settings, torch_threads)
+                                  fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
 from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push
 from metaphys.sims.voxelize import coverage
 from metaphys.spec.params import SMOKE3D_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
@@ -107,7 +107,8 @@ class SmokeSim3D(Sim):
             self.emitters = coverage([self.default_emitter_shape()], self.shape, self.units.cell_m, self.origin)
         self.obstacles = self._scene_array("obstacles", obstacles)
         if step_solver is None:
-            step_solver = MetamizerStep(optimizer_for(optimizer, weights, self.device, dims=3),
+            # no optimizer given: the 3-D network's fast module on CPU (optim/fast.py), as SmokeSim
+            step_solver = MetamizerStep(optimizer_for(optimizer, weights, self.device, fastest=True, dims=3),
                                         **self.settings.step_solver_kwargs())
         self.step_solver = step_solver
         self.frame = 0
@@ -133,7 +134,10 @@ class SmokeSim3D(Sim):
 
     @classmethod
     def from_params(cls, p: dict, *, optimizer=None, device="cpu", threads: Optional[int] = None) -> "SmokeSim3D":
-        """Build from validated 3-D spec parameters (metaphys.spec.params.smoke_parameters)."""
+        """Build from validated 3-D spec parameters (metaphys.spec.params.smoke_parameters), with the
+        fastest measured forward pass of the given (or shipped) plain 3-D Metamizer, as SmokeSim."""
+        optimizer = (optimizer_for(None, None, device, fastest=True, dims=3) if optimizer is None
+                     else fastest_forward(optimizer_for(optimizer, None, device, dims=3), device))
         return cls(tuple(p["resolution"]), optimizer=optimizer, device=device, threads=threads,
                    **smoke_sim_kwargs(p))
 
