@@ -246,6 +246,8 @@ PARDISO_FROM = 0
 # SuperLU 20 vs PARDISO 8 before: benchmarks/results/cloth_factorizations.md)
 REFACTOR_AFTER = {"superlu": 20, "pardiso": 4}
 KRYLOV_HESSIANS = ("projected", "exact")
+# the step stop's contraction estimate is never below this (see _error_estimate)
+STEP_CONTRACTION_FLOOR = 0.1
 PROJECT_ABOVE = 1e-3   # relative residual above which CG uses the projected Hessian
 
 
@@ -404,10 +406,11 @@ class NewtonSolver:
         """An a-posteriori bound on the distance left to the answer, in the problem's lengths
         (``problem.displacement``; cloth: edge lengths), from the last two steps' sizes: for an
         iteration that contracts by q = |d_k| / |d_k-1| per step, what is left is at most
-        |d_k| q / (1 - q). Infinite until two steps were taken, or where they do not contract by 2x."""
-        if len(moves) < 2 or moves[-2] <= 0:
+        |d_k| q / (1 - q). Infinite until two full (uncut) steps were taken, or where they do not contract by 2x."""
+        if len(moves) < 2 or not (moves[-2] > 0 and moves[-1] >= 0):   # NaN: a step cut by the line search
             return math.inf
-        q = moves[-1] / moves[-2]
+        # q no smaller than CG's loosest relative tolerance: an inexact Newton step's own error
+        q = max(moves[-1] / moves[-2], STEP_CONTRACTION_FLOOR)
         return moves[-1] * q / (1 - q) if q < 0.5 else math.inf
 
     @property
@@ -548,11 +551,13 @@ class NewtonSolver:
                 out.budget_hit = "time"
                 break
             g = grad.flatten()[free].cpu().numpy()
+            halvings_before = out.line_search_halvings
             accepted, u_new, loss_new, grad_new = step(u, loss, grad, g, rel, scale, free, idx, out)
             if not accepted:
                 break  # stalled (round-off): report the residual reached
-            if by_step:
-                moves.append(problem.displacement(u_new - u))
+            if by_step:   # a step the line search cut says nothing about the contraction: not counted
+                cut = out.line_search_halvings > halvings_before
+                moves.append(math.nan if cut else problem.displacement(u_new - u))
             u, loss, grad = u_new, loss_new, grad_new
             rel, rms = self._measure(problem, loss, grad, scale)
             out.residuals.append(rel)
