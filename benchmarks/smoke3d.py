@@ -108,8 +108,10 @@ def run_sim(n: int, frames: int, *, step_solver=None, sample_frames=(), monitor=
         print(f"  {label} {n}^3 frame {r.frame}: {wall:.2f} s (cpu {cpu:.2f}), {r.substeps} step(s), "
               f"{r.iterations} it, residual {r.residual:.1e}, min {r.min_density:.1e}", flush=True)
     mass = float(sim.total_density()[0]) * sim.units.cell_m ** 3
+    inner_opt = getattr(rec.inner, "optimizer", None)
     return {"rows": rows, "density": np.stack(dens), "snapshots": rec.snapshots, "solves": rec.solves,
             "tol": sim.settings.tol, "solver": type(rec.inner).__name__, "mass_m3": mass,
+            "optimizer": None if inner_opt is None else type(inner_opt).__name__,
             "step_solver": rec.inner, "centroid_m": [centroid(d, sim.units.cell_m) for d in dens]}
 
 
@@ -191,6 +193,18 @@ def _subprocess_json(cmd, env, timeout, what) -> dict:
     return {"not_run": f"{what} failed (exit {cp.returncode}): {tail}"}
 
 
+def code_state() -> dict:
+    """The commit the run started on and the package files that differed from it (others' work in progress
+    that the run used)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=common.ROOT, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "modified": [line[3:] for line in git("status", "--porcelain", "--", "metaphys", "csrc").splitlines()]}
+
+
 def summarize(run: dict) -> dict:
     rows = run["rows"]
     walls = [r["wall_s"] for r in rows]
@@ -206,12 +220,13 @@ def summarize(run: dict) -> dict:
             "div_transport_wall": max(r["div_transport_wall"] for r in rows),
             "max_speed": max(r["max_speed"] for r in rows), "mass_m3": run["mass_m3"],
             "centroid_m": run["centroid_m"], "solver": run["solver"], "tol": run["tol"],
+            "optimizer": run["optimizer"],
             "load_median": statistics.median(r["load"] for r in rows)}
 
 
 def measure(n: int, frames: int, args, monitor) -> dict:
     entry = {"n": n, "frames": frames, "ref_tol": args.ref_tol, "started": time.strftime("%Y-%m-%d %H:%M"),
-             "load_start": os.getloadavg()[0]}
+             "load_start": os.getloadavg()[0], "code": code_state()}
     k = max(0, min(args.compare, frames - 1))
     sample = sorted({max(2, round(frames * (i + 1) / k)) for i in range(k)}) if k else []
     ours = run_sim(n, frames, sample_frames=sample, monitor=monitor, label="ours")
@@ -249,14 +264,19 @@ def _f(x, spec=".3g", none="-"):
     return none if x is None else format(x, spec)
 
 
-def _ext_cells(e: dict, key: str, ours_ms: float):
-    """(ms median, worst, CPU ms, ratio ours / it) of an external run, or its reason for not running."""
+def _ext_cells(e: dict, key: str, ours: dict):
+    """(ms median, worst, CPU ms, wall ratio ours / it, CPU ratio or None) of an external run; None where it
+    did not run."""
     r = e.get(key, {})
     ms = r.get("ms_per_frame") or r.get("ms_per_frame_before_failure")
     if not ms:
         return None
     cpu = r.get("cpu_ms_per_frame")
-    return ms, r.get("ms_max"), cpu, ours_ms / ms
+    return ms, r.get("ms_max"), cpu, ours["ms_median"] / ms, ours["cpu_ms_median"] / cpu if cpu else None
+
+
+def _ratio(c) -> str:
+    return f"**{c[3]:.2f}**" + (f" (CPU {c[4]:.2f})" if c[4] is not None else "")
 
 
 def render(raw: dict, machine_md: str) -> str:
@@ -265,11 +285,11 @@ def render(raw: dict, machine_md: str) -> str:
     for key in sizes:
         e = raw[key]
         o, ref, acc = e["ours"], e["reference"], e["accuracy"]
-        pf, mf = _ext_cells(e, "phiflow", o["ms_median"]), _ext_cells(e, "mantaflow", o["ms_median"])
+        pf, mf = _ext_cells(e, "phiflow", o), _ext_cells(e, "mantaflow", o)
         grid = f"{e['n']}³"
-        rows.append([grid, e["frames"], f"**metaphys** SmokeSim3D defaults ({o['solver']}, tol {o['tol']:g})",
+        rows.append([grid, e["frames"], f"**metaphys** SmokeSim3D defaults ({o['solver']}: {o.get('optimizer')}, tol {o['tol']:g})",
                      f"**{o['ms_median']:.0f}**", f"{o['ms_worst']:.0f}", f"{o['cpu_ms_median']:.0f}",
-                     f"**{pf[3]:.2f}**" if pf else "-", f"**{mf[3]:.1f}**" if mf else "-",
+                     _ratio(pf) if pf else "-", _ratio(mf) if mf else "-",
                      f"{o['iterations_median']:.0f} / {o['iterations_max']}",
                      f"**{acc['density_rel_l2']:.1e}** (last frame {acc['density_rel_l2_last_frame']:.1e})",
                      f"{o['div_mac']:.0e} MAC; {o['div_transport_interior']:.0e} transport",
@@ -285,7 +305,7 @@ def render(raw: dict, machine_md: str) -> str:
                    else "-")
             rows.append([grid, e["frames"], f"PhiFlow {p.get('version', '?')} 3-D, numpy, CG tol {p.get('tol', 1e-3):g}"
                          + (f" ({p['frames_before_failure']} frames before its solve failed)" if "error" in p else ""),
-                         f"{pf[0]:.0f}", _f(pf[1], ".0f"), "-", "1", "-", "1 step, CG", err,
+                         f"{pf[0]:.0f}", _f(pf[1], ".0f"), _f(pf[2], ".0f"), "1", "-", "1 step, CG", err,
                          f"{p['divergence']:.0e}" if "divergence" in p else "-",
                          _f(p.get("min_density"), ".2g"), "-"])
         else:
@@ -358,16 +378,18 @@ def targets(raw: dict) -> list:
                "effect described in smoke3d_sim.md).")
     out.append(f"* **No negative density**: min {o['min_density']:.2g} -> "
                f"**{'met' if o['min_density'] >= 0 else 'not met'}**.")
-    pf = _ext_cells(big, "phiflow", o["ms_median"])
+    pf = _ext_cells(big, "phiflow", o)
     if pf:
         out.append(f"* **Time per frame <= PhiFlow 3-D's at {n}³**: ours {o['ms_median']:.0f} ms, PhiFlow "
-                   f"{pf[0]:.0f} ms (median wall) -> ratio {pf[3]:.2f}: **"
+                   f"{pf[0]:.0f} ms (median wall) -> ratio {pf[3]:.2f}"
+                   + (f" (CPU time: {pf[4]:.2f})" if pf[4] is not None else "") + ": **"
                    + ("met" if pf[3] <= 1 else f"not met, {pf[3]:.1f}x slower") + "**.")
     else:
         out.append(f"* Time per frame vs PhiFlow 3-D at {n}³: **not measured** ({big['phiflow'].get('not_run', '?')}).")
-    mf = _ext_cells(big, "mantaflow", o["ms_median"])
+    mf = _ext_cells(big, "mantaflow", o)
     out.append(f"* **Ratio to Mantaflow at {n}³** (reported): " +
-               (f"{mf[3]:.0f}x its time per frame ({o['ms_median']:.0f} vs {mf[0]:.0f} ms)." if mf else
+               (f"{mf[3]:.0f}x its time per frame ({o['ms_median']:.0f} vs {mf[0]:.0f} ms wall"
+                + (f"; {mf[4]:.0f}x in CPU time" if mf[4] is not None else "") + ")." if mf else
                 f"not measured ({big['mantaflow'].get('not_run', '?')})."))
     comp = big.get("solver_comparison", [])
     if comp:
@@ -384,6 +406,13 @@ def targets(raw: dict) -> list:
     return out
 
 
+def _stored(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh).get("sizes", {})
+
+
 def strip(entry: dict) -> dict:
     return json.loads(json.dumps(entry, default=lambda x: None))
 
@@ -393,7 +422,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--frames", type=int, nargs="+", default=None,
                    help="frames per size, or one value for all (default: 48 up to 32^3, 6 above: ~3 min a frame)")
-    p.add_argument("--ref-tol", type=float, default=1e-16, help="the converged reference's loss (MSR) tolerance")
+    p.add_argument("--ref-tol", type=float, default=1e-14,
+                   help="the converged reference's loss (MSR) tolerance (default: 4 orders below the sim's 1e-10)")
     p.add_argument("--compare", type=int, default=2, help="fluid steps per size solved again by both solvers")
     p.add_argument("--phiflow-python", default=os.environ.get("PHIFLOW_PYTHON", ""))
     p.add_argument("--phiflow-tight", type=float, default=1e-6, help="PhiFlow's own reference tolerance")
@@ -417,18 +447,22 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     os.makedirs(args.out, exist_ok=True)
     raw_path = os.path.join(args.out, "smoke3d.json")
-    raw = {}
-    if not args.fresh and os.path.exists(raw_path):
-        with open(raw_path) as fh:
-            raw = json.load(fh).get("sizes", {})
+    if args.fresh:   # forget earlier sizes: the run's own sizes only
+        common.write(raw_path, json.dumps({"sizes": {}}))
     monitor = common.LoadMonitor()
     for n, f in zip(args.sizes, frames):
-        raw[str(n)] = strip(measure(n, f, args, monitor))
+        entry = strip(measure(n, f, args, monitor))
+        raw = _stored(raw_path)   # with the sizes another run of this script stored meanwhile
+        raw[str(n)] = entry
         common.write(raw_path, json.dumps({"sizes": raw}, indent=1))
+    raw = _stored(raw_path)
     machine = common.machine_info()
-    extra = (f"- Load average per size run (1-min, start -> end): " +
-             "; ".join(f"{raw[k]['n']}³ {raw[k]['load_start']:.1f} -> {raw[k]['load_end']:.1f} "
-                       f"(started {raw[k]['started']})" for k in sorted(raw, key=int)))
+    extra = "\n".join(
+        f"- {raw[k]['n']}³ run: started {raw[k]['started']}, 1-min load average {raw[k]['load_start']:.1f} at the "
+        f"start, {raw[k]['load_end']:.1f} at the end; commit {raw[k]['code']['commit']}"
+        + (f" with these package files modified in the working tree (others' work in progress, used as found): "
+           f"{', '.join(raw[k]['code']['modified'])}" if raw[k]['code']['modified'] else "") + "."
+        for k in sorted(raw, key=int))
     md = render(raw, common.environment_md(machine, monitor.report(), None, args, extra))
     common.write(os.path.join(args.out, "smoke3d.md"), md)
     common.write(raw_path, json.dumps({"sizes": raw, "machine": machine}, indent=1))

@@ -1,13 +1,16 @@
 """PhiFlow's 3-D smoke plume for benchmarks/smoke3d.py; runs in an interpreter that has `phiflow`
 (installed only for the benchmark, never a metaphys requirement). Prints one JSON line:
 
-    {"n", "frames", "tol", "ms" (per frame), "ms_per_frame" (median), "ms_max", "min_density",
+    {"n", "frames", "tol", "ms" (per frame), "ms_per_frame" (median), "ms_max", "cpu_ms" (process CPU per
+     frame), "cpu_ms_per_frame" (median), "min_density",
      "divergence" (max |div v| * cell / max |v| over the frames), "centroid_m" (density centroid height per
      frame, metres above the floor), "mass", "version"[, "density_rel_l2" (against itself at --tight)]}
 
 or, when its pressure solve fails, {"error", "frames_before_failure", "ms_per_frame_before_failure", ...}.
 
     python benchmarks/smoke3d_phiflow.py N FRAMES [JSON params] [--tight 1e-6] [--save density.npy]
+
+PhiFlow computes in float32 (its default); the --tight reference runs in float64.
 
 Scene: SmokeSim3D's default plume in the same physical units (JSON params: size_m, fps, buoyancy,
 emitter_density, viscosity; SmokeSim3D's defaults otherwise): a closed cube of ``size_m`` metres (no-slip
@@ -39,7 +42,7 @@ class Failed(Exception):
 
 
 def plume(n: int, frames: int, tol: float, p: dict):
-    """(densities [F, D, H, W], seconds per frame, divergence per frame)."""
+    """(densities [F, D, H, W], seconds per frame, divergence per frame, CPU seconds per frame)."""
     from phi import flow as pf
     size, dt = p["size_m"], 1.0 / p["fps"]
     dx = size / n
@@ -51,9 +54,9 @@ def plume(n: int, frames: int, tol: float, p: dict):
     inflow = p["emitter_density"] * dt * emitter
     diffusion_steps = max(1, math.ceil(6 * p["viscosity"] * dt / dx ** 2))
     pressure = None
-    times, out, div = [], [], []
+    times, cpus, out, div = [], [], [], []
     for frame in range(frames):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         smoke = pf.advect.mac_cormack(smoke, velocity, dt=dt) + inflow
         buoyancy = pf.resample(smoke * (0, 0, p["buoyancy"] * dt), to=velocity)
         velocity = pf.advect.semi_lagrangian(velocity, velocity, dt=dt) + buoyancy
@@ -66,11 +69,12 @@ def plume(n: int, frames: int, tol: float, p: dict):
             raise Failed(frame, times, exc) from None
         values = smoke.values.numpy("y,z,x")[:, ::-1, :]  # [D, H, W] with row 0 = top, as metaphys lays it out
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         out.append(np.ascontiguousarray(values))
         vmax = max(float(pf.math.max(abs(velocity.values.vector[c]))) for c in ("x", "y", "z"))
         d = float(pf.math.max(abs(pf.field.divergence(velocity).values))) * dx
         div.append(d / vmax if vmax > 0 else 0.0)
-    return np.stack(out), times, div
+    return np.stack(out), times, div, cpus
 
 
 def centroid(d: np.ndarray, size: float) -> list:
@@ -95,19 +99,22 @@ def main():
     import phi
     base = {"n": args.n, "frames": args.frames, "tol": args.tol, "version": phi.__version__, "params": p}
     try:
-        d, times, div = plume(args.n, args.frames, args.tol, p)
+        d, times, div, cpus = plume(args.n, args.frames, args.tol, p)
     except Failed as failed:
         print(json.dumps({**base, "error": str(failed), "frames_before_failure": failed.frame,
                           "ms_per_frame_before_failure": 1e3 * float(np.median(failed.times)) if failed.times else None}))
         return
     out = {**base, "ms": [1e3 * t for t in times], "ms_per_frame": 1e3 * float(np.median(times)),
-           "ms_max": 1e3 * max(times), "min_density": float(d.min()), "divergence": max(div),
+           "ms_max": 1e3 * max(times), "cpu_ms": [1e3 * c for c in cpus],
+           "cpu_ms_per_frame": 1e3 * float(np.median(cpus)), "min_density": float(d.min()), "divergence": max(div),
            "centroid_m": centroid(d, p["size_m"]), "mass": float(d[-1].sum()) * (p["size_m"] / args.n) ** 3}
     if args.save:
         np.save(args.save, d)
     if args.tight:
         try:
-            ref, times_tight, _ = plume(args.n, args.frames, args.tight, p)
+            from phi import flow as pf
+            pf.math.set_global_precision(64)   # float32 CG stalls above 1e-6 (it "diverges"): the reference in float64
+            ref, times_tight, _, _ = plume(args.n, args.frames, args.tight, p)
             out["density_rel_l2"] = float(np.linalg.norm(d - ref) / max(np.linalg.norm(ref), 1e-300))
             out["ms_per_frame_tight"] = 1e3 * float(np.median(times_tight))
             out["tight"] = args.tight
