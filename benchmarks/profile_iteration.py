@@ -19,6 +19,16 @@ oneDNN; bfloat16 where the CPU has it), its FLOPs, the physics kernel, the accel
 temporaries (optim/accelerate.py) and with preallocated ones (the scripted solver) -- and the
 steady-state time per iteration (history full) of solve() and of the TorchScript solver module
 (optim/scripted_solver.py: driven from Python with the compiled kernel, and solve_poisson alone).
+
+Part 4, the 3-D network (issue #28; weights/metamizer3d.pt), one thread, at 16^3, 32^3, 48^3, 64^3: where
+a forward's time goes by operator kind (torch profiler, self CPU: conv3d on oneDNN or on PyTorch's im2col
+path, trilinear upsampling, concatenation, pooling, ReLU, copies, the float64 normalization and step),
+for the shipped module and the fast one; the forward time of each fast variant against the shipped
+module (interleaved, median; batch 4 = the smoke sim's four unknown channels, and batch 1 = one 3-D
+Laplace field); then the product's iteration (solve(), subspace acceleration 20) on the 3-D
+Navier-Stokes problem and on 3-D Laplace, before (the shipped module) and after (the fast module that
+SmokeSim3D and solve() now run), interleaved, median. ``--part 3d`` runs this part alone and replaces
+its section of profile.md, keeping the rest.
 """
 from __future__ import annotations
 
@@ -159,35 +169,11 @@ MEMORY = 20          # optim.accelerate.DEFAULT_MEMORY: the history is full from
 STEADY = {32: (10, 40), 100: (10, 30), 400: (10, 14)}   # time iterations k1+1..k2 (history full)
 
 
-class _OneDNNConv(torch.nn.Module):
-    """A zero-padded Conv2d through torch.mkldnn_convolution: PyTorch sends batch-1 float32
-    convolutions on small inputs (the coarse U-Net levels) to its im2col path instead."""
-
-    def __init__(self, conv: torch.nn.Conv2d):
-        super().__init__()
-        self.weight = torch.nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last),
-                                         requires_grad=False)
-        self.bias = torch.nn.Parameter(conv.bias.detach(), requires_grad=False)
-        self.padding = list(conv.padding)
-
-    def forward(self, x):
-        return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, [1, 1], [1, 1], 1)
-
-
 def onednn_convs(model):
-    """metaphys.optim.fast's module with every convolution through oneDNN (a candidate, measured here)."""
-    from metaphys.optim.fast import FastMetamizerNet, eager_from_any
-
-    def swap(module):
-        for name, child in module.named_children():
-            if isinstance(child, torch.nn.Conv2d):
-                setattr(module, name, _OneDNNConv(child))
-            else:
-                swap(child)
-
-    unet = eager_from_any(model).unet.to(memory_format=torch.channels_last)
-    swap(unet)
-    return torch.jit.freeze(torch.jit.script(FastMetamizerNet(unet).eval()))
+    """metaphys.optim.fast's module with every convolution through oneDNN (``OneDNNConv``; the 3-D
+    default, a candidate for 2-D, measured here)."""
+    from metaphys.optim.fast import optimize_for_inference
+    return optimize_for_inference(model, onednn=True, pack=False)
 
 
 def unet_flops(model, size: int) -> float:
@@ -312,8 +298,237 @@ def product_iteration(model, fast, bf16, sizes, repeats, quick):
             table, "", "Where the time goes (CPU time):", ""] + summary + [""]
 
 
+# ---- part 4: the 3-D network ----------------------------------------------------------------------
+SIZES_3D = (16, 32, 48, 64)
+ITER_SIZES_3D = (16, 32, 64)
+BEGIN_3D, END_3D = "<!-- part 4 (3-D network): begin -->", "<!-- part 4 (3-D network): end -->"
+OP_KINDS = (  # (label, aten op names whose self CPU time it sums); the rest is "everything else"
+    ("conv3d on oneDNN (mkldnn_convolution)", ("aten::mkldnn_convolution",)),
+    ("conv3d on PyTorch's im2col path (slow_conv3d)", ("aten::slow_conv3d_forward", "aten::slow_conv3d")),
+    ("trilinear upsampling", ("aten::upsample_trilinear3d",)),
+    ("concatenation (skip + upsampled)", ("aten::cat",)),
+    ("max pooling", ("aten::max_pool3d_with_indices", "aten::max_pool3d")),
+    ("ReLU", ("aten::clamp_min_", "aten::relu_", "aten::clamp_min", "aten::relu")),
+    ("copies (zero pad, layout)", ("aten::copy_", "aten::clone", "aten::constant_pad_nd")),
+    ("1x1 head as matrix-vector product", ("aten::addmv", "aten::mv")),
+    ("float64 normalization and step (norm, tanh, mul, div, exp, casts)",
+     ("aten::linalg_vector_norm", "aten::tanh", "aten::mul", "aten::div", "aten::exp", "aten::_to_copy",
+      "aten::mul_", "aten::clamp_min", "aten::sub", "aten::add", "aten::reciprocal")),
+)
+
+
+def op_kinds(module, args, repeats=3):
+    """{kind: share of the self CPU time} of one forward: each of ``repeats`` forwards (after two
+    warm-up calls) profiled on its own, each operator's median over them (the profiler's times are
+    wall clock: the median drops the forwards that another process preempted)."""
+    from torch.profiler import ProfilerActivity, profile
+    runs = []
+    with torch.no_grad():
+        module(*args)
+        module(*args)
+        for _ in range(repeats):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                module(*args)
+            runs.append({e.key: e.self_cpu_time_total for e in prof.key_averages()})
+    keys = set().union(*runs)
+    selfs = {k: common.median(r.get(k, 0.0) for r in runs) for k in keys}
+    total = sum(selfs.values()) or 1.0
+    out, seen = {}, set()
+    for label, names in OP_KINDS:
+        out[label] = sum(selfs.get(n, 0.0) for n in names if n not in seen) / total
+        seen.update(names)
+    out["everything else (dispatch, views, empty, ...)"] = 1.0 - sum(out.values())
+    return out
+
+
+def _inputs3d(n, size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    grad = torch.randn(n, 1, size, size, size, generator=g, dtype=F64)
+    return grad, 0.3 * torch.randn_like(grad), 1e-3 * torch.randn_like(grad), torch.full((n,), 0.05, dtype=F64)
+
+
+def network3d(args, monitor):
+    """Part 4 (see the module doc): markdown lines."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from metaphys.optim.accelerate import SubspaceAccelerator
+    from metaphys.optim.fast import FastMetamizer, eager_from_any, native_bf16, optimize_for_inference
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.weights_file import DEFAULT_WEIGHTS_3D
+    from metaphys.problems.grid3d import make_fluid3d, make_laplace3d
+    torch.set_num_threads(1)
+    model, wdesc = common.load_weights(DEFAULT_WEIGHTS_3D)
+    t = time.perf_counter()
+    fast = optimize_for_inference(model)
+    build_s = time.perf_counter() - t
+    variants = {"shipped module (before)": model,
+                "frozen, channels_last_3d, fused normalization": optimize_for_inference(
+                    model, lean=False, onednn=False, pack=False),
+                "+ lean levels (no zero-pad copy, 1x1 head as addmv)": optimize_for_inference(
+                    model, onednn=False, pack=False),
+                "+ every conv through oneDNN": optimize_for_inference(model, onednn=True, pack=False),
+                "+ 8-channel convs packed as 16 = **fast module (after, default)**": fast,
+                "fast with oneDNN prepacking (torch.jit.optimize_for_inference)": optimize_for_inference(
+                    model, mkldnn=True)}
+    if native_bf16():
+        variants["fast, bfloat16 network (opt-in, different steps)"] = optimize_for_inference(
+            model, dtype=torch.bfloat16)
+    if args.quick:   # the plumbing only: before and after
+        variants = {k: v for k, v in variants.items() if k.startswith(("shipped", "+ 8-channel"))}
+    sizes = (16,) if args.quick else SIZES_3D
+    iter_sizes = (16,) if args.quick else ITER_SIZES_3D
+    repeats = 1 if args.quick else 3
+    lines = ["## Part 4: the 3-D network (issue #28), 1 thread", "",
+             f"Weights `{wdesc['path']}` (sha256 `{wdesc['sha256'][:16]}...`, hidden {wdesc['hidden']}: 8, 16, 32, "
+             f"64, 64 channels by level). The fast module is built once per process: {build_s:.1f} s. "
+             "Times: CPU time (wall in parentheses), medians; variants interleaved repeat by repeat. "
+             "'step Δ': the largest step difference from the shipped module relative to the largest step.", ""]
+    # -- where the time goes
+    kinds = {}
+    for s in sizes:
+        a4, a1 = _inputs3d(4, s), _inputs3d(1, s)
+        if not args.quick:
+            kinds[s, "plain", 4] = op_kinds(model, a4, 3 if s >= 48 else 5)
+            kinds[s, "fast", 4] = op_kinds(fast, a4, 3 if s >= 48 else 5)
+        if s == 32 or args.quick:
+            kinds[s, "plain", 1] = op_kinds(model, a1, 5)
+            kinds[s, "fast", 1] = op_kinds(fast, a1, 5)
+        print(f"part 4: operator profile {s}^3 done", flush=True)
+    monitor.sample()
+    cols = [k for k in kinds]
+    hdr = ["operator kind (share of the forward's self CPU time)"] + [
+        f"{s}³ ×{n} {'shipped' if v == 'plain' else 'fast'}" for s, v, n in cols]
+    rows = [[label] + [f"{100 * kinds[c][label]:.1f} %" for c in cols] for label in kinds[cols[0]]]
+    lines += ["### Where a forward's time goes (torch profiler)", "",
+              "×4: batch 4, the smoke sim's four unknown channels (a_z, a_y, a_x, p) in one forward; ×1: one "
+              "field (3-D Laplace).", "", common.md_table(hdr, rows), ""]
+    # -- forward per variant
+    cells, fw = {}, {}
+    flops = {}
+    net = eager_from_any(model)
+    for s in sizes:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            net.unet(torch.zeros(4, 3, s, s, s))
+        flops[s] = float(counter.get_total_flops())
+        for n in ((1,) if args.quick else (4, 1)):
+            a = _inputs3d(n, s)
+            with torch.no_grad():
+                ref = model(*a)[0]
+                diffs = {}
+                for name, m in variants.items():
+                    m(*a)
+                    m(*a)
+                    diffs[name] = float((m(*a)[0] - ref).abs().max() / ref.abs().max())
+                res = {name: [] for name in variants}
+                reps = repeats if s <= 32 else max(1, repeats - 1)
+                for _ in range(reps):
+                    for name, m in variants.items():
+                        res[name].append(med_call(lambda: m(*a), 1, warm=0))
+            for name in variants:
+                w, c = common.median(x[0] for x in res[name]), common.median(x[1] for x in res[name])
+                fw[name, s, n] = (c, w)
+            for name in variants:
+                c, w = fw[name, s, n]
+                c0 = fw["shipped module (before)", s, n][0]
+                note = f", step Δ {diffs[name]:.0e}" if diffs[name] else ""
+                cells[name, s, n] = f"{common.fmt_time(c)} ({common.fmt_time(w)}) {c0 / c:.2f}×{note}"
+            print(f"part 4: forwards {s}^3 x{n} done", flush=True)
+        monitor.sample()
+    colsf = [(s, n) for s in sizes for n in ((1,) if args.quick else (4, 1))]
+    rows = [[name] + [cells[name, s, n] for s, n in colsf] for name in variants]
+    rows.append(["U-Net GFLOP per forward (batch 4; batch 1 a quarter)"] + [
+        f"{flops[s] / 1e9:.2f}" if n == 4 else f"{flops[s] / 4e9:.2f}" for s, n in colsf])
+    rows.append(["rate of the fast module (CPU time)"] + [
+        f"{(flops[s] / (4 if n == 1 else 1)) / fw['+ 8-channel convs packed as 16 = **fast module (after, default)**', s, n][0] / 1e9:.0f} GFLOP/s"
+        for s, n in colsf])
+    lines += ["### Forward pass per variant (CPU (wall), speedup in CPU time against the shipped module)", "",
+              common.md_table(["variant"] + [f"{s}³ ×{n}" for s, n in colsf], rows), ""]
+    # -- the product's iteration
+    it_rows = []
+    summary = []
+    for s in iter_sizes:
+        gen = torch.Generator().manual_seed(common.HELD_OUT_SEED + s)
+        for label, problem in ((f"3-D Navier-Stokes {s}³ (4 channels)", make_fluid3d(1, s, s, gen)),
+                               (f"3-D Laplace {s}³ (1 channel)", make_laplace3d(1, s, s, gen))):
+            if "Laplace" in label and s == 64 or "Navier" in label and args.quick:
+                continue   # the one-channel case is shown at 16^3 and 32^3; --quick: Laplace 16^3 only
+            iters = 4 if args.quick else (14 if s <= 32 else 8)
+            k1 = 2 if args.quick else (6 if s <= 32 else 4)
+            opts = {"before: shipped module": lambda: Metamizer(model), "after: fast module": lambda: FastMetamizer(fast)}
+            per = {k: [] for k in opts}
+            for _ in range(repeats if s <= 32 else 2):
+                for name, make in opts.items():
+                    _, wall, cpu, _ = common.run_iterations(problem, make(), iters, accelerate=MEMORY)
+                    per[name].append(((wall[-1] - wall[k1]) / (iters - k1), (cpu[-1] - cpu[k1]) / (iters - k1)))
+            u = problem.initial_guess()
+            kern = med_call(lambda: problem.loss_and_grad(u), 5)
+            _, g = problem.loss_and_grad(u)
+            acc = SubspaceAccelerator(MEMORY)
+            for _ in range(MEMORY):
+                acc.push(u + torch.randn_like(u), torch.randn_like(g))
+            accel = med_call(lambda: accelerator_step(acc, u, g), 5)
+            b = (common.median(p[1] for p in per["before: shipped module"]),
+                 common.median(p[0] for p in per["before: shipped module"]))
+            a = (common.median(p[1] for p in per["after: fast module"]),
+                 common.median(p[0] for p in per["after: fast module"]))
+            it_rows.append([label, f"{common.fmt_time(b[0])} ({common.fmt_time(b[1])})",
+                            f"**{common.fmt_time(a[0])}** ({common.fmt_time(a[1])})", f"**{b[0] / a[0]:.2f}×** "
+                            f"({b[1] / a[1]:.2f}×)", f"{common.fmt_time(2 * kern[1])}",
+                            f"{100 * 2 * kern[1] / b[0]:.0f} % / {100 * 2 * kern[1] / a[0]:.0f} %",
+                            f"{common.fmt_time(accel[1])} ({100 * accel[1] / a[0]:.0f} %)"])
+            print(f"part 4: iteration {label} done", flush=True)
+        monitor.sample()
+    lines += ["### The product's iteration, before / after (solve(), subspace acceleration 20, 1 thread)", "",
+              "Per iteration, median over repeats of (T(k) - T(k1)) / (k - k1) after the first iterations "
+              "(history filling); the problems are the held-out-seeded generators of metaphys.problems.grid3d "
+              "(a cavity or tunnel with an obstacle; obstacle boxes with sine boundary values).", "",
+              common.md_table(["problem", "before (shipped module)", "after (fast module)", "speedup CPU (wall)",
+                               "physics kernel, 2 evaluations", "kernel share before / after",
+                               "accelerator (share of after)"], it_rows), "",
+              "The accelerator column is one iteration's work of optim/accelerate.py with a full history "
+              "(propose, two pushes; fresh [N, 20, cells] float64 difference tensors each iteration): with the "
+              "network faster, it and the physics kernel are the rest of the iteration.", ""]
+    return lines, wdesc
+
+
+def splice_3d(path: str, section: str) -> str:
+    """profile.md with its part-4 section (between the markers) replaced by ``section``, or appended."""
+    old = ""
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = fh.read()
+    block = f"{BEGIN_3D}\n{section.rstrip()}\n{END_3D}\n"
+    if BEGIN_3D in old and END_3D in old:
+        head, rest = old.split(BEGIN_3D, 1)
+        return head + block + rest.split(END_3D, 1)[1].lstrip("\n")
+    return old.rstrip("\n") + "\n\n" + block
+
+
+def main_3d(args, out, monitor, machine) -> int:
+    """``--part 3d``: part 4 with its own conditions, spliced into profile.md."""
+    lines, wdesc = network3d(args, monitor)
+    load = monitor.report()
+    samples = load["load_samples"]
+    others = "; ".join(f"`{cmd[:60]}` {share:.2f}" for share, _, cmd in load["others"][:4])
+    cond = (f"Run on its own (`--part 3d`): {machine['date']}, git {machine['git']}, {load['wall_s']:.0f} s wall; "
+            f"CPU {machine['cpu']}, {machine['cores']} cores; torch {machine['torch']}, 1 thread, oneDNN "
+            f"{'yes' if machine['mkldnn'] else 'no'}, CPU capability {torch.backends.cpu.get_cpu_capability()}. "
+            f"**Background load**: 1-min load average {load['load_start'][0]:.2f} at start, "
+            f"{load['load_end'][0]:.2f} at end (median of {len(samples)} samples {common.median(samples):.2f}) on "
+            f"{machine['cores']} cores" + (f"; other processes using CPU meanwhile (share of one core): {others}" if others
+                                           else "") + ". Wall times are inflated by that load; CPU times less so.")
+    section = "\n".join(lines[:1] + ["", cond] + lines[1:])
+    path = os.path.join(out, "profile.md")
+    common.write(path, splice_3d(path, section))
+    print("\n".join(lines))
+    print(f"wrote part 4 into {path}")
+    return 0
+
+
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--part", choices=("all", "2d", "3d"), default="all",
+                   help="3d: part 4 alone, written into profile.md in place of its earlier section")
     args = p.parse_args(argv)
     try:  # torch's own default intra-op thread count is the number of (physical) cores
         default_threads = len(os.sched_getaffinity(0))
@@ -322,6 +537,8 @@ def main(argv=None):
     out = common.setup(args)
     monitor = common.LoadMonitor()
     machine = common.machine_info()
+    if args.part == "3d":
+        return main_3d(args, out, monitor, machine)
     model, wdesc = common.load_weights(args.weights)
     from metaphys.optim.fast import native_bf16, optimize_for_inference
     t = time.perf_counter()
@@ -465,7 +682,11 @@ def main(argv=None):
           "## Time per iteration, before/after (same run, interleaved)", "", speed, "", batching, "",
           f"## Time to MSR 1e-20, Laplace benchmark {s}x{s}", "", ttable, "",
           "## Breakdown of one iteration", ""] + lines + product_md
-    common.write(os.path.join(out, "profile.md"), "\n".join(md))
+    if args.part == "all":
+        part4, _ = network3d(args, monitor)
+        print("\n" + "\n".join(part4), flush=True)
+        md += ["", BEGIN_3D, "\n".join(part4).rstrip(), END_3D]
+    common.write(os.path.join(out, "profile.md"), "\n".join(md) + "\n")
     print(target)
     print(f"wrote {os.path.join(out, 'profile.md')}")
     return 0

@@ -18,7 +18,8 @@ SCRIPTS = {
     "nonlinear.py": ["## Summary", "| problem | method |"],
     "table1.py": ["## Table 1", "| row | 1 it/step |"],
     "metamizer_place.py": ["## Costs per size", "| grid | unknowns |", "## Verdict"],
-    "profile_iteration.py": ["## Time per iteration, before/after", "## Time to MSR 1e-20", "| method | iterations |"],
+    "profile_iteration.py": ["## Time per iteration, before/after", "## Time to MSR 1e-20", "| method | iterations |",
+                             "## Part 4: the 3-D network"],
 }
 
 
