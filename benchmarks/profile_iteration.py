@@ -438,9 +438,9 @@ def network3d(args, monitor):
     rows = [[name] + [cells[name, s, n] for s, n in colsf] for name in variants]
     rows.append(["U-Net GFLOP per forward (batch 4; batch 1 a quarter)"] + [
         f"{flops[s] / 1e9:.2f}" if n == 4 else f"{flops[s] / 4e9:.2f}" for s, n in colsf])
+    after = "+ 8-channel convs packed as 16 = **fast module (after, default)**"
     rows.append(["rate of the fast module (CPU time)"] + [
-        f"{(flops[s] / (4 if n == 1 else 1)) / fw['+ 8-channel convs packed as 16 = **fast module (after, default)**', s, n][0] / 1e9:.0f} GFLOP/s"
-        for s, n in colsf])
+        f"{(flops[s] / (4 if n == 1 else 1)) / fw[after, s, n][0] / 1e9:.0f} GFLOP/s" for s, n in colsf])
     lines += ["### Forward pass per variant (CPU (wall), speedup in CPU time against the shipped module)", "",
               common.md_table(["variant"] + [f"{s}³ ×{n}" for s, n in colsf], rows), ""]
     # -- the product's iteration

@@ -30,7 +30,9 @@ What it changes (measured in benchmarks/profile_iteration.py, results in benchma
   (``OneDNNConv``: 5x faster forward for one sample at 32^3); the 3-D network has 8 channels at
   full resolution, half of oneDNN's AVX-512 output block, so two neighbouring x positions are
   computed as 16 channels (``pack_factor``): ~1.3x on the full-resolution convolutions. Measured
-  in benchmarks/profile_iteration.py --part 3d (2 cores, Intel Xeon, AVX-512, busy machine).
+  in benchmarks/profile_iteration.py --part 3d (profile.md part 4; 2-core Intel Xeon, AVX-512, busy
+  machine): forward 1.4-1.8x (batch 4, the smoke's channels) and 2.8-6x (batch 1) less CPU time
+  than the shipped module at 16^3-64^3, the smoke-like solve() iteration 1.3-1.7x.
 * **Fused input normalization**: both gradients share one reciprocal RMS, the soft clamp runs as
   one float32 ``tanh`` over the three stacked channels after the float64 division (the ratio is
   formed in float64 so 1e-40-sized gradients do not underflow), and nothing is concatenated in
@@ -41,8 +43,9 @@ What it changes (measured in benchmarks/profile_iteration.py, results in benchma
   Opt-in only: it does *not* reproduce the float32 steps, check convergence on your problems.
 
 With the default float32 settings the steps equal the plain module's to ~1e-6 relative (oneDNN
-sums in a different order; tests/test_optim_fast.py, tests/test_optim_fast3d.py). Thread count is the caller's choice
-(``torch.set_num_threads``); on a machine whose other cores are busy, one thread is fastest.
+sums in a different order; tests/test_optim_fast.py, tests/test_optim_fast3d.py). Thread count is
+the caller's choice (``torch.set_num_threads``); on a machine whose other cores are busy, one
+thread is fastest.
 
 ``FastMetamizer`` is ``Metamizer`` with such a module; it plugs into ``solve``/``iterate``/
 ``TimeStepper`` unchanged.
