@@ -22,7 +22,9 @@ Per grid size n (``--sizes``, ``--frames`` per size), all in one run:
 
 Parts 3 and 4 report "not run" (with the reason) where PhiFlow or bpy is unavailable.
 
-    .venv/bin/python benchmarks/smoke3d.py --sizes 32 64 --frames 48 6 --phiflow-python /tmp/phienv3/bin/python
+    .venv/bin/python benchmarks/smoke3d.py --sizes 32 64 --frames 48 4 --compare 1 --phiflow-python /tmp/phienv3/bin/python
+
+(the committed results: 32^3 with --compare 2 and 64^3 with --compare 1, as two processes started together.)
 
 Writes ``smoke3d.json`` (every size run so far: a later run of one size replaces that size only, unless
 ``--fresh``) and ``smoke3d.md`` in ``--out`` (default benchmarks/results).
@@ -327,9 +329,10 @@ def render(raw: dict, machine_md: str) -> str:
         for c in e.get("solver_comparison", []):
             mz, cg = c["metamizer"], c["newton_cg"]
             crow.append([f"{e['n']}³", c["frame"], f"{mz['loss_start']:.1e}" if mz.get("loss_start") else "-",
-                         f"{mz['wall_s']:.1f} / {mz['cpu_s']:.1f}", mz["iterations"], f"{mz['loss_end']:.1e}",
+                         f"{mz['wall_s']:.1f} / {mz['cpu_s']:.1f}", mz["iterations"],
+                         f"{mz['loss_end']:.1e}" + ("" if mz["converged"] else " (**cap, above tol**)"),
                          f"{cg['wall_s']:.1f} / {cg['cpu_s']:.1f}", f"{cg['iterations']} ({cg['newton_iterations']})",
-                         f"{cg['loss_end']:.1e}", f"**{cg['cpu_s'] / max(mz['cpu_s'], 1e-9):.2f}**",
+                         f"{cg['loss_end']:.1e}" + ("" if cg["converged"] else " (**above tol**)"), f"**{cg['cpu_s'] / max(mz['cpu_s'], 1e-9):.2f}**",
                          f"{c['velocity_rel_diff']:.1e}", _f(c.get("in_run_wall_s"), ".1f")])
     ctable = common.md_table(["grid", "step of frame", "loss at start", "Metamizer s wall / CPU", "it",
                               "loss end", "Newton-CG s wall / CPU", "CG it (Newton it)", "loss end",
@@ -395,15 +398,40 @@ def targets(raw: dict) -> list:
     if comp:
         ratios = [c["newton_cg"]["cpu_s"] / max(c["metamizer"]["cpu_s"], 1e-9) for c in comp]
         r = statistics.median(ratios)
-        out.append(f"* **3-D Metamizer vs its baseline without the network at {n}³** (time to the same tolerance, "
-                   f"{len(comp)} sampled steps, CPU time): Newton-CG / Metamizer = "
-                   + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {r:.2f}) -> **"
-                   + ("met" if r > 1 else f"not met: the Metamizer takes {1 / r:.1f}x the baseline's time") + "**; "
-                   f"SmokeSim3D runs the {o['solver']} by default.")
+        missed = [c for c in comp if not c["metamizer"]["converged"]]
+        tol = o["tol"]
+        if missed:   # stopped at its iteration cap: it never reached the tolerance the baseline reached
+            def join(solver, field, spec):
+                return ", ".join(format(c[solver][field], spec) for c in missed)
+            verdict = (f"not met: at {len(missed)} of {len(comp)} steps the Metamizer stopped at its iteration cap "
+                       f"above the tolerance ({join('metamizer', 'loss_end', '.1e')} > {tol:g}) after "
+                       f"{join('metamizer', 'cpu_s', '.0f')} s CPU, while Newton-CG reached "
+                       f"{join('newton_cg', 'loss_end', '.1e')} in {join('newton_cg', 'cpu_s', '.0f')} s")
+        elif r > 1:
+            verdict = "met"
+        else:
+            verdict = f"not met: the Metamizer takes {1 / r:.1f}x the baseline's time"
+        out.append(f"* **3-D Metamizer vs its baseline without the network at {n}³** (time to the same tolerance "
+                   f"{tol:g}, {len(comp)} sampled step(s), CPU time): Newton-CG / Metamizer = "
+                   + ", ".join(f"{x:.2f}" for x in ratios) + f" (median {r:.2f}) -> **{verdict}**; "
+                   f"SmokeSim3D runs the {o['solver']} ({o.get('optimizer')}) by default.")
     missing = [s for s in (32, 64, 96) if str(s) not in raw]
     if missing:
         out.append(f"* Sizes not run: {', '.join(f'{s}³' for s in missing)} (see the README's 3-D smoke lines).")
     return out
+
+
+def render_stored(out: str) -> int:
+    """smoke3d.md again from smoke3d.json (the machine section as stored)."""
+    path = os.path.join(out, "smoke3d.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"--render-only: no {path} to render")
+    with open(path) as fh:
+        stored = json.load(fh)
+    machine_md = stored.get("machine_md") or _machine_md(stored.get("machine", {}), stored["sizes"])
+    common.write(os.path.join(out, "smoke3d.md"), render(stored["sizes"], machine_md))
+    print("\n".join(targets(stored["sizes"])))
+    return 0
 
 
 def _stored(path: str) -> dict:
@@ -421,7 +449,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     p.add_argument("--frames", type=int, nargs="+", default=None,
-                   help="frames per size, or one value for all (default: 48 up to 32^3, 6 above: ~3 min a frame)")
+                   help="frames per size, or one value for all (default: 48 up to 32^3, 4 above: minutes a frame)")
     p.add_argument("--ref-tol", type=float, default=1e-14,
                    help="the converged reference's loss (MSR) tolerance (default: 4 orders below the sim's 1e-10)")
     p.add_argument("--compare", type=int, default=2, help="fluid steps per size solved again by both solvers")
@@ -431,9 +459,29 @@ def main(argv=None) -> int:
     p.add_argument("--no-blender", action="store_true", help="skip Mantaflow")
     p.add_argument("--out", default=common.RESULTS)
     p.add_argument("--fresh", action="store_true", help="forget sizes stored by earlier runs")
+    p.add_argument("--render-only", action="store_true", help="rewrite smoke3d.md from the stored smoke3d.json")
+    p.add_argument("--phiflow-only", action="store_true",
+                   help="rerun only PhiFlow for the stored sizes given (a separate run: marked so), then render")
     args = p.parse_args(argv)
+    if args.render_only:
+        return render_stored(args.out)
+    if args.phiflow_only:
+        path = os.path.join(args.out, "smoke3d.json")
+        for n in args.sizes:
+            stored = _stored(path)
+            if str(n) not in stored:
+                p.error(f"--phiflow-only: no stored {n}^3 run in {path}")
+            r = run_phiflow(args.phiflow_python, n, stored[str(n)]["frames"],
+                            args.phiflow_tight if n in args.phiflow_tight_sizes else None)
+            r["separate_run"] = (f"run on its own at {time.strftime('%Y-%m-%d %H:%M')} (load "
+                                 f"{os.getloadavg()[0]:.1f}), not beside the sim")
+            with open(path) as fh:
+                whole = json.load(fh)
+            whole["sizes"][str(n)]["phiflow"] = r
+            common.write(path, json.dumps(whole, indent=1))
+        return render_stored(args.out)
     if args.frames is None:
-        args.frames = [48 if s <= 32 else 6 for s in args.sizes]
+        args.frames = [48 if s <= 32 else 4 for s in args.sizes]
     if len(args.frames) not in (1, len(args.sizes)):
         p.error(f"--frames takes one value or one per size ({len(args.sizes)}), got {len(args.frames)}")
     if min(args.frames) < 2:
@@ -457,17 +505,29 @@ def main(argv=None) -> int:
         common.write(raw_path, json.dumps({"sizes": raw}, indent=1))
     raw = _stored(raw_path)
     machine = common.machine_info()
-    extra = "\n".join(
+    extra = _size_lines(raw)
+    machine_md = common.environment_md(machine, monitor.report(), None, args, extra)
+    common.write(os.path.join(args.out, "smoke3d.md"), render(raw, machine_md))
+    common.write(raw_path, json.dumps({"sizes": raw, "machine": machine, "machine_md": machine_md}, indent=1))
+    print("\n".join(targets(raw)))
+    return 0
+
+
+def _size_lines(raw: dict) -> str:
+    return "\n".join(
         f"- {raw[k]['n']}³ run: started {raw[k]['started']}, 1-min load average {raw[k]['load_start']:.1f} at the "
         f"start, {raw[k]['load_end']:.1f} at the end; commit {raw[k]['code']['commit']}"
         + (f" with these package files modified in the working tree (others' work in progress, used as found): "
            f"{', '.join(raw[k]['code']['modified'])}" if raw[k]['code']['modified'] else "") + "."
         for k in sorted(raw, key=int))
-    md = render(raw, common.environment_md(machine, monitor.report(), None, args, extra))
-    common.write(os.path.join(args.out, "smoke3d.md"), md)
-    common.write(raw_path, json.dumps({"sizes": raw, "machine": machine}, indent=1))
-    print("\n".join(targets(raw)))
-    return 0
+
+
+def _machine_md(machine: dict, raw: dict) -> str:
+    """The machine section from a stored run (sizes run by separate processes: each one's load lines)."""
+    return "\n".join(["## Machine and conditions", "",
+                      f"- CPU: {machine.get('cpu', '?')}; {machine.get('cores', '?')} cores visible; no GPU used; torch "
+                      f"{machine.get('torch', '?')} with 1 intra-op thread; compiled metaphys kernels: "
+                      f"{'yes' if machine.get('kernels') else 'no'}.", _size_lines(raw), ""])
 
 
 if __name__ == "__main__":

@@ -41,9 +41,27 @@ class Failed(Exception):
         self.frame, self.times = frame, list(times)
 
 
+def int64_sparse_indices() -> None:
+    """phiml's numpy backend casts ``ravel_multi_index`` back to the indices' dtype (int32): above 2^31
+    matrix entries (the 64^3 pressure matrix has 2^36) the linear index overflows and PhiFlow's pressure
+    solve stops with "index -2147479552 is out of bounds for array with size 68719476736". The indices
+    are widened to int64 first; PhiFlow's numerics are untouched."""
+    from phiml.backend._numpy_backend import NumPyBackend
+    if getattr(NumPyBackend.ravel_multi_index, "metaphys_int64", False):
+        return
+    original = NumPyBackend.ravel_multi_index
+
+    def ravel(self, multi_index, shape, mode="undefined"):
+        return original(self, np.asarray(multi_index, dtype=np.int64), shape, mode)
+
+    ravel.metaphys_int64 = True
+    NumPyBackend.ravel_multi_index = ravel
+
+
 def plume(n: int, frames: int, tol: float, p: dict):
     """(densities [F, D, H, W], seconds per frame, divergence per frame, CPU seconds per frame)."""
     from phi import flow as pf
+    int64_sparse_indices()
     size, dt = p["size_m"], 1.0 / p["fps"]
     dx = size / n
     bounds = pf.Box(x=size, y=size, z=size)

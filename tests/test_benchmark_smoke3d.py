@@ -65,3 +65,18 @@ def test_bad_arguments_are_refused(capsys):
     with pytest.raises(SystemExit):
         smoke3d.main(["--sizes", "8"])
     assert "--sizes must be >= 16" in capsys.readouterr().err
+
+
+def test_render_only_rewrites_the_report_from_the_json(run, tmp_path):
+    import shutil
+
+    import smoke3d
+    _, raw, _ = run
+    with open(tmp_path / "smoke3d.json", "w") as fh:
+        json.dump({"sizes": raw["sizes"], "machine": raw.get("machine", {})}, fh)
+    assert smoke3d.main(["--render-only", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "smoke3d.md").read_text()
+    assert "| 16³ | 3 | **metaphys** SmokeSim3D defaults" in md and "## Machine and conditions" in md
+    shutil.rmtree(tmp_path)
+    with pytest.raises(SystemExit, match="no .*smoke3d.json to render"):
+        smoke3d.main(["--render-only", "--out", str(tmp_path)])
