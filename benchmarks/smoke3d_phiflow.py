@@ -36,9 +36,9 @@ DEFAULTS = {"size_m": 1.0, "fps": 24.0, "buoyancy": 4.0, "emitter_density": 1.0,
 class Failed(Exception):
     """A run that stopped at ``frame`` (0-based), with the wall times of the frames before it."""
 
-    def __init__(self, frame: int, times: list, cause: Exception):
+    def __init__(self, frame: int, times: list, cause: Exception, cpus: list = ()):
         super().__init__(f"{type(cause).__module__}.{type(cause).__name__}: {cause}")
-        self.frame, self.times = frame, list(times)
+        self.frame, self.times, self.cpus = frame, list(times), list(cpus)
 
 
 def int64_sparse_indices() -> None:
@@ -84,7 +84,7 @@ def plume(n: int, frames: int, tol: float, p: dict):
             velocity, pressure = pf.fluid.make_incompressible(
                 velocity, (), pf.Solve("CG", tol, tol, x0=pressure, max_iterations=20000, rank_deficiency=1))
         except Exception as exc:  # keep the frames it did
-            raise Failed(frame, times, exc) from None
+            raise Failed(frame, times, exc, cpus) from None
         values = smoke.values.numpy("y,z,x")[:, ::-1, :]  # [D, H, W] with row 0 = top, as metaphys lays it out
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
@@ -120,7 +120,9 @@ def main():
         d, times, div, cpus = plume(args.n, args.frames, args.tol, p)
     except Failed as failed:
         print(json.dumps({**base, "error": str(failed), "frames_before_failure": failed.frame,
-                          "ms_per_frame_before_failure": 1e3 * float(np.median(failed.times)) if failed.times else None}))
+                          "ms_per_frame_before_failure": 1e3 * float(np.median(failed.times)) if failed.times else None,
+                          "ms_max": 1e3 * max(failed.times) if failed.times else None,
+                          "cpu_ms_per_frame": 1e3 * float(np.median(failed.cpus)) if failed.cpus else None}))
         return
     out = {**base, "ms": [1e3 * t for t in times], "ms_per_frame": 1e3 * float(np.median(times)),
            "ms_max": 1e3 * max(times), "cpu_ms": [1e3 * c for c in cpus],
