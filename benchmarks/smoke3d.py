@@ -51,6 +51,25 @@ import torch  # noqa: E402
 
 from smoke3d_cg import NewtonCGStep  # noqa: E402
 
+NOTES = [
+    "* Mantaflow: the bpy 5.0.1 wheel registers Mantaflow's Python classes without their C++ bases, so "
+    "Blender's own smoke script fails at its first inherited method and no frame is simulated; "
+    "`blender_smoke3d.py` restores the bases in the Blender subprocess before the first frame (`manta_repair` "
+    "in the json). Its time per frame is that of `frame_set` with the REPLAY cache (the simulation and its "
+    "cache files), Blender's own threads; the CPU column counts all of them.",
+    "* PhiFlow: phiml's numpy backend overflows its int32 linear index of the 64³ pressure matrix (2^36 "
+    "entries); `smoke3d_phiflow.py` widens it to int64 (numerics untouched). PhiFlow's float32 CG then "
+    "reports divergence at frame 4 of 64³: the frames before it are timed.",
+    "* The converged reference (Newton-CG): an earlier 32³ run of 48 frames "
+    "stopped at frame 46 of the reference with `SimulationDiverged` (\"53.6 cells per step\"), after our 48 "
+    "frames had run (median 6.6 s CPU, 45 iterations a frame, at most 59: none at the cap). Most likely (not "
+    "verified): its Hessian-vector products by differences add round-off to unknowns no loss term sees (the "
+    "potential on the outermost layer inside the walls), it accumulates over the frames, and the sim's "
+    "max-speed check counts those faces. The 24-frame run above stays clear of it.",
+    "* 64³ runs 4 frames (frame 1 has no smoke to move, so 3 fluid solves) because a frame takes ~1 min of CPU "
+    "(~3.5 min wall at load 5-7); its density error covers the early, slow plume only.",
+]
+
 TARGET_DENSITY_ERROR = 1e-3
 TARGET_DIVERGENCE = 1e-6
 
@@ -361,7 +380,7 @@ def render(raw: dict, machine_md: str) -> str:
             "(`benchmarks/smoke3d_cg.py`: Newton's method, each Newton step by plain CG on the Hessian of the same "
             "loss, Hessian-vector products by differences of the same compiled kernel) to the same tolerance, "
             "interleaved. `CG / Metamizer CPU time` > 1: the Metamizer is faster.", "", ctable, "",
-            "## Targets of issue #28", "", *targets(raw), "", machine_md]
+            "## Targets of issue #28", "", *targets(raw), "", "## Notes", "", *NOTES, "", machine_md]
     return "\n".join(text) + "\n"
 
 
