@@ -34,13 +34,12 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.step_solvers import MetamizerStep, initial_state, load_solver_state
+from metaphys.optim.step_solvers import MetamizerStep, initial_state
 from metaphys.physics.fluid import FluidProblem, add_obstacle, corner_velocity, curl, fluid_geometry, transport
-from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
-                                with_solver_state)
+from metaphys.sims.base import Sim, step_residuals
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
                                   fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
-from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push  # noqa: F401 (API)
+from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeState, SmokeStepRecord, _push  # noqa: F401 (API)
 from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
 from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_SCHEMA
 from metaphys.spec.types import Int
@@ -70,7 +69,7 @@ def _frames_array(name: str, value, h: int, w: int) -> Optional[np.ndarray]:
     return arr
 
 
-class SmokeSim(Sim):
+class SmokeSim(SmokeState, Sim):
     """Batched 2D smoke simulation (``batch`` independent sims of the same size); ``step()`` is one frame."""
 
     step_unit = "frames"
@@ -366,34 +365,7 @@ class SmokeSim(Sim):
     def total_density(self) -> torch.Tensor:
         return self.density_field.flatten(1).sum(1)
 
-    # --- resumable state ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything needed to continue bit-identically (used by resumable bakes)."""
-        sd = {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
-              "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
-              "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
-              "injected": self.injected.clone(),
-              "frame": self.frame, "records": [r.as_dict() for r in self.records]}
-        return with_solver_state(sd, self.step_solver)
-
-    def load_state_dict(self, sd: dict) -> None:
-        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "temperature_field", "injected",
-                                    "frame", "records"),
-                         shapes={"u": self.u.shape, "density_field": self.density_field.shape,
-                                 "temperature_field": self.density_field.shape})
-        self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
-        self.u = sd["u"].to(self.device)
-        self.fluid_state = (None if self.optimizer is None else
-                            restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device))
-        load_solver_state(self.step_solver, self.fluid, sd)
-        self.density_field = sd["density_field"].to(self.device)
-        self.temperature_field = sd["temperature_field"].to(self.device)
-        self.injected = sd["injected"].to(self.device)
-        self.frame = int(sd["frame"])
-        self.records = [SmokeStepRecord(**r) for r in sd["records"]]
-
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in (self.u, self.density_field, self.temperature_field))
+    # --- resumable state: SmokeState (smoke_common.py) -----------------------------------------
 
 
 # SmokeSim.__new__ (the 3-D dispatch) takes *args/**kwargs: the class's signature is __init__'s

@@ -32,13 +32,12 @@ import numpy as np
 import torch
 
 from metaphys.optim.accelerate import DEFAULT_MEMORY
-from metaphys.optim.step_solvers import MetamizerStep, initial_state, load_solver_state
+from metaphys.optim.step_solvers import MetamizerStep, initial_state
 from metaphys.physics import fluid3d as F3
-from metaphys.sims.base import (Sim, check_state_dict, optimizer_state, restore_optimizer_state, step_residuals,
-                                with_solver_state)
+from metaphys.sims.base import Sim, step_residuals
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
                                   fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
-from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeStepRecord, _push
+from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeState, SmokeStepRecord, _push
 from metaphys.sims.voxelize import coverage
 from metaphys.spec.params import SMOKE3D_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
 from metaphys.spec.schema import MAX_SUBSTEPS, SHAPE3D, SMOKE3D_REMOVED, SMOKE3D_SCHEMA, mesh_shape_problem
@@ -66,7 +65,7 @@ def from_world(x: Sequence[float]) -> List[float]:
     return [float(x[1]), -float(x[2]), float(x[0])]
 
 
-class SmokeSim3D(Sim):
+class SmokeSim3D(SmokeState, Sim):
     """Batched 3-D smoke (``batch`` independent sims of one scene); ``step()`` is one frame."""
 
     step_unit = "frames"
@@ -339,32 +338,5 @@ class SmokeSim3D(Sim):
         return {"mac": float(mac.max()), "transport_interior": float(interior.max()),
                 "transport_wall": float(wall.max())}
 
-    # --- resumable state ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Everything needed to continue bit-identically (tensors and plain values only: no pickle)."""
-        sd = {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
-              "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
-              "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
-              "injected": self.injected.clone(), "frame": self.frame,
-              "records": [r.as_dict() for r in self.records]}
-        return with_solver_state(sd, self.step_solver)
-
-    def load_state_dict(self, sd: dict) -> None:
-        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "temperature_field", "injected",
-                                    "frame", "records"),
-                         shapes={"u": self.u.shape, "density_field": self.density_field.shape,
-                                 "temperature_field": self.density_field.shape})
-        self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
-        self.u = sd["u"].to(self.device)
-        self.fluid_state = (None if self.optimizer is None else
-                            restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device))
-        load_solver_state(self.step_solver, self.fluid, sd)
-        self.density_field = sd["density_field"].to(self.device)
-        self.temperature_field = sd["temperature_field"].to(self.device)
-        self.injected = sd["injected"].to(self.device)
-        self.frame = int(sd["frame"])
-        self.records = [SmokeStepRecord(**r) for r in sd["records"]]
-
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(t).all()) for t in (self.u, self.density_field, self.temperature_field))
+    # --- resumable state: SmokeState (smoke_common.py) -----------------------------------------
 

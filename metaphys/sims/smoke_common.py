@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from metaphys.optim.step_solvers import load_solver_state
+from metaphys.sims.base import check_state_dict, optimizer_state, restore_optimizer_state, with_solver_state
 from metaphys.sims.common import StepRecord
 from metaphys.spec.schema import SMOKE_REMOVED
 
@@ -64,3 +66,37 @@ def _push(v: torch.Tensor, target: float) -> torch.Tensor:
         return torch.zeros_like(v)
     s = math.copysign(1.0, target)
     return s * torch.relu(s * (target - v))
+
+
+class SmokeState:
+    """The resumable state of a smoke sim, 2-D or 3-D (used by resumable bakes): the fluid problem's
+    fields, the unknown, the optimizer's carried state, density, temperature, the injected mass, the
+    frame and its records, plus what the step solver keeps. Tensors and plain values only (no pickle);
+    restoring continues bit for bit. Mixed into SmokeSim and SmokeSim3D, which hold those attributes."""
+
+    def state_dict(self) -> dict:
+        sd = {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
+              "fluid_state": optimizer_state(self.optimizer, self.fluid_state),
+              "density_field": self.density_field.clone(), "temperature_field": self.temperature_field.clone(),
+              "injected": self.injected.clone(), "frame": self.frame,
+              "records": [r.as_dict() for r in self.records]}
+        return with_solver_state(sd, self.step_solver)
+
+    def load_state_dict(self, sd: dict) -> None:
+        check_state_dict(self, sd, ("fields", "u", "fluid_state", "density_field", "temperature_field", "injected",
+                                    "frame", "records"),
+                         shapes={"u": self.u.shape, "density_field": self.density_field.shape,
+                                 "temperature_field": self.density_field.shape})
+        self.fluid.fields = {k: v.to(self.device) for k, v in sd["fields"].items()}
+        self.u = sd["u"].to(self.device)
+        self.fluid_state = (None if self.optimizer is None else
+                            restore_optimizer_state(self.optimizer, sd["fluid_state"], self.u.shape, self.device))
+        load_solver_state(self.step_solver, self.fluid, sd)
+        self.density_field = sd["density_field"].to(self.device)
+        self.temperature_field = sd["temperature_field"].to(self.device)
+        self.injected = sd["injected"].to(self.device)
+        self.frame = int(sd["frame"])
+        self.records = [SmokeStepRecord(**r) for r in sd["records"]]
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(t).all()) for t in (self.u, self.density_field, self.temperature_field))
