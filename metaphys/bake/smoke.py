@@ -27,7 +27,22 @@ def make_smoke_sim(p: dict, optimizer, device: str = "cpu", threads=None):
         raise input_error(str(exc)) from None
 
 
-class SmokeWriter:
+class _DensityFrames:
+    """What both smoke writers share: the per-frame files live in OUT/density/ as density_NNNN.EXT."""
+
+    dir: str
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+
+    def resume(self, done: int):
+        os.makedirs(self.dir, exist_ok=True)
+
+    def _name(self, number: int, ext: str) -> str:
+        return os.path.join(self.dir, f"density_{number:04d}.{ext}")
+
+
+class SmokeWriter(_DensityFrames):
     def __init__(self, out: str, params: dict):
         self.out = out
         self.dir = os.path.join(out, "density")
@@ -40,15 +55,6 @@ class SmokeWriter:
         self.flipbook = {k[len("flipbook_"):]: params[k] for k in params if k.startswith("flipbook_")} \
             if params.get("flipbook", True) else None
         self.flipbook_facts = None
-
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
-
-    def resume(self, done: int):
-        os.makedirs(self.dir, exist_ok=True)
-
-    def _name(self, number: int, ext: str) -> str:
-        return os.path.join(self.dir, f"density_{number:04d}.{ext}")
 
     def write(self, sim, number: int, index: int) -> Dict[str, str]:
         d = sim.density
@@ -142,7 +148,7 @@ def smoke_writer(out: str, params: dict):
     return SmokeWriter3D(out, params) if len(params["resolution"]) == 3 else SmokeWriter(out, params)
 
 
-class SmokeWriter3D:
+class SmokeWriter3D(_DensityFrames):
     """A 3-D smoke bake's files: ``density/density_NNNN.npz`` and ``.vdb`` per frame, then ``smoke.usda``
     and ``preview.gif``."""
 
@@ -155,15 +161,6 @@ class SmokeWriter3D:
         self.heat = float(params["emitter_heat"]) > 0   # a temperature grid only where there is heat
         self.fps = float(params["fps"])
         self.min_density = None
-
-    def start(self):
-        os.makedirs(self.dir, exist_ok=True)
-
-    def resume(self, done: int):
-        os.makedirs(self.dir, exist_ok=True)
-
-    def _name(self, number: int, ext: str) -> str:
-        return os.path.join(self.dir, f"density_{number:04d}.{ext}")
 
     def write(self, sim, number: int, index: int) -> Dict[str, str]:
         d = sim.density
