@@ -38,10 +38,10 @@ from metaphys.optim.step_solvers import MetamizerStep, initial_state
 from metaphys.physics.fluid import FluidProblem, add_obstacle, corner_velocity, curl, fluid_geometry, transport
 from metaphys.sims.base import Sim, step_residuals
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
-                                  fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
+                                  fastest_forward, optimizer_for, refuse_solver_settings)
 from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeState, SmokeStepRecord, _push  # noqa: F401 (API)
 from metaphys.spec.params import SMOKE_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
-from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_SCHEMA
+from metaphys.spec.schema import SMOKE_SCHEMA
 from metaphys.spec.types import Int
 from metaphys.spec.validate import argument_error, check_arguments, schema_types
 
@@ -243,18 +243,9 @@ class SmokeSim(SmokeState, Sim):
                 + math.hypot(wind_x, wind_up))
         push = self.units.speed(math.hypot(*self.emitter_velocity))
         speed = max(self._peak_speed() + gain, push)
-        need = math.ceil(speed / self.cfl) if math.isfinite(speed) else math.inf
-        if need > MAX_SUBSTEPS:  # fail fast: such a frame would take hours and show a flow no grid resolves
-            raise self._diverged(self.frame + 1, f"the flow would need {need:.3g} fluid steps in this frame (more "
-                                                 f"than {MAX_SUBSTEPS}) to move at most cfl={self.cfl:g} cells per step")
-        return int(max(self.substeps, need))
+        return self._fluid_steps(speed)
 
     # --- stepping -----------------------------------------------------------------------------
-    def step(self) -> SmokeStepRecord:
-        """Advance one frame with ``threads`` torch threads; returns the frame's record."""
-        with torch_threads(self.threads):
-            return self._step()
-
     def _step(self) -> SmokeStepRecord:
         frame = self.frame
         n = self._steps_for_frame()

@@ -36,11 +36,11 @@ from metaphys.optim.step_solvers import MetamizerStep, initial_state
 from metaphys.physics import fluid3d as F3
 from metaphys.sims.base import Sim, step_residuals
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, SolverSettings, check_threads,
-                                  fastest_forward, optimizer_for, refuse_solver_settings, torch_threads)
+                                  fastest_forward, optimizer_for, refuse_solver_settings)
 from metaphys.sims.smoke_common import REMOVED_ARGUMENTS, GridUnits, SmokeState, SmokeStepRecord, _push
 from metaphys.sims.voxelize import coverage
 from metaphys.spec.params import SMOKE3D_SIM_KEYS, smoke_parameters, smoke_sim_kwargs
-from metaphys.spec.schema import MAX_SUBSTEPS, SHAPE3D, SMOKE3D_REMOVED, SMOKE3D_SCHEMA, mesh_shape_problem
+from metaphys.spec.schema import SHAPE3D, SMOKE3D_REMOVED, SMOKE3D_SCHEMA, mesh_shape_problem
 from metaphys.spec.types import Int, ListOf
 from metaphys.spec.validate import argument_error, check_arguments, check_value, schema_types
 
@@ -205,18 +205,9 @@ class SmokeSim3D(SmokeState, Sim):
                 + abs(g.acceleration(self.heat_buoyancy)) * float(self.temperature_field.max())
                 + math.hypot(*(g.acceleration(x) for x in self.wind)))
         speed = max(self._peak_speed() + gain, g.speed(math.hypot(*self.emitter_velocity)))
-        need = math.ceil(speed / self.cfl) if math.isfinite(speed) else math.inf
-        if need > MAX_SUBSTEPS:
-            raise self._diverged(self.frame + 1, f"the flow would need {need:.3g} fluid steps in this frame (more "
-                                                 f"than {MAX_SUBSTEPS}) to move at most cfl={self.cfl:g} cells per step")
-        return int(max(self.substeps, need))
+        return self._fluid_steps(speed)
 
     # --- stepping -----------------------------------------------------------------------------
-    def step(self) -> SmokeStepRecord:
-        """Advance one frame with ``threads`` torch threads; returns the frame's record."""
-        with torch_threads(self.threads):
-            return self._step()
-
     def _step(self) -> SmokeStepRecord:
         n = self._steps_for_frame()
         dt = 1.0 / n

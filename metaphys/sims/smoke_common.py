@@ -9,8 +9,8 @@ import torch
 
 from metaphys.optim.step_solvers import load_solver_state
 from metaphys.sims.base import check_state_dict, optimizer_state, restore_optimizer_state, with_solver_state
-from metaphys.sims.common import StepRecord
-from metaphys.spec.schema import SMOKE_REMOVED
+from metaphys.sims.common import StepRecord, torch_threads
+from metaphys.spec.schema import MAX_SUBSTEPS, SMOKE_REMOVED
 
 # Arguments of earlier (grid-unit) versions: refused with what replaced them, never silently ignored
 REMOVED_ARGUMENTS = {
@@ -69,10 +69,26 @@ def _push(v: torch.Tensor, target: float) -> torch.Tensor:
 
 
 class SmokeState:
-    """The resumable state of a smoke sim, 2-D or 3-D (used by resumable bakes): the fluid problem's
-    fields, the unknown, the optimizer's carried state, density, temperature, the injected mass, the
-    frame and its records, plus what the step solver keeps. Tensors and plain values only (no pickle);
-    restoring continues bit for bit. Mixed into SmokeSim and SmokeSim3D, which hold those attributes."""
+    """What the 2-D and 3-D smoke sims share (mixed into SmokeSim and SmokeSim3D, which hold the
+    attributes): the frame's step on the sim's threads, the number of fluid steps a frame needs, and
+    the resumable state used by bakes -- the fluid problem's fields, the unknown, the optimizer's
+    carried state, density, temperature, the injected mass, the frame and its records, plus what the
+    step solver keeps; tensors and plain values only (no pickle), restoring continues bit for bit."""
+
+    def step(self) -> SmokeStepRecord:
+        """Advance one frame with ``threads`` torch threads; returns the frame's record."""
+        with torch_threads(self.threads):
+            return self._step()
+
+    def _fluid_steps(self, speed: float) -> int:
+        """Fluid steps for a frame whose flow may reach ``speed`` cells per frame: at most ``cfl`` cells
+        per step, at least ``substeps``; a frame that would need more than MAX_SUBSTEPS fails fast
+        (it would take hours and show a flow no grid resolves)."""
+        need = math.ceil(speed / self.cfl) if math.isfinite(speed) else math.inf
+        if need > MAX_SUBSTEPS:
+            raise self._diverged(self.frame + 1, f"the flow would need {need:.3g} fluid steps in this frame (more "
+                                                 f"than {MAX_SUBSTEPS}) to move at most cfl={self.cfl:g} cells per step")
+        return int(max(self.substeps, need))
 
     def state_dict(self) -> dict:
         sd = {"fields": {k: v.clone() for k, v in self.fluid.fields.items()}, "u": self.u.clone(),
