@@ -94,7 +94,10 @@ def test_address_runs_the_wedge_on_a_cluster_started_by_hand(ray_head, tmp_path)
 
 def test_a_wedge_cancelled_mid_variant_resumes_the_unfinished_variants_only(tmp_path):
     # zip: a short variant, a long one (cancelled mid-way), a short one that is still queued then
-    spec = wedge_file(tmp_path, {"frames": [2, 30, 2], "buoyancy": [1.0, 2.0, 3.0]}, mode="zip")
+    # the long variant is long enough that the Ctrl-C (sent at its third frame) lands mid-variant on a
+    # quiet machine too: with 30 frames a quiet run finished the whole wedge before Ray's cancel arrived
+    long = 150
+    spec = wedge_file(tmp_path, {"frames": [2, long, 2], "buoyancy": [1.0, 2.0, 3.0]}, mode="zip")
     out = tmp_path / "wedge"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     argv = [sys.executable, "-m", "metaphys", "wedge", spec, "--out", str(out), "--workers", "1", "--progress", "none"]
@@ -123,7 +126,7 @@ def test_a_wedge_cancelled_mid_variant_resumes_the_unfinished_variants_only(tmp_
     assert [v["status"] for v in m["variants"]] == ["complete", "cancelled", "cancelled"]
     first, second, third = (out / n for n in names)
     cancelled = json.loads((second / "manifest.json").read_text())
-    assert cancelled["status"] == "cancelled" and 3 <= len(cancelled["frames"]) < 30
+    assert cancelled["status"] == "cancelled" and 3 <= len(cancelled["frames"]) < long
     assert not (third / "manifest.json").exists()  # queued: never started
     kept = {f: os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(first) for f in fs}
     early = second / "density" / "density_0001.npz"
@@ -135,7 +138,7 @@ def test_a_wedge_cancelled_mid_variant_resumes_the_unfinished_variants_only(tmp_
     assert m["status"] == "complete" and [v["status"] for v in m["variants"]] == ["complete"] * 3
     assert {f: os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(first) for f in fs} == kept
     resumed = json.loads((second / "manifest.json").read_text())
-    assert resumed["status"] == "complete" and len(resumed["frames"]) == 30
+    assert resumed["status"] == "complete" and len(resumed["frames"]) == long
     assert [f["sha256"] for f in resumed["frames"][:3]] == [f["sha256"] for f in cancelled["frames"][:3]]
     assert early.stat().st_mtime_ns == early_stamp  # frames baked before the cancel were not baked again
     runs = (out / "logs" / f"{names[1]}.log").read_text().split("$ metaphys bake")
