@@ -101,7 +101,10 @@ def test_a_wedge_cancelled_mid_variant_resumes_the_unfinished_variants_only(tmp_
     out = tmp_path / "wedge"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     argv = [sys.executable, "-m", "metaphys", "wedge", spec, "--out", str(out), "--workers", "1", "--progress", "none"]
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child even where this test runs in a background job (a shell's
+    # background jobs ignore SIGINT, the children inherit that, and Python then installs no handler)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     names = []
 
     def long_variant_has_frames():
