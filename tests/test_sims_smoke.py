@@ -183,3 +183,20 @@ def test_threads_are_chosen_per_grid_and_restored(shipped_optimizer):
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match=r"SmokeSim\(threads=...\): expected an integer >= 1 or None, got 0"):
         _sim(shipped_optimizer, threads=0)
+
+
+def test_sim_threads_hold_blas_too():
+    # numpy's OpenBLAS threads dot products above 10,000 entries: a cloth's CG at 64^2 kept a second
+    # thread spinning while the sim claimed one thread. torch_threads holds BLAS to the same count.
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from metaphys.sims.common import torch_threads
+
+    np.ones(4) @ np.ones(4)   # numpy's BLAS loaded
+    blas = lambda: {d["filepath"]: d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}
+    before = blas()
+    assert before, "no BLAS library seen by threadpoolctl"
+    with torch_threads(1):
+        assert set(blas().values()) == {1}
+    assert blas() == before
