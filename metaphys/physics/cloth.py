@@ -1135,6 +1135,13 @@ class ClothProblem(Problem):
         """The loss [N] as plain differentiable PyTorch (twice: for Hessian-vector products)."""
         return sum(cloth_terms(a, *self.op_args(), smooth=True).values()) + extra_terms(a, self.fields)
 
+    def prepare_hessian(self) -> None:
+        """Build (and cache) the Hessian's sparsity pattern for this grid before the first solve."""
+        from metaphys.physics.cloth_hessian import blocks_to_csr_pattern
+
+        _, _, h, w = self.shape
+        blocks_to_csr_pattern(h, w)
+
     def hessian_psd_correction(self, a):
         """Sparse matrix (scipy CSR, sample 0, a-space, (c, i, j) order, on the Hessian's fixed pattern)
         that removes the negative transverse curvature of compressed stretch springs and the negative

@@ -50,7 +50,8 @@ from metaphys.physics.cloth import ClothProblem, model_material, swept_pairs
 from metaphys.sims.mesh_collider import MeshCollider, contact_planes, euler_xyz_degrees, interp_track
 from metaphys.sims.base import Sim, check_state_dict, optimizer_state, restore_optimizer_state, with_solver_state
 from metaphys.sims.common import (COMMON_ARGUMENTS, SimulationDiverged, StepRecord, check_positive, check_threads,
-                                  check_vector, optimizer_for, refuse_solver_settings, torch_threads)
+                                  check_vector, optimizer_for, prepare_thread_control, refuse_solver_settings,
+                                  torch_threads)
 from metaphys.spec.params import CLOTH_SIM_KEYS, cloth_parameters, cloth_sim_kwargs
 from metaphys.spec.schema import CLOTH_SCHEMA
 from metaphys.spec.types import Bool, Choice
@@ -182,6 +183,9 @@ class ClothSim(Sim):
         self.state = initial_state(self.step_solver, self.u)   # the step solver's carried state (Metamizer's)
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
         self.frame = 0
+        prepare_thread_control()      # one-time loading here, not in the first frame
+        if self.newton is not None:
+            self.newton.prepare(self.problem)
         self.records: List[StepRecord] = []
 
     # --- construction helpers ---------------------------------------------------------------

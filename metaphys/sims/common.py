@@ -309,12 +309,14 @@ def check_threads(threads, rows: int, cols: int) -> int:
     return threads
 
 
-_blas = None   # threadpoolctl's controller of the BLAS libraries loaded (built once: ~5 ms), or False
+_blas = None   # threadpoolctl's controller of the BLAS libraries loaded (built once: ~30 ms), or False
 
 
-def _blas_limit(n: int):
-    """A context holding the loaded BLAS libraries to ``n`` threads (no-op without threadpoolctl, a
-    requirements.txt package that a bare `pip install metaphys` lacks: only speed depends on it)."""
+def prepare_thread_control():
+    """threadpoolctl's controller of the loaded BLAS libraries (built on the first call: it walks every
+    loaded library, ~30 ms, so sims call this when they are built, not in their first frame), or
+    False without threadpoolctl (a requirements.txt package that a bare `pip install metaphys` lacks:
+    only speed depends on it)."""
     global _blas
     if _blas is None:
         try:
@@ -322,7 +324,13 @@ def _blas_limit(n: int):
             _blas = ThreadpoolController()
         except ImportError:
             _blas = False
-    return _blas.limit(limits=n, user_api="blas") if _blas else contextlib.nullcontext()
+    return _blas
+
+
+def _blas_limit(n: int):
+    """A context holding the loaded BLAS libraries to ``n`` threads (no-op without threadpoolctl)."""
+    blas = prepare_thread_control()
+    return blas.limit(limits=n, user_api="blas") if blas else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
