@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def run_sim(n: int, frames: int, optimizer, **settings) -> dict:
     """Densities [F,n,n], ms per frame, fluid steps and iterations per frame, min density."""
     from metaphys.sims.smoke import SmokeSim
-    sim = SmokeSim((n, n), optimizer=optimizer, threads=1, **settings)
+    sim = SmokeSim((n, n), optimizer=optimizer, **{"threads": 1, **settings})
     out, times = [], []
     for _ in range(frames):
         t0 = time.perf_counter()
@@ -68,11 +68,16 @@ def phiflow(python: str, n: int, frames: int) -> dict:
 
 
 def measure_all(n: int, frames: int, args, optimizer) -> dict:
-    """All metaphys runs of one size (errors against the converged reference), then PhiFlow."""
+    """All metaphys runs of one size (errors against the converged reference), then PhiFlow. One thread
+    each, and where the sims' automatic thread count is larger (``threads_for_grid``: from 97^2 on),
+    the default at that count too."""
+    from metaphys.sims.common import threads_for_grid
     entry = {"n": n, "frames": frames, "ref_iterations": args.ref_iterations, "runs": {}}
     stacks = {}
     configs = [("default", {}), ("plain fluid iteration", {"accelerate": 0}), ("cfl 2", {"cfl": 2.0}),
                ("converged", {"iterations_per_step": args.ref_iterations})]
+    if threads_for_grid(n, n) > 1:   # the sims' own default there: more than one thread
+        configs.insert(1, (f"default, threads auto ({threads_for_grid(n, n)})", {"threads": None}))
     run_sim(n, 2, optimizer)  # warm-up: oneDNN sets up its kernels for a new grid size on first use
     for name, settings in configs:
         r = run_sim(n, frames, optimizer, **settings)
