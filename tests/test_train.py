@@ -143,3 +143,21 @@ def test_every_must_be_a_whole_number_of_steps():
     for bad in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="every"):
             PoolSpec(pde="laplace", every=bad)
+
+
+def test_a_pool_state_saved_with_other_problem_fields_starts_fresh_pools(tmp_path, capsys):
+    # a local pools.pt written before a problem's fields changed (the cloth's collider table replaced
+    # its sphere and box lists) resumed into problems missing a field: the first step raised KeyError
+    cfg = TrainConfig.load(TINY)
+    first = Trainer(cfg, str(tmp_path))
+    first.train_step()
+    first.save_checkpoint()
+    pools = torch.load(first.pools_path(), weights_only=True)
+    fields = pools["pools"][1]["fields"]
+    fields["old_name"] = fields.pop(sorted(fields)[0])        # a field renamed since the save
+    torch.save(pools, first.pools_path())
+    resumed = Trainer(cfg, str(tmp_path))
+    assert resumed.load_checkpoint()
+    assert "no matching pool state" in capsys.readouterr().err
+    resumed.train_step()                                        # runs on fresh pools
+    assert resumed.step == 2

@@ -178,13 +178,22 @@ class Trainer:
             if not isinstance(pools, dict) or pools.get("step") != self.step:  # another run or step: not this state
                 pools = None
         if pools is not None and len(pools["pools"]) == len(self.pools) and all(
-                p.state_dict()["u"].shape == q["u"].shape for p, q in zip(self.pools, pools["pools"])):
+                self._pool_state_fits(p, q) for p, q in zip(self.pools, pools["pools"])):
             for p, q in zip(self.pools, pools["pools"]):
                 p.load_state_dict(q)
             torch.set_rng_state(pools["torch_rng"])
         else:  # a fresh machine or a changed recipe: keep network + optimizer, start fresh pools
             print("resume: no matching pool state; continuing with fresh pools", file=sys.stderr)
         return True
+
+    @staticmethod
+    def _pool_state_fits(pool: Pool, saved: dict) -> bool:
+        """Whether a saved pool state can stand in for ``pool``'s: the same unknowns' shape and the same
+        problem fields (a pool saved before a problem's fields changed -- the cloth's collider table
+        replaced its sphere and box lists -- is not resumed: its problems would miss a field)."""
+        mine = pool.state_dict()
+        return (isinstance(saved, dict) and isinstance(saved.get("fields"), dict)
+                and mine["u"].shape == saved["u"].shape and set(mine["fields"]) == set(saved["fields"]))
 
     def save_snapshot(self) -> str:
         path = os.path.join(self.out_dir, f"ema_step{self.step:07d}.pt")
