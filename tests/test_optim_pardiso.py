@@ -179,3 +179,22 @@ def test_the_factorization_benchmark_runs_and_writes_both_tables(tmp_path):
     for variant in ("| superlu |", "| pardiso |", "| pardiso_refactor8 |"):
         assert variant in text
     assert "| 1/1 |" in text   # the frame converged with every factorization
+
+
+def test_a_csr_pattern_seen_before_is_read_without_rebuilding_its_upper_triangle():
+    # Newton's Hessians share one pattern per grid; the upper triangle's index arrays are found once
+    pardiso._UPPER.clear()
+    A = _symmetric(60, 8.0, seed=3)
+    A = (A + sp.diags(np.zeros(60))).tocsr()     # every diagonal entry stored
+    A.sort_indices()
+    B = sp.csr_matrix((A.data * 1.5, A.indices.copy(), A.indptr.copy()), shape=A.shape)   # same pattern, new arrays
+    fa = PardisoFactor(A)
+    assert len(pardiso._UPPER) == 1
+    fb = PardisoFactor(B, reuse=fa)
+    assert len(pardiso._UPPER) == 1 and fb.reused_analysis    # the cached triangle, and the analysis reused
+    b = np.arange(60, dtype=np.float64)
+    assert np.allclose(fb.solve(b), np.linalg.solve(B.toarray(), b), rtol=1e-10, atol=1e-12)
+    # a pattern without its diagonal entries takes the general path (PARDISO's storage needs them)
+    C = sp.csr_matrix(np.array([[0.0, 2.0], [2.0, 0.0]]))
+    assert pardiso._upper_pattern(C) is None
+    assert np.allclose(PardisoFactor(C).solve(np.array([2.0, 4.0])), [2.0, 1.0])

@@ -648,7 +648,8 @@ class NewtonSolver:
             # full size (hard pins as identity rows, g = 0 there): no submatrix copies per iteration
             free = np.zeros(u[:1].numel(), dtype=bool)
             free[idx] = True
-            H = (_krylov_matrix(problem, u, True, free) if H_proj is None else H_proj).tocsc()
+            # CSR: PARDISO reads a CSR matrix's upper triangle on its cached pattern (SuperLU converts)
+            H = _krylov_matrix(problem, u, True, free) if H_proj is None else H_proj
             if g.shape[0] != H.shape[0]:
                 g = problem.loss_and_grad(u)[1][:1].flatten().cpu().numpy()
         else:
