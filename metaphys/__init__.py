@@ -3,7 +3,19 @@
 Public names are imported lazily (importing metaphys does no work and loads no weights):
 ClothSim, SmokeSim (SmokeSim3D for a 3-tuple resolution), DiffusionSim, WaveSim, BurgersSim, solve_poisson, solve, Metamizer.
 """
+import os as _os
+
 from metaphys.version import __version__
+
+# OpenMP threads (torch's, and MKL's through its GNU layer) spin ~300,000 times before they sleep when
+# they wait for work: beside another job on one of 2 cores a two-thread 128^2 smoke frame took 2-20x
+# the time of one thread (2.0 s beside a busy loop, 13 s beside a niced training run, against 0.86 and
+# 0.65 s). 3,000 spins keep the quiet machine's two-thread speed (0.43 vs 0.41 s; one thread 0.68 s) and
+# bound the loss beside another job to 1.1-1.5x one thread (benchmarks/results/threads_contention.md).
+# libgomp reads this once, when it loads (at `import torch`): set here, first, where the user chose none.
+OPENMP_SPINCOUNT = "3000"
+if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
 
 _LAZY = {
     "ClothSim": "metaphys.sims.cloth", "SmokeSim": "metaphys.sims.smoke",

@@ -200,3 +200,24 @@ def test_sim_threads_hold_blas_too():
     with torch_threads(1):
         assert set(blas().values()) == {1}
     assert blas() == before
+
+
+def test_importing_metaphys_first_bounds_openmp_spinning():
+    # libgomp's default spinning made a two-thread 128^2 frame 2-16x slower than one thread beside
+    # another job (benchmarks/results/threads_contention.md); metaphys sets a short spin count before
+    # torch loads, unless the user chose a policy
+    import os
+    import subprocess
+    import sys
+
+    import metaphys
+
+    def spin(**env):
+        base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        out = subprocess.run([sys.executable, "-c", "import metaphys, os, torch; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                             env={**base, **env}, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    assert spin() == metaphys.OPENMP_SPINCOUNT == "3000"
+    assert spin(GOMP_SPINCOUNT="77") == "77"
+    assert spin(OMP_WAIT_POLICY="ACTIVE") == "None"
