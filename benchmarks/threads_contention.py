@@ -83,14 +83,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "threads_contention.md"))
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is reported as too slow")
+    ap.add_argument("--quick", action="store_true", help="the smoke at 16², one frame, quiet only (a check that it runs)")
     args = ap.parse_args(argv)
+    scenes = [("smoke", 16, 1, 1)] if args.quick else SCENES
+    loads = ("quiet",) if args.quick else ("quiet", "one busy process", "a niced busy process")
     load_before = os.getloadavg()[0]
     rows = []
-    for load_name in ("quiet", "one busy process", "a niced busy process"):
+    for load_name in loads:
         busy = busy_process(nice=load_name.startswith("a niced")) if load_name != "quiet" else None
         try:
             time.sleep(1.0 if busy else 0.0)
-            for kind, n, warm, timed in SCENES:
+            for kind, n, warm, timed in scenes:
                 for label, threads, env in CONFIGS:
                     r = run_child(kind, n, threads, warm, timed, env, args.timeout)
                     med = statistics.median(r["times"]) if "times" in r else float("nan")
