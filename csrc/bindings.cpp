@@ -31,9 +31,10 @@ TORCH_LIBRARY(metaphys, m) {
   m.def("cloth_loss_grad(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor colliders, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt) -> (Tensor, Tensor)");
   // The Hessian of cloth_loss_grad's loss w.r.t. a, per vertex: blocks [N, 13, 3, 3, H, W] float64,
   // blocks[n,k,r,c,i,j] = d^2 loss_n / d a[n,r,i,j] d a[n,c,i+di_k,j+dj_k], offsets (0,0) then
-  // ClothProblem.hessian_offsets; 0 outside the grid and in rows/columns of hard pins. project:
-  // every element's Hessian made PSD (projected Newton). Twin: metaphys/physics/cloth_hessian.py.
-  m.def("cloth_hessian(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor colliders, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt, bool project) -> Tensor");
+  // ClothProblem.hessian_offsets; 0 outside the grid and in rows/columns of hard pins. project: 0 exact,
+  // 1 every element's Hessian made PSD (projected Newton), 2 only the springs' and the contacts' (their
+  // closed forms; shear and bend exact). Twin: metaphys/physics/cloth_hessian.py.
+  m.def("cloth_hessian(Tensor a, Tensor x_old, Tensor v_old, Tensor pin_w, Tensor pin_x, Tensor colliders, Tensor gravity, Tensor wind, Tensor rest, Tensor k_stretch, Tensor k_shear, Tensor k_bend, Tensor mass, Tensor damping, Tensor k_pin, Tensor k_contact, Tensor margin, Tensor dt, int project) -> Tensor");
 }
 
 static bool with_cuda() {

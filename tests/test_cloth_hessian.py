@@ -64,7 +64,7 @@ RANDOM = [(0, 2, 5, 7), (1, 2, 7, 5), (2, 1, 2, 2), (3, 2, 2, 5), (4, 1, 6, 2), 
 
 
 @requires_kernels
-@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("project", [False, True, 2])
 @pytest.mark.parametrize("case", RANDOM, ids=lambda c: f"{c[1]}x{c[2]}x{c[3]}")
 def test_kernel_matches_twin_random(case, project):
     args = cloth_args(*case)
@@ -74,7 +74,7 @@ def test_kernel_matches_twin_random(case, project):
 
 
 @requires_kernels
-@pytest.mark.parametrize("project", [False, True])
+@pytest.mark.parametrize("project", [False, True, 2])
 @pytest.mark.parametrize("rest", [0.8, 1.25])
 def test_kernel_matches_twin_flat_straight_hinges(rest, project):
     # straight hinges (phi = 0), right shear angles, stretched or compressed springs, sphere contacts
@@ -235,7 +235,7 @@ def test_threads_do_not_change_the_result():
 @requires_kernels
 def test_opcheck_cpu():
     args = cloth_args(4, 2, 6, 7)
-    for project in (False, True):
+    for project in (False, True, 2):
         torch.library.opcheck(torch.ops.metaphys.cloth_hessian.default, tuple(args) + (project,),
                               test_utils=("test_schema", "test_autograd_registration", "test_faketensor",
                                           "test_aot_dispatch_dynamic"))
@@ -290,3 +290,25 @@ def test_the_psd_correction_blocks_equal_the_springs_negative_curvature_edge_by_
     free = ~np.repeat(pinned[None], 3, 0).reshape(-1)
     H = prob.hessian_matrix(a, psd_correction=True).toarray()[np.ix_(free, free)]
     assert np.linalg.eigvalsh(H).min() > -1e-12 * np.abs(H).max()
+
+
+@requires_kernels
+@pytest.mark.parametrize("rest", [0.8, 1.25])
+def test_projecting_springs_and_contacts_is_the_exact_hessian_plus_the_psd_correction(rest):
+    # project=2: Newton-Krylov's projected matrix in one kernel call; it must equal what it replaced,
+    # the exact blocks plus ClothProblem.psd_correction_blocks (compressed springs at rest 1.25, a
+    # sphere contact either way), and differ from the exact Hessian where springs are compressed
+    n, h, w = 1, 5, 6
+    sph = torch.tensor([[[2.0, 2.5, -0.95, 1.0]]], dtype=F64)
+    args = flat_args(n, h, w, rest, spheres=sph)
+    args = (args[0] + 0.05 * torch.randn(args[0].shape, generator=torch.Generator().manual_seed(1), dtype=F64),) + args[1:]
+    prob = problem_of(args)
+    want = kernel(args, False)[0] + prob.psd_correction_blocks(args[0])
+    got = kernel(args, 2)[0]
+    assert_close_rel(got, want, 1e-12, f"rest={rest}")
+    assert_close_rel(cloth_hessian_twin(*args, 2)[0], want, 1e-9, f"twin rest={rest}")
+    assert float((got - kernel(args, False)[0]).abs().max()) > 0      # something was projected
+    with pytest.raises(RuntimeError, match="project must be 0"):
+        kernel(args, 3)
+    with pytest.raises(ValueError, match="project must be"):
+        cloth_hessian_twin(*args, 3)

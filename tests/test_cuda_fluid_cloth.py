@@ -67,12 +67,12 @@ def check_cloth_hessian_cuda_matches_cpu(size):
     from physics_cases import assert_close_rel
     args = cloth_args(sum(size) + 5, *size)
     cuda_args = R.to(args, "cuda")
-    for project in (False, True):
+    for project in (False, True, 2):   # exact, every element projected, springs and contacts projected
         want = torch.ops.metaphys.cloth_hessian(*args, project)
         got = torch.ops.metaphys.cloth_hessian(*cuda_args, project)
         assert got.is_cuda and torch.equal(got, torch.ops.metaphys.cloth_hessian(*cuda_args, project))
         # nvcc's FMAs: a few ulps; the Jacobi projection can rotate them into ~1e-10 of the scale
-        assert_close_rel(got.cpu(), want, 1e-12 if not project else 1e-10, f"cloth_hessian {size} project={project}")
+        assert_close_rel(got.cpu(), want, 1e-10 if project is True else 1e-12, f"cloth_hessian {size} project={project}")
 
 
 # fluid3d_loss_grad (metaphys/physics/fluid3d.py, 3-D): sizes (N, D, H, W); the kernels tile the D*H rows of

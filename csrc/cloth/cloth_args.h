@@ -3,10 +3,18 @@
 // in [0,1], finiteness) are done in Python (ClothProblem); here: dtype, contiguity, shapes and
 // devices, so the raw-pointer kernels are memory safe.
 #pragma once
+#include "cloth/cloth_hessian_math.h"
 #include "cloth/cloth_math.h"
 #include "common/checks.h"
 
 namespace metaphys {
+
+// cloth_hessian's `int project` as a Projection (cloth_hessian_math.h); anything else is refused
+inline cloth::Projection checked_projection(int64_t project) {
+  TORCH_CHECK(project >= 0 && project <= 2, "cloth_hessian: project must be 0 (exact), 1 (every element "
+              "projected to PSD) or 2 (springs and contacts projected), got ", project);
+  return static_cast<cloth::Projection>(project);
+}
 
 inline cloth::Args cloth_args(const at::Tensor& a, const at::Tensor& x_old, const at::Tensor& v_old,
                               const at::Tensor& pin_w, const at::Tensor& pin_x, const at::Tensor& colliders,

@@ -20,12 +20,12 @@ at::Tensor cloth_hessian_cpu(const at::Tensor& a, const at::Tensor& x_old, const
                              const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
                              const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
                              const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
-                             const at::Tensor& dt, bool project) {
+                             const at::Tensor& dt, int64_t project) {
   cloth::HArgs h{};
   h.g = cloth_args(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear, k_bend,
                    mass, damping, k_pin, k_contact, margin, dt);
   check_cpu(a, "cloth_hessian");
-  h.project = project;
+  h.project = checked_projection(project);
   const int64_t N = h.g.N, H = h.g.H, W = h.g.W;
   at::Tensor blocks = at::empty({N, cloth::kHOffsets, 3, 3, H, W}, a.options());
   if (N == 0) return blocks;

@@ -21,11 +21,11 @@ at::Tensor cloth_hessian_cuda(const at::Tensor& a, const at::Tensor& x_old, cons
                               const at::Tensor& rest, const at::Tensor& k_stretch, const at::Tensor& k_shear,
                               const at::Tensor& k_bend, const at::Tensor& mass, const at::Tensor& damping,
                               const at::Tensor& k_pin, const at::Tensor& k_contact, const at::Tensor& margin,
-                              const at::Tensor& dt, bool project) {
+                              const at::Tensor& dt, int64_t project) {
   cloth::HArgs h{};
   h.g = cloth_args(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear, k_bend,
                    mass, damping, k_pin, k_contact, margin, dt);
-  h.project = project;
+  h.project = checked_projection(project);
   check_cuda_launchable(a, "cloth_hessian");
   const c10::cuda::CUDAGuard guard(a.device());
   at::Tensor blocks = at::full({a.size(0), cloth::kHOffsets, 3, 3, a.size(2), a.size(3)},

@@ -13,9 +13,11 @@
 // phi^2 is a function of two edge vectors: its 6x6 Hessian is the forward-mode derivative (dual
 // numbers with 6 tangents, ad::D6) of its analytic gradient -- shear_term of cloth_math.h itself,
 // and for the bend a form of bend_term's gradient that is smooth at phi = 0 (bend_grad_smooth).
-// project: every element's Hessian made PSD on its own (stretch: max(0, 1 - L0/|e|) on the
-// transverse part; shear, bend: negative eigenvalues of the 6x6 clamped to 0 by Jacobi; contact:
-// the curvature of the collider's distance dropped; every kind of the collider table).
+// project (Projection): kExact; kProjectElements: every element's Hessian made PSD on its own
+// (stretch: max(0, 1 - L0/|e|) on the transverse part; shear, bend: negative eigenvalues of the 6x6
+// clamped to 0 by Jacobi; contact: the curvature of the collider's distance dropped; every kind of
+// the collider table); kProjectSpringsContacts: the springs' and contacts' projection only (their
+// closed forms), shear and bend exact -- Newton-Krylov's projected matrix, at the exact one's cost.
 //
 // Two passes over all vertices (n, i, j):
 //   pass 1  the elements owned by vertex (i,j) -- its vertical and horizontal edge, quad (i,j),
@@ -287,9 +289,10 @@ MP_HD int offset_index(int di, int dj) {
   return -1;
 }
 
+enum Projection : int { kExact = 0, kProjectElements = 1, kProjectSpringsContacts = 2 };
 struct HArgs {
   Args g;          // the inputs (cloth_args); g.work and g.grad unused
-  bool project;
+  Projection project;
   double* work;    // [N, H, W, kHPlanes]
   double* blocks;  // [N, 13, 3, 3, H, W]
 };
@@ -337,35 +340,36 @@ MP_HD void cloth_hessian_elements_at(const HArgs& h, int64_t n, int64_t i, int64
   V3 ev = x00, eh = x00;
   if (has_v) {
     ev = xnew_at(g, n, i + 1, j) - x00;
-    stretch_hessian(ev, L0, cs_v, h.project, w + kHSV);
+    stretch_hessian(ev, L0, cs_v, h.project != kExact, w + kHSV);
   }
   if (has_h) {
     eh = xnew_at(g, n, i, j + 1) - x00;
-    stretch_hessian(eh, L0, cs_h, h.project, w + kHSH);
+    stretch_hessian(eh, L0, cs_h, h.project != kExact, w + kHSH);
   }
   double Hm[6][6];
+  const bool pairs_psd = h.project == kProjectElements;
   if (has_v && has_h) {
     const V3 x11 = xnew_at(g, n, i + 1, j + 1);
     const V3 left = ev, top = eh;
     const V3 right = x11 - xnew_at(g, n, i, j + 1);
     const V3 bottom = x11 - xnew_at(g, n, i + 1, j);
     // local vertices 0 (0,0), 1 (0,1), 2 (1,0), 3 (1,1): left 0->2, top 0->1, right 1->3, bottom 2->3
-    pair_hessian<kShearPair>(left, top, csh, h.project, Hm);
+    pair_hessian<kShearPair>(left, top, csh, pairs_psd, Hm);
     scatter_pair(w + kHQ, 4, Hm, 0, 2, 0, 1);
-    pair_hessian<kShearPair>(left, bottom, csh, h.project, Hm);
+    pair_hessian<kShearPair>(left, bottom, csh, pairs_psd, Hm);
     scatter_pair(w + kHQ, 4, Hm, 0, 2, 2, 3);
-    pair_hessian<kShearPair>(right, top, csh, h.project, Hm);
+    pair_hessian<kShearPair>(right, top, csh, pairs_psd, Hm);
     scatter_pair(w + kHQ, 4, Hm, 1, 3, 0, 1);
-    pair_hessian<kShearPair>(right, bottom, csh, h.project, Hm);
+    pair_hessian<kShearPair>(right, bottom, csh, pairs_psd, Hm);
     scatter_pair(w + kHQ, 4, Hm, 1, 3, 2, 3);
   }
   // hinges: local vertices 0 (before), 1 (centre), 2 (after); e1 0->1, e2 1->2
   if (i >= 1 && has_v) {
-    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i - 1, j), ev, cb, h.project, Hm);
+    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i - 1, j), ev, cb, pairs_psd, Hm);
     scatter_pair(w + kHBV, 3, Hm, 0, 1, 1, 2);
   }
   if (j >= 1 && has_h) {
-    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i, j - 1), eh, cb, h.project, Hm);
+    pair_hessian<kBendPair>(x00 - xnew_at(g, n, i, j - 1), eh, cb, pairs_psd, Hm);
     scatter_pair(w + kHBH, 3, Hm, 0, 1, 1, 2);
   }
 }
@@ -459,7 +463,7 @@ MP_UNROLL(3)
       }
     }
   }
-  vertex_hessian(g, n, i, j, xnew_at(g, n, i, j), h.project, X[0]);
+  vertex_hessian(g, n, i, j, xnew_at(g, n, i, j), h.project != kExact, X[0]);
   const double dt = g.dt[n], dt2 = dt * dt, dt4 = dt2 * dt2;
   const double M = g.mass[n] * lumped(g, i, j);
   const double diag = dt2 * M / (double)hw * (1.0 + g.damping[n] * dt);  // inertia + damping (a-space)

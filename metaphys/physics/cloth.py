@@ -1000,14 +1000,17 @@ class ClothProblem(Problem):
         ``project``: every element's Hessian made PSD on its own (projected Newton: a descent
         direction from any state). ``psd_correction``: plus ``psd_correction_blocks`` (compressed
         springs' and contacts' negative curvature removed: Newton-Krylov's projected matrix)."""
-        from metaphys.physics.cloth_hessian import blocks_to_csr, blocks_to_csr_pattern, cloth_hessian_blocks
+        from metaphys.physics.cloth_hessian import (PROJECT_SPRINGS_CONTACTS, blocks_to_csr, blocks_to_csr_pattern,
+                                                    cloth_hessian_blocks)
 
         one = self if self.batch == 1 else self.select(torch.zeros(1, dtype=torch.long, device=self.device))
         a0 = a[:1].contiguous()
-        blocks = cloth_hessian_blocks(one.local_part(), a0, project=project)        # [1,13,3,3,H,W]
+        # the PSD correction in the kernel: its springs and contacts projected (= exact + psd_correction_blocks)
+        mode = bool(project) if project or not psd_correction else PROJECT_SPRINGS_CONTACTS
+        blocks = cloth_hessian_blocks(one.local_part(), a0, project=mode)           # [1,13,3,3,H,W]
         if has_extra_terms(one.local_part().fields):
             blocks[:, 0] += extra_hessian_blocks(a0, one.local_part().fields, project=project)
-        if psd_correction:
+        if psd_correction and project:
             blocks[0] += one.psd_correction_blocks(a0)
         if identity_at_pins:
             hard = (one.fields["pin_w"][0, 0] == 1).to(blocks.dtype)

@@ -11,10 +11,14 @@ identity there). Only the kernel's terms (inertia, damping, soft pins, the colli
 kinds -- spheres, boxes --, stretch, shear, bend), not ``physics.cloth.extra_terms`` (mesh planes,
 friction, self pairs).
 
-``project=True``: every element's Hessian made PSD on its own (projected Newton): each spring, each
-of the 4 shear terms of a quad, each bend hinge, each (vertex, collider) contact: negative
-eigenvalues clamped to 0 (the kernel: closed form for springs and contacts, Jacobi for the 6x6 of a
-shear or bend term). Inertia, damping and soft pins are PSD already.
+``project``: ``EXACT`` (0, False), ``PROJECT_ELEMENTS`` (1, True): every element's Hessian made PSD on
+its own (projected Newton): each spring, each of the 4 shear terms of a quad, each bend hinge, each
+(vertex, collider) contact: negative eigenvalues clamped to 0 (the kernel: closed form for springs and
+contacts, Jacobi for the 6x6 of a shear or bend term); ``PROJECT_SPRINGS_CONTACTS`` (2): only the
+springs and contacts projected, shear and bend exact -- the exact Hessian plus
+``ClothProblem.psd_correction_blocks``, Newton-Krylov's projected matrix, in one kernel call (the
+Python correction cost a third of the kernel's time: 1.1 of 3.5 ms at 32^2). Inertia, damping and
+soft pins are PSD already.
 
 ``cloth_hessian_twin`` is the PyTorch twin (element Hessians by torch.func, eigh for the projection,
 vectorized over elements), ``cloth_hessian_blocks(problem, a)`` dispatches kernel / twin like every
@@ -41,6 +45,17 @@ if TYPE_CHECKING:
 # tests/test_cloth_hessian.py checks them against ClothProblem.hessian_offsets, cloth_state and
 # lumped_weights.
 OP_NAME = "cloth_hessian"
+EXACT, PROJECT_ELEMENTS, PROJECT_SPRINGS_CONTACTS = 0, 1, 2   # the op's `project`
+
+
+def projection_mode(project) -> int:
+    """``project`` (bool or 0/1/2) as the op's int; anything else is a ValueError."""
+    if isinstance(project, bool):
+        return int(project)
+    if project in (EXACT, PROJECT_ELEMENTS, PROJECT_SPRINGS_CONTACTS):
+        return int(project)
+    raise ValueError(f"project must be a bool or 0 (exact), 1 (every element) or 2 (springs and contacts), "
+                     f"got {project!r}")
 OFFSETS = ((0, 0), (0, 1), (0, -1), (0, 2), (0, -2), (1, 0), (-1, 0), (2, 0), (-2, 0),
            (1, 1), (1, -1), (-1, 1), (-1, -1))   # (0, 0), then ClothProblem.hessian_offsets
 _INDEX = {o: k for k, o in enumerate(OFFSETS)}
@@ -179,8 +194,10 @@ def _family(X, fn, scale, vectors, edges, project, oi0=0, oj0=0, params=()):
 
 
 def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, rest, k_stretch, k_shear,
-                       k_bend, mass, damping, k_pin, k_contact, margin, dt, project: bool = False):
+                       k_bend, mass, damping, k_pin, k_contact, margin, dt, project=EXACT):
     """PyTorch twin of the ``cloth_hessian`` kernel: blocks [N, 13, 3, 3, H, W] (see the module)."""
+    mode = projection_mode(project)
+    project, pairs_psd = mode != EXACT, mode == PROJECT_ELEMENTS   # springs and contacts; shear and bend
     with torch.no_grad():
         n, _, h, w = a.shape
         hw = float(h * w)
@@ -200,14 +217,14 @@ def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, 
             L, T, Rt, B = ((0, 0), (1, 0)), ((0, 0), (0, 1)), ((0, 1), (1, 1)), ((1, 0), (1, 1))
             for (u, eu), (v, evv) in (((left, L), (top, T)), ((left, L), (bottom, B)),
                                       ((right, Rt), (top, T)), ((right, Rt), (bottom, B))):
-                _family(X, _shear, k_shear / hw, [u, v], [eu, evv], project)
+                _family(X, _shear, k_shear / hw, [u, v], [eu, evv], pairs_psd)
         # bend hinges along columns and rows, owner = the first vertex
         if h > 2:
             _family(X, _bend, k_bend / hw, [ev[:, :, :-1], ev[:, :, 1:]],
-                    [((0, 0), (1, 0)), ((1, 0), (2, 0))], project)
+                    [((0, 0), (1, 0)), ((1, 0), (2, 0))], pairs_psd)
         if w > 2:
             _family(X, _bend, k_bend / hw, [eh[..., :-1], eh[..., 1:]],
-                    [((0, 0), (0, 1)), ((0, 1), (0, 2))], project)
+                    [((0, 0), (0, 1)), ((0, 1), (0, 2))], pairs_psd)
         # per-vertex terms (position space): soft pins and contacts, one element per (vertex, collider)
         eye = torch.eye(3, dtype=a.dtype, device=a.device)
         soft = (pin_w[:, 0] * (pin_w[:, 0] != 1)) * (k_pin / hw).view(-1, 1, 1)        # [N, H, W]
@@ -243,10 +260,11 @@ def cloth_hessian_twin(a, x_old, v_old, pin_w, pin_x, colliders, gravity, wind, 
         return (blocks * live[:, :, None, None]).contiguous()
 
 
-def cloth_hessian_blocks(problem: "ClothProblem", a: torch.Tensor, project: bool = False) -> torch.Tensor:
+def cloth_hessian_blocks(problem: "ClothProblem", a: torch.Tensor, project=EXACT) -> torch.Tensor:
     """blocks [N, 13, 3, 3, H, W] of ``problem``'s kernel terms at ``a`` (compiled op when it runs
-    on a's device, else the twin; ``metaphys._ops.call``). Not the Python-side ``extra_terms``."""
-    return _ops.call(OP_NAME, cloth_hessian_twin, a.contiguous(), *problem.op_args(), bool(project))
+    on a's device, else the twin; ``metaphys._ops.call``), ``project`` as in the module. Not the
+    Python-side ``extra_terms``."""
+    return _ops.call(OP_NAME, cloth_hessian_twin, a.contiguous(), *problem.op_args(), projection_mode(project))
 
 
 # --------------------------------------------------------------------------------------------
