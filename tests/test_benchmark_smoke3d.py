@@ -80,3 +80,15 @@ def test_render_only_rewrites_the_report_from_the_json(run, tmp_path):
     shutil.rmtree(tmp_path)
     with pytest.raises(SystemExit, match="no .*smoke3d.json to render"):
         smoke3d.main(["--render-only", "--out", str(tmp_path)])
+
+
+def test_tolerance_sweep_runs_and_orders_its_rows(tmp_path):
+    import smoke3d_tolerance
+    out = tmp_path / "tol.md"
+    assert smoke3d_tolerance.main(["--size", "16", "--frames", "3", "--ref-tol", "1e-14", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 1 + len(smoke3d_tolerance.SETTINGS) and "(reference)" in rows[0]
+    errors = {r.split(" | ")[0][2:]: float(r.split(" | ")[4].split()[0]) for r in rows[1:]}
+    # a measured, nonzero error for every setting, and the default's below the loosest fixed count's
+    assert all(e > 0 for e in errors.values())
+    assert errors["tol 1e-10 (default)"] < errors["10 it/step"]
