@@ -135,7 +135,7 @@ def test_escape_stops_the_worker_within_a_fraction_of_a_frame(blend_dir, engine_
     stops inside the running solver iteration, not at the end of the frame."""
     ops = addon_module("operators")
     new_scene(blend_dir)
-    ob = add_grid(48, 48)  # seconds per frame (auto solver to 1e-6: Metamizer, then Newton)
+    ob = add_grid(96, 96)  # ~1 s per frame (auto solver: Metamizer, then Newton; 48^2 became 0.3 s with #24)
     op = _fake_operator(ops.METAPHYS_OT_bake_cloth)
     ctx = _context()
     job = ops.BakeJob(ctx, ob, "cloth", frames=200)
@@ -170,7 +170,7 @@ def test_escape_stops_the_worker_within_a_fraction_of_a_frame(blend_dir, engine_
     t_esc = time.monotonic()
     assert op.modal(ctx, _event("ESC", "PRESS")) == {"CANCELLED"}
     latency = time.monotonic() - t_esc  # cancel() returns once the worker has exited
-    print(f"abort latency {latency:.3f} s (frame time {frame_s:.2f} s, 48x48 cloth)")
+    print(f"abort latency {latency:.3f} s (frame time {frame_s:.2f} s, 96x96 cloth)")
     assert job.proc.returncode in (130, -15, -9) and not job.proc.running  # -9: killed in teardown
     assert latency < 0.5 * frame_s and latency < 1.5, (latency, frame_s)
     # the worker kept its finished frame: manifest says cancelled after 1 frame, the PC2 holds it
