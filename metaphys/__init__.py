@@ -14,7 +14,12 @@ from metaphys.version import __version__
 # bound the loss beside another job to 1.1-1.5x one thread (benchmarks/results/threads_contention.md).
 # libgomp reads this once, when it loads (at `import torch`): set here, first, where the user chose none.
 OPENMP_SPINCOUNT = "3000"
-if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
+# whether OpenMP's waiting is bounded in this process: the user chose a policy, or metaphys set the
+# spin count before torch (and so libgomp) loaded; sims warn once when they run more than one thread
+# without it (metaphys.sims.common.torch_threads)
+OPENMP_WAIT_BOUNDED = "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ
+if not OPENMP_WAIT_BOUNDED:
+    OPENMP_WAIT_BOUNDED = "torch" not in __import__("sys").modules
     _os.environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
 
 _LAZY = {

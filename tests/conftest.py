@@ -2,6 +2,7 @@
 physics backend (one set by the test, or each of kernel and twin in turn) and one torch thread."""
 import os
 
+import metaphys  # noqa: F401  (before torch: bounds OpenMP's spinning in this process, as the CLI does)
 import pytest
 import torch
 

@@ -221,3 +221,23 @@ def test_importing_metaphys_first_bounds_openmp_spinning():
     assert spin() == metaphys.OPENMP_SPINCOUNT == "3000"
     assert spin(GOMP_SPINCOUNT="77") == "77"
     assert spin(OMP_WAIT_POLICY="ACTIVE") == "None"
+
+
+def test_two_threads_after_an_early_torch_import_warn_once():
+    # torch imported before metaphys: libgomp already read its (long) default spin count
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch, metaphys, warnings; from metaphys.sims.common import torch_threads\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    for n in (1, 2, 2):\n"
+            "        with torch_threads(n): pass\n"
+            "print(metaphys.OPENMP_WAIT_BOUNDED, sum('imported after torch' in str(x.message) for x in w))")
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    run = lambda first, **env: subprocess.run([sys.executable, "-c", code.replace("torch, metaphys", first)],
+                                               env={**base, **env}, capture_output=True, text=True, check=True).stdout.split()
+    assert run("torch, metaphys") == ["False", "1"]          # warned once, at the first two-thread block
+    assert run("metaphys, torch") == ["True", "0"]           # metaphys first: bounded, no warning
+    assert run("torch, metaphys", GOMP_SPINCOUNT="50") == ["True", "0"]   # the user's own setting

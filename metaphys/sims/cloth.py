@@ -183,9 +183,9 @@ class ClothSim(Sim):
         self.state = initial_state(self.step_solver, self.u)   # the step solver's carried state (Metamizer's)
         self.a_prev = self.u.clone()   # the last step's acceleration: Newton's warm start
         self.frame = 0
-        prepare_thread_control()      # one-time loading here, not in the first frame
-        if self.newton is not None:
+        if self.newton is not None:   # one-time loading here, not in the first frame
             self.newton.prepare(self.problem)
+        prepare_thread_control(refresh=self.newton is not None)   # after MKL loaded: its BLAS held too
         self.records: List[StepRecord] = []
 
     # --- construction helpers ---------------------------------------------------------------

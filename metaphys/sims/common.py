@@ -312,13 +312,14 @@ def check_threads(threads, rows: int, cols: int) -> int:
 _blas = None   # threadpoolctl's controller of the BLAS libraries loaded (built once: ~30 ms), or False
 
 
-def prepare_thread_control():
+def prepare_thread_control(refresh: bool = False):
     """threadpoolctl's controller of the loaded BLAS libraries (built on the first call: it walks every
     loaded library, ~30 ms, so sims call this when they are built, not in their first frame), or
     False without threadpoolctl (a requirements.txt package that a bare `pip install metaphys` lacks:
-    only speed depends on it)."""
+    only speed depends on it). ``refresh``: find the libraries again (one loaded since, e.g. MKL for
+    PARDISO, is otherwise not held)."""
     global _blas
-    if _blas is None:
+    if _blas is None or (refresh and _blas is not False):
         try:
             from threadpoolctl import ThreadpoolController
             _blas = ThreadpoolController()
@@ -333,6 +334,23 @@ def _blas_limit(n: int):
     return blas.limit(limits=n, user_api="blas") if blas else contextlib.nullcontext()
 
 
+_warned_spinning = False
+
+
+def _warn_unbounded_spinning(n: int) -> None:
+    """Once per process: more than one thread where libgomp loaded before metaphys set its spin count."""
+    global _warned_spinning
+    import metaphys
+    if n > 1 and not metaphys.OPENMP_WAIT_BOUNDED and not _warned_spinning:
+        _warned_spinning = True
+        import warnings
+        warnings.warn(f"metaphys was imported after torch, so OpenMP's idle threads spin long (libgomp's default): "
+                      f"beside another job {n} threads can be several times slower than one "
+                      "(benchmarks/results/threads_contention.md). Import metaphys before torch, set "
+                      f"GOMP_SPINCOUNT={metaphys.OPENMP_SPINCOUNT} in the environment, or pass threads=1.",
+                      RuntimeWarning, stacklevel=4)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Run a block with ``n`` torch intra-op threads and ``n`` BLAS threads, restoring the caller's
@@ -340,6 +358,7 @@ def torch_threads(n: int):
     CG on a 64^2 cloth (12,288 unknowns) kept a second thread spinning: twice the CPU time of one
     thread at the same wall time (measured: 264 vs 132 CPU ms per frame), a core taken from the rest
     of the machine."""
+    _warn_unbounded_spinning(n)
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
