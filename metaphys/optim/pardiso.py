@@ -86,8 +86,6 @@ def _upper_pattern(A):
     are found once instead of per factorization, ~1.3 ms of a 32^2 cloth's refactorization; the cache
     compares the index arrays' contents: scipy copies them into every new matrix); None where A is not
     CSR with sorted indices and a stored diagonal entry in every row."""
-    import scipy.sparse as sp
-
     if A.format != "csr" or not A.has_sorted_indices:
         return None
     for k, (indptr, indices, take, ia, ja) in enumerate(_UPPER):
