@@ -86,6 +86,24 @@ def test_kernel_matches_twin_flat_straight_hinges(rest, project):
     assert float(b[:, 0].abs().max()) > 0
 
 
+@requires_kernels
+@pytest.mark.parametrize("project", [False, 2])
+def test_kernel_matches_twin_across_the_bend_series_switch(project):
+    # the closed-form bend Hessian takes phi / sin(phi) and (1 - phi cot phi) / sin^2(phi) from their
+    # series below phi = 0.1 and directly above: hinges bent just below and above it, and nearly straight
+    turns = [1e-4, 0.05, 0.0999, 0.1001, 0.4]
+    w = len(turns) + 2
+    theta = np.concatenate([[0.0], np.cumsum(turns)])
+    row = np.concatenate([[[0.0, 0.0]], np.cumsum(np.stack([np.cos(theta), np.sin(theta)], 1), 0)])   # (x, z)
+    x = torch.zeros(1, 3, 2, w, dtype=F64)
+    for i in range(2):
+        x[0, 0, i], x[0, 1, i], x[0, 2, i] = torch.as_tensor(row[:, 0]), float(i), torch.as_tensor(row[:, 1])
+    base = flat_args(1, 2, w, 1.0, pins=False, k_bend=2.0)
+    args = (torch.zeros_like(x), x, torch.zeros_like(x), base[3], x.clone()) + base[5:]
+    b = kernel(args, project)
+    assert_close_rel(b, cloth_hessian_twin(*args, project), 1e-9, f"bend series switch project={project}")
+
+
 def test_twin_equals_autograd_hessian_and_csr():
     for seed, (n, h, w) in enumerate([(2, 4, 5), (1, 3, 3), (1, 1, 5), (1, 4, 1)]):
         args = cloth_args(seed + 20, n, h, w)
