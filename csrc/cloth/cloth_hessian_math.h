@@ -11,8 +11,8 @@
 //
 // Element Hessians, all in closed form: stretch springs; each shear term psi^2 and each bend term
 // phi^2 is a function f(c) of the cosine c of the angle between its two edge vectors, so its 6x6
-// Hessian is f'' grad c grad c^T + f' Hess c (pair_hessian; 2-2.5x cheaper than the forward-mode
-// dual numbers of the gradient that it replaces).
+// Hessian is f'' grad c grad c^T + f' Hess c (pair_hessian; replacing forward-mode dual numbers of
+// the gradient made the whole kernel 15-20 % faster: 32^2 2.2 -> 1.9 ms, 128^2 44.8 -> 35.9 ms).
 // project (Projection): kExact; kProjectElements: every element's Hessian made PSD on its own
 // (stretch: max(0, 1 - L0/|e|) on the transverse part; shear, bend: negative eigenvalues of the 6x6
 // clamped to 0 by Jacobi; contact: the curvature of the collider's distance dropped; every kind of
