@@ -4,6 +4,8 @@
 // results do not depend on the thread count.
 #include <torch/library.h>
 
+#include <vector>
+
 #include "cloth/cloth_args.h"
 #include "cloth/cloth_hessian_math.h"
 #include "common/parallel_cpu.h"
@@ -35,8 +37,19 @@ at::Tensor cloth_hessian_cpu(const at::Tensor& a, const at::Tensor& x_old, const
   for_each_row(N * H, W, kChunkCells, [&](int64_t r) {
     for (int64_t j = 0; j < W; ++j) cloth::cloth_hessian_elements_at(h, r / H, r % H, j);
   });
-  for_each_row(N * H, W, kChunkCells, [&](int64_t r) {
-    for (int64_t j = 0; j < W; ++j) cloth::cloth_hessian_gather_at(h, r / H, r % H, j);
+  constexpr int kValues = cloth::kHOffsets * 9;
+  const int64_t hw = H * W;
+  for_rows(N * H, W, kChunkCells, [&](int64_t begin, int64_t end) {
+    // a row's values vertex by vertex, then written out value by value: 117 runs of W doubles
+    // instead of 117 interleaved streams (1 thread: 32^2 1.9 -> 1.6-1.7 ms, 128^2 35.9 -> 33-34 ms)
+    std::vector<double> row(static_cast<size_t>(W) * kValues);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / H, i = r % H;
+      for (int64_t j = 0; j < W; ++j) cloth::cloth_hessian_gather_at(h, n, i, j, row.data() + j * kValues, 1);
+      double* out = h.blocks + n * kValues * hw + i * W;
+      for (int q = 0; q < kValues; ++q)
+        for (int64_t j = 0; j < W; ++j) out[q * hw + j] = row[j * kValues + q];
+    }
   });
   return blocks;
 }

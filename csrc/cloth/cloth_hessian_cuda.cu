@@ -15,7 +15,10 @@ __global__ void cloth_hessian_kernel(HArgs h, Shape s) {
   const Cell c = this_cell();
   if (!c.in(s.H, s.W)) return;
   if constexpr (PASS == 1) cloth_hessian_elements_at(h, c.n, c.i, c.j);
-  if constexpr (PASS == 2) cloth_hessian_gather_at(h, c.n, c.i, c.j);
+  if constexpr (PASS == 2) {
+    const int64_t hw = h.g.H * h.g.W;
+    cloth_hessian_gather_at(h, c.n, c.i, c.j, h.blocks + c.n * kHOffsets * 9 * hw + c.i * h.g.W + c.j, hw);
+  }
 }
 
 }  // namespace

@@ -322,12 +322,14 @@ MP_HD void vertex_hessian(const Args& g, int64_t n, int64_t i, int64_t j, V3 xn,
 }
 
 // ---- pass 2 ------------------------------------------------------------------------------------
-MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t j) {
+// the 13 x 9 values of vertex (i, j) go to out[(k * 9 + q) * stride]: straight into ``blocks`` (stride
+// H W), or into a row buffer that the caller writes out row by row (the CPU kernel: 117 interleaved
+// output streams cost more than the arithmetic)
+MP_HD void cloth_hessian_gather_at(const HArgs& h, int64_t n, int64_t i, int64_t j, double* out, int64_t stride) {
   const Args& g = h.g;
-  const int64_t H = g.H, W = g.W, hw = H * W;
-  double* out = h.blocks + n * kHOffsets * 9 * hw + i * W + j;
+  const int64_t H = g.H, W = g.W;
   if (g.pin_w[(n * H + i) * W + j] == 1.0) {
-    for (int q = 0; q < kHOffsets * 9; ++q) out[q * hw] = 0.0;
+    for (int q = 0; q < kHOffsets * 9; ++q) out[q * stride] = 0.0;
     return;
   }
   double X[kHOffsets][9];
@@ -391,7 +393,7 @@ MP_UNROLL(3)
   vertex_hessian(g, n, i, j, xnew_at(g, n, i, j), h.project != kExact, X[0]);
   const double dt = g.dt[n], dt2 = dt * dt, dt4 = dt2 * dt2;
   const double M = g.mass[n] * lumped(g, i, j);
-  const double diag = dt2 * M / (double)hw * (1.0 + g.damping[n] * dt);  // inertia + damping (a-space)
+  const double diag = dt2 * M / (double)(H * W) * (1.0 + g.damping[n] * dt);  // inertia + damping (a-space)
 MP_UNROLL(13)
   for (int k = 0; k < kHOffsets; ++k) {
     const int64_t ni = i + offset_di(k), nj = j + offset_dj(k);
@@ -399,7 +401,7 @@ MP_UNROLL(13)
     for (int q = 0; q < 9; ++q) {
       double v = 0.0;
       if (live) v = dt4 * X[k][q] + (k == 0 && q % 4 == 0 ? diag : 0.0);
-      out[(k * 9 + q) * hw] = v;
+      out[(k * 9 + q) * stride] = v;
     }
   }
 }
