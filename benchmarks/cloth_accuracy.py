@@ -23,6 +23,9 @@ import sys
 import time
 
 import numpy as np
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import metaphys  # noqa: E402,F401  (before torch, as the CLI: it bounds OpenMP's idle spinning)
+
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -66,6 +69,10 @@ METHODS = {
     "previous_default": dict(solver="auto", tol=1e-8, step_tol=None, iterations_per_step=30, newton_linear="direct",
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
+    # the same on one / two threads (the sims pick one below 97^2 vertices: a second thread gains 20-30 %
+    # on an idle machine there but costs 1.3-2x beside another job on a 2-core one, README "Threads")
+    "default_1_thread": dict(threads=1),
+    "default_2_threads": dict(threads=2),
     # the default of 2026-12-06 (same run, for the ratio): residual stop only, SuperLU below 48^2, a float64
     # PARDISO factor refreshed after 8 CG its from 48^2 (its symbolic analysis now reused, as in "default")
     "default_2026-12-06": dict(step_tol=None),
@@ -88,8 +95,9 @@ SETUP = {"difference_hessian": lambda sim: setattr(sim.newton, "hessian", "diffe
          "default_2026-12-06": _setup_2026_12_06}
 
 
-def make_sim(name, n, frames, method):
-    sim = ClothSim(n, n, threads=1, **scene(name, n, frames), **METHODS[method])
+def make_sim(name, n, frames, method, threads=1):
+    """The scene's ClothSim with a method's settings, on ``threads`` (None: the sims' own choice)."""
+    sim = ClothSim(n, n, **{"threads": threads, **scene(name, n, frames), **METHODS[method]})
     SETUP.get(method, lambda s: None)(sim)
     return sim
 

@@ -40,6 +40,10 @@ if "numpy" in sys.modules:
 os.environ.setdefault("OPENBLAS_NUM_THREADS", _blas_threads_from_argv())
 
 import numpy as np  # noqa: E402
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+import metaphys  # noqa: E402,F401  (before torch, as the CLI: it bounds OpenMP's idle spinning)
 import torch  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")

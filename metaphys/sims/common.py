@@ -294,9 +294,12 @@ def fastest_forward(optimizer, device):
 
 
 def threads_for_grid(rows: int, cols: int) -> int:
-    """Fastest torch thread count for a grid: 1 up to 96^2 (a second thread costs more in
-    synchronization than it gains there, and is 10x slower on a busy machine; measured on cloth),
-    else all cores (at most 4). Cloth and smoke sims and the CLI's bakes all use this rule."""
+    """The torch thread count for a grid: 1 up to 96^2, else all cores (at most 4). Cloth and smoke
+    sims and the CLI's bakes all use this rule. Below 97^2 a second thread is a gamble on the machine:
+    cloth on an idle 2-core machine (2026-12-07, GOMP_SPINCOUNT bounded) 32^2 33 -> 24 ms/frame, 64^2
+    116 -> 88 ms, but beside one busy process 31 -> 42 ms and 119-150 -> 150-240 ms; from 97^2 on the
+    work per frame pays for the synchronization either way (cloth 128^2 beside a busy process 1.12x of
+    one thread, idle 0.62x). ``threads=2`` takes the gain where a core is known to be idle."""
     return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
 
 
