@@ -137,18 +137,19 @@ def _check_device(device: str) -> None:
 
 
 def _resolve_threads(requested, params) -> int:
-    """auto: 1 thread up to ~96^2 cells (thread start-up costs more than it saves on small grids,
-    and stalls badly on a busy machine), all cores above."""
+    """auto: the sims' rule (``threads_for_grid``): 1 thread up to 96^2 cells (cloth: 63^2 vertices),
+    all cores above."""
     if requested not in (None, "auto"):
         return int(requested)
     if params.get("threads") is not None:
         return int(params["threads"])
     # the sims' own rule, so a bake and ClothSim/SmokeSim(threads=None) agree
     from metaphys.sims.common import threads_for_grid
+    cloth = not params.get("resolution")
     shape = params.get("resolution") or (params["rows"], params["cols"])
     if len(shape) == 3:  # SmokeSim3D's rule: depth x rows as the rows
         shape = (shape[0] * shape[1], shape[2])
-    return int(threads_for_grid(int(shape[0]), int(shape[1])))
+    return int(threads_for_grid(int(shape[0]), int(shape[1]), cloth=cloth))
 
 
 def _fail(args, msg: str, code: int) -> int:

@@ -230,3 +230,17 @@ def test_a_built_sim_has_loaded_what_its_first_frame_needs():
     sim.step()
     info = blocks_to_csr_pattern.cache_info()
     assert info.currsize == 1 and info.hits > hits_before   # the frame reused the prepared pattern
+
+
+def test_threads_rule_cloth_from_64_squared_grids_from_97_squared():
+    import os
+    from metaphys.cli import _resolve_threads
+    from metaphys.sims.cloth import ClothSim
+    from metaphys.sims.common import threads_for_grid
+    many = max(1, min(4, os.cpu_count() or 1))
+    assert threads_for_grid(63, 63, cloth=True) == 1 and threads_for_grid(64, 64, cloth=True) == many
+    assert threads_for_grid(96, 96) == 1 and threads_for_grid(97, 97) == many   # smoke and other grids
+    assert ClothSim(64, 64).threads == many and ClothSim(48, 48).threads == 1
+    # a bake's --threads auto follows the same rule, by kind
+    assert _resolve_threads("auto", {"rows": 64, "cols": 64}) == many
+    assert _resolve_threads("auto", {"resolution": [64, 64]}) == 1

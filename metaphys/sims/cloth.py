@@ -128,7 +128,7 @@ class ClothSim(Sim):
         # on) replaces it: at 32^2, 100 it/frame, relative residual 3e-2 -> 1e-5 (curtain scene)
         self.line_search = bool(line_search)
         self.strain_limit = check_positive("strain_limit", strain_limit)
-        self.threads = check_threads(threads, rows, cols)
+        self.threads = check_threads(threads, rows, cols, cloth=True)
         self.fps = check_positive("fps", fps)
         self.substeps = int(substeps)
         self.dt = 1.0 / (self.fps * self.substeps)

@@ -293,20 +293,28 @@ def fastest_forward(optimizer, device):
     return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale)
 
 
-def threads_for_grid(rows: int, cols: int) -> int:
-    """The torch thread count for a grid: 1 up to 96^2, else all cores (at most 4). Cloth and smoke
-    sims and the CLI's bakes all use this rule. Below 97^2 a second thread is a gamble on the machine:
-    cloth on an idle 2-core machine (2026-12-07, GOMP_SPINCOUNT bounded) 32^2 33 -> 24 ms/frame, 64^2
-    116 -> 88 ms, but beside one busy process 31 -> 42 ms and 119-150 -> 150-240 ms; from 97^2 on the
-    work per frame pays for the synchronization either way (cloth 128^2 beside a busy process 1.12x of
-    one thread, idle 0.62x). ``threads=2`` takes the gain where a core is known to be idle."""
-    return 1 if rows * cols <= 96 * 96 else max(1, min(4, os.cpu_count() or 1))
+# where a second thread starts to pay on its own work (cells or cloth vertices); below it one thread
+SMALL_GRID_CELLS = 96 * 96
+# cloth from 64^2 vertices: a frame's sparse factorization and kernels are 12k+ unknowns of work
+SMALL_CLOTH_VERTICES = 63 * 63
 
 
-def check_threads(threads, rows: int, cols: int) -> int:
+def threads_for_grid(rows: int, cols: int, cloth: bool = False) -> int:
+    """The torch thread count for a grid: 1 up to 96^2 cells (cloth: up to 63^2 vertices), else all
+    cores (at most 4). Cloth and smoke sims and the CLI's bakes all use this rule. Measured on a 2-core
+    machine (2026-12-07, GOMP_SPINCOUNT bounded; benchmarks/results/cloth_speed.md): a second thread
+    takes a cloth frame from 31 to 25 ms at 32^2, 115 -> 87 ms at 64^2, 522 -> 352 ms at 128^2 when the
+    other core is idle, but beside one busy process 31 -> 42 ms at 32^2 and 119-150 -> 150-240 ms at
+    64^2 (128^2: 1.12x one thread). So small grids keep one thread; cloth from 64^2 and grids from 97^2
+    take the idle-core gain. ``threads=`` overrides it (a wedge runs 1 per variant)."""
+    small = SMALL_CLOTH_VERTICES if cloth else SMALL_GRID_CELLS
+    return 1 if rows * cols <= small else max(1, min(4, os.cpu_count() or 1))
+
+
+def check_threads(threads, rows: int, cols: int, cloth: bool = False) -> int:
     """``threads`` (None = automatic, ``threads_for_grid``) checked: an int >= 1."""
     if threads is None:
-        return threads_for_grid(rows, cols)
+        return threads_for_grid(rows, cols, cloth=cloth)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an int >= 1 (or None for automatic), got {threads!r}")
     return threads
