@@ -1,5 +1,10 @@
 """Checkpoint selection during training: score every EMA snapshot on held-out problems and keep
-the best as OUT/best.pt (never "the last one"). Scores go to OUT/snapshots.jsonl."""
+the best as OUT/best.pt (never "the last one"). Scores go to OUT/snapshots.jsonl.
+
+2-D snapshots are also gated (issue #29): one whose network alone (the plain iteration, the score's
+guard cases) is worse than the shipped weights' by more than GUARD_SCATTER_DEX at any guard size
+never becomes best, however good its mean score: the mean let accelerated rows at the floor hide a
+network-alone regression of 2-3 decades at 100^2."""
 from __future__ import annotations
 
 import json
@@ -7,17 +12,21 @@ import os
 import shutil
 
 from metaphys.io.atomic import atomic_path
-from metaphys.eval.quick import evaluate_snapshot, evaluate_snapshot3d
-from metaphys.optim.weights import model_from_snapshot
+from metaphys.eval.quick import (GUARD_SCATTER_DEX, GUARD_SIZES, evaluate_snapshot, evaluate_snapshot3d,
+                                  guard_regression, laplace_guard_case)
+from metaphys.optim.weights import DEFAULT_WEIGHTS, WeightsError, load_torchscript, model_from_snapshot
 
 
-SCHEME = "quick-v3"  # bump when the score's definition changes: older records are not comparable
+SCHEME = "quick-v4"  # bump when the score's definition changes: older records are not comparable
+# (v4: + the network-alone guard on validation Laplace layouts at 64^2-128^2, eval/quick.py)
 SCHEME_3D = "quick3d-v1"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d)
 
 
 class SnapshotJudge:
-    def __init__(self, cfg, out_dir: str):
+    def __init__(self, cfg, out_dir: str, reference_weights: str = DEFAULT_WEIGHTS):
         self.cfg = cfg
+        self.reference_weights = reference_weights
+        self._reference_guard = None   # the reference weights' guard cases, measured on first use
         self.out_dir = out_dir
         self.best_path = os.path.join(out_dir, "best.pt")
         self.best_score = float("inf")
@@ -36,7 +45,13 @@ class SnapshotJudge:
                           iterations=self.cfg.eval_iterations)
         result.update(snapshot=os.path.basename(snapshot_path), step=trainer.step, elapsed=trainer.elapsed,
                       scheme=self.scheme)
-        if result["score"] < self.best_score:
+        eligible = True
+        reference = self.reference_guard() if self.scheme == SCHEME else None
+        if reference:
+            result["guard_regression_dex"] = guard_regression(result["cases"], reference)
+            eligible = result["guard_regression_dex"] <= GUARD_SCATTER_DEX
+            result["guard_passed"] = eligible
+        if eligible and result["score"] < self.best_score:
             self.best_score = result["score"]
             with atomic_path(self.best_path) as tmp:
                 shutil.copyfile(snapshot_path, tmp)
@@ -48,6 +63,22 @@ class SnapshotJudge:
             plot_training(self.out_dir, os.path.join(self.out_dir, "curves.png"))
         except Exception as exc:  # plotting must never stop training
             print(f"training curves not plotted: {exc}", flush=True)
-        print(f"snapshot {result['snapshot']}: score {result['score']:.2f}"
+        gate = ("" if "guard_regression_dex" not in result else
+                f", network alone {result['guard_regression_dex']:+.1f} dex vs the shipped weights"
+                + ("" if result["guard_passed"] else " (refused)"))
+        print(f"snapshot {result['snapshot']}: score {result['score']:.2f}{gate}"
               + (" (best)" if result.get("best") else ""), flush=True)
         return result
+
+    def reference_guard(self):
+        """The reference (shipped) weights' guard cases, or {} when there are none to compare with."""
+        if self._reference_guard is None:
+            self._reference_guard = {}
+            if self.reference_weights and os.path.exists(self.reference_weights):
+                try:
+                    model = load_torchscript(self.reference_weights)
+                except (WeightsError, RuntimeError, ValueError) as exc:
+                    print(f"network-alone gate off: {self.reference_weights} not loaded ({exc})", flush=True)
+                else:
+                    self._reference_guard = {f"guard_laplace{s}": laplace_guard_case(model, s) for s in GUARD_SIZES}
+        return self._reference_guard
