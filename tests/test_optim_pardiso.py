@@ -198,3 +198,54 @@ def test_a_csr_pattern_seen_before_is_read_without_rebuilding_its_upper_triangle
     C = sp.csr_matrix(np.array([[0.0, 2.0], [2.0, 0.0]]))
     assert pardiso._upper_pattern(C) is None
     assert np.allclose(PardisoFactor(C).solve(np.array([2.0, 4.0])), [2.0, 1.0])
+
+
+def test_a_definite_factor_is_cholesky_and_refuses_an_indefinite_matrix():
+    b = np.random.default_rng(4).standard_normal(120)
+    spd = _symmetric(120, 8.0)
+    assert np.linalg.eigvalsh(spd.toarray()).min() > 0
+    chol = PardisoFactor(spd, threads=1, definite=True)
+    np.testing.assert_allclose(chol.solve(b), np.linalg.solve(spd.toarray(), b), rtol=1e-9, atol=1e-12)
+    # LDL^T cannot take over a Cholesky analysis (another matrix type), nor the other way round
+    assert not PardisoFactor(spd, threads=1, reuse=chol).reused_analysis
+    indefinite = _symmetric(120, 0.5)
+    assert np.linalg.eigvalsh(indefinite.toarray()).min() < 0
+    with pytest.raises(pardiso.PardisoError, match="zero pivot|-4"):
+        PardisoFactor(indefinite, threads=1, definite=True)
+    # a refused Cholesky that took over an earlier analysis leaves nothing half-owned behind
+    first = PardisoFactor(spd, threads=1, definite=True)
+    B = spd.copy()
+    B.data = B.data - 0.0
+    B = (B - sp.diags(np.full(120, 7.5))).tocsr()     # same pattern, now indefinite
+    with pytest.raises(pardiso.PardisoError):
+        PardisoFactor(B, threads=1, reuse=first, definite=True)
+    with pytest.raises(pardiso.PardisoError, match="released"):
+        first.solve(b)
+
+
+def test_the_lagged_factor_falls_back_to_ldlt_where_the_projected_hessian_is_indefinite(monkeypatch):
+    """Newton-Krylov tries Cholesky for its lagged factor; a refusal is counted, LDL^T factors that
+    matrix, and the next INDEFINITE_AFTER_REFUSAL factorizations skip Cholesky. The answer is the
+    LDL^T-only solver's."""
+    from metaphys.optim import newton
+    prob = _hanging_cloth()
+    a0 = torch.zeros(prob.shape, dtype=torch.float64)
+    calls = []
+    original = PardisoFactor.__init__
+
+    def refuse_first_cholesky(self, A, *args, definite=False, **kwargs):
+        calls.append(definite)
+        if definite and calls.count(True) == 1:
+            raise pardiso.PardisoError("PARDISO phase 12 failed with error -4: zero pivot (test)")
+        original(self, A, *args, definite=definite, **kwargs)
+
+    monkeypatch.setattr(PardisoFactor, "__init__", refuse_first_cholesky)
+    monkeypatch.setattr(newton, "INDEFINITE_AFTER_REFUSAL", 2)
+    solver = NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg", refactor_after=1)
+    out = solver.solve(prob, a0)
+    assert out.converged and solver.preconditioner.definite_refusals == 1
+    # refused, LDL^T for that matrix, LDL^T twice more, then Cholesky again
+    assert calls[:5] == [True, False, False, False, True], calls
+    monkeypatch.setattr(PardisoFactor, "__init__", original)
+    ldlt = NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg", refactor_after=1, factorization="superlu").solve(prob, a0)
+    assert float((out.u - ldlt.u).abs().max()) <= 1e-6 * float(ldlt.u.abs().max())

@@ -245,6 +245,9 @@ PARDISO_FROM = 0
 # run, CPU ms/frame median, float32 factor, after 8 / after 4: drape 32^2 628 / 478, curtain 64^2 295 / 296;
 # SuperLU 20 vs PARDISO 8 before: benchmarks/results/cloth_factorizations.md)
 REFACTOR_AFTER = {"superlu": 20, "pardiso": 4}
+# after Cholesky refused a projected Hessian (not definite: non-convex bending or shear left in it), the
+# lagged factor is LDL^T for this many factorizations before Cholesky is tried again
+INDEFINITE_AFTER_REFUSAL = 8
 KRYLOV_HESSIANS = ("projected", "exact")
 # the step stop's contraction estimate is never below this (see _error_estimate)
 STEP_CONTRACTION_FLOOR = 0.1
@@ -261,6 +264,10 @@ class LaggedFactor:
         self.key = None
         self.stale = True
         self.factorizations = 0
+        self.definite_refusals = 0   # Cholesky refused (the projected Hessian was not definite): LDL^T instead
+        # factorizations left that go straight to LDL^T after a refusal: a refusal costs a partial
+        # factorization and a new analysis, and the next Hessians of the same contact are alike
+        self.indefinite_for = 0
         self.source = None   # (problem fields, u) the factor was built from: a resumed sim rebuilds it
 
     def usable(self, key) -> bool:
@@ -444,14 +451,25 @@ class NewtonSolver:
             return self.refactor_after
         return REFACTOR_AFTER[self.factorization_for(n)]
 
-    def _factor(self, Hm, g, reuse=None, single: bool = False):
+    def _factor(self, Hm, g, reuse=None, single: bool = False, definite: bool = False):
         """(factor, d) for H d = -g (factor: anything with ``solve(b)``), or (None, None) when H is
         singular or d is not downhill. PARDISO only: ``reuse`` an earlier factor's symbolic analysis
-        (that factor is consumed), ``single`` precision (for a preconditioner)."""
+        (that factor is consumed), ``single`` precision (for a preconditioner), ``definite``: try
+        Cholesky first (a projected Hessian: cheaper), LDL^T where H turns out not to be definite."""
         if self.factorization_for(Hm.shape[0]) == "pardiso":
             from metaphys.optim.pardiso import PardisoError, PardisoFactor
+            reuse = reuse if isinstance(reuse, PardisoFactor) else None
+            lu = None
+            if definite:
+                try:
+                    lu = PardisoFactor(Hm, reuse=reuse, single=single, definite=True)
+                except PardisoError:
+                    self.preconditioner.definite_refusals += 1
+                    self.preconditioner.indefinite_for = INDEFINITE_AFTER_REFUSAL
+                reuse = None   # consumed either way
             try:
-                lu = PardisoFactor(Hm, reuse=reuse if isinstance(reuse, PardisoFactor) else None, single=single)
+                if lu is None:
+                    lu = PardisoFactor(Hm, reuse=reuse, single=single)
             except PardisoError:
                 return None, None
         else:
@@ -660,7 +678,9 @@ class NewtonSolver:
             H = H.tocsc()
         # the earlier lagged factor is replaced: its symbolic analysis is reused where the pattern holds
         previous, self.preconditioner.lu = self.preconditioner.lu, None
-        lu, _ = self._factor(H, g, reuse=previous, single=self.single_precision_preconditioner)
+        pc = self.preconditioner
+        definite, pc.indefinite_for = pc.indefinite_for == 0, max(0, pc.indefinite_for - 1)
+        lu, _ = self._factor(H, g, reuse=previous, single=self.single_precision_preconditioner, definite=definite)
         if lu is None:
             lu, _, _ = self._regularized_factor(H, g, 1e-6)
         source = ({k: v.clone() for k, v in problem.fields.items()}, u.detach().clone())

@@ -2,8 +2,14 @@
 
 Newton-Krylov's lagged preconditioner is a factorization of a symmetric (projected) Hessian. SciPy's
 SuperLU treats it as a general matrix; PARDISO factors it as symmetric indefinite (LDL^T with
-Bunch-Kaufman pivoting and a METIS nested-dissection ordering). Measured on the cloth's Krylov matrix
-(1 thread): 32^2 19.5 vs 23 ms per factorization, 64^2 82 vs 265 ms, 128^2 494 ms (SuperLU: seconds);
+Bunch-Kaufman pivoting), or with ``definite=True`` as symmetric positive definite (Cholesky: refused with
+PardisoError where a pivot is not positive, so the caller can fall back), both in MKL's minimum-degree
+ordering (iparm[1] = 0). AMD beat METIS nested dissection on the cloth's Krylov matrix at every size
+(2026-12-07, float32, 1 thread, ms per numeric factorization / analysis / solve, factor nonzeros):
+32^2 METIS LDL^T 5.9 / 12.1 / 0.40 (416k) -> AMD Cholesky 4.9 / 7.0 / 0.35 (350k); 64^2 38.4 / 51 / 2.8
+(2.33M) -> 23.5 / 31 / 2.1 (2.11M); 128^2 249 / 287 / 17 (12.1M) -> 158 / 151 / 12 (11.5M); on 2 threads
+64^2 52.6 -> 24.5, 128^2 245 -> 167. Against SuperLU (earlier, double, METIS,
+analysis included, 1 thread): 32^2 19.5 vs 23 ms per factorization, 64^2 82 vs 265 ms, 128^2 494 ms (SuperLU: seconds);
 the triangular solves cost the same (0.5 ms at 32^2, 5 ms at 64^2). ``available()`` says whether the
 library loads; ``metaphys.optim.newton`` falls back to SuperLU where it does not.
 
@@ -21,6 +27,8 @@ from typing import Optional
 import numpy as np
 
 MTYPE_SYMMETRIC_INDEFINITE = -2
+MTYPE_SYMMETRIC_DEFINITE = 2
+ORDERING_MINIMUM_DEGREE = 0   # iparm[1]: MKL's AMD (2 = METIS nested dissection), measured above
 _PHASE_ANALYSE_FACTOR, _PHASE_FACTOR, _PHASE_SOLVE, _PHASE_RELEASE = 12, 22, 33, -1
 _MKL_DOMAIN_PARDISO = 4
 _MKL_THREADING_GNU = 3
@@ -118,10 +126,12 @@ class PardisoFactor:
     (cloth Krylov matrix, 1 thread: 32^2 12.7 of 22 ms, 64^2 55 of 109 ms, 128^2 227 of 595 ms). The
     earlier factor is released either way. ``single``: factor and solve in float32 (PARDISO's
     iparm[27] = 1; b and the solution stay float64 for the caller): a preconditioner's precision,
-    30 % faster factorizations and 25 % faster solves, relative residual ~1e-3 instead of ~1e-12."""
+    30 % faster factorizations and 25 % faster solves, relative residual ~1e-3 instead of ~1e-12.
+    ``definite``: Cholesky for a matrix known to be positive definite (a projected Hessian): 10-20 %
+    cheaper than LDL^T; one that is not raises PardisoError ("zero pivot") instead of factoring."""
 
     def __init__(self, A, threads: Optional[int] = None, reuse: Optional["PardisoFactor"] = None,
-                 single: bool = False):
+                 single: bool = False, definite: bool = False):
         import scipy.sparse as sp
 
         lib = _load()
@@ -136,6 +146,7 @@ class PardisoFactor:
         n = A.shape[0]
         self.n = n
         self.single = bool(single)
+        self.mtype = MTYPE_SYMMETRIC_DEFINITE if definite else MTYPE_SYMMETRIC_INDEFINITE
         self.dtype = np.float32 if self.single else np.float64
         cached = _upper_pattern(A)
         if cached is not None:   # a CSR matrix on a pattern seen before: one gather
@@ -159,26 +170,35 @@ class PardisoFactor:
             # take over the earlier factor's handle (its analysis): it no longer owns it
             self.pt, self.iparm = reuse.pt, reuse.iparm.copy()
             reuse.pt, reuse._released = np.zeros(64, dtype=np.int64), True
-            self._call(_PHASE_FACTOR, np.zeros(n))
+            self._factor_or_release(_PHASE_FACTOR)
             return
         if reuse is not None:
             reuse.release()
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         self.iparm[0] = 1      # the values below, not PARDISO's defaults
-        self.iparm[1] = 2      # METIS nested dissection
+        self.iparm[1] = ORDERING_MINIMUM_DEGREE
         self.iparm[9] = 8      # pivot perturbation 1e-8 (a nearly singular projected Hessian still factors)
         self.iparm[10] = 0     # no scaling (symmetric indefinite default)
         self.iparm[12] = 0     # no weighted matching
         self.iparm[17] = -1    # report the factor's nonzeros
         self.iparm[27] = int(self.single)   # float32 factor, matrix and vectors
         self.iparm[34] = 1     # zero-based indices (scipy's)
-        self._call(_PHASE_ANALYSE_FACTOR, np.zeros(n))
+        self._factor_or_release(_PHASE_ANALYSE_FACTOR)
+
+    def _factor_or_release(self, phase: int) -> None:
+        # a refused factorization (e.g. Cholesky of an indefinite matrix) frees its handle at once
+        try:
+            self._call(phase, np.zeros(self.n))
+        except PardisoError:
+            self.release()
+            raise
 
     def _same_pattern(self, other: "PardisoFactor") -> bool:
         """Whether ``other`` (a new factor's matrix) has this factor's sparsity pattern and precision,
         and this factor still owns its analysis."""
         return (not self._released and self.n == other.n and self.single == other.single
+                and self.mtype == other.mtype
                 and ((self.ia is other.ia and self.ja is other.ja)   # one cached pattern
                      or (np.array_equal(self.ia, other.ia) and np.array_equal(self.ja, other.ja))))
 
@@ -200,7 +220,7 @@ class PardisoFactor:
         previous = lib.MKL_Domain_Get_Max_Threads(_MKL_DOMAIN_PARDISO)
         lib.MKL_Domain_Set_Num_Threads(self.threads, _MKL_DOMAIN_PARDISO)
         try:
-            lib.pardiso(self.pt.ctypes.data, i32(1), i32(1), i32(MTYPE_SYMMETRIC_INDEFINITE), i32(phase),
+            lib.pardiso(self.pt.ctypes.data, i32(1), i32(1), i32(self.mtype), i32(phase),
                         i32(self.n), self.data.ctypes.data, self.ia.ctypes.data, self.ja.ctypes.data,
                         None, i32(1), self.iparm.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), i32(0),
                         b.ctypes.data, x.ctypes.data, ctypes.byref(err))
@@ -233,7 +253,8 @@ class PardisoFactor:
         # a copy must own its own PARDISO handle (two owners of one ``pt`` would free it twice)
         import scipy.sparse as sp
         A = sp.csr_matrix((self.data.astype(np.float64), self.ja.copy(), self.ia.copy()), shape=(self.n, self.n))
-        return PardisoFactor(A, threads=self.threads, single=self.single)
+        return PardisoFactor(A, threads=self.threads, single=self.single,
+                             definite=self.mtype == MTYPE_SYMMETRIC_DEFINITE)
 
     def __reduce__(self):
         raise TypeError("a PARDISO factorization cannot be pickled: save the matrix and factor it again")
