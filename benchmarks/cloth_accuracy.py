@@ -69,8 +69,8 @@ METHODS = {
     "previous_default": dict(solver="auto", tol=1e-8, step_tol=None, iterations_per_step=30, newton_linear="direct",
                              frame_time_budget=None),
     "default": dict(),   # ClothSim's defaults, whatever they are now
-    # the same on one / two threads (the sims pick one below 97^2 vertices: a second thread gains 20-30 %
-    # on an idle machine there but costs 1.3-2x beside another job on a 2-core one, README "Threads")
+    # the same on one / two threads (cloth sims pick one up to 63^2 vertices: a second thread gains 20-30 %
+    # on an idle machine there but costs 1.2-1.8x beside another job on a 2-core one, README "Threads")
     "default_1_thread": dict(threads=1),
     "default_2_threads": dict(threads=2),
     # the default of 2026-12-06 (same run, for the ratio): residual stop only, SuperLU below 48^2, a float64

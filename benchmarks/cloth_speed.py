@@ -4,9 +4,9 @@ The accuracy of the same settings is benchmarks/cloth_accuracy.py's job (it also
 references make a run long, so the machine's load drifts across it). This one runs only the timed
 methods and Blender, back to back, so that the ratio is taken on one machine state: run it on a quiet
 machine. For each scene and size: wall and CPU ms per frame (median and worst frame), Newton
-iterations per frame (median / max), for ClothSim's default (its own thread count: one below 97^2
-vertices, all cores above) and the same on the other thread count (default_2_threads below 97^2,
-default_1_thread above), then Blender 5.0's cloth (bpy 5.0.1, benchmarks/blender_cloth.py), which uses
+iterations per frame (median / max), for ClothSim's default (its own thread count: one up to 63^2
+vertices, all cores from 64^2) and the same on the other thread count (default_2_threads below 64^2,
+default_1_thread from 64^2), then Blender 5.0's cloth (bpy 5.0.1, benchmarks/blender_cloth.py), which uses
 its own threads (all cores). Sizes: all scenes at 32^2, curtain, stiff bend and drape at
 64^2, curtain and drape at 128^2 (the issue's rows).
 
@@ -72,7 +72,7 @@ def main(argv=None):
         for name in scenes:
             for method in args.methods:
                 if method == "other_threads":
-                    method = "default_2_threads" if threads_for_grid(n, n) == 1 else "default_1_thread"
+                    method = "default_2_threads" if threads_for_grid(n, n, cloth=True) == 1 else "default_1_thread"
                 rows.append(time_method(name, n, args.frames, method))
                 print(json.dumps(rows[-1]), flush=True)
         for b in ([] if args.no_blender else blender_rows(n, args.frames, scenes)):
@@ -90,9 +90,10 @@ def write(args, rows, load_before, load_after):
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {load_before:.1f} before and "
              f"{load_after:.1f} after the run; torch {torch.__version__}; Blender on its own threads; "
              f"{args.frames} frames at 24 fps, the scenes of benchmarks/cloth_accuracy.py (whose results give the "
-             "accuracy of the same settings). default: ClothSim's defaults, including its thread count (one below "
-             "97² vertices, all cores (here 2) from 97²); default_2_threads / default_1_thread: the same on the "
-             "other thread count (`threads=2`: what a machine with an idle core gets below 97²).", "",
+             "accuracy of the same settings). default: ClothSim's defaults, including its thread count (one up to "
+             "63² vertices, all cores (here 2) from 64²: `threads_for_grid(..., cloth=True)`); default_2_threads / "
+             "default_1_thread: the same on the other thread count (`threads=2`: what a machine with an idle core "
+             "gets below 64²).", "",
              "| scene | size | method | threads | wall ms/frame median / worst | CPU ms/frame median / worst | "
              "Newton it/frame median / max | within tol | x Blender (median wall) | worst / median |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -570,3 +570,25 @@ def test_contact_curvature_closed_form_equals_the_autograd_path(monkeypatch):
     vert2, auto = cloth_mod.contact_curvature(x, table, margin, pin_w)
     assert len(vert) > 20 and np.array_equal(vert, vert2)
     np.testing.assert_allclose(closed, auto, rtol=1e-8, atol=1e-12 * np.abs(auto).max())
+
+
+def test_has_extra_terms_follows_new_and_changed_friction_and_planes():
+    """The answer is kept for the same tensors only: a replaced or in-place changed field is asked again."""
+    from metaphys.physics.cloth import has_extra_terms
+    n, h, w = 1, 4, 5
+    friction = torch.zeros(n, 2, h, w, dtype=torch.float64)
+    planes = torch.zeros(n, 8, h, w, dtype=torch.float64)
+    pairs = torch.zeros(n, 0, 2, dtype=torch.long)
+    fields = {"friction": friction, "planes": planes, "self_pairs": pairs}
+    assert has_extra_terms(fields) is False
+    friction[:, 0, 1, 2] = 0.4                     # in place: same object, new version
+    assert has_extra_terms(fields) is True
+    friction.zero_()
+    assert has_extra_terms(fields) is False
+    fields["planes"] = planes.clone()
+    fields["planes"][:, 6, 0, 0] = 1.0             # a new tensor with an active plane
+    assert has_extra_terms(fields) is True
+    fields["planes"] = planes
+    assert has_extra_terms(fields) is False
+    fields["self_pairs"] = torch.tensor([[[0, 7]]])
+    assert has_extra_terms(fields) is True
