@@ -10,7 +10,8 @@ coloring c = (i + q j) mod m is searched so that no two points coupled to the sa
 a color (14 colors for the cloth stencil instead of 25 for a 5x5 block).
 
 Each iteration solves H d = -g on the free unknowns with a sparse factorization (SciPy's SuperLU, or
-from 48^2 MKL PARDISO's symmetric LDL^T: ``factorization``, ``metaphys.optim.pardiso``). Where
+MKL PARDISO's symmetric LDL^T, and Cholesky for Newton-Krylov's lagged factor of the projected
+Hessian: ``factorization``, ``metaphys.optim.pardiso``). Where
 the energy is not convex (compressed springs, bending), H may be indefinite: then d is not a
 descent direction, and H + lambda * D (D = diag(H) magnitudes) is used instead, raising lambda
 until it is (Levenberg). An Armijo backtracking line search on the loss keeps every step
