@@ -249,3 +249,22 @@ def test_the_lagged_factor_falls_back_to_ldlt_where_the_projected_hessian_is_ind
     monkeypatch.setattr(PardisoFactor, "__init__", original)
     ldlt = NewtonSolver(tol=1e-10, max_iterations=100, linear="pcg", refactor_after=1, factorization="superlu").solve(prob, a0)
     assert float((out.u - ldlt.u).abs().max()) <= 1e-6 * float(ldlt.u.abs().max())
+
+
+def test_prepare_loads_the_kernels_and_mkl_before_the_first_frame(monkeypatch):
+    """NewtonSolver.prepare (called when a sim is built) imports the compiled kernels and runs MKL's
+    first factorization, so the first frame does not pay for them."""
+    from metaphys import _ops
+    monkeypatch.setitem(_ops._state, "loaded", False)     # as in a fresh process
+    monkeypatch.setitem(_ops._state, "module", None)
+    made = []
+    original = PardisoFactor.__init__
+
+    def spy(self, A, *args, **kwargs):
+        made.append((A.shape, kwargs.get("definite"), kwargs.get("single")))
+        original(self, A, *args, **kwargs)
+
+    monkeypatch.setattr(PardisoFactor, "__init__", spy)
+    NewtonSolver(linear="pcg").prepare(_hanging_cloth(8))
+    assert _ops._state["loaded"] and _ops._state["module"] is not None
+    assert made == [((2, 2), True, True)]                  # float32 Cholesky, as the lagged factor

@@ -398,14 +398,21 @@ class NewtonSolver:
         """Load what a first solve of ``problem`` would otherwise pay for: SciPy's sparse modules, MKL
         PARDISO and the problem's fixed Hessian pattern (``prepare_hessian``). Sims call it when they
         are built, so their first frame costs what the later ones do (curtain 32^2: the first frame
-        took 365 ms against 47 for the second, ~250 ms of it imports, the MKL library and the pattern)."""
+        took 365 ms against 47 for the second, ~250 ms of it imports, the MKL library and the pattern;
+        then 120 against 22 ms, ~60 ms of it the kernels' import and MKL's first factorization)."""
+        import scipy.sparse as sp
         import scipy.sparse.linalg  # noqa: F401  (imported by the first factorization otherwise)
 
+        from metaphys._ops import kernels_available
+        kernels_available()   # the compiled extension's import (~35 ms), else in the first kernel call
         if hasattr(problem, "prepare_hessian"):
             problem.prepare_hessian()
         if self.factorization == "auto" or self.factorization == "pardiso":
             from metaphys.optim import pardiso
-            pardiso.available()
+            if pardiso.available():
+                # MKL sets itself up on its first factorization (~25 ms at 32^2): a 2 x 2 one here
+                pardiso.PardisoFactor(sp.csr_matrix(np.array([[2.0, 1.0], [1.0, 2.0]])), definite=True,
+                                      single=self.single_precision_preconditioner).release()
 
     def _check(self, problem):
         method = hessian_method(problem, self.hessian)
