@@ -161,6 +161,29 @@ def test_a_resumed_cloth_rebuilds_the_lagged_factor_and_continues_bit_for_bit():
     assert [r.newton_iterations for r in resumed.records[3:]] == [r.newton_iterations for r in sim.records[3:]]
 
 
+def test_a_resume_rebuilds_an_ldlt_lagged_factor_as_ldlt():
+    """Where the lagged factor at the save was LDL^T (after a Cholesky refusal), the resumed sim
+    rebuilds LDL^T, keeps the count of LDL^T factorizations left, and continues bit for bit."""
+    sim = _drape16()
+    for _ in range(3):
+        sim.step()
+    pc = sim.step_solver.newton_solver.preconditioner
+    pc.indefinite_for, pc.stale = 50, True        # as after a refusal: the next factors are LDL^T
+    sim.step()
+    assert pc.lu.mtype == -2
+    saved = sim.state_dict()
+    assert saved["newton"]["definite"] is False and 0 < saved["newton"]["indefinite_for"] < 50
+    for _ in range(2):
+        sim.step()
+    resumed = _drape16()
+    resumed.load_state_dict(saved)
+    rpc = resumed.step_solver.newton_solver.preconditioner
+    assert rpc.lu.mtype == -2 and rpc.indefinite_for == saved["newton"]["indefinite_for"]
+    for _ in range(2):
+        resumed.step()
+    assert np.array_equal(resumed.positions, sim.positions)
+
+
 def test_a_frame_at_its_time_budget_stops_and_says_so():
     sim = _drape16(tol=1e-12, frame_time_budget=1e-6)
     rec = sim.step()

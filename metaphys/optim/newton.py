@@ -701,7 +701,11 @@ class NewtonSolver:
         if pc.source is None:
             return {}
         fields, u = pc.source
-        return {"fields": {k: v.clone() for k, v in fields.items()}, "u": u.clone(), "stale": bool(pc.stale)}
+        # which factorization it was (Cholesky or LDL^T) and the LDL^T count left: a resumed bake
+        # rebuilds the same one and continues the same sequence
+        definite = getattr(pc.lu, "mtype", None) == 2
+        return {"fields": {k: v.clone() for k, v in fields.items()}, "u": u.clone(), "stale": bool(pc.stale),
+                "definite": definite, "indefinite_for": int(pc.indefinite_for)}
 
     def load_state_dict(self, problem, state: dict) -> None:
         """Rebuild the lagged factorization saved by ``state_dict`` (``problem``: any problem of the
@@ -716,10 +720,14 @@ class NewtonSolver:
             g_full = problem.loss_and_grad(u)[1]
             free = problem.impose(torch.ones_like(u)).flatten() != 0
             idx = free.nonzero().view(-1).cpu().numpy()
+            # straight to LDL^T where the saved factor was one (_refactor counts this rebuild down)
+            self.preconditioner.indefinite_for = 0 if state.get("definite", True) else 1
             self._refactor(problem, u, g_full.flatten()[free].cpu().numpy(), idx, (tuple(u.shape), idx.tobytes()))
         finally:
             problem.fields = saved
         self.preconditioner.factorizations = 0
+        self.preconditioner.definite_refusals = 0
+        self.preconditioner.indefinite_for = int(state.get("indefinite_for", 0))
         self.preconditioner.stale = bool(state.get("stale", False))
 
     def _solve_one_pcg(self, problem, u, scale, callback) -> NewtonResult:
