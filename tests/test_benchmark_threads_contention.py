@@ -17,3 +17,15 @@ def test_threads_contention_benchmark_quick(tmp_path):
         assert len(rows) == 5, table                      # one thread and four two-thread settings
         assert all("- (" not in line for line in rows), table   # every run finished and was timed
     assert "| quiet | smoke 16² | 1 thread |" in table and "1.00x" in table
+
+
+def test_a_rerun_replaces_the_table_and_keeps_the_notes(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import threads_contention
+    out = tmp_path / "threads.md"
+    out.write_text("# old title\n\n| old table |\n\n## Notes (earlier)\n\n- what we learned\n")
+    rows = [dict(load="quiet", scene="smoke 16²", config="1 thread", s=0.5, error="")]
+    threads_contention.write(str(out), rows, 0.3)
+    text = out.read_text()
+    assert "| old table |" not in text and "| quiet | smoke 16² | 1 thread | 0.500 | 1.00x |" in text
+    assert text.endswith("## Notes (earlier)\n\n- what we learned\n")
