@@ -76,3 +76,5 @@ def test_judge_refuses_a_better_score_whose_network_alone_regressed(tmp_path, mo
     assert (tmp_path / "best.pt").read_bytes() == b"b.pt"
     records = [json.loads(line) for line in (tmp_path / "snapshots.jsonl").read_text().splitlines()]
     assert [r["guard_regression_dex"] for r in records] == pytest.approx([3.0, 0.0])
+    # a resumed run's judge starts from the best eligible score, not the refused snapshot's better one
+    assert select.SnapshotJudge(cfg, str(tmp_path)).best_score == -18.0

@@ -36,7 +36,8 @@ class SnapshotJudge:
             with open(log) as fh:
                 for line in fh:
                     rec = json.loads(line)
-                    if rec.get("scheme") == self.scheme:
+                    # a snapshot the gate refused never was best: its score must not bar later ones
+                    if rec.get("scheme") == self.scheme and rec.get("guard_passed", True):
                         self.best_score = min(self.best_score, rec.get("score", float("inf")))
 
     def __call__(self, snapshot_path: str, trainer) -> dict:
