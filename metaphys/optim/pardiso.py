@@ -8,7 +8,9 @@ ordering (iparm[1] = 0). AMD beat METIS nested dissection on the cloth's Krylov 
 (2026-12-07, float32, 1 thread, ms per numeric factorization / analysis / solve, factor nonzeros):
 32^2 METIS LDL^T 5.9 / 12.1 / 0.40 (416k) -> AMD Cholesky 4.9 / 7.0 / 0.35 (350k); 64^2 38.4 / 51 / 2.8
 (2.33M) -> 23.5 / 31 / 2.1 (2.11M); 128^2 249 / 287 / 17 (12.1M) -> 158 / 151 / 12 (11.5M); on 2 threads
-64^2 52.6 -> 24.5, 128^2 245 -> 167 (PARDISO gains nothing from a second thread at these sizes).
+64^2 52.6 -> 24.5, 128^2 245 -> 167 (measured beside another job: the second thread gained nothing;
+on an idle machine, 2026-12-07, a 128^2 numeric factorization takes 156 ms on 1 thread and 93-108 ms wall
+on 2, while its solves stay at 14-15 ms: the sims' thread count, 2 from 64^2, reaches PARDISO).
 Against SuperLU (earlier, double, METIS, analysis included, 1 thread): 32^2 19.5 vs 23 ms per
 factorization, 64^2 82 vs 265 ms, 128^2 494 ms (SuperLU: seconds); the triangular solves cost the same
 (0.5 ms at 32^2, 5 ms at 64^2). ``available()`` says whether the
