@@ -1,12 +1,14 @@
 """The 2-D quick score that picks training snapshots (metaphys/eval/quick.py): its network-alone guard
-runs validation obstacle layouts disjoint from the held-out eval's, judges the worst one, and can fail."""
+runs validation obstacle layouts disjoint from the held-out eval's, judges their mean and the worst one,
+and can fail."""
 import math
 
 import pytest
 import torch
 
 from metaphys.eval import cases
-from metaphys.eval.quick import GUARD_LAYOUTS, evaluate_snapshot, guard_regression, held_out, laplace_guard_case
+from metaphys.eval.quick import (GUARD_LAYOUTS, evaluate_snapshot, guard_mean_regression, guard_regression, held_out,
+                                 laplace_guard_case)
 from metaphys.optim.weights import MetamizerNet
 
 
@@ -19,11 +21,14 @@ def test_guard_layouts_are_not_the_held_out_eval_cases():
         assert not any(torch.equal(a[i], b[j]) for i in range(a.shape[0]) for j in range(b.shape[0]))
 
 
-def test_guard_is_the_worst_layout_and_separates_trained_from_untrained(shipped_optimizer):
-    trained = laplace_guard_case(shipped_optimizer.model, 64)
-    assert len(trained["layouts"]) == GUARD_LAYOUTS and trained["final"] == max(trained["layouts"])
+def test_guard_is_the_worst_layout_and_its_mean_and_separates_trained_from_untrained(shipped_optimizer):
+    assert GUARD_LAYOUTS >= 32   # fewer: the worst layout is noise (layouts scatter by decades)
+    trained = laplace_guard_case(shipped_optimizer.model, 64, n=8)
+    assert len(trained["layouts"]) == 8 and trained["final"] == max(trained["layouts"])
+    logs = [math.log10(v) for v in trained["layouts"]]
+    assert abs(trained["mean_log10"] - sum(logs) / len(logs)) < 1e-9
     torch.manual_seed(0)
-    untrained = laplace_guard_case(MetamizerNet(hidden=12).eval(), 64)
+    untrained = laplace_guard_case(MetamizerNet(hidden=12).eval(), 64, n=8)
     # the untrained network leaves the residual where it started; the shipped one is many decades below
     assert untrained["diverged"] or math.log10(untrained["final"]) - math.log10(trained["final"]) > 10
 
@@ -46,35 +51,51 @@ def test_guard_regression_is_the_worst_guard_size_in_decades():
     assert guard_regression({"guard_laplace64": {"final": float("inf"), "diverged": True}}, ref) == math.inf
 
 
+def test_guard_mean_regression_is_the_worst_guard_size_of_the_layout_means():
+    ref = {"guard_laplace64": {"final": 1e-30, "mean_log10": -31.0}, "guard_laplace100": {"final": 1e-10, "mean_log10": -15.0}}
+    cand = {"guard_laplace64": {"final": 1e-29, "mean_log10": -31.5}, "guard_laplace100": {"final": 1e-6, "mean_log10": -14.2}}
+    assert abs(guard_mean_regression(cand, ref) - 0.8) < 1e-9      # 100^2: -14.2 vs -15.0
+    assert abs(guard_regression(cand, ref) - 4.0) < 1e-9           # its worst layout: 1e-6 vs 1e-10
+    assert guard_mean_regression({"guard_laplace64": {"final": math.inf, "mean_log10": math.inf, "diverged": True}},
+                                 ref) == math.inf
+    old = {"guard_laplace64": {"final": 1e-30}}                    # a record from before the mean
+    assert guard_mean_regression(cand, old) == -math.inf
+
+
 def test_judge_refuses_a_better_score_whose_network_alone_regressed(tmp_path, monkeypatch):
-    """A snapshot with the best mean score but a guard 3 decades worse than the reference weights' is
-    recorded and never becomes best.pt; one within the scatter does."""
+    """Snapshots with the best mean scores but a network alone worse than the reference weights' -- on the
+    guard layouts' mean (by more than GUARD_MEAN_DEX) or on the worst layout (by more than GUARD_WORST_DEX)
+    -- are recorded and never become best.pt; one within both does."""
     import json
     import types
 
     from metaphys.train import select
 
-    scores = iter([(-20.0, 1e-7), (-18.0, 1e-10)])   # (mean score, its 100^2 guard)
+    # (mean score, the 100^2 guard's mean log10 MSR, its worst layout)
+    scores = iter([(-20.0, -13.5, 1e-9), (-19.0, -15.2, 1e-6), (-18.0, -14.7, 1e-8)])
 
     def fake_evaluate(model, sizes, iterations):
-        score, guard = next(scores)
-        return {"score": score, "cases": {"guard_laplace100": {"final": guard, "diverged": False}}}
+        score, mean, worst = next(scores)
+        return {"score": score, "cases": {"guard_laplace100": {"final": worst, "mean_log10": mean, "diverged": False}}}
 
     monkeypatch.setattr(select, "evaluate_snapshot", fake_evaluate)
     monkeypatch.setattr(select, "model_from_snapshot", lambda path: None)
     monkeypatch.setattr(select.SnapshotJudge, "reference_guard",
-                        lambda self: {"guard_laplace100": {"final": 1e-10, "diverged": False}})
+                        lambda self: {"guard_laplace100": {"final": 1e-10, "mean_log10": -15.0, "diverged": False}})
     cfg = types.SimpleNamespace(dims=2, eval_sizes=(32,), eval_iterations=10)
     judge = select.SnapshotJudge(cfg, str(tmp_path))
     trainer = types.SimpleNamespace(step=1, elapsed=0.0)
-    for name in ("a.pt", "b.pt"):
+    for name in ("a.pt", "b.pt", "c.pt"):
         (tmp_path / name).write_bytes(name.encode())
-    first = judge(str(tmp_path / "a.pt"), trainer)
-    assert first["guard_passed"] is False and "best" not in first and not (tmp_path / "best.pt").exists()
-    second = judge(str(tmp_path / "b.pt"), trainer)
-    assert second["guard_passed"] is True and second["best"] is True
-    assert (tmp_path / "best.pt").read_bytes() == b"b.pt"
+    mean_worse = judge(str(tmp_path / "a.pt"), trainer)          # mean +1.5 decades, worst +1
+    assert mean_worse["guard_passed"] is False and "best" not in mean_worse and not (tmp_path / "best.pt").exists()
+    tail_worse = judge(str(tmp_path / "b.pt"), trainer)          # mean better, worst layout +4 decades
+    assert tail_worse["guard_passed"] is False and "best" not in tail_worse and not (tmp_path / "best.pt").exists()
+    within = judge(str(tmp_path / "c.pt"), trainer)              # mean +0.3, worst +2: within both
+    assert within["guard_passed"] is True and within["best"] is True
+    assert (tmp_path / "best.pt").read_bytes() == b"c.pt"
     records = [json.loads(line) for line in (tmp_path / "snapshots.jsonl").read_text().splitlines()]
-    assert [r["guard_regression_dex"] for r in records] == pytest.approx([3.0, 0.0])
-    # a resumed run's judge starts from the best eligible score, not the refused snapshot's better one
+    assert [r["guard_mean_regression_dex"] for r in records] == pytest.approx([1.5, -0.2, 0.3])
+    assert [r["guard_regression_dex"] for r in records] == pytest.approx([1.0, 4.0, 2.0])
+    # a resumed run's judge starts from the best eligible score, not the refused snapshots' better ones
     assert select.SnapshotJudge(cfg, str(tmp_path)).best_score == -18.0

@@ -1,8 +1,9 @@
 """Checkpoint selection during training: score every EMA snapshot on held-out problems and keep
 the best as OUT/best.pt (never "the last one"). Scores go to OUT/snapshots.jsonl.
 
-2-D snapshots are also gated (issue #29): one whose network alone (the plain iteration, the score's
-guard cases) is worse than the shipped weights' by more than GUARD_SCATTER_DEX at any guard size
+2-D snapshots are also gated (issue #29): one whose network alone (the plain iteration on the score's
+32 paired guard layouts per size) is worse than the shipped weights' at any guard size -- by more than
+GUARD_MEAN_DEX on the layouts' mean log10 MSR, or by more than GUARD_WORST_DEX on the worst layout --
 never becomes best, however good its mean score: the mean let accelerated rows at the floor hide a
 network-alone regression of 2-3 decades at 100^2."""
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import shutil
 
 from metaphys.io.atomic import atomic_path
-from metaphys.eval.quick import (GUARD_SCATTER_DEX, GUARD_SIZES, evaluate_snapshot, evaluate_snapshot3d,
-                                  guard_regression, laplace_guard_case)
+from metaphys.eval.quick import (GUARD_MEAN_DEX, GUARD_SIZES, GUARD_WORST_DEX, evaluate_snapshot,
+                                  evaluate_snapshot3d, guard_mean_regression, guard_regression, laplace_guard_case)
 from metaphys.optim.weights import DEFAULT_WEIGHTS, WeightsError, load_torchscript, model_from_snapshot
 
 
-SCHEME = "quick-v4"  # bump when the score's definition changes: older records are not comparable
-# (v4: + the network-alone guard on validation Laplace layouts at 64^2-128^2, eval/quick.py)
+SCHEME = "quick-v5"  # bump when the score's definition changes: older records are not comparable
+# (v4: + the network-alone guard on validation Laplace layouts at 64^2-128^2, eval/quick.py; v5: 32 guard
+# layouts instead of 6, gated on their mean as well as the worst)
 SCHEME_3D = "quick3d-v1"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d)
 
 
@@ -50,7 +52,9 @@ class SnapshotJudge:
         reference = self.reference_guard() if self.scheme == SCHEME else None
         if reference:
             result["guard_regression_dex"] = guard_regression(result["cases"], reference)
-            eligible = result["guard_regression_dex"] <= GUARD_SCATTER_DEX
+            result["guard_mean_regression_dex"] = guard_mean_regression(result["cases"], reference)
+            eligible = (result["guard_mean_regression_dex"] <= GUARD_MEAN_DEX
+                        and result["guard_regression_dex"] <= GUARD_WORST_DEX)
             result["guard_passed"] = eligible
         if eligible and result["score"] < self.best_score:
             self.best_score = result["score"]
@@ -65,7 +69,8 @@ class SnapshotJudge:
         except Exception as exc:  # plotting must never stop training
             print(f"training curves not plotted: {exc}", flush=True)
         gate = ("" if "guard_regression_dex" not in result else
-                f", network alone {result['guard_regression_dex']:+.1f} dex vs the shipped weights"
+                f", network alone {result['guard_mean_regression_dex']:+.1f} dex on the mean, "
+                f"{result['guard_regression_dex']:+.1f} on the worst layout vs the shipped weights"
                 + ("" if result["guard_passed"] else " (refused)"))
         print(f"snapshot {result['snapshot']}: score {result['score']:.2f}{gate}"
               + (" (best)" if result.get("best") else ""), flush=True)
