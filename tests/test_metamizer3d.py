@@ -222,7 +222,7 @@ def test_recipes_refuse_pools_of_the_other_dimension():
     with pytest.raises(ValueError, match="makes 2-D problems"):
         TrainConfig.from_dict({"dims": 3, "pools": [{"pde": "laplace"}]})
     # the 2-D recipes hold no 3-D pool (fluid3d and laplace3d stay out of the 2-D network's training)
-    for name in ("cpu.yaml", "gpu.yaml", "tiny.yaml"):
+    for name in ("cpu.yaml", "cpu_sizes.yaml", "gpu.yaml", "tiny.yaml"):
         assert TrainConfig.load(os.path.join(ROOT, "configs", name)).dims == 2
 
 

@@ -1,6 +1,7 @@
 """Training: a tiny recipe runs, losses are finite, checkpoint/resume is bit-exact."""
 import os
 
+import pytest
 import torch
 
 from metaphys.train.config import TrainConfig
@@ -94,8 +95,9 @@ def test_product_cloth_pool_uses_the_sims_material_mapping():
     assert torch.isfinite(loss).all() and torch.isfinite(grad).all()
 
 
-def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path):
-    """training/cpu/checkpoint.pt (committed, without the local pools.pt) continues: network, EMA
+@pytest.mark.parametrize("run, recipe", [("cpu", "cpu.yaml"), ("cpu_sizes", "cpu_sizes.yaml")])
+def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path, run, recipe):
+    """training/<run>/checkpoint.pt (committed, without the local pools.pt) continues: network, EMA
     and optimizer come back, pools start fresh, and a training step runs."""
     import os
     import shutil
@@ -103,14 +105,14 @@ def test_the_committed_training_checkpoint_resumes_on_a_fresh_machine(tmp_path):
     from metaphys.train.config import TrainConfig
     from metaphys.train.loop import Trainer
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    src = os.path.join(root, "training", "cpu", "checkpoint.pt")
+    src = os.path.join(root, "training", run, "checkpoint.pt")
     shutil.copy(src, tmp_path / "checkpoint.pt")  # no pools.pt: a fresh clone
-    cfg = TrainConfig.load(os.path.join(root, "configs", "cpu.yaml"))
+    cfg = TrainConfig.load(os.path.join(root, "configs", recipe))
     for spec in cfg.pools:  # the committed recipe, shrunk so the test stays fast
         spec.pool, spec.batch, spec.size = 2, 1, 16
     trainer = Trainer(cfg, str(tmp_path))
     assert trainer.load_checkpoint()
-    saved = torch.load(src, map_location="cpu", weights_only=True)
+    saved = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert trainer.step == saved["step"] > 0
     for k, v in saved["ema"].items():
         assert torch.equal(trainer.ema.state_dict()[k], v)
@@ -161,3 +163,20 @@ def test_a_pool_state_saved_with_other_problem_fields_starts_fresh_pools(tmp_pat
     assert "no matching pool state" in capsys.readouterr().err
     resumed.train_step()                                        # runs on fresh pools
     assert resumed.step == 2
+
+
+def test_the_sizes_recipe_adds_grids_with_odd_unet_levels_that_no_gate_or_eval_uses():
+    """configs/cpu_sizes.yaml (issue #29): cpu.yaml's pools (all multiples of 16) plus Laplace at sizes whose
+    U-Net pyramid meets an odd side, none of them a guard or eval size (those stay held out)."""
+    import os
+    from metaphys.eval.quick import GUARD_SIZES
+    from metaphys.train.config import TrainConfig
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = TrainConfig.load(os.path.join(root, "configs", "cpu.yaml"))
+    sizes = TrainConfig.load(os.path.join(root, "configs", "cpu_sizes.yaml"))
+    assert all(p.size % 16 == 0 for p in base.pools)
+    key = lambda p: (p.pde, p.size, p.ipt)
+    assert {key(p) for p in base.pools} <= {key(p) for p in sizes.pools}
+    added = [p for p in sizes.pools if key(p) not in {key(q) for q in base.pools}]
+    assert added and all(p.pde == "laplace" and p.size % 16 for p in added)
+    assert not {p.size for p in added} & (set(GUARD_SIZES) | {100, 92, 108})
