@@ -44,9 +44,10 @@ def laplace_case(model, size: int, iterations: int, n: int = 2) -> dict:
 
 # the network-alone guard (issue #29): Laplace with obstacles at 64^2-128^2 on many more layouts than
 # the score's two. Validation layouts (k = 1 of the QUICK seeds), disjoint from the eval's and
-# compare_weights' held-out cases: the network alone regressed there on particular obstacle layouts
-# (100^2: 1e-8 where the shipped weights reach 1e-15) while the score's accelerated 100^2 pair
-# (laplace_case runs solve()'s default acceleration) reached 1e-32. The guard runs the plain iteration.
+# compare_weights' held-out cases: the network alone regressed at 100^2 (1e-8 where the shipped weights
+# reach 1e-15; a size whose U-Net levels are odd at 1/4, which the CPU recipe's multiples of 16 never
+# trained: benchmarks/results/network_sizes.md) while the score's accelerated 100^2 pair (laplace_case
+# runs solve()'s default acceleration) reached 1e-32. The guard runs the plain iteration.
 # 32 layouts, judged by their mean log10 MSR: the network alone's result scatters by decades from one
 # layout to the next (shipped weights at 100^2, 50 it: 1e-19.5 .. 1e-8.2 over 32 layouts), and two
 # weights differ by -6 .. +6 decades layout by layout (std of the paired difference ~3 decades), so a
