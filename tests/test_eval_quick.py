@@ -42,12 +42,16 @@ def test_score_counts_the_guard_cases(shipped_optimizer, monkeypatch):
     assert abs(res["score"] - sum(logs) / len(logs)) < 1e-12
 
 
-def test_guard_regression_is_the_worst_guard_size_in_decades():
-    ref = {"guard_laplace64": {"final": 1e-30}, "guard_laplace100": {"final": 1e-10}, "laplace32": {"final": 1.0}}
-    better = {"guard_laplace64": {"final": 1e-31}, "guard_laplace100": {"final": 1e-11}, "laplace32": {"final": 1e-30}}
+def test_guard_regression_is_the_worst_guard_size_in_decades_above_converged():
+    ref = {"guard_laplace64": {"final": 1e-15}, "guard_laplace100": {"final": 1e-10}, "laplace32": {"final": 1.0}}
+    better = {"guard_laplace64": {"final": 1e-16}, "guard_laplace100": {"final": 1e-11}, "laplace32": {"final": 1e-30}}
     worse = {"guard_laplace64": {"final": 1e-32}, "guard_laplace100": {"final": 1e-7}, "laplace32": {"final": 1e-30}}
     assert abs(guard_regression(better, ref) - (-1.0)) < 1e-9
     assert abs(guard_regression(worse, ref) - 3.0) < 1e-9
+    # below GUARD_CONVERGED (1e-20) a worst layout is converged: 1e-25 against 1e-32 is no regression
+    floor = {"guard_laplace64": {"final": 1e-32}}
+    assert guard_regression({"guard_laplace64": {"final": 1e-25}}, floor) == 0.0
+    assert abs(guard_regression({"guard_laplace64": {"final": 1e-18}}, floor) - 2.0) < 1e-9
     assert guard_regression({"guard_laplace64": {"final": float("inf"), "diverged": True}}, ref) == math.inf
 
 
