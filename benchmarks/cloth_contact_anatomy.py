@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from cloth_accuracy import scene  # noqa: E402
 from metaphys.sims.cloth import ClothSim  # noqa: E402
+from metaphys.io.atomic import atomic_write_text  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 CRAWL_ABOVE = 1e-3       # the band (tol, CRAWL_ABOVE] of the relative residual: "crawl" iterations
@@ -162,14 +163,8 @@ def write(path: str, rows: list, summary: list, args) -> None:
                      f"{r['newton_iterations']} | {r['crawl_iterations']} | {r['start_to_answer_max']:.2f} / "
                      f"{r['start_to_answer_rms']:.2f} | {r['share90_median_pct']:.1f} / {r['share99_median_pct']:.1f} % | "
                      f"{r['stopped_to_continued']:.1e} ({r['continued_iterations']}) |")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    data = os.path.splitext(path)[0] + ".json"
-    with open(data + ".tmp", "w") as f:
-        json.dump({"rows": rows, "summary": summary}, f, indent=1)
-    os.replace(data + ".tmp", data)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps({"rows": rows, "summary": summary}, indent=1))
 
 
 def main(argv=None) -> int:

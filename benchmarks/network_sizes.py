@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from metaphys.eval.quick import FLOOR, held_out  # noqa: E402
+from metaphys.io.atomic import atomic_write_text  # noqa: E402
 from metaphys.optim.metamizer import Metamizer  # noqa: E402
 from metaphys.optim.solve import DivergenceError, solve  # noqa: E402
 from metaphys.optim.weights import DEFAULT_WEIGHTS, is_torchscript, load_torchscript, model_from_snapshot  # noqa: E402
@@ -98,14 +99,8 @@ def write(path: str, rows: list, labels: list, args) -> None:
             med = vals[len(vals) // 2]
             cells.append("diverged" if med == 33.0 else f"{med:.1f}")
         lines.append(f"| {group} | {', '.join(str(r['size']) for r in rs)} | " + " | ".join(cells) + " |")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    data = os.path.splitext(path)[0] + ".json"
-    with open(data + ".tmp", "w") as f:
-        json.dump({"rows": rows, "labels": labels, "iterations": args.iterations, "layouts": args.layouts}, f, indent=1)
-    os.replace(data + ".tmp", data)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps({"rows": rows, "labels": labels, "iterations": args.iterations, "layouts": args.layouts}, indent=1))
 
 
 def main(argv=None) -> int:
