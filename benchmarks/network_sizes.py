@@ -51,6 +51,17 @@ def kind_of(size: int) -> str:
     return "odd at 1/" + ", 1/".join(str(2 ** k) for k in odd) if odd[0] else "odd size"
 
 
+def unique_labels(paths: list) -> list:
+    """Column labels: each file's name, with its sha256's first 8 digits where two names are the same
+    (the shipped weights beside a candidate exported under the same name)."""
+    from metaphys.optim.weights import sha256_of
+    names = [os.path.basename(p) for p in paths]
+    labels = [f"{n} {sha256_of(p)[:8]}" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+    if len(set(labels)) < len(labels):
+        raise SystemExit(f"the same weights file given twice: {paths}")
+    return labels
+
+
 def load_model(path: str):
     """Shipped TorchScript weights as they are (the contract); a training snapshot as its network."""
     return load_torchscript(path) if is_torchscript(path) else model_from_snapshot(path)
@@ -115,10 +126,8 @@ def main(argv=None) -> int:
     if any(s < 2 ** LEVELS for s in args.sizes):
         ap.error(f"sizes must be >= {2 ** LEVELS} (the U-Net pools {LEVELS} times)")
     torch.set_num_threads(1)
-    labels, models = [], []
-    for path in args.weights:
-        labels.append(os.path.basename(path))
-        models.append(load_model(path))
+    labels = unique_labels(args.weights)
+    models = [load_model(path) for path in args.weights]
     rows = []
     for size in args.sizes:
         row = {"size": size, "kind": kind_of(size)}

@@ -35,3 +35,21 @@ def test_a_small_sweep_writes_every_size_for_every_weights(tmp_path):
 def test_sizes_the_unet_cannot_pool_are_refused():
     with pytest.raises(SystemExit):
         network_sizes.main(["--sizes", "8"])
+
+
+def test_two_weights_of_the_same_name_get_two_columns(tmp_path):
+    """The shipped weights beside a candidate exported as metamizer.pt: one column each (their names plus
+    sha256 prefixes), not one column overwritten by the other."""
+    import shutil
+    from metaphys.optim.weights import DEFAULT_WEIGHTS
+    a = tmp_path / "a" / "metamizer.pt"
+    b = tmp_path / "b" / "metamizer.pt"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    shutil.copy(DEFAULT_WEIGHTS, a)
+    b.write_bytes(b"not the same bytes")
+    labels = network_sizes.unique_labels([str(a), str(b)])
+    assert labels[0] != labels[1] and all(lab.startswith("metamizer.pt ") for lab in labels)
+    assert network_sizes.unique_labels([str(a), str(tmp_path / "x.pt")]) == ["metamizer.pt", "x.pt"]
+    with pytest.raises(SystemExit):
+        network_sizes.unique_labels([str(a), str(a)])
