@@ -180,3 +180,8 @@ def test_the_sizes_recipe_adds_grids_with_odd_unet_levels_that_no_gate_or_eval_u
     added = [p for p in sizes.pools if key(p) not in {key(q) for q in base.pools}]
     assert added and all(p.pde == "laplace" and p.size % 16 for p in added)
     assert not {p.size for p in added} & (set(GUARD_SIZES) | {100, 92, 108})
+    # sizes odd at several pyramid levels (the failures left after the first pools: 63, 99, 101) are
+    # trained too, at sizes of their own, not the probes of benchmarks/network_sizes.py
+    odd_levels = lambda n: [k for k in range(4) if (n >> k) % 2]
+    multi = {p.size for p in added if len(odd_levels(p.size)) > 1}
+    assert {len(odd_levels(n)) for n in multi} >= {2, 3, 4} and not multi & {63, 99, 101}
