@@ -431,9 +431,10 @@ def cmd_export_solver(args) -> int:
 def cmd_eval(args) -> int:
     from metaphys.eval.harness import main as eval_main
     from metaphys.optim.weights import WeightsError
+    from metaphys.eval.harness import EvalInputError
     try:
         return eval_main(args)
-    except WeightsError as exc:  # unreadable or refused --weights: the message names the file
+    except (WeightsError, EvalInputError) as exc:  # bad --weights / --out / --merge: the message names it
         print(f"metaphys eval: error: {exc}", file=sys.stderr)
         return 2
 
@@ -524,9 +525,13 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate weights on held-out problems (writes benchmarks/results/eval.md)")
     e.add_argument("--weights", help="TorchScript weights or a training snapshot (default weights/metamizer.pt)")
-    e.add_argument("--out", default=os.path.join("benchmarks", "results", "eval.md"))
+    e.add_argument("--out", default=os.path.join("benchmarks", "results", "eval.md"),
+                   help="the report (.md; its .json and .png beside it), or a folder to write eval.md into")
     e.add_argument("--quick", action="store_true", help="small sizes and few iterations (CI)")
     e.add_argument("--only", help="comma-separated case families or names (laplace, laplace100, diffusion, ...)")
+    e.add_argument("--merge", nargs="+", metavar="PART_JSON",
+                   help="write one report from the .json files of partial runs (--only, e.g. one per core) of "
+                        "the same --weights, instead of evaluating")
     e.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("export-weights", help="export a training snapshot as the TorchScript weights contract")

@@ -53,3 +53,53 @@ def test_fluid_rows_include_the_forward_smoke_runs(shipped_optimizer):
         for x, y in zip(a["L_d"], b["L_d"]):
             assert 0.2 < (y + 1e-30) / (x + 1e-30) < 5.0
     assert "fluid_Re32_ipt20_acc_smoke" in {t[0] for t in TARGETS}
+
+
+def test_out_is_checked_before_the_evaluation_and_a_folder_gets_eval_md(tmp_path):
+    """`--out DIR` once ran an hour of evaluation and then failed writing the report onto the folder:
+    where the report goes is settled (or refused, naming the argument) before anything runs."""
+    import os
+    from metaphys.eval.harness import EvalInputError, report_path
+    assert report_path(str(tmp_path)) == os.path.join(str(tmp_path), "eval.md")
+    assert report_path(str(tmp_path / "new") + os.sep) == os.path.join(str(tmp_path / "new"), "eval.md")
+    assert report_path(str(tmp_path / "a" / "b.md")) == str(tmp_path / "a" / "b.md") and (tmp_path / "a").is_dir()
+    with pytest.raises(EvalInputError, match="ending in .md"):
+        report_path(str(tmp_path / "report.txt"))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EvalInputError, match="cannot create its folder"):
+        report_path(str(blocker / "eval.md"))
+
+
+def test_partial_runs_merge_into_one_report_and_a_repeated_case_is_refused(tmp_path, shipped_optimizer):
+    """One run per core with --only, then `--merge`: the report of the merged results has every part's
+    rows, in the parts' order; a case present in two parts, or a file that is not a report's json, is an error."""
+    import json
+    from types import SimpleNamespace
+    from metaphys.eval.harness import EvalInputError, main, merge_parts
+    from metaphys.optim.weights import default_weights_path
+    a = run_eval(shipped_optimizer.model, quick=True, only=["laplace32"], log=lambda *_: None)
+    b = {"wave_c1.0_ipt5": {"mean": 1e-9, "it_per_s": 10.0, "per_step": [1e-9]}}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert list(merge_parts([str(tmp_path / "a.json"), str(tmp_path / "b.json")])) == list(a) + list(b)
+    with pytest.raises(EvalInputError, match="repeats cases"):
+        merge_parts([str(tmp_path / "a.json"), str(tmp_path / "a.json")])
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(EvalInputError, match="not the .json"):
+        merge_parts([str(tmp_path / "bad.json")])
+    args = SimpleNamespace(weights=default_weights_path(), out=str(tmp_path / "out") + "/", quick=False, only=None,
+                           merge=[str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert main(args) == 0
+    text = (tmp_path / "out" / "eval.md").read_text()
+    assert "| laplace32 |" in text and "| wave_c1.0_ipt5 |" in text and "merged from 2 partial runs" in text
+    assert json.loads((tmp_path / "out" / "eval.json").read_text()).keys() == {**a, **b}.keys()
+
+
+def test_the_cli_refuses_a_bad_out_at_once_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "metaphys", "eval", "--quick", "--out", str(tmp_path / "r.txt")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "ending in .md" in r.stderr
+    assert not any(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import math
 import os
 import platform
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -273,10 +273,11 @@ def machine_description() -> str:
     return text
 
 
-def write_report(results: Dict, path: str, weights_desc: str, wall: float) -> List[str]:
+def write_report(results: Dict, path: str, weights_desc: str, wall: Optional[float]) -> List[str]:
+    timing = "" if wall is None else f"Wall time {wall:.0f} s. "
     lines = [f"# Evaluation of the Metamizer weights", "",
              f"Weights: {weights_desc}. Machine: {machine_description()}. "
-             f"Wall time {wall:.0f} s. Held-out seeds disjoint from training.", "",
+             f"{timing}Held-out seeds disjoint from training.", "",
              "## Stationary problems (geometric-mean MSR after k iterations; iterations to reach a level)", "",
              "| case | it10 | it25 | it50 | it100 | it200 | it500 | →1e-10 | →1e-20 | →1e-30 | it/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -368,13 +369,62 @@ def load_any(path: str):
         return model_from_snapshot(path), path
 
 
+class EvalInputError(ValueError):
+    """A bad ``metaphys eval`` argument (where the report goes, which partial results to merge)."""
+
+
+def report_path(out: str) -> str:
+    """Where the report goes, checked before an hour of evaluation: a folder (existing, or named with a
+    trailing separator) gets eval.md inside; a file's folder must exist or be creatable and be writable."""
+    if out.endswith(os.sep) or os.path.isdir(out):
+        out = os.path.join(out, "eval.md")
+    if not out.endswith(".md"):
+        raise EvalInputError(f"--out {out!r}: expected a markdown report path ending in .md (its .json and .png "
+                             "are written beside it) or a folder")
+    folder = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise EvalInputError(f"--out {out!r}: cannot create its folder {folder!r}: {exc}") from exc
+    if not os.access(folder, os.W_OK):
+        raise EvalInputError(f"--out {out!r}: the folder {folder!r} is not writable")
+    return out
+
+
+def merge_parts(paths: List[str]) -> Dict:
+    """The results of partial runs (their report .json files) as one run's, in the order given; a case in
+    two parts is refused (two runs of it: which one would the report show?)."""
+    merged: Dict[str, Dict] = {}
+    for p in paths:
+        try:
+            with open(p, encoding="utf-8") as fh:
+                part = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise EvalInputError(f"--merge: cannot read the partial results {p!r}: {exc}") from exc
+        if not isinstance(part, dict) or not all(isinstance(v, dict) for v in part.values()):
+            raise EvalInputError(f"--merge: {p!r} is not the .json of a `metaphys eval` report")
+        twice = sorted(set(part) & set(merged))
+        if twice:
+            raise EvalInputError(f"--merge: {p!r} repeats cases of an earlier part: {', '.join(twice)}")
+        merged.update(part)
+    return merged
+
+
 def main(args) -> int:
     from metaphys.optim.weights import default_weights_path, sha256_of
     path = args.weights or default_weights_path()
-    model, _ = load_any(path)
-    t = time.time()
-    only = args.only.split(",") if args.only else None
-    results = run_eval(model, quick=args.quick, only=only)
-    lines = write_report(results, args.out, f"{path} (sha256 {sha256_of(path)[:16]}…)", time.time() - t)
+    out = report_path(args.out)
+    desc = f"{path} (sha256 {sha256_of(path)[:16]}…)"
+    if getattr(args, "merge", None):
+        results = merge_parts(args.merge)
+        # the parts' own wall times are in their reports; the merged one records where it came from
+        desc += f", merged from {len(args.merge)} partial runs ({', '.join(os.path.basename(p) for p in args.merge)})"
+        lines = write_report(results, out, desc, None)
+    else:
+        model, _ = load_any(path)
+        t = time.time()
+        only = args.only.split(",") if args.only else None
+        results = run_eval(model, quick=args.quick, only=only)
+        lines = write_report(results, out, desc, time.time() - t)
     print("\n".join(lines))
     return 0
