@@ -9,6 +9,7 @@ own file, ``weights/metamizer3d.pt`` + ``.json`` (``DEFAULT_WEIGHTS_3D``), with 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from metaphys.io.atomic import atomic_path, atomic_write_text
+from metaphys.io.atomic import atomic_write_bytes, atomic_write_text
 from metaphys.optim.metamizer import MetamizerNet
 from metaphys.optim.unet import fold_batchnorm
 from metaphys.optim.weights_file import (DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_3D, WeightsError, default_weights_path,
@@ -47,12 +48,16 @@ def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] 
     """Script (eval, BatchNorm folded), save atomically, write the metadata JSON with the sha256."""
     scripted = script_model(model)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # saved in memory, then written atomically: saved to the temp file directly, the archive's folder took
+    # the temp file's random name, so two exports of the same snapshot had different sha256s and an
+    # eval of one export did not describe another
+    buffer = io.BytesIO()
     ctx = quiet_torchscript()
     try:
-        with atomic_path(path) as tmp:
-            scripted.save(tmp)
+        torch.jit.save(scripted, buffer)
     finally:
         ctx.__exit__(None, None, None)
+    atomic_write_bytes(path, buffer.getvalue())
     dims = int(getattr(model, "dims", 2))
     f, sizes, arch = (("[N,1,H,W]", "H, W >= 16", "unet4-bilinear") if dims == 2 else
                       ("[N,1,D,H,W]", "D, H, W >= 16", "unet4-trilinear-3d"))
