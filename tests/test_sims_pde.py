@@ -23,21 +23,34 @@ def test_solve_poisson_matches_direct_solve(shipped_optimizer):
 
 
 def test_batched_simulations_match_single_ones(shipped_optimizer):
+    """A batch steps each sample as it would alone, up to float32 rounding of a batched vs single
+    convolution. Judged against what rounding can do: converged (30 iterations), batched and single agree
+    to 1e-8; unconverged (8 iterations), their difference is a small part (< 5 %) of how far the step
+    still is from its converged answer (with the weights of 2026-12-07: 2.3e-5 against 3.6e-3 -- a fixed
+    1e-5 bound on unconverged iterates broke when new weights took a different path)."""
     src = np.zeros((2, 1, 32, 32))
     src[0, 0, 10:14, 10:14] = 1
     src[1, 0, 20:24, 8:12] = 0.5
-    # the plain iteration: the subspace acceleration's small least-squares solves turn rounding
-    # differences of batched vs single arithmetic into different (equally good) iterates
-    both = mp.DiffusionSim((32, 32), D=0.5, source=src, batch=2, iterations_per_step=8, guard=False,
-                           optimizer=shipped_optimizer, accelerate=0)
-    both.run(1)
-    for k in range(2):
-        one = mp.DiffusionSim((32, 32), D=0.5, source=src[k:k + 1], iterations_per_step=8, guard=False,
-                              optimizer=shipped_optimizer, accelerate=0)
-        one.run(1)
-        # same steps up to float32 differences of a batched vs. single convolution (one frame: later
-        # frames start from unconverged states, which amplify those differences to ~sqrt(residual))
-        assert np.abs(both.field[k] - one.field).max() <= 1e-5 * np.abs(one.field).max()
+
+    def run(source, ipt, batch=1, accelerate=0):
+        # the plain iteration: the subspace acceleration's small least-squares solves turn rounding
+        # differences of batched vs single arithmetic into different (equally good) iterates
+        sim = mp.DiffusionSim((32, 32), D=0.5, source=source, batch=batch, iterations_per_step=ipt, guard=False,
+                              optimizer=shipped_optimizer, accelerate=accelerate)
+        sim.run(1)
+        return sim.field
+
+    converged = [run(src[k:k + 1], 200, accelerate=20) for k in range(2)]
+    for ipt, bound in ((30, None), (8, 0.05)):
+        both = run(src, ipt, batch=2)
+        for k in range(2):
+            one = run(src[k:k + 1], ipt)
+            scale = np.abs(one).max()
+            diff = np.abs(both[k] - one).max()
+            if bound is None:
+                assert diff <= 1e-8 * scale
+            else:
+                assert diff <= bound * np.abs(one - converged[k]).max()
 
 
 def test_wave_and_burgers_steps_reduce_their_residual(shipped_optimizer):
