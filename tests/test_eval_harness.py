@@ -103,3 +103,6 @@ def test_the_cli_refuses_a_bad_out_at_once_without_a_traceback(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "ending in .md" in r.stderr
     assert not any(tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "metaphys", "eval", "--quick", "--weights", str(tmp_path / "none.pt"),
+                        "--out", str(tmp_path / "e.md")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "no such file" in r.stderr

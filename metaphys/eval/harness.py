@@ -414,6 +414,8 @@ def main(args) -> int:
     from metaphys.optim.weights import default_weights_path, sha256_of
     path = args.weights or default_weights_path()
     out = report_path(args.out)
+    if not os.path.isfile(path):
+        raise EvalInputError(f"--weights {path!r}: no such file (TorchScript weights or a training snapshot)")
     desc = f"{path} (sha256 {sha256_of(path)[:16]}…)"
     if getattr(args, "merge", None):
         results = merge_parts(args.merge)
