@@ -8,6 +8,11 @@ Why: the held-out Laplace 100² is where the network alone regressed (issue #29)
 an odd level at 1/4 scale. This table says which sizes the network alone handles and which it does
 not, for the shipped weights and any candidate.
 
+Since 2026-12-07 the U-Net pads a side that is not a multiple of 4 before its first level
+(``optim/unet.py``, ``ALIGN``): a weights file exported before that runs such sizes unpadded, one
+exported after it padded, so two exports of the same parameters give two different columns here.
+The `pyramid` column describes the grid's own size.
+
     python benchmarks/network_sizes.py [--weights W ...] [--sizes 64 68 ...] [--layouts 16]
                                        [--iterations 50] [--out results/network_sizes.md]
 """
@@ -85,8 +90,9 @@ def write(path: str, rows: list, labels: list, args) -> None:
              f"{args.layouts} validation layouts per size (a set of their own), 1 thread; {platform.machine()}, "
              f"torch {torch.__version__}, run {time.strftime('%Y-%m-%d %H:%M')}. Per weights: mean / worst log10 MSR "
              "over the layouts (lower is better; -33 is the floor), and how many layouts reach 1e-20. "
-             "`pyramid`: where the U-Net's 4 halvings meet an odd side (the training recipe's sizes are all "
-             "multiples of 16).", "",
+             "`pyramid`: where the U-Net's 4 halvings meet an odd side of the grid (the training recipe's sizes are all "
+             "multiples of 16); weights exported since 2026-12-07 pad a side that is not a multiple of 4 to one "
+             "first (`optim/unet.py`), so for them the first two levels are never odd.", "",
              "| size | pyramid | " + " | ".join(f"{lab} mean / worst (≤1e-20)" for lab in labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for r in rows:

@@ -338,7 +338,8 @@ def cmd_export_weights(args) -> int:
     steps, wall time and hardware from the run folder, and the snapshot's held-out scores."""
     import platform
     import torch
-    from metaphys.optim.weights import WeightsError, export_torchscript, load_snapshot, model_from_snapshot, sha256_of
+    from metaphys.optim.weights import (WeightsError, export_torchscript, is_torchscript, load_snapshot,
+                                        model_from_snapshot, sha256_of)
     if os.path.exists(args.out) and not args.overwrite:  # shipped weights are replaced only on purpose
         print(f"metaphys export-weights: error: {args.out} already exists (sha256 {sha256_of(args.out)[:16]}...); "
               "pass --overwrite to replace it, or --out another path", file=sys.stderr)
@@ -346,6 +347,8 @@ def cmd_export_weights(args) -> int:
     if not os.path.isfile(args.source):
         print(f"metaphys export-weights: error: snapshot {args.source} not found", file=sys.stderr)
         return 2
+    if is_torchscript(args.source):  # shipped weights again, with the network code of this version
+        return _reexport_torchscript(args)
     run_dir = os.path.dirname(os.path.abspath(args.source))
     ckpt = os.path.join(run_dir, "checkpoint.pt")
     try:  # tensors and plain values only: a snapshot someone sends you cannot run code
@@ -377,6 +380,42 @@ def cmd_export_weights(args) -> int:
             meta.update(json.load(fh))
     meta = export_torchscript(model, args.out, meta)
     print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}...) and its metadata JSON")
+    return 0
+
+
+def _reexport_torchscript(args) -> int:
+    """Re-export shipped TorchScript weights with this version's network code (the same parameters;
+    e.g. after a change of the U-Net's forward): the model card is carried over, with the file it was
+    re-exported from and why (``--reason``)."""
+    from metaphys.optim.metamizer import MetamizerNet
+    from metaphys.optim.weights import (WeightsError, export_torchscript, load_metadata, load_state_dict_any,
+                                        load_torchscript)
+    try:  # checksum verified against its JSON: re-exporting a damaged or swapped file is refused
+        load_torchscript(args.source, verify=True)
+        card = load_metadata(args.source)
+        sd = load_state_dict_any(args.source)
+    except WeightsError as exc:
+        print(f"metaphys export-weights: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.reason:
+        print("metaphys export-weights: error: re-exporting TorchScript weights needs --reason (what changed in "
+              "the network code), recorded in the model card", file=sys.stderr)
+        return 2
+    weight = sd["unet.inc.block.0.weight"]
+    model = MetamizerNet(hidden=int(weight.shape[0]), padding_mode=card.get("padding_mode", "zeros"),
+                         dims=weight.dim() - 2)
+    model.load_state_dict(sd)
+    model.eval()
+    previous = {"file": os.path.basename(args.source), "sha256": card.get("sha256"), "reason": args.reason}
+    keep = {k: v for k, v in card.items()
+            if k not in ("sha256", "format", "contract", "architecture", "parameters", "reexported_from")}
+    keep["reexported_from"] = [previous] + list(card.get("reexported_from") or [])
+    if args.metadata:
+        with open(args.metadata) as fh:
+            keep.update(json.load(fh))
+    meta = export_torchscript(model, args.out, keep)
+    print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}..., re-exported from {previous['sha256'][:16]}...) "
+          "and its metadata JSON")
     return 0
 
 
@@ -535,10 +574,13 @@ def build_parser(train_options: bool = True) -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_eval)
 
     w = sub.add_parser("export-weights", help="export a training snapshot as the TorchScript weights contract")
-    w.add_argument("source", help="EMA snapshot or checkpoint (runs/*/best.pt)")
+    w.add_argument("source", help="EMA snapshot or checkpoint (runs/*/best.pt), or shipped TorchScript weights to "
+                                  "re-export with this version's network code (needs --reason)")
     w.add_argument("--out", default=os.path.join("weights", "metamizer.pt"))
     w.add_argument("--metadata", help="JSON file with extra model-card fields")
     w.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    w.add_argument("--reason", help="source is TorchScript weights (re-export with this version's network code): "
+                                    "what changed, recorded in the model card")
     w.set_defaults(func=cmd_export_weights)
 
     a = sub.add_parser("average-snapshots", help="average EMA snapshots of one training run (weight averaging)")

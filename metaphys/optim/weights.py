@@ -50,7 +50,8 @@ def export_torchscript(model: MetamizerNet, path: str, metadata: Optional[dict] 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     # saved in memory, then written atomically: saved to the temp file directly, the archive's folder took
     # the temp file's random name, so two exports of the same snapshot had different sha256s and an
-    # eval of one export did not describe another
+    # eval of one export did not describe another. (Same bytes within one process only: across processes
+    # TorchScript orders a module's constants by Python's string hash and stamps a new serialization id.)
     buffer = io.BytesIO()
     ctx = quiet_torchscript()
     try:
