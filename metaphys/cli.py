@@ -388,8 +388,9 @@ def _reexport_torchscript(args) -> int:
     e.g. after a change of the U-Net's forward): the model card is carried over, with the file it was
     re-exported from and why (``--reason``)."""
     from metaphys.optim.metamizer import MetamizerNet
+    from metaphys.io.atomic import atomic_write_text
     from metaphys.optim.weights import (WeightsError, export_torchscript, load_metadata, load_state_dict_any,
-                                        load_torchscript)
+                                        load_torchscript, metadata_path)
     try:  # checksum verified against its JSON: re-exporting a damaged or swapped file is refused
         load_torchscript(args.source, verify=True)
         card = load_metadata(args.source)
@@ -414,6 +415,10 @@ def _reexport_torchscript(args) -> int:
         with open(args.metadata) as fh:
             keep.update(json.load(fh))
     meta = export_torchscript(model, args.out, keep)
+    # the card keeps its own order of fields (a re-export's diff shows what changed, not a reordering)
+    ordered = {k: meta[k] for k in card if k in meta}
+    ordered.update({k: v for k, v in meta.items() if k not in ordered})
+    atomic_write_text(metadata_path(args.out), json.dumps(ordered, indent=1))
     print(f"wrote {args.out} (sha256 {meta['sha256'][:16]}..., re-exported from {previous['sha256'][:16]}...) "
           "and its metadata JSON")
     return 0

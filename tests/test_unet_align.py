@@ -93,6 +93,8 @@ def test_export_weights_reexports_torchscript_keeping_the_model_card(tmp_path, c
     assert "needs --reason" in capsys.readouterr().err
     assert cli(["export-weights", src, "--out", out, "--reason", "U-Net pads to 4"]) == 0
     card = json.load(open(os.path.join(tmp_path, "new", "metamizer.json")))
+    source_card = json.load(open(os.path.join(tmp_path, "old.json")))
+    assert list(card)[:len(source_card)] == list(source_card)   # the card's own order of fields
     assert card["training"] == {"step": 7} and card["note"] == "the card's note"
     assert card["reexported_from"] == [{"file": "old.pt", "sha256": sha256_of(src), "reason": "U-Net pads to 4"}]
     assert card["sha256"] == sha256_of(out) and card["parameters"] == sum(p.numel() for p in net.parameters())
