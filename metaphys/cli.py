@@ -402,6 +402,11 @@ def _reexport_torchscript(args) -> int:
         print("metaphys export-weights: error: re-exporting TorchScript weights needs --reason (what changed in "
               "the network code), recorded in the model card", file=sys.stderr)
         return 2
+    if "unet.inc.block.0.weight" not in sd:
+        print(f"metaphys export-weights: error: {args.source} is TorchScript but not Metamizer weights (no "
+              "unet.inc.block.0.weight; a solver module? re-export its weights, then `metaphys export-solver`)",
+              file=sys.stderr)
+        return 2
     weight = sd["unet.inc.block.0.weight"]
     model = MetamizerNet(hidden=int(weight.shape[0]), padding_mode=card.get("padding_mode", "zeros"),
                          dims=weight.dim() - 2)

@@ -106,3 +106,10 @@ def test_export_weights_reexports_torchscript_keeping_the_model_card(tmp_path, c
         fh.write(b"x")
     assert cli(["export-weights", src, "--out", str(tmp_path / "x.pt"), "--reason", "r"]) == 2
     assert "checksum mismatch" in capsys.readouterr().err
+
+
+def test_export_weights_refuses_torchscript_that_is_not_metamizer_weights(tmp_path, capsys):
+    solver = os.path.join(os.path.dirname(__file__), "..", "weights", "metamizer_solver.pt")
+    assert cli(["export-weights", solver, "--out", str(tmp_path / "w.pt"), "--reason", "r"]) == 2
+    assert "not Metamizer weights" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "w.pt")
