@@ -420,7 +420,13 @@ def main(args) -> int:
     if getattr(args, "merge", None):
         results = merge_parts(args.merge)
         # the parts' own wall times are in their reports; the merged one records where it came from
-        desc += f", merged from {len(args.merge)} partial runs ({', '.join(os.path.basename(p) for p in args.merge)})"
+        # each part by its cases (the files are often all eval.json in separate folders)
+        parts = []
+        for p in args.merge:
+            with open(p, encoding="utf-8") as fh:
+                names = list(json.load(fh))
+            parts.append(f"{names[0]} .. {names[-1]}, {len(names)} rows" if names else f"{p}: empty")
+        desc += f", merged from {len(args.merge)} partial runs ({'; '.join(parts)})"
         lines = write_report(results, out, desc, None)
     else:
         model, _ = load_any(path)
