@@ -11,8 +11,8 @@ Sides that are not a multiple of ``ALIGN`` (4) are zero-padded at their high end
 level and the output cropped back (zeros padding mode only; a circular network keeps its sides).
 Why: an odd side at full or half resolution makes the upsampled features one cell short of the skip,
 and the network alone stalled there (issue #29, benchmarks/results/network_sizes.md: 63², 99², 101²
-at ~1e-10 after 50 plain iterations where 64² and 100² reach ~1e-30); padded, they reach ~1e-29 to
-1e-31. A padded cell carries zero gradient, like a Dirichlet cell, which is what the network sees at
+at ~1e-10 after 50 plain iterations where 64² and 100² reach ~1e-30); padded, they reach ~1e-28 to
+1e-32. A padded cell carries zero gradient, like a Dirichlet cell, which is what the network sees at
 every border in training. Odd sides deeper in the pyramid (1/4, 1/8) cost nothing measurable, and
 sides already a multiple of 4 run exactly as before. 2-D only: the shipped 3-D network solves odd
 sides unpadded about as well as even ones and measured worse padded (3 held-out Laplace layouts, 50
