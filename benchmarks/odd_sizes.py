@@ -9,8 +9,13 @@ before 2026-12-07), in the same run. Multiples of 4 are unchanged by the padding
    ``--cloth-sizes`` vertices a side, 20 time steps of 10 plain network iterations (the eval's
    rollout); per material the mean over steps of the gradient norm at the step's end relative to its
    start (lower is better; > 1: the iteration moved away from the answer).
+3. **Cloth in the sim, the Metamizer alone**: ``ClothSim(solver="metamizer")`` on the drape of
+   benchmarks/cloth_accuracy.py (30 iterations per step, ``--drape-frames`` frames, 1 m cloth) at
+   ``--drape-sizes`` vertices a side; the largest vertex distance from a converged Newton run (tol 1e-8)
+   of the same frames.
 
     .venv/bin/python benchmarks/odd_sizes.py [--sizes 64 63 75 96 99] [--frames 24] [--cloth-sizes 32 33 31 35 49]
+                                             [--drape-sizes 32 33 31] [--drape-frames 12]
 """
 from __future__ import annotations
 
@@ -74,11 +79,34 @@ def cloth(size: int, align: int) -> dict:
     return out
 
 
+def drape(size: int, frames: int) -> dict:
+    """The Metamizer-only drape, padded and unpadded, against a converged Newton run of the same frames."""
+    import numpy as np
+    from cloth_accuracy import scene
+    from metaphys.optim.fast import eager_from_any
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.optim.weights_file import load_default_model
+    from metaphys.sims.cloth import ClothSim
+    ref = ClothSim(size, size, threads=1, solver="newton", tol=1e-8, step_tol=None, **scene("drape", size, frames))
+    for _ in range(frames):
+        ref.step()
+    out = {}
+    for name, align in SETTINGS:
+        net = eager_from_any(load_default_model())
+        net.unet.align = align
+        sim = ClothSim(size, size, threads=1, solver="metamizer", tol=None, iterations_per_step=30,
+                       optimizer=Metamizer(net), **scene("drape", size, frames))
+        for _ in range(frames):
+            sim.step()
+        out[name] = float(np.abs(sim.positions.reshape(-1, 3) - ref.positions.reshape(-1, 3)).max())
+    return out
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3g}" if b > 0 else "-"
 
 
-def write(path: str, rows: list, cloth_rows: list, frames: int) -> None:
+def write(path: str, rows: list, cloth_rows: list, frames: int, drape_rows=(), drape_frames: int = 12) -> None:
     lines = ["# Grid sizes that are not multiples of 4, padded and unpadded (benchmarks/odd_sizes.py)", "",
              f"{platform.machine()}, torch {torch.__version__}, 1 thread, run {time.strftime('%Y-%m-%d %H:%M')}. "
              f"padded: the U-Net pads a side that is not a multiple of {unet.ALIGN} before its first level "
@@ -105,9 +133,17 @@ def write(path: str, rows: list, cloth_rows: list, frames: int) -> None:
         for r in cloth_rows:
             cells = [f"{r['padded'][m]:.3g} / {r['unpadded'][m]:.3g}" for m in mats]
             lines.append(f"| {r['size']}² | {r['size'] % 4} | " + " | ".join(cells) + " |")
+    if drape_rows:
+        lines += ["", f"## Cloth in the sim, the Metamizer alone (`ClothSim(solver=\"metamizer\")`, the drape of "
+                  f"cloth_accuracy.py, 30 it/step, {drape_frames} frames, 1 m cloth)", "",
+                  "Largest vertex distance (m) from a converged Newton run (tol 1e-8) of the same frames.", "",
+                  "| vertices | side mod 4 | padded | unpadded |", "|---|---|---|---|"]
+        for r in drape_rows:
+            lines.append(f"| {r['size']}² | {r['size'] % 4} | {r['padded']:.3f} | {r['unpadded']:.3f} |")
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(os.path.splitext(path)[0] + ".json",
-                      json.dumps({"frames": frames, "smoke": rows, "cloth": cloth_rows}, indent=1))
+                      json.dumps({"frames": frames, "smoke": rows, "cloth": cloth_rows, "drape": list(drape_rows),
+                                  "drape_frames": drape_frames}, indent=1))
 
 
 def main(argv=None) -> int:
@@ -115,6 +151,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="*", default=[64, 63, 75, 96, 99], help="smoke resolutions")
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--cloth-sizes", type=int, nargs="*", default=[32, 33, 31, 35, 49])
+    ap.add_argument("--drape-sizes", type=int, nargs="*", default=[32, 33, 31])
+    ap.add_argument("--drape-frames", type=int, default=12)
     ap.add_argument("--out", default=os.path.join(common.RESULTS, "odd_sizes.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -131,7 +169,11 @@ def main(argv=None) -> int:
             row[name] = cloth(size, align)
         cloth_rows.append(row)
         print(json.dumps(row), flush=True)
-    write(args.out, rows, cloth_rows, args.frames)
+    drape_rows = []
+    for size in args.drape_sizes:
+        drape_rows.append({"size": size, **drape(size, args.drape_frames)})
+        print(json.dumps(drape_rows[-1]), flush=True)
+    write(args.out, rows, cloth_rows, args.frames, drape_rows, args.drape_frames)
     return 0
 
 
