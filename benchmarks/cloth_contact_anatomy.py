@@ -11,6 +11,12 @@ instead of asserting it, so that a change to the solver can be judged on the sam
     python benchmarks/cloth_contact_anatomy.py [--scenes drape moving_collider curtain] [--size 32]
                                                [--frames 12] [--quick] [--out results/cloth_contact_anatomy.md]
 
+Where a crawl step's quadratic model fails, by energy term: for every step taken in the crawl band, the
+energy change the step's Newton model predicted (gradient and exact Hessian at its start) against the
+change it got, and that model's error split over the energy's terms (stretch, shear, bend, contact; the
+rest -- inertia, gravity, wind, damping, soft pins -- is quadratic in the acceleration, so its error is
+round-off), with the step's largest edge rotation.
+
 Writes the table (markdown) and its data (json, same name). Distances are in rest edge lengths (the
 cloth's model unit). The continued solve is a diagnostic, not part of the frame: where a step's energy
 has several minima or a saddle near the stopped iterate, the continuation may travel far from it.
@@ -18,7 +24,9 @@ has several minima or a saddle near the stopped iterate, the continuation may tr
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
 import platform
 import sys
@@ -50,6 +58,56 @@ def residual_shares(grad: torch.Tensor) -> tuple:
     return tuple(100.0 * (int((share < q).sum()) + 1) / n for q in (0.9, 0.99))
 
 
+# the energy terms whose quadratic model can fail, each by the stiffness that scales it (the loss is linear in each)
+MODEL_TERMS = {"stretch": "k_stretch", "shear": "k_shear", "bend": "k_bend", "contact": "k_contact"}
+
+
+def _with_stiffness(problem, keep):
+    """A shallow copy of a cloth problem whose stiffnesses of MODEL_TERMS are zero except ``keep``."""
+    out = copy.copy(problem)
+    out.fields = dict(problem.fields)
+    for name in MODEL_TERMS.values():
+        if name != keep:
+            out.fields[name] = torch.zeros_like(problem.fields[name])
+    return out
+
+
+def _quadratic_model_error(problem, u0, u1) -> tuple:
+    """(actual energy change, the change predicted by the exact second-order model at u0) of the step u0 -> u1."""
+    loss0, grad0 = problem.loss_and_grad(u0)
+    d = (u1 - u0)[0].flatten()
+    H = problem.hessian_matrix(u0, project=False)
+    dn = d.cpu().numpy()
+    predicted = float(grad0[0].flatten() @ d) + 0.5 * float(dn @ (H @ dn))
+    return float(problem.loss_and_grad(u1)[0][0] - loss0[0]), predicted
+
+
+def model_error_by_term(problem, u0, u1) -> dict:
+    """The step u0 -> u1 of sample 0 against its Newton model: ``actual`` and ``predicted`` energy change of
+    the whole energy, and per term of MODEL_TERMS (plus ``other``: the rest) the model's error, actual minus
+    predicted change of that term alone."""
+    actual, predicted = _quadratic_model_error(problem, u0, u1)
+    base_actual, base_pred = _quadratic_model_error(_with_stiffness(problem, None), u0, u1)
+    out = {"actual": actual, "predicted": predicted, "other": base_actual - base_pred}
+    for term, name in MODEL_TERMS.items():
+        a, p = _quadratic_model_error(_with_stiffness(problem, name), u0, u1)
+        out[term] = (a - p) - (base_actual - base_pred)
+    return out
+
+
+def max_edge_rotation_deg(problem, u0, u1) -> float:
+    """The largest angle (degrees) by which an edge of the grid turns in the step u0 -> u1 (sample 0)."""
+    x0, x1 = problem.state(u0[:1])[0][0], problem.state(u1[:1])[0][0]
+    worst = 0.0
+    for axis in (1, 2):
+        if x0.shape[axis] < 2:
+            continue
+        e0, e1 = torch.diff(x0, dim=axis), torch.diff(x1, dim=axis)
+        cos = (e0 * e1).sum(0) / (e0.norm(dim=0) * e1.norm(dim=0)).clamp_min(1e-300)
+        worst = max(worst, math.degrees(float(torch.acos(cos.clamp(-1.0, 1.0)).max())))
+    return worst
+
+
 class FrameProbe:
     """Records, inside one ClothSim's frames, the warm start and every Newton iterate's residual
     share (through the sim's own hooks: ``_warm_start`` and the Newton progress callback)."""
@@ -58,14 +116,23 @@ class FrameProbe:
         self.sim = sim
         self.start_x = None
         self.rels, self.shares = [], []
+        self.last_u, self.crawl_steps = None, []   # the last iterate; model errors of the crawl band's steps
         warm, progress = sim._warm_start, sim._newton_progress
 
         def warm_start():
             a = warm()
             self.start_x = sim.problem.state(a)[0][0].clone()
+            self.last_u = a.clone()
             return a
 
         def newton_progress(iteration, u, rel):
+            tol = sim.tol or 0.0
+            # a step taken from an iterate inside the crawl band (the start's residual is not known here)
+            if self.rels and tol < self.rels[-1] <= CRAWL_ABOVE and self.last_u is not None:
+                step = model_error_by_term(sim.problem, self.last_u, u)
+                step["rotation_deg"] = max_edge_rotation_deg(sim.problem, self.last_u, u)
+                self.crawl_steps.append(step)
+            self.last_u = u.detach().clone()
             self.rels.append(float(rel))
             self.shares.append(residual_shares(sim.problem.loss_and_grad(u)[1]))
             progress(iteration, u, rel)
@@ -74,6 +141,7 @@ class FrameProbe:
 
     def reset(self):
         self.start_x, self.rels, self.shares = None, [], []
+        self.last_u, self.crawl_steps = None, []
 
 
 def in_contact(sim: ClothSim) -> bool:
@@ -81,6 +149,22 @@ def in_contact(sim: ClothSim) -> bool:
     p = sim.problem
     dist, _ = p.collider_distances(p.fields["x_old"])
     return bool((dist < p.fields["margin"].view(-1, 1, 1, 1)).any())
+
+
+def crawl_model_summary(steps: list) -> dict:
+    """A frame's crawl steps summarized: how many, the median ratio of the energy change they got to the
+    one their Newton model predicted, each term's share of the model's error (sum of |error| over the
+    steps), and the median of each step's largest edge rotation."""
+    if not steps:
+        return {"crawl_steps": 0, "realized_over_predicted": None, "error_share": {}, "rotation_deg_median": None}
+    terms = list(MODEL_TERMS) + ["other"]
+    total = {t: sum(abs(s[t]) for s in steps) for t in terms}
+    whole = sum(total.values())
+    ratios = [s["actual"] / s["predicted"] for s in steps if s["predicted"] < 0]
+    return {"crawl_steps": len(steps),
+            "realized_over_predicted": float(np.median(ratios)) if ratios else None,
+            "error_share": {t: (total[t] / whole if whole > 0 else 0.0) for t in terms},
+            "rotation_deg_median": float(np.median([s["rotation_deg"] for s in steps]))}
 
 
 def run_scene(name: str, n: int, frames: int) -> list:
@@ -114,9 +198,34 @@ def run_scene(name: str, n: int, frames: int) -> list:
             "stopped_to_continued": float((x_cont - x_end).norm(dim=0).max()),
             "continued_iterations": ref.records[-1].newton_iterations,
             "cpu_s_with_probe": cpu,
+            **crawl_model_summary(probe.crawl_steps),
         })
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def pooled_model_error(rows: list) -> dict:
+    """The crawl steps of several frames together: their count, the median realized / predicted ratio of
+    the frames, each term's error share weighted by the frames' crawl steps, the median rotation."""
+    with_steps = [r for r in rows if r["crawl_steps"]]
+    steps = sum(r["crawl_steps"] for r in with_steps)
+    if not steps:
+        return {"crawl_steps": 0, "realized_over_predicted": None, "error_share": {}, "rotation_deg_median": None}
+    terms = list(MODEL_TERMS) + ["other"]
+    ratios = [r["realized_over_predicted"] for r in with_steps if r["realized_over_predicted"] is not None]
+    return {"crawl_steps": steps,
+            "realized_over_predicted": float(np.median(ratios)) if ratios else None,
+            "error_share": {t: sum(r["error_share"][t] * r["crawl_steps"] for r in with_steps) / steps for t in terms},
+            "rotation_deg_median": float(np.median([r["rotation_deg_median"] for r in with_steps]))}
+
+
+def _model_cells(r: dict) -> str:
+    """Markdown cells: crawl steps | got / predicted | error share stretch / shear / bend / contact | rotation."""
+    if not r["crawl_steps"]:
+        return "0 | - | - | -"
+    share = " / ".join(f"{100 * r['error_share'][t]:.0f}" for t in MODEL_TERMS)
+    ratio = "-" if r["realized_over_predicted"] is None else f"{r['realized_over_predicted']:.2f}"
+    return f"{r['crawl_steps']} | {ratio} | {share} % | {r['rotation_deg_median']:.1f}°"
 
 
 def summarize(rows: list) -> list:
@@ -133,7 +242,8 @@ def summarize(rows: list) -> list:
                         "share90_median_pct": med("share90_median_pct"),
                         "stopped_to_continued_median": med("stopped_to_continued"),
                         "stopped_to_continued_max": max(r["stopped_to_continued"] for r in sel),
-                        "frames_above_1e-3": sum(r["stopped_to_continued"] > 1e-3 for r in sel)})
+                        "frames_above_1e-3": sum(r["stopped_to_continued"] > 1e-3 for r in sel),
+                        **pooled_model_error(sel)})
     return out
 
 
@@ -145,24 +255,32 @@ def write(path: str, rows: list, summary: list, args) -> None:
         f"{time.strftime('%Y-%m-%d %H:%M')}. Distances in rest edge lengths. `crawl`: iterations whose relative "
         f"residual lies in (tol, {CRAWL_ABOVE:g}]. `residual share`: the percent of vertices holding 90 % of "
         "|g|^2, median over the frame's iterations. `stopped -> continued`: the largest vertex distance between "
-        f"where the frame stopped and where the same step, solved on to {CONTINUE_TOL:g} from there, ends.", "",
+        f"where the frame stopped and where the same step, solved on to {CONTINUE_TOL:g} from there, ends. "
+        "Crawl steps' model: `got / predicted` = the energy change a crawl step got over the one its Newton model "
+        "(gradient and exact Hessian at the step's start) predicted (median; 1 = the quadratic model holds); "
+        "`model error share` = each term's share of that model's error (sum of |error| over the crawl steps; "
+        "stretch / shear / bend / contact, the quadratic rest takes the remainder); `rotation` = the median over "
+        "crawl steps of the step's largest edge rotation.", "",
         "## Per scene (medians over frames; contact = a vertex ends the frame within the contact margin)", "",
         "| scene | size | contact | frames | Newton it | crawl it | warm start -> answer (max) | residual share 90 % "
-        "| stopped -> continued median / max | frames > 1e-3 |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "| stopped -> continued median / max | frames > 1e-3 | crawl steps | got / predicted "
+        "| model error share stretch / shear / bend / contact | rotation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
         lines.append(f"| {s['scene']} | {s['size']}² | {'yes' if s['contact'] else 'no'} | {s['frames']} | "
                      f"{s['newton_iterations']:.0f} | {s['crawl_iterations']:.0f} | {s['start_to_answer_max']:.2f} | "
                      f"{s['share90_median_pct']:.1f} % | {s['stopped_to_continued_median']:.1e} / "
-                     f"{s['stopped_to_continued_max']:.1e} | {s['frames_above_1e-3']} |")
+                     f"{s['stopped_to_continued_max']:.1e} | {s['frames_above_1e-3']} | {_model_cells(s)} |")
     lines += ["", "## Every frame", "",
               "| scene | frame | contact | Newton it | crawl it | warm start -> answer max / rms | share 90 % / 99 % "
-              "| stopped -> continued (continued it) |", "|---|---|---|---|---|---|---|---|"]
+              "| stopped -> continued (continued it) | crawl steps | got / predicted "
+              "| model error share stretch / shear / bend / contact | rotation |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['scene']} {r['size']}² | {r['frame']} | {'yes' if r['contact'] else 'no'} | "
                      f"{r['newton_iterations']} | {r['crawl_iterations']} | {r['start_to_answer_max']:.2f} / "
                      f"{r['start_to_answer_rms']:.2f} | {r['share90_median_pct']:.1f} / {r['share99_median_pct']:.1f} % | "
-                     f"{r['stopped_to_continued']:.1e} ({r['continued_iterations']}) |")
+                     f"{r['stopped_to_continued']:.1e} ({r['continued_iterations']}) | {_model_cells(r)} |")
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps({"rows": rows, "summary": summary}, indent=1))
 
