@@ -223,6 +223,49 @@ def test_a_definite_factor_is_cholesky_and_refuses_an_indefinite_matrix():
         first.solve(b)
 
 
+def test_a_refused_cholesky_keeps_its_analysis_for_the_next_one():
+    """A Cholesky refused for a non-positive pivot hands back its symbolic analysis (PardisoRefused):
+    it cannot solve, and a later Cholesky of a definite matrix with the same pattern takes it over and
+    factors that matrix exactly (contact frames switch kinds; each new analysis costs ~3 factorizations)."""
+    b = np.random.default_rng(5).standard_normal(120)
+    spd = _symmetric(120, 8.0)
+    indefinite = (spd - sp.diags(np.full(120, 7.5))).tocsr()     # same pattern, not definite
+    assert np.linalg.eigvalsh(indefinite.toarray()).min() < 0
+    for reuse in (None, PardisoFactor(spd, threads=1, definite=True)):   # fresh analysis, or one taken over
+        with pytest.raises(pardiso.PardisoRefused, match="zero pivot|-4") as refused:
+            PardisoFactor(indefinite, threads=1, reuse=reuse, definite=True)
+        kept = refused.value.analysis
+        with pytest.raises(pardiso.PardisoError, match="refused"):
+            kept.solve(b)
+        again = PardisoFactor(spd, threads=1, reuse=kept, definite=True)
+        assert again.reused_analysis
+        np.testing.assert_allclose(again.solve(b), np.linalg.solve(spd.toarray(), b), rtol=1e-9, atol=1e-12)
+    # LDL^T factors the indefinite matrix itself (nothing is refused there)
+    ldlt = PardisoFactor(indefinite, threads=1)
+    np.testing.assert_allclose(ldlt.solve(b), np.linalg.solve(indefinite.toarray(), b), rtol=1e-8, atol=1e-10)
+
+
+def test_the_lagged_factor_keeps_one_analysis_per_kind():
+    """Newton-Krylov's lagged factor switches between Cholesky and LDL^T on contact frames: the factor of
+    the other kind is kept as a spare, so switching back reuses its analysis instead of analysing again."""
+    from metaphys.optim.newton import LaggedFactor
+    spd = _symmetric(120, 8.0)
+    pc = LaggedFactor()
+    ldlt = PardisoFactor(spd, threads=1)
+    assert pc.reusable(ldlt, pardiso.MTYPE_SYMMETRIC_DEFINITE) is None          # no Cholesky analysis yet
+    assert pc.spares[pardiso.MTYPE_SYMMETRIC_INDEFINITE] is ldlt                 # kept, not released
+    chol = PardisoFactor(spd, threads=1, definite=True)
+    back = pc.reusable(chol, pardiso.MTYPE_SYMMETRIC_INDEFINITE)
+    assert back is ldlt and pc.spares[pardiso.MTYPE_SYMMETRIC_DEFINITE] is chol
+    assert PardisoFactor(spd, threads=1, reuse=back).reused_analysis
+    assert pc.reusable(None, pardiso.MTYPE_SYMMETRIC_DEFINITE) is chol and not pc.spares
+    # a new spare of a kind releases the one it replaces
+    older, newer = PardisoFactor(spd, threads=1), PardisoFactor(spd, threads=1)
+    pc.keep_spare(older)
+    pc.keep_spare(newer)
+    assert older._released and not newer._released and pc.spares[pardiso.MTYPE_SYMMETRIC_INDEFINITE] is newer
+
+
 def test_the_lagged_factor_falls_back_to_ldlt_where_the_projected_hessian_is_indefinite(monkeypatch):
     """Newton-Krylov tries Cholesky for its lagged factor; a refusal is counted, LDL^T factors that
     matrix, and the next INDEFINITE_AFTER_REFUSAL factorizations skip Cholesky. The answer is the

@@ -382,12 +382,32 @@ class FastMetamizer(Metamizer):
 
 
 @functools.lru_cache(maxsize=None)
-def shipped_fast_module(dims: int):
-    """The fast module of the shipped weights of a ``dims``-D network (checksummed at load), built
-    once per process (scripting and freezing take ~1 s; the frozen module holds no state)."""
+def shipped_fast_module(dims: int, dtype: torch.dtype = torch.float32):
+    """The fast module of the shipped weights of a ``dims``-D network (checksummed at load) in ``dtype``,
+    built once per process (scripting and freezing take ~1 s; the frozen module holds no state)."""
     from metaphys.optim.weights_file import DEFAULT_WEIGHTS_3D, load_default_model, load_torchscript
     model = load_torchscript(DEFAULT_WEIGHTS_3D) if dims == 3 else load_default_model()
-    return optimize_for_inference(model)
+    return optimize_for_inference(model, dtype=dtype)
+
+
+# which precision the sims' network runs in: "auto" (SIM_NETWORK_DTYPE), "float32" or "bfloat16"
+NETWORK_DTYPE_ENV = "METAPHYS_NETWORK_DTYPE"
+DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def sim_network_dtype(dims: int) -> torch.dtype:
+    """The precision of the network a ``dims``-D sim runs by default on CPU: bfloat16 for the 3-D network
+    where the CPU has bf16 in hardware (``native_bf16``), else float32. Why only 3-D: the 3-D smoke's
+    fluid step stops at its tolerance whatever the network's precision, and there the bf16 forward
+    halves the network's time (4 x 64^3: 431 -> 218 ms) with the same iterations per frame; measured
+    in benchmarks/results/smoke3d_bf16.md. ``METAPHYS_NETWORK_DTYPE`` = float32 / bfloat16 overrides
+    it (bfloat16 without native bf16 is emulated: slower, not refused); anything else is a ValueError."""
+    choice = os.environ.get(NETWORK_DTYPE_ENV, "auto").strip().lower() or "auto"
+    if choice == "auto":
+        return torch.bfloat16 if dims == 3 and native_bf16() else torch.float32
+    if choice not in DTYPE_NAMES:
+        raise ValueError(f"{NETWORK_DTYPE_ENV} must be auto, float32 or bfloat16, got {choice!r}")
+    return DTYPE_NAMES[choice]
 
 
 def threads_hint() -> int:

@@ -270,6 +270,29 @@ class LaggedFactor:
         # factorization and a new analysis, and the next Hessians of the same contact are alike
         self.indefinite_for = 0
         self.source = None   # (problem fields, u) the factor was built from: a resumed sim rebuilds it
+        # the last PARDISO factor of the other kind (Cholesky / LDL^T), kept for its symbolic analysis:
+        # contact frames switch kinds (a refused Cholesky, LDL^T for a while, Cholesky again), and each
+        # switch cost a new analysis (drape 32^2, 12 frames: 16 analyses at ~3x a refactorization)
+        self.spares = {}
+
+    def reusable(self, previous, mtype: int):
+        """The earlier factor whose analysis a new PARDISO factor of kind ``mtype`` takes over: ``previous``
+        where it is of that kind, else the spare of that kind (``previous`` then becomes the spare of
+        its own kind). None where there is none."""
+        mtype_of = getattr(previous, "mtype", None)
+        if previous is not None and mtype_of == mtype:
+            return previous
+        spare = self.spares.pop(mtype, None)
+        if mtype_of is not None:
+            self.keep_spare(previous)
+        return spare
+
+    def keep_spare(self, factor) -> None:
+        """Keep ``factor`` (for its analysis) as the spare of its kind, releasing the one it replaces."""
+        old = self.spares.pop(factor.mtype, None)
+        if old is not None and old is not factor:
+            old.release()
+        self.spares[factor.mtype] = factor
 
     def usable(self, key) -> bool:
         return self.lu is not None and not self.stale and self.key == key
@@ -465,19 +488,25 @@ class NewtonSolver:
         (that factor is consumed), ``single`` precision (for a preconditioner), ``definite``: try
         Cholesky first (a projected Hessian: cheaper), LDL^T where H turns out not to be definite."""
         if self.factorization_for(Hm.shape[0]) == "pardiso":
-            from metaphys.optim.pardiso import PardisoError, PardisoFactor
+            from metaphys.optim.pardiso import (MTYPE_SYMMETRIC_DEFINITE, MTYPE_SYMMETRIC_INDEFINITE, PardisoError,
+                                                PardisoFactor, PardisoRefused)
             reuse = reuse if isinstance(reuse, PardisoFactor) else None
+            pc = self.preconditioner if reuse is not None else None   # the lagged factor's kinds
             lu = None
             if definite:
+                take = pc.reusable(reuse, MTYPE_SYMMETRIC_DEFINITE) if pc is not None else reuse
+                reuse = None   # consumed: taken over, or kept as the spare of its kind
                 try:
-                    lu = PardisoFactor(Hm, reuse=reuse, single=single, definite=True)
-                except PardisoError:
+                    lu = PardisoFactor(Hm, reuse=take, single=single, definite=True)
+                except PardisoError as refused:
                     self.preconditioner.definite_refusals += 1
                     self.preconditioner.indefinite_for = INDEFINITE_AFTER_REFUSAL
-                reuse = None   # consumed either way
+                    if pc is not None and isinstance(refused, PardisoRefused):
+                        pc.keep_spare(refused.analysis)   # its analysis serves the next Cholesky
             try:
                 if lu is None:
-                    lu = PardisoFactor(Hm, reuse=reuse, single=single)
+                    take = pc.reusable(reuse, MTYPE_SYMMETRIC_INDEFINITE) if pc is not None else reuse
+                    lu = PardisoFactor(Hm, reuse=take, single=single)
             except PardisoError:
                 return None, None
         else:

@@ -81,6 +81,17 @@ class PardisoError(RuntimeError):
     """PARDISO refused the matrix (the message gives its error code and what it means)."""
 
 
+class PardisoRefused(PardisoError):
+    """A Cholesky factorization met a non-positive pivot (the matrix is not definite). ``analysis``: the
+    refused factor, which still owns its symbolic analysis -- a later Cholesky of a matrix with the same
+    pattern can take it over (``reuse=``) instead of analysing again; it cannot solve. Measured: a
+    handle whose numeric factorization was refused (phase 12 or 22) factors the next matrix exactly."""
+
+    def __init__(self, message: str, analysis: "PardisoFactor"):
+        super().__init__(message)
+        self.analysis = analysis
+
+
 _ERRORS = {-1: "input inconsistent", -2: "not enough memory", -3: "reordering problem",
            -4: "zero pivot, numerical factorization or iterative refinement problem",
            -5: "unclassified (internal) error", -6: "reordering failed", -7: "diagonal matrix is singular",
@@ -190,12 +201,17 @@ class PardisoFactor:
         self._factor_or_release(_PHASE_ANALYSE_FACTOR)
 
     def _factor_or_release(self, phase: int) -> None:
-        # a refused factorization (e.g. Cholesky of an indefinite matrix) frees its handle at once
+        # a refused Cholesky (a zero or negative pivot: not definite) keeps its analysis for the caller
+        # (PardisoRefused.analysis); any other failure frees the handle at once
+        self.factored = False
         try:
             self._call(phase, np.zeros(self.n))
-        except PardisoError:
+        except PardisoError as e:
+            if self.mtype == MTYPE_SYMMETRIC_DEFINITE and "error -4" in str(e):
+                raise PardisoRefused(str(e), self) from None
             self.release()
             raise
+        self.factored = True
 
     def _same_pattern(self, other: "PardisoFactor") -> bool:
         """Whether ``other`` (a new factor's matrix) has this factor's sparsity pattern and precision,
@@ -238,6 +254,8 @@ class PardisoFactor:
         """x with A x = b (b: [n])."""
         if self._released:
             raise PardisoError("this factorization was released")
+        if not self.factored:
+            raise PardisoError("this factorization was refused (not definite): it holds only its analysis")
         b = np.asarray(b, dtype=np.float64)
         if b.shape != (self.n,):
             raise ValueError(f"b must have shape ({self.n},), got {b.shape}")

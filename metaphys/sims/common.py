@@ -250,8 +250,9 @@ def optimizer_for(optimizer=None, weights=None, device="cpu", fastest: bool = Fa
         raise ValueError("give either optimizer= or weights= (a path to Metamizer weights), not both")
     if dims == 3:
         if fastest and optimizer is None and weights is None and torch.device(device).type == "cpu":
-            from metaphys.optim.fast import FastMetamizer, shipped_fast_module
-            return FastMetamizer(shipped_fast_module(3))   # built once per process
+            from metaphys.optim.fast import FastMetamizer, shipped_fast_module, sim_network_dtype
+            dtype = sim_network_dtype(3)   # bfloat16 on CPUs that have it natively
+            return FastMetamizer(shipped_fast_module(3, dtype), dtype=dtype)   # built once per process
         loaded = _optimizer_3d(optimizer, weights, device)
         return fastest_forward(loaded, device) if fastest and optimizer is None else loaded
     if optimizer is not None:
