@@ -208,6 +208,9 @@ def cmd_bake(args) -> int:
             sim = make_smoke_sim(params, optimizer, device=args.device, threads=threads)
             writer = smoke_writer(args.out, params)   # 2-D or 3-D by the resolution
             manifest_params, settings = params, {"threads": threads, "device": args.device}
+            from metaphys.sims.common import network_dtype_name
+            if network_dtype_name(sim) is not None:   # bfloat16 for 3-D where the CPU has it (optim/fast.py)
+                settings["network_dtype"] = network_dtype_name(sim)
         else:
             from metaphys.bake.cloth import ClothWriter, make_cloth_sim, manifest_parameters
             sim = make_cloth_sim(params, optimizer, device=args.device, threads=threads)

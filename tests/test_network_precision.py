@@ -66,3 +66,28 @@ def test_a_bfloat16_plume_stops_at_the_same_tolerance_with_the_same_density(env)
     assert float(a.sum()) > 0
     assert np.linalg.norm(b - a) / np.linalg.norm(a) < 1e-4             # the issue's target is 1e-3 vs converged
     assert not np.array_equal(a, b)                                     # two precisions did run
+
+
+@pytest.mark.parametrize("choice", ["float32", "bfloat16"])
+def test_a_plain_metamizer_becomes_the_fast_module_in_the_sims_precision(env, choice):
+    """What a bake's loaded weights go through (sims.common.fastest_forward): a 3-D network in the sims'
+    precision, a 2-D one in float32 whatever the choice for 3-D."""
+    from metaphys.optim.metamizer import Metamizer
+    from metaphys.sims.common import fastest_forward, network_dtype_name
+    env.setenv(fast.NETWORK_DTYPE_ENV, choice)
+    three = fastest_forward(Metamizer(dims=3), "cpu")
+    assert isinstance(three, fast.FastMetamizer) and three.dtype == fast.DTYPE_NAMES[choice]
+    env.setenv(fast.NETWORK_DTYPE_ENV, "auto")
+    two = fastest_forward(Metamizer(), "cpu")
+    assert two.dtype == torch.float32
+
+    class Sim:   # what network_dtype_name reads: the sim's step solver's optimizer
+        pass
+    sim = Sim()
+    sim.step_solver = Sim()
+    sim.step_solver.optimizer = three
+    assert network_dtype_name(sim) == choice
+    sim.step_solver.optimizer = Metamizer()
+    assert network_dtype_name(sim) == "float32"
+    sim.step_solver = object()              # a solver without a network (cloth's Newton)
+    assert network_dtype_name(sim) is None

@@ -117,3 +117,28 @@ def test_2d_bakes_with_heat_write_the_temperature_grid_too(tmp_path):
     assert vdb.grid_names(p) == ["density", "temperature", "velocity"]
     assert np.allclose(vdb.read_vdb_grid(p, "temperature")[0][0], sim.temperature, atol=1e-6)
     assert sim.temperature.max() > 0
+
+
+def test_3d_bakes_run_and_record_the_sims_network_precision(tmp_path):
+    """`metaphys bake smoke` with a 3-D spec runs the network in the precision the Python API's default sim
+    runs (bfloat16 where the CPU has it, METAPHYS_NETWORK_DTYPE overrides), records it in the manifest's
+    settings, and refuses to resume in another precision, saying how to match it."""
+    spec = tmp_path / "smoke3d.json"
+    spec.write_text(json.dumps({"resolution": [16, 16, 16], "frames": 2, "tol": None, "iterations_per_step": 4}))
+    env = dict(os.environ, METAPHYS_NETWORK_DTYPE="bfloat16")
+
+    def bake(out, *extra, env=env):
+        cmd = [sys.executable, "-m", "metaphys", "bake", "smoke", "--out", str(out), "--spec", str(spec),
+               "--progress", "none", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+
+    r = bake(tmp_path / "b", "--frames", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["settings"]["network_dtype"] == "bfloat16"
+    r = bake(tmp_path / "b", "--resume", env=dict(env, METAPHYS_NETWORK_DTYPE="float32"))
+    assert r.returncode != 0
+    assert "network_dtype: the bake was written with 'bfloat16', resume asked for 'float32'" in r.stderr
+    assert "METAPHYS_NETWORK_DTYPE=bfloat16" in r.stderr
+    r = bake(tmp_path / "b", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["frames_done"] == 2

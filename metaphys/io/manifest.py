@@ -250,8 +250,10 @@ class BakeManifest:
                                         f"resume asked for {new.get(k, '<missing>')!r}")
             for k, v in to_jsonable(dict(settings or {}), "$.settings").items():
                 if k in m.settings and m.settings[k] != v:
+                    how = (f"set the environment variable METAPHYS_NETWORK_DTYPE={m.settings[k]}" if k == "network_dtype"
+                           else f"omit the option or pass {m.settings[k]!r}")
                     problems.append(f"{k}: the bake was written with {m.settings[k]!r}, resume asked for {v!r} "
-                                    f"(a resumed bake must match it: omit the option or pass {m.settings[k]!r})")
+                                    f"(a resumed bake must match it: {how})")
             if model_sha256 is not None and m.model_sha256 is not None and model_sha256 != m.model_sha256:
                 problems.append(f"model sha256: manifest has {m.model_sha256}, resume asked for {model_sha256}")
             if problems:

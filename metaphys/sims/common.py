@@ -284,14 +284,26 @@ def _optimizer_3d(optimizer, weights, device):
 
 def fastest_forward(optimizer, device):
     """A plain Metamizer on CPU as the frozen channels_last module of optim/fast.py (the fastest
-    measured forward pass, 2-D or 3-D; the same steps to ~1e-6); any other optimizer or device
-    unchanged."""
+    measured forward pass, 2-D or 3-D; the same steps to ~1e-6), in the precision the sims run a network
+    of its dimension in (``sim_network_dtype``: bfloat16 for 3-D where the CPU has it); any other
+    optimizer or device unchanged."""
     import torch
     from metaphys.optim.metamizer import Metamizer
     if torch.device(device).type != "cpu" or type(optimizer) is not Metamizer:
         return optimizer
-    from metaphys.optim.fast import FastMetamizer
-    return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale)
+    from metaphys.optim.fast import FastMetamizer, sim_network_dtype
+    dtype = sim_network_dtype(getattr(optimizer, "dims", 2))
+    return FastMetamizer(optimizer.model, initial_scale=optimizer.initial_scale, dtype=dtype)
+
+
+def network_dtype_name(sim) -> Optional[str]:
+    """The precision of the network a sim's step solver runs ("float32", "bfloat16"), or None where it
+    runs none or does not say (a bake records it beside its threads)."""
+    optimizer = getattr(getattr(sim, "step_solver", None), "optimizer", None)
+    dtype = getattr(optimizer, "dtype", None)
+    if dtype is None and optimizer is not None and hasattr(optimizer, "init_state"):
+        dtype = torch.float32   # the plain Metamizer runs its TorchScript module in float32
+    return None if dtype is None else str(dtype).replace("torch.", "")
 
 
 # where a second thread starts to pay on its own work (cells or cloth vertices); below it one thread
