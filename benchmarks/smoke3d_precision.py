@@ -36,24 +36,9 @@ import torch  # noqa: E402
 
 from metaphys.io.atomic import atomic_write_text  # noqa: E402
 from metaphys.optim.fast import FastMetamizer, native_bf16, shipped_fast_module, sim_network_dtype  # noqa: E402
+from smoke3d_tolerance import run  # noqa: E402  (the plume's frames: densities, CPU, iterations, caps)
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def run(n: int, frames: int, **settings) -> dict:
-    """``frames`` frames of the default 3-D plume at n^3 (one thread): densities, CPU time, iterations."""
-    from metaphys.sims.smoke3d import SmokeSim3D
-    sim = SmokeSim3D((n, n, n), threads=1, **settings)
-    dens, cpu, its = [], [], []
-    for _ in range(frames):
-        c = time.process_time()
-        rec = sim.step()
-        cpu.append(time.process_time() - c)
-        dens.append(sim.density.copy())
-        its.append(rec.iterations)
-    capped = sum(bool(r.hit_cap) for r in sim.records)
-    return {"density": np.stack(dens), "cpu": cpu, "its": its, "capped_frames": capped,
-            "residual_max": max(float(r.residual) for r in sim.records)}
 
 
 def forward_ms(n: int, dtype: torch.dtype, repeats: int) -> float:
