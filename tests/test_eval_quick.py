@@ -103,3 +103,52 @@ def test_judge_refuses_a_better_score_whose_network_alone_regressed(tmp_path, mo
     assert [r["guard_regression_dex"] for r in records] == pytest.approx([1.0, 4.0, 2.0])
     # a resumed run's judge starts from the best eligible score, not the refused snapshots' better ones
     assert select.SnapshotJudge(cfg, str(tmp_path)).best_score == -18.0
+
+
+def test_the_3d_gate_refuses_a_snapshot_that_stalls_in_the_product_smoke(tmp_path, monkeypatch):
+    """3-D snapshots (quick3d-v2) become best only where the product's 32^3 smoke needs at most 1.1x the
+    shipped weights' fluid iterations and no more steps at the cap (issue #28: the 3-D run's final EMA beat
+    the shipped weights on the score and stalled at the cap in the smoke)."""
+    import types
+
+    from metaphys.eval import quick
+    from metaphys.train import select
+
+    reference = {"diverged": False, "iterations": 200, "capped": 0, "final": 9e-11}
+    assert quick.smoke_guard_passed(dict(reference, iterations=220), reference)
+    assert not quick.smoke_guard_passed(dict(reference, iterations=221), reference)
+    assert not quick.smoke_guard_passed(dict(reference, iterations=150, capped=1), reference)
+    assert not quick.smoke_guard_passed({"diverged": True, "final": float("inf")}, reference)
+
+    cases = iter([(-21.0, dict(reference, iterations=400, capped=6)),   # better score, stalls: refused
+                  (-19.0, dict(reference, iterations=180))])           # worse score, passes: best
+    asked = []
+
+    def fake_evaluate3d(model, sizes, iterations, smoke):
+        asked.append(smoke)
+        score, smoke_case = next(cases)
+        return {"score": score, "cases": {"smoke3d_guard": smoke_case}}
+
+    monkeypatch.setattr(select, "evaluate_snapshot3d", fake_evaluate3d)
+    monkeypatch.setattr(select, "model_from_snapshot", lambda path: None)
+    monkeypatch.setattr(select.SnapshotJudge, "reference_guard", lambda self: {"smoke3d_guard": reference})
+    cfg = types.SimpleNamespace(dims=3, eval_sizes=(16,), eval_iterations=10)
+    judge = select.SnapshotJudge(cfg, str(tmp_path))
+    assert judge.scheme == "quick3d-v2" and judge.reference_weights.endswith("metamizer3d.pt")
+    trainer = types.SimpleNamespace(step=1, elapsed=0.0)
+    for name in ("a.pt", "b.pt"):
+        (tmp_path / name).write_bytes(name.encode())
+    stalled = judge(str(tmp_path / "a.pt"), trainer)
+    assert stalled["guard_passed"] is False and "best" not in stalled and not (tmp_path / "best.pt").exists()
+    fine = judge(str(tmp_path / "b.pt"), trainer)
+    assert fine["guard_passed"] is True and fine["best"] is True and (tmp_path / "best.pt").read_bytes() == b"b.pt"
+    assert asked == [True, True]
+
+
+def test_the_smoke_case_runs_the_product_smoke(monkeypatch):
+    """smoke3d_case at a test's size: the shipped 3-D weights take every fluid step to the tolerance."""
+    from metaphys.eval import quick
+    from metaphys.optim.weights import DEFAULT_WEIGHTS_3D, load_torchscript
+    case = quick.smoke3d_case(load_torchscript(DEFAULT_WEIGHTS_3D), size=16, frames=3)
+    assert not case["diverged"] and case["capped"] == 0 and case["iterations"] > 0
+    assert case["worst"] <= 1e-10 and 0 < case["final"] <= case["worst"] and case["size"] == 16

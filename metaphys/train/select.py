@@ -14,20 +14,24 @@ import shutil
 
 from metaphys.io.atomic import atomic_path
 from metaphys.eval.quick import (GUARD_MEAN_DEX, GUARD_SIZES, GUARD_WORST_DEX, evaluate_snapshot,
-                                  evaluate_snapshot3d, guard_mean_regression, guard_regression, laplace_guard_case)
-from metaphys.optim.weights import DEFAULT_WEIGHTS, WeightsError, load_torchscript, model_from_snapshot
+                                  evaluate_snapshot3d, guard_mean_regression, guard_regression, laplace_guard_case,
+                                  smoke3d_case, smoke_guard_passed)
+from metaphys.optim.weights import (DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_3D, WeightsError, load_torchscript,
+                                    model_from_snapshot)
 
 
 SCHEME = "quick-v5"  # bump when the score's definition changes: older records are not comparable
 # (v4: + the network-alone guard on validation Laplace layouts at 64^2-128^2, eval/quick.py; v5: 32 guard
 # layouts instead of 6, gated on their mean as well as the worst)
-SCHEME_3D = "quick3d-v1"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d)
+SCHEME_3D = "quick3d-v2"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d; v2: gated on the
+# product's 32^3 smoke against the shipped 3-D weights, smoke3d_case / smoke_guard_passed)
 
 
 class SnapshotJudge:
-    def __init__(self, cfg, out_dir: str, reference_weights: str = DEFAULT_WEIGHTS):
+    def __init__(self, cfg, out_dir: str, reference_weights: str = None):
         self.cfg = cfg
-        self.reference_weights = reference_weights
+        three_d = getattr(cfg, "dims", 2) == 3
+        self.reference_weights = reference_weights or (DEFAULT_WEIGHTS_3D if three_d else DEFAULT_WEIGHTS)
         self._reference_guard = None   # the reference weights' guard cases, measured on first use
         self.out_dir = out_dir
         self.best_path = os.path.join(out_dir, "best.pt")
@@ -43,14 +47,21 @@ class SnapshotJudge:
                         self.best_score = min(self.best_score, rec.get("score", float("inf")))
 
     def __call__(self, snapshot_path: str, trainer) -> dict:
-        evaluate = evaluate_snapshot3d if self.scheme == SCHEME_3D else evaluate_snapshot
-        result = evaluate(model_from_snapshot(snapshot_path), sizes=tuple(self.cfg.eval_sizes),
-                          iterations=self.cfg.eval_iterations)
+        model = model_from_snapshot(snapshot_path)
+        if self.scheme == SCHEME_3D:
+            reference = self.reference_guard()
+            result = evaluate_snapshot3d(model, sizes=tuple(self.cfg.eval_sizes), iterations=self.cfg.eval_iterations,
+                                         smoke=bool(reference))
+        else:
+            reference = self.reference_guard()
+            result = evaluate_snapshot(model, sizes=tuple(self.cfg.eval_sizes), iterations=self.cfg.eval_iterations)
         result.update(snapshot=os.path.basename(snapshot_path), step=trainer.step, elapsed=trainer.elapsed,
                       scheme=self.scheme)
         eligible = True
-        reference = self.reference_guard() if self.scheme == SCHEME else None
-        if reference:
+        if reference and self.scheme == SCHEME_3D:
+            eligible = smoke_guard_passed(result["cases"]["smoke3d_guard"], reference["smoke3d_guard"])
+            result["guard_passed"] = eligible
+        elif reference:
             result["guard_regression_dex"] = guard_regression(result["cases"], reference)
             result["guard_mean_regression_dex"] = guard_mean_regression(result["cases"], reference)
             eligible = (result["guard_mean_regression_dex"] <= GUARD_MEAN_DEX
@@ -68,10 +79,17 @@ class SnapshotJudge:
             plot_training(self.out_dir, os.path.join(self.out_dir, "curves.png"))
         except Exception as exc:  # plotting must never stop training
             print(f"training curves not plotted: {exc}", flush=True)
-        gate = ("" if "guard_regression_dex" not in result else
-                f", network alone {result['guard_mean_regression_dex']:+.1f} dex on the mean, "
-                f"{result['guard_regression_dex']:+.1f} on the worst layout vs the shipped weights"
-                + ("" if result["guard_passed"] else " (refused)"))
+        if "guard_regression_dex" in result:
+            gate = (f", network alone {result['guard_mean_regression_dex']:+.1f} dex on the mean, "
+                    f"{result['guard_regression_dex']:+.1f} on the worst layout vs the shipped weights"
+                    + ("" if result["guard_passed"] else " (refused)"))
+        elif "smoke3d_guard" in result["cases"]:
+            mine, theirs = result["cases"]["smoke3d_guard"], reference["smoke3d_guard"]
+            gate = (f", {mine.get('size', 32)}^3 smoke: {mine.get('iterations', '-')} fluid iterations, "
+                    f"{mine.get('capped', '-')} at the cap (shipped: {theirs['iterations']}, {theirs['capped']})"
+                    + ("" if result["guard_passed"] else " (refused)"))
+        else:
+            gate = ""
         print(f"snapshot {result['snapshot']}: score {result['score']:.2f}{gate}"
               + (" (best)" if result.get("best") else ""), flush=True)
         return result
@@ -86,5 +104,9 @@ class SnapshotJudge:
                 except (WeightsError, RuntimeError, ValueError) as exc:
                     print(f"network-alone gate off: {self.reference_weights} not loaded ({exc})", flush=True)
                 else:
-                    self._reference_guard = {f"guard_laplace{s}": laplace_guard_case(model, s) for s in GUARD_SIZES}
+                    if self.scheme == SCHEME_3D:
+                        self._reference_guard = {"smoke3d_guard": smoke3d_case(model)}
+                    else:
+                        self._reference_guard = {f"guard_laplace{s}": laplace_guard_case(model, s)
+                                                 for s in GUARD_SIZES}
         return self._reference_guard
