@@ -390,7 +390,8 @@ def shipped_fast_module(dims: int, dtype: torch.dtype = torch.float32):
     return optimize_for_inference(model, dtype=dtype)
 
 
-# which precision the sims' network runs in: "auto" (SIM_NETWORK_DTYPE), "float32" or "bfloat16"
+# the environment variable that picks the sims' network precision: "auto" (sim_network_dtype's choice),
+# "float32" or "bfloat16"
 NETWORK_DTYPE_ENV = "METAPHYS_NETWORK_DTYPE"
 DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -399,8 +400,8 @@ def sim_network_dtype(dims: int) -> torch.dtype:
     """The precision of the network a ``dims``-D sim runs by default on CPU: bfloat16 for the 3-D network
     where the CPU has bf16 in hardware (``native_bf16``), else float32. Why only 3-D: the 3-D smoke's
     fluid step stops at its tolerance whatever the network's precision, and there the bf16 forward
-    halves the network's time (4 x 64^3: 431 -> 218 ms) with the same iterations per frame; measured
-    in benchmarks/results/smoke3d_bf16.md. ``METAPHYS_NETWORK_DTYPE`` = float32 / bfloat16 overrides
+    halves the network's time (4 x 64^3, one thread, AMX: 431 -> 218 ms) with the same iterations per
+    frame: 1.34x (32^3) and 1.40x (64^3) less CPU per frame, benchmarks/results/smoke3d_precision*.md. ``METAPHYS_NETWORK_DTYPE`` = float32 / bfloat16 overrides
     it (bfloat16 without native bf16 is emulated: slower, not refused); anything else is a ValueError."""
     choice = os.environ.get(NETWORK_DTYPE_ENV, "auto").strip().lower() or "auto"
     if choice == "auto":
