@@ -106,19 +106,23 @@ def test_judge_refuses_a_better_score_whose_network_alone_regressed(tmp_path, mo
 
 
 def test_the_3d_gate_refuses_a_snapshot_that_stalls_in_the_product_smoke(tmp_path, monkeypatch):
-    """3-D snapshots (quick3d-v2) become best only where the product's 32^3 smoke needs at most 1.1x the
-    shipped weights' fluid iterations and no more steps at the cap (issue #28: the 3-D run's final EMA beat
+    """3-D snapshots (quick3d-v3) become best only where the product's smoke needs at most 1.1x the
+    shipped weights' fluid iterations, no more steps at the cap and ends them no more than 1.5x higher (issue #28: the 3-D run's final EMA beat
     the shipped weights on the score and stalled at the cap in the smoke)."""
     import types
 
     from metaphys.eval import quick
     from metaphys.train import select
 
-    reference = {"diverged": False, "iterations": 200, "capped": 0, "final": 9e-11}
+    reference = {"diverged": False, "iterations": 200, "capped": 0, "final": 9e-11, "worst": 1e-10}
     assert quick.smoke_guard_passed(dict(reference, iterations=220), reference)
     assert not quick.smoke_guard_passed(dict(reference, iterations=221), reference)
     assert not quick.smoke_guard_passed(dict(reference, iterations=150, capped=1), reference)
     assert not quick.smoke_guard_passed({"diverged": True, "final": float("inf")}, reference)
+    # where steps end at the cap the count says little: the worst end MSR decides (64^3)
+    capped = dict(reference, capped=1, worst=6.5e-10)
+    assert quick.smoke_guard_passed(dict(capped, worst=9e-10), capped)
+    assert not quick.smoke_guard_passed(dict(capped, worst=1.3e-9), capped)
 
     cases = iter([(-21.0, dict(reference, iterations=400, capped=6)),   # better score, stalls: refused
                   (-19.0, dict(reference, iterations=180))])           # worse score, passes: best
@@ -134,7 +138,7 @@ def test_the_3d_gate_refuses_a_snapshot_that_stalls_in_the_product_smoke(tmp_pat
     monkeypatch.setattr(select.SnapshotJudge, "reference_guard", lambda self: {"smoke3d_guard": reference})
     cfg = types.SimpleNamespace(dims=3, eval_sizes=(16,), eval_iterations=10)
     judge = select.SnapshotJudge(cfg, str(tmp_path))
-    assert judge.scheme == "quick3d-v2" and judge.reference_weights.endswith("metamizer3d.pt")
+    assert judge.scheme == "quick3d-v3" and judge.reference_weights.endswith("metamizer3d.pt")
     trainer = types.SimpleNamespace(step=1, elapsed=0.0)
     for name in ("a.pt", "b.pt"):
         (tmp_path / name).write_bytes(name.encode())

@@ -15,7 +15,7 @@ import shutil
 from metaphys.io.atomic import atomic_path
 from metaphys.eval.quick import (GUARD_MEAN_DEX, GUARD_SIZES, GUARD_WORST_DEX, evaluate_snapshot,
                                   evaluate_snapshot3d, guard_mean_regression, guard_regression, laplace_guard_case,
-                                  smoke3d_case, smoke_guard_passed)
+                                  smoke3d_cases, smoke_guard_passed)
 from metaphys.optim.weights import (DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_3D, WeightsError, load_torchscript,
                                     model_from_snapshot)
 
@@ -23,8 +23,8 @@ from metaphys.optim.weights import (DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_3D, Weights
 SCHEME = "quick-v5"  # bump when the score's definition changes: older records are not comparable
 # (v4: + the network-alone guard on validation Laplace layouts at 64^2-128^2, eval/quick.py; v5: 32 guard
 # layouts instead of 6, gated on their mean as well as the worst)
-SCHEME_3D = "quick3d-v2"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d; v2: gated on the
-# product's 32^3 smoke against the shipped 3-D weights, smoke3d_case / smoke_guard_passed)
+SCHEME_3D = "quick3d-v3"  # the 3-D network's score (eval/quick.py evaluate_snapshot3d; v2: gated on the
+# product's 32^3 smoke against the shipped 3-D weights, smoke3d_case / smoke_guard_passed; v3: and on 64^3)
 
 
 class SnapshotJudge:
@@ -59,7 +59,7 @@ class SnapshotJudge:
                       scheme=self.scheme)
         eligible = True
         if reference and self.scheme == SCHEME_3D:
-            eligible = smoke_guard_passed(result["cases"]["smoke3d_guard"], reference["smoke3d_guard"])
+            eligible = all(smoke_guard_passed(result["cases"][k], reference[k]) for k in reference)
             result["guard_passed"] = eligible
         elif reference:
             result["guard_regression_dex"] = guard_regression(result["cases"], reference)
@@ -84,10 +84,13 @@ class SnapshotJudge:
                     f"{result['guard_regression_dex']:+.1f} on the worst layout vs the shipped weights"
                     + ("" if result["guard_passed"] else " (refused)"))
         elif "smoke3d_guard" in result["cases"]:
-            mine, theirs = result["cases"]["smoke3d_guard"], reference["smoke3d_guard"]
-            gate = (f", {mine.get('size', 32)}^3 smoke: {mine.get('iterations', '-')} fluid iterations, "
-                    f"{mine.get('capped', '-')} at the cap (shipped: {theirs['iterations']}, {theirs['capped']})"
-                    + ("" if result["guard_passed"] else " (refused)"))
+            parts = []
+            for k in reference:
+                mine, theirs = result["cases"][k], reference[k]
+                parts.append(f"{mine.get('size', '?')}^3 smoke: {mine.get('iterations', '-')} fluid iterations, "
+                             f"{mine.get('capped', '-')} at the cap, worst MSR {mine.get('worst', float('nan')):.1e} "
+                             f"(shipped: {theirs['iterations']}, {theirs['capped']}, {theirs['worst']:.1e})")
+            gate = ", " + "; ".join(parts) + ("" if result["guard_passed"] else " (refused)")
         else:
             gate = ""
         print(f"snapshot {result['snapshot']}: score {result['score']:.2f}{gate}"
@@ -105,7 +108,7 @@ class SnapshotJudge:
                     print(f"network-alone gate off: {self.reference_weights} not loaded ({exc})", flush=True)
                 else:
                     if self.scheme == SCHEME_3D:
-                        self._reference_guard = {"smoke3d_guard": smoke3d_case(model)}
+                        self._reference_guard = smoke3d_cases(model)
                     else:
                         self._reference_guard = {f"guard_laplace{s}": laplace_guard_case(model, s)
                                                  for s in GUARD_SIZES}
